@@ -1,0 +1,32 @@
+# Two commands on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+# Reinstall only when the declared dependencies change.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("dsr-pipeline needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+# Seeds the demo CRM, then submits, verifies and runs one erasure and one access request
+# through the real Prefect flow (ephemeral API), on a SQLite ledger under ./var/.
+demo: install
+	DSR_SYSTEMS_FILE=config/demo/systems.yaml $(BIN)/dsr demo
+
+test: install
+	$(BIN)/python -m pytest
+
+# Skips the tests that start Prefect (about 15 s of harness start-up).
+test-fast: install
+	$(BIN)/python -m pytest -m "not prefect"
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,1 @@
+"""System connectors: one module per vendor, all implementing `dsr.contract.Connector`."""

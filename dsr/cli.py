@@ -1,0 +1,337 @@
+"""The `dsr` command: the privacy office's door to the pipeline.
+
+It parses and presents; every rule lives in the service layer. Exit codes: 0 done, 1 the
+request did not complete (or a bundle did not verify), 2 bad input (the message names the
+field), 3 refused in the request's current state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dsr.config import ConfigError
+from dsr.deadlines import DeadlineError, due_date
+from dsr.identity import IdentityError
+from dsr.ledger.events import ChainError
+from dsr.ledger.store import LedgerError, UnknownRequest
+from dsr.models import RequestInputError, RequestType, parse_new_request
+from dsr.service import DsrService, RequestStateError
+from dsr.settings import Settings
+
+EXIT_NOT_COMPLETED = 1
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Carry out data-subject requests: submit, verify, run, and prove it.")
+bundle_app = typer.Typer(no_args_is_help=True, help="Evidence bundles: verify and rebuild.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash chains.")
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(ledger_app, name="ledger")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _service() -> Iterator[DsrService]:
+    """Open the service and turn every known failure into a clear message and exit code."""
+    service: DsrService | None = None
+    try:
+        service = DsrService(Settings())
+        yield service
+    except (RequestInputError, IdentityError, DeadlineError, ConfigError) as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    except UnknownRequest as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    except RequestStateError as exc:
+        _fail(EXIT_REFUSED, str(exc))
+    except (LedgerError, ChainError) as exc:
+        _fail(EXIT_NOT_COMPLETED, str(exc))
+    finally:
+        if service is not None:
+            service.close()
+
+
+def _print_json(value: Any) -> None:
+    out.print_json(json.dumps(value, default=str))
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    type: Annotated[RequestType, typer.Option("--type", help="What the subject asks for.", case_sensitive=False)],
+    email: Annotated[str, typer.Option(help="The subject's e-mail address (matched exactly after trimming and lower-casing).")],
+    regime: Annotated[str, typer.Option(help="gdpr, uk-gdpr, ccpa, lgpd or pipeda.")],
+    country: Annotated[str | None, typer.Option(help="ISO country whose holidays count (gdpr: the member state; default NL).")] = None,
+    received: Annotated[str | None, typer.Option(help="When the request arrived, ISO 8601 (default: now). A bare date means that day.")] = None,
+    channel: Annotated[str, typer.Option(help="How it arrived: web-form, email, phone, post...")] = "cli",
+) -> None:
+    """Record a new request; prints its id alone on the first line."""
+    with _service() as service:
+        new = parse_new_request(type=type.value, email=email, regime=regime, country=country,
+                                received=received or datetime.now(UTC), channel=channel)
+        state = service.submit(new).state
+        out.print(state.request_id)
+        out.print(f"[dim]{state.type} under {state.regime}, due {state.due}; "
+                  f"next: dsr verify {state.request_id} --method M --note TEXT[/dim]")
+
+
+@app.command()
+def verify(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    method: Annotated[str, typer.Option(help="How identity was verified: email-code, account-login, id-document...")],
+    note: Annotated[str, typer.Option(help="What was matched (kept as evidence; no personal data, please).")],
+) -> None:
+    """Record that the privacy office verified the requester's identity."""
+    with _service() as service:
+        state = service.verify(request_id, method=method, note=note)
+        out.print(f"{state.request_id} verified ({method}); next: dsr run {state.request_id}")
+
+
+@app.command()
+def extend(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Why more time is needed (told to the subject).")],
+) -> None:
+    """Extend the deadline where the regime allows it."""
+    with _service() as service:
+        state = service.extend(request_id, reason=reason)
+        out.print(f"{state.request_id} extended; now due {state.due}")
+
+
+@app.command()
+def cancel(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Why (kept as evidence).")] = "cancelled by the privacy office",
+) -> None:
+    """Cancel an open request."""
+    with _service() as service:
+        state = service.cancel(request_id, reason=reason)
+        out.print(f"{state.request_id} {state.status.value}")
+
+
+@app.command()
+def status(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a request: status, deadline, per-system results."""
+    with _service() as service:
+        state = service.state(request_id)
+        view = state.to_view()
+        view["systems"] = {name: s.to_view() for name, s in sorted(state.systems.items())}
+        if as_json:
+            _print_json(view)
+            return
+        out.print(f"[bold]{state.request_id}[/bold]  {state.type} · {state.regime}"
+                  f"{' (' + state.country + ')' if state.country else ''} · [bold]{state.status.value}[/bold]")
+        out.print(f"received {state.received_at} via {state.channel}; due [bold]{state.due}[/bold]"
+                  f"{' (extended)' if state.deadline and state.deadline.get('extended') else ''}")
+        if state.verification:
+            out.print(f"verified by {state.verification['by']} ({state.verification['method']}) at {state.verification['at']}")
+        if state.outcome_reason:
+            out.print(f"[yellow]{state.outcome_reason}[/yellow]")
+        if state.systems:
+            out.print(_systems_table(list(view["systems"].values())))
+        for sealed in state.bundles:
+            out.print(f"evidence v{sealed['version']}: {service.settings.bundles_path / state.request_id / sealed['file']}")
+
+
+@app.command("list")
+def list_requests(
+    open_only: Annotated[bool, typer.Option("--open", help="Only requests not yet closed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List requests, oldest first."""
+    with _service() as service:
+        rows = service.list(open_only=open_only)
+        if as_json:
+            _print_json([row.__dict__ if not hasattr(row, "__slots__") else
+                         {k: getattr(row, k) for k in row.__slots__} for row in rows])
+            return
+        table = Table("id", "type", "regime", "status", "received", "due")
+        for row in rows:
+            table.add_row(row.request_id, row.type, row.regime, row.status, row.received_at[:16].replace("T", " "),
+                          row.due or "—")
+        out.print(table if rows else "no requests")
+
+
+def _systems_table(views: list[dict[str, Any]]) -> Table:
+    table = Table("system", "status", "found", "actions", "left after erasure", "note")
+    for v in views:
+        actions = ", ".join(f"{k} {n}" for k, n in v.get("actions", {}).items()) or (
+            f"exported {v['records_exported']}" if v.get("records_exported") is not None else "—")
+        remaining = (v.get("post_erasure_requery") or {}).get("remaining")
+        colour = {"completed": "green", "failed": "red"}.get(v["status"], "yellow")
+        table.add_row(v["system"], f"[{colour}]{v['status']}[/{colour}]", str(v.get("records_found", 0)), actions,
+                      "—" if remaining is None else str(len(remaining)), v.get("error") or "")
+    return table
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def _prepare_prefect(settings: Settings) -> None:
+    """Embedded defaults for Prefect: its state under our home, no telemetry, quiet logs."""
+    os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
+    """Run the process-request flow in-process while showing each system's progress."""
+    _prepare_prefect(service.settings)
+    from flows import runtime  # Prefect is heavy to import: only for commands that run flows
+    from flows.request import process_request
+
+    runtime.use_service(service)
+    result: dict[str, Any] = {}
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.update(process_request(request_id))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name=f"process-request-{request_id}", daemon=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} systems"),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:
+        bar = progress.add_task(f"process-request {request_id[:8]}: starting Prefect", total=None)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.5)
+            state = service.state(request_id)
+            if state.plan:
+                done = sum(1 for s in state.systems.values() if s.status.value in ("completed", "failed"))
+                progress.update(bar, total=len(state.plan), completed=done,
+                                description=f"process-request {request_id[:8]}: {state.status.value}")
+    if failure:
+        raise failure[0]
+    return result
+
+
+@app.command()
+def run(request_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Run the process-request flow for a request now; exit 0 only when it completed."""
+    with _service() as service:
+        result = run_with_progress(service, request_id)
+        _print_outcome(result)
+        if result["status"] != "completed":
+            _fail(EXIT_NOT_COMPLETED, f"request {request_id} is {result['status']}: {result.get('reason') or 'see dsr status'}")
+
+
+def _print_outcome(result: dict[str, Any]) -> None:
+    out.print(f"[bold]{result['request_id']}[/bold]: {result['status']}")
+    rows = [{"system": s["system"], "status": s["status"], "records_found": s["records_found"],
+             "actions": s["actions"], "post_erasure_requery": None, "error": s.get("error")} for s in result["systems"]]
+    if rows:
+        out.print(_systems_table(rows))
+    if result.get("bundle"):
+        out.print(f"evidence bundle: {result['bundle']}")
+    if result.get("package"):
+        out.print(f"subject package: {result['package']}")
+
+
+# -- deadlines, evidence, ledger ------------------------------------------------------------------
+
+
+@app.command()
+def deadline(
+    regime: Annotated[str, typer.Argument(help="gdpr, uk-gdpr, ccpa, lgpd or pipeda.")],
+    received: Annotated[str, typer.Argument(help="Date (or ISO timestamp) the request was received.")],
+    country: Annotated[str | None, typer.Option(help="Member state for gdpr (default NL).")] = None,
+    extended: Annotated[bool, typer.Option("--extended", help="With the regime's extension.")] = False,
+) -> None:
+    """Print the legal due date (YYYY-MM-DD alone on the first line)."""
+    try:
+        moment: Any = datetime.fromisoformat(received.strip())
+        if len(received.strip()) == 10:
+            moment = moment.date()
+    except ValueError:
+        _fail(EXIT_BAD_INPUT, f"received: {received!r} is not an ISO 8601 date such as 2026-01-30")
+    try:
+        due = due_date(regime, moment, country=country.upper() if country else None, extended=extended)
+    except DeadlineError as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    out.print(due.isoformat())
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    path: Annotated[Path, typer.Argument(help="The evidence bundle (.zip).")],
+    public_key: Annotated[Path | None, typer.Option(help="PEM public key; default: this installation's signing key.")] = None,
+) -> None:
+    """Check a bundle offline: member hashes, manifest, hash chain and signature."""
+    from dsr.bundle import verify_bundle
+    from dsr.signing import load_public_key
+
+    settings = Settings()
+    key_path = public_key or Path(str(settings.signing_key_path) + ".pub")
+    if not path.is_file():
+        _fail(EXIT_BAD_INPUT, f"path: no file at {path}")
+    if not key_path.is_file():
+        _fail(EXIT_BAD_INPUT, f"public-key: no public key at {key_path}")
+    report = verify_bundle(path, load_public_key(key_path))
+    for what, passed, detail in report.checks:
+        mark = "[green]ok[/green]  " if passed else "[red]FAIL[/red]"
+        out.print(f"{mark} {what}{': ' + detail if detail else ''}")
+    if not report.ok:
+        _fail(EXIT_NOT_COMPLETED, f"bundle does not verify: {report.reason}")
+    out.print(f"[green]bundle intact[/green]: request {report.request_id}, {report.events} events")
+
+
+@ledger_app.command("verify")
+def ledger_verify(request_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None) -> None:
+    """Verify the hash chain of one request, or of every request."""
+    with _service() as service:
+        counts = {request_id: service.ledger.verify(request_id)} if request_id else service.ledger.verify_all()
+        for rid, n in counts.items():
+            out.print(f"ok  {rid}: {n} events")
+        out.print(f"{len(counts)} chain(s) verified")
+
+
+@app.command()
+def demo() -> None:
+    """Seed the demo CRM, then submit, verify and run an erasure and an access request."""
+    from flows.demo import run_demo
+
+    os.environ.setdefault("DSR_SYSTEMS_FILE", str(Path("config/demo/systems.yaml")))
+    with _service() as service:
+        code = run_demo(service, out, run_with_progress)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("DSR_LOG_LEVEL", "WARNING").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; a re-run resumes where this one stopped")
+        sys.exit(130)
+
+

@@ -1,0 +1,154 @@
+"""The data map (`systems.yaml`) and the policy (`policy.yaml`), validated when loaded.
+
+Every error names the file and the path inside it, e.g.
+`config/policy.yaml: tax_retention.NL.years: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsr.contract import DataCategory, ErasureAction
+from dsr.deadlines import DeadlineRules, Regime
+from dsr.models import RequestType
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SystemConfig(_Strict):
+    """One system of the data map. `settings` belongs to its connector, which validates it."""
+
+    kind: str
+    title: str
+    owner: str = "privacy-office"
+    enabled: bool = True
+    request_types: tuple[RequestType, ...] = (RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataMap(_Strict):
+    version: Literal[1] = 1
+    systems: dict[str, SystemConfig]
+
+    @field_validator("systems")
+    @classmethod
+    def _names(cls, systems: dict[str, SystemConfig]) -> dict[str, SystemConfig]:
+        for name in systems:
+            if not name.replace("_", "").replace("-", "").isalnum() or not name[0].isalpha():
+                raise ValueError(f"system name {name!r} must be letters, digits, '-' or '_'")
+        return systems
+
+    def enabled(self) -> dict[str, SystemConfig]:
+        return {name: s for name, s in self.systems.items() if s.enabled}
+
+
+class TaxRetention(_Strict):
+    years: Annotated[int, Field(gt=0, le=30)]
+    starts: Literal["end_of_fiscal_year", "start_of_next_fiscal_year"] = "end_of_fiscal_year"
+    source: str
+
+
+class RegimePolicy(_Strict):
+    tax_jurisdiction: str
+    legal_obligation_basis: str
+
+
+class ErasureRule(_Strict):
+    """Records with any of `categories` get `action`; `retention` names the clock that keeps them."""
+
+    categories: tuple[DataCategory, ...]
+    action: ErasureAction
+    retention: Literal["tax"] | None = None
+
+    @model_validator(mode="after")
+    def _retention_needed(self) -> ErasureRule:
+        if self.action in (ErasureAction.ANONYMISE, ErasureAction.RETAIN) and self.retention is None:
+            raise ValueError("an anonymise or retain rule needs a retention clock (e.g. retention: tax)")
+        return self
+
+
+class ErasurePolicy(_Strict):
+    default: ErasureAction = ErasureAction.DELETE
+    rules: tuple[ErasureRule, ...] = ()
+
+
+class DeadlinePolicy(_Strict):
+    gdpr_pause_for_id: bool = True
+    gdpr_pause_for_clarification: bool = True
+    lgpd_roll_to_business_day: bool = True
+    pipeda_roll_sunday_and_holiday: bool = True
+
+    def rules(self) -> DeadlineRules:
+        return DeadlineRules(**self.model_dump())
+
+
+class SubjectSummary(_Strict):
+    """Plain-language text for the subject package, drawn from the privacy policy."""
+
+    controller: str
+    purposes: tuple[str, ...]
+    categories: dict[str, str]
+    recipients: tuple[str, ...]
+    retention: tuple[str, ...]
+    rights: tuple[str, ...]
+    contact: str
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    fiscal_year_end: Annotated[str, Field(pattern=r"^\d{2}-\d{2}$")] = "12-31"
+    tax_retention: dict[str, TaxRetention]
+    regimes: dict[Regime, RegimePolicy]
+    erasure: ErasurePolicy = ErasurePolicy()
+    deadlines: DeadlinePolicy = DeadlinePolicy()
+    subject_summary: SubjectSummary
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        missing = [r.value for r in Regime if r not in self.regimes]
+        if missing:
+            raise ValueError(f"regimes: no policy for {', '.join(missing)}")
+        for regime, rp in self.regimes.items():
+            if rp.tax_jurisdiction not in self.tax_retention:
+                raise ValueError(
+                    f"regimes.{regime.value}.tax_jurisdiction: {rp.tax_jurisdiction!r} has no tax_retention entry")
+        return self
+
+
+def _load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (set DSR_CONFIG_DIR, or DSR_SYSTEMS_FILE / DSR_POLICY_FILE)")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}{more}") from None
+
+
+def load_data_map(path: Path) -> DataMap:
+    data_map: DataMap = _validate(DataMap, _load_yaml(path), path)
+    return data_map
+
+
+def load_policy(path: Path) -> Policy:
+    policy: Policy = _validate(Policy, _load_yaml(path), path)
+    return policy

@@ -1,0 +1,383 @@
+"""Carrying out a verified request, one system at a time, as a write-ahead saga.
+
+Each step appends its result to the ledger before the next one starts, and each step first
+asks the ledger whether it is already done. A re-run after a crash, a failure or a finished
+run therefore repeats nothing harmful: discovery and decisions are read back from the ledger,
+erasure is idempotent, and completed systems are skipped.
+
+The flow (flows/request.py) calls `begin`, then `run_system` once per system (in parallel), then
+`finish`. This module knows nothing of Prefect; connectors arrive already built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from dsr.bundle import build_bundle, write_bundle
+from dsr.contract import (
+    Connector,
+    DataCategory,
+    ErasureAction,
+    ErasureDecision,
+    Receipt,
+    RecordRef,
+    Subject,
+)
+from dsr.ledger.events import LedgerEvent, canonical_json
+from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
+from dsr.package import write_package
+from dsr.policy import decide_erasure
+from dsr.service import DsrService, RequestStateError
+from dsr.signing import load_or_create_signing_key
+from dsr.state import EventType, RequestState, SystemStatus, derive_state
+
+log = logging.getLogger(__name__)
+
+RUNNER = "pipeline"
+
+
+class NotVerified(RequestStateError):
+    """DESIGN invariant 2: no fan-out before the requester's identity is verified."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    request_id: str
+    systems: tuple[str, ...]  # systems still to do (completed ones are left out)
+    all_systems: tuple[str, ...]
+    action: str  # "export" or "erase"
+    already_closed: bool = False
+    manual_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    system: str
+    status: str
+    records_found: int
+    actions: dict[str, int] = field(default_factory=dict)
+    remaining: int = 0
+    error: str | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    request_id: str
+    status: Status
+    reason: str | None
+    systems: tuple[SystemResult, ...]
+    bundle_path: Path | None
+    package_path: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.COMPLETED
+
+
+def ref_to_dict(ref: RecordRef) -> dict[str, Any]:
+    return {"object": ref.object, "id": ref.id, "categories": [c.value for c in ref.categories],
+            "anchor_date": ref.anchor_date.isoformat() if ref.anchor_date else None}
+
+
+def ref_from_dict(system: str, data: dict[str, Any]) -> RecordRef:
+    anchor = data.get("anchor_date")
+    return RecordRef(system, data["object"], str(data["id"]), tuple(DataCategory(c) for c in data["categories"]),
+                     date.fromisoformat(anchor) if anchor else None)
+
+
+def _safe_error(exc: BaseException) -> str:
+    """An error for the ledger: type and message, cut short. Connectors keep personal data out
+    of their messages (contract rule); the cut bounds what a vendor's error body can add."""
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+class RequestRunner:
+    """Drives one request through its systems. Safe to call again at any point."""
+
+    def __init__(self, service: DsrService) -> None:
+        self.service = service
+        self.ledger = service.ledger
+
+    # -- begin --------------------------------------------------------------------------------
+
+    def begin(self, request_id: str) -> RunPlan:
+        """Check the request may run and record the run's start; say which systems remain."""
+        state = self.service.state(request_id)
+        systems = tuple(sorted(
+            name for name, cfg in self.service.data_map.enabled().items()
+            if RequestType(state.type) in cfg.request_types
+        ))
+        action = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
+        if state.status == Status.COMPLETED:
+            return RunPlan(request_id, (), systems, action, already_closed=True)
+        if state.status in (Status.CANCELLED, Status.REJECTED):
+            raise RequestStateError(f"request {request_id} is {state.status.value}; it will not run")
+        if not state.verified:
+            reason = "identity not verified: run `dsr verify` first (DESIGN invariant 2)"
+            self.ledger.append(request_id, EventType.RUN_REFUSED, {"reason": reason}, actor=RUNNER)
+            raise NotVerified(f"request {request_id}: {reason}")
+        if RequestType(state.type) not in AUTOMATED_TYPES:
+            reason = f"{state.type} requests are carried out by the privacy office; no automated handler yet"
+            if state.status != Status.AWAITING_MANUAL_ACTION:
+                self.ledger.append(request_id, EventType.MANUAL_ACTION_REQUIRED, {"reason": reason}, actor=RUNNER)
+            return RunPlan(request_id, (), (), action, manual_reason=reason)
+        if not systems:
+            raise RequestStateError("systems.yaml: no enabled system handles this request type")
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            if derive_state(chain).closed:
+                raise RequestStateError(f"request {request_id} closed while starting")
+
+        self.ledger.append(request_id, EventType.RUN_STARTED, {"systems": list(systems), "action": action},
+                           actor=RUNNER, guard=guard)
+        todo = tuple(s for s in systems if state.systems.get(s) is None
+                     or state.systems[s].status != SystemStatus.COMPLETED)
+        return RunPlan(request_id, todo, systems, action)
+
+    # -- one system ---------------------------------------------------------------------------
+
+    def run_system(self, request_id: str, system: str, connect: Callable[[], Connector]) -> SystemResult:
+        """Discover, then export or erase and verify, in one system.
+
+        `connect` builds the connector; it is called only when there is work to do, and a
+        failure to build it (bad settings, missing credentials) is recorded like any other.
+        Never raises for a system's failure: it records it and reports the system as failed.
+        """
+        state = self.service.state(request_id)
+        if state.status == Status.CANCELLED:
+            return SystemResult(system, "cancelled", 0, skipped=True)
+        if state.system(system).status == SystemStatus.COMPLETED:
+            return self._result(state, system, skipped=True)
+        connector: Connector | None = None
+        try:
+            subject = self._subject(request_id, state)
+            connector = connect()
+            refs = self._discover(request_id, state, system, connector, subject)
+            if RequestType(state.type) in EXPORT_TYPES:
+                self._export(request_id, state, system, connector, refs)
+            else:
+                self._erase(request_id, state, system, connector, subject, refs)
+            self.ledger.append(request_id, EventType.SYSTEM_COMPLETED, {"system": system}, actor=RUNNER)
+        except Exception as exc:  # a system's failure is the request's fact, not the flow's crash
+            log.warning("request %s: system %s failed: %s", request_id, system, type(exc).__name__)
+            self.ledger.append(request_id, EventType.SYSTEM_FAILED,
+                               {"system": system, "error": _safe_error(exc)}, actor=RUNNER)
+        finally:
+            close = getattr(connector, "close", None)
+            if callable(close):
+                close()
+        return self._result(self.service.state(request_id), system)
+
+    def _subject(self, request_id: str, state: RequestState) -> Subject:
+        email = self.ledger.identity(request_id, "email")
+        if email is None:
+            raise RequestStateError(f"request {request_id}: the subject's identity is no longer held")
+        return Subject(email=email, identity_hash=state.identity_hash)
+
+    def _discover(self, request_id: str, state: RequestState, system: str, connector: Connector,
+                  subject: Subject) -> list[RecordRef]:
+        recorded = _last_payload(self.service.events(request_id), EventType.SYSTEM_DISCOVERED, system)
+        if recorded is not None:
+            return [ref_from_dict(system, r) for r in recorded["refs"]]
+        refs = connector.discover(subject)
+        by_object = Counter(r.object for r in refs)
+        self.ledger.append(request_id, EventType.SYSTEM_DISCOVERED, {
+            "system": system,
+            "connector_version": connector.info.version,
+            "identifier": {"kind": "email", "identity_hash": subject.identity_hash, "match": "exact, normalised"},
+            "records": len(refs),
+            "by_object": dict(sorted(by_object.items())),
+            "refs": [ref_to_dict(r) for r in refs],
+        }, actor=RUNNER)
+        return refs
+
+    def _export(self, request_id: str, state: RequestState, system: str, connector: Connector,
+                refs: Sequence[RecordRef]) -> None:
+        staging = self.staging_dir(request_id) / f"{system}.jsonl"
+        done = state.system(system)
+        if "export" in done.steps_done and staging.is_file() and _sha256_file(staging) == done.export_sha256:
+            return
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        tmp = staging.with_suffix(".part")
+        count = 0
+        with tmp.open("w", encoding="utf-8") as out:
+            for record in connector.export(refs):  # streamed: one record in memory at a time
+                out.write(canonical_json({"object": record.ref.object, "id": record.ref.id,
+                                          "fields": dict(record.fields)}) + "\n")
+                count += 1
+        tmp.replace(staging)
+        self.ledger.append(request_id, EventType.SYSTEM_EXPORTED, {
+            "system": system, "records": count, "sha256": _sha256_file(staging), "file": staging.name,
+        }, actor=RUNNER)
+
+    def _erase(self, request_id: str, state: RequestState, system: str, connector: Connector,
+               subject: Subject, refs: Sequence[RecordRef]) -> None:
+        done = state.system(system)
+        events = self.service.events(request_id)
+        planned = _last_payload(events, EventType.SYSTEM_ERASE_PLANNED, system)
+        if planned is None:
+            today = datetime.now(UTC).date()
+            decisions = [decide_erasure(r, regime=state.regime, policy=self.service.policy, today=today)
+                         for r in refs]
+            planned = {"system": system, "decisions": [_decision_to_dict(d) for d in decisions]}
+            self.ledger.append(request_id, EventType.SYSTEM_ERASE_PLANNED, planned, actor=RUNNER)
+        decisions = [_decision_from_dict(system, d) for d in planned["decisions"]]
+        if "erase" not in done.steps_done:
+            receipt = connector.erase(decisions)
+            self.ledger.append(request_id, EventType.SYSTEM_ERASED, _receipt_payload(system, receipt), actor=RUNNER)
+            if receipt.failed:
+                raise RuntimeError(f"{len(receipt.failed)} record(s) could not be erased in {system}")
+        retained = {d.ref.key for d in decisions if d.action == ErasureAction.RETAIN}
+        if connector.info.write_only:
+            proof, remaining = "write-only system: removal requested, absence cannot be re-queried", []
+        else:
+            remaining = [r.key for r in connector.verify_erased(subject)]
+            proof = "re-query after erasure"
+        unexpected = sorted(set(remaining) - retained)
+        self.ledger.append(request_id, EventType.SYSTEM_VERIFIED, {
+            "system": system, "proof": proof, "remaining": len(remaining),
+            "retained_as_decided": sorted(set(remaining) & retained), "unexpected_remaining": unexpected,
+        }, actor=RUNNER)
+        if unexpected:
+            raise RuntimeError(f"{len(unexpected)} record(s) still match the subject in {system} after erasure")
+
+    # -- finish -------------------------------------------------------------------------------
+
+    def finish(self, request_id: str) -> RunOutcome:
+        """Close the run: package for the subject, completion (or what is left), sealed evidence."""
+        state = self.service.state(request_id)
+        package_path: Path | None = None
+        if state.status in (Status.IN_PROGRESS, Status.PARTIALLY_COMPLETED):
+            failed = {n: s for n, s in state.systems.items() if s.status != SystemStatus.COMPLETED}
+            if failed:
+                reason = "; ".join(f"{n}: {s.error or s.status.value}" for n, s in sorted(failed.items()))
+                if not (state.status == Status.PARTIALLY_COMPLETED and state.outcome_reason == reason):
+                    self.ledger.append(request_id, EventType.PARTIALLY_COMPLETED,
+                                       {"reason": reason, "open_systems": sorted(failed)}, actor=RUNNER)
+            else:
+                if RequestType(state.type) in EXPORT_TYPES and state.package is None:
+                    self._package(request_id, state)
+                self.ledger.append(request_id, EventType.COMPLETED, {
+                    "systems": sorted(state.systems), "response": "sent to the privacy office for delivery",
+                }, actor=RUNNER)
+        state = self.service.state(request_id)
+        bundle_path = self._seal(request_id, state)
+        state = self.service.state(request_id)
+        if state.package:
+            package_path = self.service.settings.packages_path / request_id / state.package["file"]
+        results = tuple(self._result(state, name) for name in sorted(state.systems))
+        return RunOutcome(request_id, state.status, state.outcome_reason, results, bundle_path, package_path)
+
+    def _package(self, request_id: str, state: RequestState) -> None:
+        exports = {name: self.staging_dir(request_id) / f"{name}.jsonl" for name in sorted(state.systems)}
+        for name, path in exports.items():
+            if _sha256_file(path) != state.systems[name].export_sha256:
+                raise RuntimeError(f"export of {name} changed since it was recorded; re-run the request")
+        target = self.service.settings.packages_path / request_id / "package.zip"
+        digest, size = write_package(target, request_id, state.to_view(), exports,
+                                     self.service.policy.subject_summary)
+        self.ledger.append(request_id, EventType.PACKAGE_CREATED, {
+            "sha256": digest, "bytes": size, "file": target.name,
+            "formats": ["json", "csv", "html"], "records": sum(s.exported or 0 for s in state.systems.values()),
+        }, actor=RUNNER)
+
+    def _seal(self, request_id: str, state: RequestState) -> Path | None:
+        """Seal evidence of the events up to the latest outcome, once per outcome."""
+        through = state.completed_through_seq
+        if through is None:
+            return None
+        bundles_dir = self.service.settings.bundles_path
+        for sealed in state.bundles:
+            if sealed["through_seq"] == through:
+                return bundles_dir / request_id / sealed["file"]
+        path, digest = self.build_bundle_file(request_id, through, version=len(state.bundles) + 1)
+        self.ledger.append(request_id, EventType.BUNDLE_SEALED, {
+            "version": len(state.bundles) + 1, "sha256": digest, "through_seq": through, "file": path.name,
+        }, actor=RUNNER)
+        return path
+
+    def build_bundle_bytes(self, request_id: str, through_seq: int) -> bytes:
+        """The bundle is a pure function of the ledger up to `through_seq` (DESIGN invariant 5)."""
+        events = self.ledger.events(request_id, through_seq=through_seq)
+        state = derive_state(events)
+        signer = load_or_create_signing_key(self.service.settings.signing_key_path)
+        return build_bundle(events, request_view=state.to_view(),
+                            system_views={n: s.to_view() for n, s in sorted(state.systems.items())},
+                            signer=signer)
+
+    def build_bundle_file(self, request_id: str, through_seq: int, *, version: int) -> tuple[Path, str]:
+        data = self.build_bundle_bytes(request_id, through_seq)
+        path = write_bundle(self.service.settings.bundles_path, data, request_id, version)
+        return path, hashlib.sha256(data).hexdigest()
+
+    def staging_dir(self, request_id: str) -> Path:
+        return self.service.settings.packages_path / request_id / "staging"
+
+    @staticmethod
+    def _result(state: RequestState, system: str, *, skipped: bool = False) -> SystemResult:
+        s = state.system(system)
+        return SystemResult(system, s.status.value, s.found, dict(s.actions), len(s.remaining or []), s.error,
+                            skipped)
+
+
+def _last_payload(events: Sequence[LedgerEvent], type: str, system: str) -> dict[str, Any] | None:
+    for event in reversed(events):
+        if event.type == type and event.payload.get("system") == system:
+            return dict(event.payload)
+    return None
+
+
+def _decision_to_dict(d: ErasureDecision) -> dict[str, Any]:
+    return {"ref": ref_to_dict(d.ref), "action": d.action.value, "basis": d.basis,
+            "retain_until": d.retain_until.isoformat() if d.retain_until else None}
+
+
+def _decision_from_dict(system: str, data: dict[str, Any]) -> ErasureDecision:
+    until = data.get("retain_until")
+    return ErasureDecision(ref_from_dict(system, data["ref"]), ErasureAction(data["action"]), data.get("basis"),
+                           date.fromisoformat(until) if until else None)
+
+
+def _receipt_payload(system: str, receipt: Receipt) -> dict[str, Any]:
+    actions = Counter(
+        ("already_gone" if o.already_gone else o.action.value) if o.done else "failed" for o in receipt.outcomes
+    )
+    exemptions = [
+        {"record": o.ref.key, "action": o.action.value, "basis": o.basis,
+         "retain_until": o.retain_until.isoformat() if o.retain_until else None,
+         "fields_cleared": list(o.fields_cleared)}
+        for o in receipt.outcomes if o.basis
+    ]
+    return {
+        "system": system,
+        "complete": not receipt.failed,
+        "actions": dict(sorted(actions.items())),
+        "outcomes": [
+            {"record": o.ref.key, "action": o.action.value, "done": o.done, "already_gone": o.already_gone,
+             "fields_cleared": list(o.fields_cleared), "error": o.error}
+            for o in receipt.outcomes
+        ],
+        "exemptions": exemptions,
+        "vendor_receipt_id": receipt.vendor_receipt_id,
+        "api_calls": receipt.api_calls,
+    }
+
+
+def _sha256_file(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+

@@ -1,0 +1,257 @@
+"""The ledger on a SQL database (SQLite by default, PostgreSQL in production).
+
+Appends are the only write. Each append reads the request's chain head and inserts the next
+event in one transaction; the unique (request_id, seq) constraint turns a race between two
+writers into a retry instead of a fork.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from dsr.ledger.events import GENESIS_HASH, LedgerEvent, format_timestamp, verify_chain
+from dsr.ledger.schema import events as events_table
+from dsr.ledger.schema import identities as identities_table
+from dsr.ledger.schema import requests as requests_table
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+APPEND_ATTEMPTS = 20
+
+#: Computes the derived index row for a request from its whole chain (new event included).
+Projector = Callable[[Sequence[LedgerEvent]], Mapping[str, Any]]
+
+
+class LedgerError(RuntimeError):
+    """The ledger could not do what was asked; the message says why."""
+
+
+class UnknownRequest(LedgerError):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request_id: no request {request_id!r} in the ledger")
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    request_id: str
+    type: str
+    regime: str
+    status: str
+    received_at: str
+    due: str | None
+    updated_at: str
+    last_seq: int
+
+
+def create_ledger_engine(url: str) -> Engine:
+    """An engine tuned for appends: SQLite in WAL mode with IMMEDIATE transactions."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the driver so that every transaction starts
+            # IMMEDIATE: a writer holds the write lock from its first read of the chain head,
+            # so two writers queue (busy timeout) instead of failing on a stale snapshot.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (no-op when it is already there)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current == head:
+        return
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+class Ledger:
+    """Append-only, hash-chained events per request, plus a derived index for listing."""
+
+    def __init__(self, url: str, *, projector: Projector | None = None, auto_migrate: bool = True) -> None:
+        self.url = url
+        self.engine = create_ledger_engine(url)
+        self._projector = projector
+        if auto_migrate:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        request_id: str,
+        type: str,
+        payload: Mapping[str, Any],
+        *,
+        actor: str,
+        at: datetime | None = None,
+        identity: tuple[str, str, str] | None = None,
+        expect_new: bool = False,
+        guard: Callable[[Sequence[LedgerEvent]], None] | None = None,
+    ) -> LedgerEvent:
+        """Append one event to a request's chain and return it as stored.
+
+        Args:
+            identity: (kind, value, hash) to store beside the first event of a new request.
+            expect_new: refuse when the request already has events (idempotent intake).
+            guard: called with the current chain inside the transaction, before the append;
+                it may raise to refuse (a state check that cannot race with another writer).
+        """
+        last_error: Exception | None = None
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    chain = self._load(conn, request_id)
+                    if expect_new and chain:
+                        raise LedgerError(f"request_id: request {request_id!r} already exists")
+                    if not expect_new and not chain:
+                        raise UnknownRequest(request_id)
+                    if guard is not None:
+                        guard(chain)
+                    prev = chain[-1] if chain else None
+                    new = LedgerEvent.create(
+                        request_id=request_id,
+                        seq=(prev.seq + 1) if prev else 1,
+                        at=at or datetime.now(UTC),
+                        actor=actor,
+                        type=type,
+                        payload=payload,
+                        prev_hash=prev.hash if prev else GENESIS_HASH,
+                    )
+                    conn.execute(insert(events_table).values(
+                        request_id=new.request_id, seq=new.seq, at=new.at, actor=new.actor, type=new.type,
+                        payload=json.dumps(new.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                        prev_hash=new.prev_hash, hash=new.hash,
+                    ))
+                    if identity is not None:
+                        kind, value, digest = identity
+                        conn.execute(insert(identities_table).values(
+                            request_id=request_id, kind=kind, value=value, hash=digest))
+                    self._project(conn, [*chain, new], exists=bool(chain))
+                    return new
+            except (IntegrityError, OperationalError) as exc:
+                # A concurrent writer took this seq, or held the lock too long: read the new head
+                # and retry. Any other database error is real and goes straight up.
+                if isinstance(exc, OperationalError) and not _is_contention(exc):
+                    raise
+                last_error = exc
+                time.sleep(min(0.005 * (2**attempt), 0.25))
+        raise LedgerError(f"could not append to request {request_id!r} after {APPEND_ATTEMPTS} attempts") from last_error
+
+    def _project(self, conn: Connection, chain: Sequence[LedgerEvent], *, exists: bool) -> None:
+        if self._projector is None:
+            return
+        row = dict(self._projector(chain))
+        row.update(last_seq=chain[-1].seq, updated_at=chain[-1].at)
+        if exists:
+            conn.execute(update(requests_table).where(
+                requests_table.c.request_id == chain[-1].request_id).values(**row))
+        else:
+            conn.execute(insert(requests_table).values(request_id=chain[-1].request_id, **row))
+
+    def rebuild_index(self) -> int:
+        """Recompute every index row from the events (the events are the record)."""
+        count = 0
+        with self.engine.begin() as conn:
+            conn.execute(requests_table.delete())
+            ids = conn.execute(select(events_table.c.request_id).distinct()).scalars().all()
+            for request_id in ids:
+                self._project(conn, self._load(conn, request_id), exists=False)
+                count += 1
+        return count
+
+    # -- reads ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(conn: Connection, request_id: str, through_seq: int | None = None) -> list[LedgerEvent]:
+        query = select(events_table).where(events_table.c.request_id == request_id)
+        if through_seq is not None:
+            query = query.where(events_table.c.seq <= through_seq)
+        rows = conn.execute(query.order_by(events_table.c.seq)).mappings().all()
+        return [
+            LedgerEvent(r["request_id"], r["seq"], r["at"], r["actor"], r["type"], json.loads(r["payload"]),
+                        r["prev_hash"], r["hash"])
+            for r in rows
+        ]
+
+    def events(self, request_id: str, *, through_seq: int | None = None) -> list[LedgerEvent]:
+        with self.engine.connect() as conn:
+            chain = self._load(conn, request_id, through_seq)
+        if not chain:
+            raise UnknownRequest(request_id)
+        return chain
+
+    def exists(self, request_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(events_table.c.id).where(
+                events_table.c.request_id == request_id).limit(1)).first() is not None
+
+    def identity(self, request_id: str, kind: str = "email") -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(identities_table.c.value).where(
+                identities_table.c.request_id == request_id, identities_table.c.kind == kind)).scalar()
+
+    def index(self, *, statuses: Sequence[str] | None = None) -> list[IndexRow]:
+        query = select(requests_table).order_by(requests_table.c.received_at, requests_table.c.request_id)
+        if statuses is not None:
+            query = query.where(requests_table.c.status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            return [IndexRow(**dict(r)) for r in conn.execute(query).mappings()]
+
+    def request_ids(self) -> Iterator[str]:
+        with self.engine.connect() as conn:
+            yield from conn.execute(select(events_table.c.request_id).distinct()).scalars().all()
+
+    def verify(self, request_id: str) -> int:
+        """Verify one request's chain; raises ChainError naming the first bad event."""
+        return verify_chain(self.events(request_id), request_id)
+
+    def verify_all(self) -> dict[str, int]:
+        return {rid: self.verify(rid) for rid in self.request_ids()}
+
+
+def _is_contention(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return any(word in text for word in ("locked", "busy", "deadlock", "could not serialize"))
+
+
+def now_stamp() -> str:
+    return format_timestamp(datetime.now(UTC))

@@ -1,0 +1,159 @@
+"""The subject package: the subject's data from every system, machine-readable, plus plain words.
+
+Contents of `package.zip`:
+- `data.json`: {"request_id", "systems": {system: {object: [records...]}}}: the portable copy.
+- `csv/<system>/<object>.csv`: the same records as spreadsheets, one per object.
+- `summary.html` and `summary.txt`: purposes, categories, recipients, retention and rights, in
+  the words of the privacy policy, plus what was found where.
+
+Records stream from the per-system export files into the zip; nothing holds the whole export in
+memory. The zip is deterministic (fixed timestamps, sorted members), so its hash in the evidence
+bundle identifies exactly what the subject received.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import io
+import json
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from dsr.config import SubjectSummary
+
+FIXED_TIME = (2000, 1, 1, 0, 0, 0)
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _write_data_json(out: IO[bytes], request_id: str, exports: Mapping[str, Path]) -> dict[str, dict[str, int]]:
+    """Stream data.json; return record counts per system and object."""
+    counts: dict[str, dict[str, int]] = {}
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="\n")
+    text.write('{"request_id": ' + json.dumps(request_id) + ', "systems": {')
+    for s_index, (system, path) in enumerate(sorted(exports.items())):
+        counts[system] = {}
+        text.write(("" if s_index == 0 else ", ") + json.dumps(system) + ": {")
+        current: str | None = None
+        for record in _grouped(path):
+            obj = record["object"]
+            if obj != current:
+                text.write(("" if current is None else "], ") + json.dumps(obj) + ": [")
+                current = obj
+            else:
+                text.write(", ")
+            text.write(json.dumps(record["fields"], ensure_ascii=False, sort_keys=True))
+            counts[system][obj] = counts[system].get(obj, 0) + 1
+        text.write(("" if current is None else "]") + "}")
+    text.write("}}\n")
+    text.flush()
+    text.detach()
+    return counts
+
+
+def _grouped(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of one export grouped by object, in the order objects first appear.
+
+    Connectors export object by object, so this is one pass per object at most; it re-reads the
+    file rather than holding records in memory.
+    """
+    objects: list[str] = []
+    for record in _records(path):
+        if record["object"] not in objects:
+            objects.append(record["object"])
+    for obj in objects:
+        for record in _records(path):
+            if record["object"] == obj:
+                yield record
+
+
+def _write_csv(out: IO[bytes], path: Path, obj: str) -> None:
+    columns: list[str] = []
+    for record in _records(path):
+        if record["object"] == obj:
+            columns.extend(c for c in record["fields"] if c not in columns)
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in _records(path):
+        if record["object"] == obj:
+            writer.writerow({k: "" if v is None else v for k, v in record["fields"].items()})
+    text.flush()
+    text.detach()
+
+
+def _summary_text(request_id: str, view: Mapping[str, Any], summary: SubjectSummary,
+                  counts: Mapping[str, Mapping[str, int]]) -> str:
+    lines = [f"Your personal data held by {summary.controller}", f"Request {request_id} ({view.get('type')})", ""]
+    lines.append("What we found, by system:")
+    for system, objects in sorted(counts.items()):
+        total = sum(objects.values())
+        detail = ", ".join(f"{o}: {n}" for o, n in sorted(objects.items())) or "nothing"
+        lines.append(f"  - {system}: {total} record(s) ({detail})")
+    sections: list[tuple[str, Any]] = [
+        ("Why we use it", summary.purposes),
+        ("Kinds of data", [f"{k}: {v}" for k, v in summary.categories.items()]),
+        ("Who receives it", summary.recipients),
+        ("How long we keep it", summary.retention),
+        ("Your rights", summary.rights),
+    ]
+    for title, items in sections:
+        lines += ["", title + ":"] + [f"  - {item}" for item in items]
+    lines += ["", f"Questions: {summary.contact}", "",
+              "data.json holds all of it in one machine-readable file; csv/ holds one spreadsheet per kind of record."]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_html(text: str) -> str:
+    body = []
+    for block in text.strip().split("\n\n"):
+        rows = block.split("\n")
+        head, items = rows[0], [r.strip()[2:] for r in rows[1:] if r.strip().startswith("- ")]
+        rest = [r for r in rows[1:] if not r.strip().startswith("- ")]
+        body.append(f"<h2>{html.escape(head)}</h2>")
+        body += [f"<p>{html.escape(r)}</p>" for r in rest]
+        if items:
+            body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Your data</title>"
+            "<style>body{font-family:sans-serif;max-width:46rem;margin:2rem auto;line-height:1.45}"
+            "h2{font-size:1.1rem;margin-top:1.6rem}</style></head><body>" + "".join(body) + "</body></html>\n")
+
+
+def write_package(target: Path, request_id: str, request_view: Mapping[str, Any],
+                  exports: Mapping[str, Path], summary: SubjectSummary) -> tuple[str, int]:
+    """Write the package atomically to `target`; return (sha256 hex, size in bytes)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        with archive.open(_member("data.json"), "w") as out:
+            counts = _write_data_json(out, request_id, exports)
+        for system, path in sorted(exports.items()):
+            for obj in sorted(counts[system]):
+                with archive.open(_member(f"csv/{system}/{obj}.csv"), "w") as out:
+                    _write_csv(out, path, obj)
+        text = _summary_text(request_id, request_view, summary, counts)
+        archive.writestr(_member("summary.txt"), text)
+        archive.writestr(_member("summary.html"), _summary_html(text))
+    digest = hashlib.sha256()
+    with tmp.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    size = tmp.stat().st_size
+    tmp.replace(target)
+    return digest.hexdigest(), size

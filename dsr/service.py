@@ -1,0 +1,191 @@
+"""The service layer: the one place where the rules of a request's life live.
+
+The CLI, the HTTP API and the flows call these functions; they only parse and present. Every
+change is a ledger event appended with a guard that re-checks the state inside the append's
+transaction, so two doors acting at once cannot both succeed where only one may.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cached_property
+
+from dsr.bundle import contains_email_address
+from dsr.config import DataMap, Policy, load_data_map, load_policy
+from dsr.deadlines import (
+    ClockEvent,
+    ClockEventKind,
+    Deadline,
+    DeadlineError,
+    Regime,
+    check_extension_allowed,
+    compute_deadline,
+)
+from dsr.identity import identity_hash
+from dsr.ledger.events import LedgerEvent, format_timestamp
+from dsr.ledger.store import IndexRow, Ledger
+from dsr.models import CLOSED_STATUSES, OPEN_STATUSES, NewRequest, RequestInputError, validate_method
+from dsr.settings import Settings
+from dsr.state import EventType, RequestState, derive_state, index_row
+
+log = logging.getLogger(__name__)
+
+
+def _evidence_text(field: str, value: str | None, *, required: str | None = None) -> str | None:
+    """Free text that will be sealed into evidence: required where asked, never an address.
+
+    The ledger cannot be edited, so an e-mail address typed into a note would make the request's
+    evidence unsealable (the bundle refuses personal data). Refuse it at the door instead.
+    """
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise RequestInputError(field, required)
+        return None
+    if contains_email_address(text):
+        raise RequestInputError(field, "must not contain an e-mail address (it is kept as evidence)")
+    return text
+
+
+class RequestStateError(RuntimeError):
+    """The request is not in a state that allows this; the message says what it is in."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    state: RequestState
+    created: bool  # False when an idempotent re-submission found the request already there
+
+
+class DsrService:
+    """Submit, verify, extend, cancel and read requests. Holds no state beyond its ledger."""
+
+    def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None) -> None:
+        self.settings = settings or Settings()
+        self.ledger = ledger or Ledger(self.settings.ledger_url, projector=index_row)
+
+    @cached_property
+    def policy(self) -> Policy:
+        return load_policy(self.settings.policy_path)
+
+    @cached_property
+    def data_map(self) -> DataMap:
+        return load_data_map(self.settings.systems_path)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def events(self, request_id: str) -> list[LedgerEvent]:
+        return self.ledger.events(request_id)
+
+    def state(self, request_id: str) -> RequestState:
+        return derive_state(self.ledger.events(request_id))
+
+    def list(self, *, open_only: bool = False) -> list[IndexRow]:
+        statuses = sorted(s.value for s in OPEN_STATUSES) if open_only else None
+        return self.ledger.index(statuses=statuses)
+
+    def identity_hash(self, email: str) -> str:
+        return identity_hash("email", email, self.settings.identity_hmac_key)
+
+    def deadline(self, state: RequestState, *, extra: Sequence[ClockEvent] = (), as_of: date | None = None) -> Deadline:
+        """Recompute the deadline from the request's clock events (and any not yet recorded)."""
+        return compute_deadline(
+            state.regime, [*state.clock, *extra], country=state.country,
+            rules=self.policy.deadlines.rules(), as_of=as_of,
+        )
+
+    # -- changing ---------------------------------------------------------------------------
+
+    def submit(self, new: NewRequest, *, actor: str | None = None, request_id: str | None = None) -> Submitted:
+        """Record a new request; its clock starts now (at `new.received`)."""
+        request_id = request_id or str(uuid.uuid4())
+        digest = self.identity_hash(new.email)
+        if request_id and self.ledger.exists(request_id):
+            existing = self.state(request_id)
+            if existing.identity_hash != digest or existing.type != new.type.value:
+                raise RequestInputError("request_id", f"{request_id} already exists with other contents")
+            return Submitted(existing, created=False)
+        try:
+            deadline = compute_deadline(
+                new.regime, [ClockEvent(ClockEventKind.RECEIVED, new.received)], country=new.country,
+                rules=self.policy.deadlines.rules(),
+            )
+        except DeadlineError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise RequestInputError(field if message else "country", message or str(exc)) from None
+        payload = {
+            "type": new.type.value,
+            "regime": new.regime.value,
+            "country": deadline.country,
+            "channel": new.channel,
+            "received_at": format_timestamp(new.received),
+            "identity_kind": "email",
+            "identity_hash": digest,
+            "note": _evidence_text("note", new.note),
+            "deadline": deadline.to_dict(),
+        }
+        self.ledger.append(request_id, EventType.RECEIVED, payload, actor=actor or self.settings.actor,
+                           identity=("email", new.email, digest), expect_new=True)
+        log.info("request %s received (%s, %s, subject %s)", request_id, new.type.value, new.regime.value, digest)
+        return Submitted(self.state(request_id), created=True)
+
+    def verify(self, request_id: str, *, method: str, note: str, actor: str | None = None) -> RequestState:
+        """Record that the privacy office verified the requester's identity."""
+        method = validate_method(method)
+        note = _evidence_text("note", note, required="say what was checked (it goes into the evidence)") or ""
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            state = derive_state(chain)
+            if state.closed:
+                raise RequestStateError(f"request {request_id} is {state.status.value}; nothing to verify")
+            if state.verified:
+                raise RequestStateError(f"request {request_id} is already verified")
+
+        self.ledger.append(request_id, EventType.VERIFIED, {"method": method, "note": note},
+                           actor=actor or self.settings.actor, guard=guard)
+        log.info("request %s verified by %s", request_id, method)
+        return self.state(request_id)
+
+    def extend(self, request_id: str, *, reason: str, actor: str | None = None,
+               at: datetime | None = None) -> RequestState:
+        """Extend the deadline as the regime allows; refused where it does not, or too late."""
+        reason = _evidence_text("reason", reason, required="the subject must be told why (it goes into the notice)") or ""
+        now = at or datetime.now(UTC)
+        today = now.date()
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            state = derive_state(chain)
+            if state.closed:
+                raise RequestStateError(f"request {request_id} is {state.status.value}; nothing to extend")
+            check_extension_allowed(self.deadline(state), today)
+
+        state = self.state(request_id)
+        extension = ClockEvent(ClockEventKind.EXTENDED, now, reason)
+        new_deadline = self.deadline(state, extra=[extension])
+        self.ledger.append(request_id, EventType.EXTENDED,
+                           {"reason": reason, "deadline": new_deadline.to_dict(),
+                            "notice": "extension notice to the subject queued"},
+                           actor=actor or self.settings.actor, at=now, guard=guard)
+        return self.state(request_id)
+
+    def cancel(self, request_id: str, *, reason: str = "cancelled by the privacy office",
+               actor: str | None = None) -> RequestState:
+        reason = _evidence_text("reason", reason, required="say why (it is kept as evidence)") or ""
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            state = derive_state(chain)
+            # Allowed while a run is in progress: the runner re-reads the state before every
+            # system step and stops there, so a stuck run can always be cancelled.
+            if state.status in CLOSED_STATUSES:
+                raise RequestStateError(f"request {request_id} is already {state.status.value}")
+
+        self.ledger.append(request_id, EventType.CANCELLED, {"reason": reason},
+                           actor=actor or self.settings.actor, guard=guard)
+        return self.state(request_id)

@@ -1,0 +1,70 @@
+"""Runtime settings, from environment variables (prefix DSR_) with embedded defaults.
+
+The defaults are the embedded mode: everything under ./var/ of the working directory, SQLite
+ledger, local bundles, keys generated on first use. Production points DSR_DATABASE_URL at
+PostgreSQL and the key paths at mounted secrets.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where things live. Every field can be set as DSR_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DSR_", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="Working directory for embedded mode state.")
+    config_dir: Path = Field(default=Path("config"), description="Holds systems.yaml and policy.yaml.")
+    systems_file: Path | None = Field(default=None, description="The data map; default config_dir/systems.yaml.")
+    policy_file: Path | None = Field(default=None, description="The policy; default config_dir/policy.yaml.")
+    database_url: str | None = Field(default=None, description="Ledger URL; default SQLite under home.")
+    bundle_dir: Path | None = Field(default=None, description="Evidence bundles; default home/bundles.")
+    package_dir: Path | None = Field(default=None, description="Subject packages; default home/packages.")
+    signing_key_file: Path | None = Field(default=None, description="Ed25519 key; default home/keys/signing.key.")
+    identity_key: SecretStr | None = Field(
+        default=None, description="HMAC key for identity hashes; default a key file generated under home/keys."
+    )
+    actor: str = Field(default="privacy-office", description="Who the CLI records as the actor of its events.")
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'ledger.sqlite').as_posix()}"
+
+    @property
+    def systems_path(self) -> Path:
+        return self.systems_file or self.config_dir / "systems.yaml"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.policy_file or self.config_dir / "policy.yaml"
+
+    @property
+    def bundles_path(self) -> Path:
+        return self.bundle_dir or self.home / "bundles"
+
+    @property
+    def packages_path(self) -> Path:
+        return self.package_dir or self.home / "packages"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.home / "keys" / "signing.key"
+
+    @cached_property
+    def identity_hmac_key(self) -> bytes:
+        """The key behind every identity hash; generated once (0600) in embedded mode."""
+        if self.identity_key is not None:
+            return self.identity_key.get_secret_value().encode("utf-8")
+        path = self.home / "keys" / "identity.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text().strip().encode("utf-8")

@@ -1,0 +1,258 @@
+"""Current state, derived from a request's events (the events are the record; this is a view).
+
+`derive_state` is a pure fold: the same events always give the same state. The CLI, the
+evidence bundle and the derived index all read requests through it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from dsr.deadlines import ClockEvent, ClockEventKind
+from dsr.ledger.events import LedgerEvent, parse_timestamp
+from dsr.models import CLOSED_STATUSES, Status
+
+
+class EventType(StrEnum):
+    """Every kind of fact the ledger records about a request."""
+
+    RECEIVED = "request.received"
+    VERIFIED = "request.verified"
+    CLOCK = "clock.event"  # ID/fee/clarification requested or received (payload.kind)
+    EXTENDED = "request.extended"
+    CANCELLED = "request.cancelled"
+    REJECTED = "request.rejected"
+    RUN_STARTED = "run.started"
+    RUN_REFUSED = "run.refused"
+    SYSTEM_DISCOVERED = "system.discovered"
+    SYSTEM_EXPORTED = "system.exported"
+    SYSTEM_ERASE_PLANNED = "system.erase_planned"
+    SYSTEM_ERASED = "system.erased"
+    SYSTEM_VERIFIED = "system.verified"
+    SYSTEM_COMPLETED = "system.completed"
+    SYSTEM_FAILED = "system.failed"
+    MANUAL_ACTION_REQUIRED = "request.manual_action_required"
+    PACKAGE_CREATED = "package.created"
+    COMPLETED = "request.completed"
+    PARTIALLY_COMPLETED = "request.partially_completed"
+    BUNDLE_SEALED = "bundle.sealed"
+
+
+class SystemStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass
+class SystemState:
+    """One system's part of a request, as far as the ledger knows."""
+
+    name: str
+    status: SystemStatus = SystemStatus.PENDING
+    connector_version: str | None = None
+    found: int = 0
+    found_by_object: dict[str, int] = field(default_factory=dict)
+    exported: int | None = None
+    export_sha256: str | None = None
+    actions: Counter[str] = field(default_factory=Counter)
+    exemptions: list[dict[str, Any]] = field(default_factory=list)
+    receipt_id: str | None = None
+    remaining: list[str] | None = None
+    proof: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    steps_done: set[str] = field(default_factory=set)
+
+    def to_view(self) -> dict[str, Any]:
+        return {
+            "system": self.name,
+            "status": self.status.value,
+            "connector_version": self.connector_version,
+            "records_found": self.found,
+            "found_by_object": dict(sorted(self.found_by_object.items())),
+            "records_exported": self.exported,
+            "export_sha256": self.export_sha256,
+            "actions": dict(sorted(self.actions.items())),
+            "exemptions": self.exemptions,
+            "vendor_receipt_id": self.receipt_id,
+            "post_erasure_requery": {"remaining": self.remaining, "proof": self.proof},
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass
+class RequestState:
+    """A request as its events describe it."""
+
+    request_id: str
+    type: str
+    regime: str
+    country: str | None
+    channel: str
+    received_at: str
+    identity_hash: str
+    status: Status
+    deadline: dict[str, Any] | None = None
+    clock: list[ClockEvent] = field(default_factory=list)
+    verification: dict[str, Any] | None = None
+    plan: list[str] = field(default_factory=list)
+    systems: dict[str, SystemState] = field(default_factory=dict)
+    package: dict[str, Any] | None = None
+    outcome_reason: str | None = None
+    cancel_reason: str | None = None
+    bundles: list[dict[str, Any]] = field(default_factory=list)
+    runs: int = 0
+    last_seq: int = 0
+    completed_through_seq: int | None = None  # seq of the completion event: where bundles seal
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None
+
+    @property
+    def closed(self) -> bool:
+        return self.status in CLOSED_STATUSES
+
+    @property
+    def due(self) -> str | None:
+        return self.deadline.get("due") if self.deadline else None
+
+    def system(self, name: str) -> SystemState:
+        if name not in self.systems:
+            self.systems[name] = SystemState(name)
+        return self.systems[name]
+
+    def to_view(self) -> dict[str, Any]:
+        """The request record for humans, the CLI's --json and the evidence bundle.
+
+        Holds no personal data: the subject appears only as a keyed hash.
+        """
+        return {
+            "request_id": self.request_id,
+            "type": self.type,
+            "regime": self.regime,
+            "country": self.country,
+            "channel": self.channel,
+            "received_at": self.received_at,
+            "subject": {"kind": "email", "identity_hash": self.identity_hash},
+            "status": self.status.value,
+            "verification": self.verification,
+            "deadline": self.deadline,
+            "clock_events": [
+                {"kind": c.kind.value, "at": c.at.isoformat(), "reason": c.reason} for c in self.clock
+            ],
+            "systems_planned": self.plan,
+            "systems": {name: s.status.value for name, s in sorted(self.systems.items())},
+            "package": self.package,
+            "outcome_reason": self.outcome_reason,
+            "cancel_reason": self.cancel_reason,
+            "bundles": self.bundles,
+            "last_seq": self.last_seq,
+        }
+
+
+def derive_state(events: Sequence[LedgerEvent]) -> RequestState:
+    """Fold a request's events, oldest first, into its current state."""
+    if not events or events[0].type != EventType.RECEIVED:
+        raise ValueError("a request's chain must start with request.received")
+    first = events[0].payload
+    state = RequestState(
+        request_id=events[0].request_id,
+        type=first["type"],
+        regime=first["regime"],
+        country=first.get("country"),
+        channel=first["channel"],
+        received_at=first["received_at"],
+        identity_hash=first["identity_hash"],
+        status=Status.AWAITING_VERIFICATION,
+        deadline=first.get("deadline"),
+        clock=[ClockEvent(ClockEventKind.RECEIVED, datetime.fromisoformat(first["received_at"]))],
+    )
+    for event in events:
+        _apply(state, event)
+        state.last_seq = event.seq
+    return state
+
+
+def _apply(state: RequestState, event: LedgerEvent) -> None:
+    p: Mapping[str, Any] = event.payload
+    kind = event.type
+    if kind == EventType.VERIFIED:
+        state.verification = {"method": p["method"], "note": p.get("note"), "at": event.at, "by": event.actor}
+        if state.status == Status.AWAITING_VERIFICATION:
+            state.status = Status.VERIFIED
+    elif kind == EventType.CLOCK:
+        state.clock.append(ClockEvent(ClockEventKind(p["kind"]), parse_timestamp(event.at), p.get("reason")))
+        state.deadline = p.get("deadline", state.deadline)
+    elif kind == EventType.EXTENDED:
+        state.clock.append(ClockEvent(ClockEventKind.EXTENDED, parse_timestamp(event.at), p.get("reason")))
+        state.deadline = p.get("deadline", state.deadline)
+    elif kind == EventType.CANCELLED:
+        state.status, state.cancel_reason = Status.CANCELLED, p.get("reason")
+    elif kind == EventType.REJECTED:
+        state.status, state.outcome_reason = Status.REJECTED, p.get("reason")
+    elif kind == EventType.RUN_STARTED:
+        state.runs += 1
+        state.plan = list(p.get("systems", []))
+        for name in state.plan:
+            state.system(name)
+        state.status = Status.IN_PROGRESS
+    elif kind == EventType.MANUAL_ACTION_REQUIRED:
+        state.status, state.outcome_reason = Status.AWAITING_MANUAL_ACTION, p.get("reason")
+    elif kind.startswith("system."):
+        _apply_system(state.system(p["system"]), kind, p)
+    elif kind == EventType.PACKAGE_CREATED:
+        state.package = {k: p[k] for k in ("sha256", "bytes", "file", "formats", "records") if k in p}
+    elif kind == EventType.COMPLETED:
+        state.status, state.outcome_reason = Status.COMPLETED, None
+        state.completed_through_seq = event.seq
+    elif kind == EventType.PARTIALLY_COMPLETED:
+        state.status, state.outcome_reason = Status.PARTIALLY_COMPLETED, p.get("reason")
+        state.completed_through_seq = event.seq
+    elif kind == EventType.BUNDLE_SEALED:
+        state.bundles.append({k: p[k] for k in ("version", "sha256", "through_seq", "file") if k in p})
+
+
+def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any]) -> None:
+    if kind == EventType.SYSTEM_DISCOVERED:
+        system.status = SystemStatus.IN_PROGRESS
+        system.connector_version = p.get("connector_version")
+        system.found = int(p.get("records", 0))
+        system.found_by_object = dict(p.get("by_object", {}))
+        system.steps_done.add("discover")
+    elif kind == EventType.SYSTEM_EXPORTED:
+        system.exported = int(p.get("records", 0))
+        system.export_sha256 = p.get("sha256")
+        system.steps_done.add("export")
+    elif kind == EventType.SYSTEM_ERASE_PLANNED:
+        system.steps_done.add("plan")
+    elif kind == EventType.SYSTEM_ERASED:
+        system.actions = Counter(p.get("actions", {}))
+        system.exemptions = list(p.get("exemptions", []))
+        system.receipt_id = p.get("vendor_receipt_id")
+        if p.get("complete"):
+            system.steps_done.add("erase")
+    elif kind == EventType.SYSTEM_VERIFIED:
+        system.remaining = list(p.get("unexpected_remaining", []))
+        system.proof = p.get("proof")
+        system.steps_done.add("verify")
+    elif kind == EventType.SYSTEM_COMPLETED:
+        system.status, system.error = SystemStatus.COMPLETED, None
+    elif kind == EventType.SYSTEM_FAILED:
+        system.status, system.error = SystemStatus.FAILED, p.get("error")
+        system.attempts += 1
+
+
+def index_row(events: Sequence[LedgerEvent]) -> dict[str, Any]:
+    """The derived index row the ledger keeps for listing (see Ledger projector)."""
+    state = derive_state(events)
+    return {"type": state.type, "regime": state.regime, "status": state.status.value,
+            "received_at": state.received_at, "due": state.due}

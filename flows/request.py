@@ -1,0 +1,59 @@
+"""The `process-request` flow: one verified request, fanned out to one task per system.
+
+Thin on purpose: every rule lives in dsr.execution.RequestRunner, which writes each step to the
+ledger before the next. Prefect contributes the fan-out, retries of whole system steps, and the
+run's visibility; the ledger stays the record (Prefect's own run history is lossy under load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import runtime
+
+#: Systems are I/O-bound and each connector paces itself to its vendor's limit; threads suffice.
+MAX_PARALLEL_SYSTEMS = 8
+
+
+@task(name="system-step", task_run_name="{system}", cache_policy=NO_CACHE)
+def system_step(request_id: str, system: str) -> dict[str, Any]:
+    result = runtime.runner().run_system(request_id, system, runtime.connector_factory(system))
+    return asdict(result)
+
+
+@flow(name="process-request", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_SYSTEMS),
+      flow_run_name="request-{request_id}", validate_parameters=True)
+def process_request(request_id: str) -> dict[str, Any]:
+    """Run a verified request in every system it concerns, then seal its evidence.
+
+    Safe to run again: finished systems are skipped, unfinished ones resume where they stopped.
+    Refuses (raises) an unverified, cancelled or rejected request.
+    """
+    logger = get_run_logger()
+    runner = runtime.runner()
+    plan = runner.begin(request_id)
+    if plan.manual_reason:
+        logger.info("request %s waits for the privacy office: %s", request_id, plan.manual_reason)
+    elif plan.already_closed:
+        logger.info("request %s is already completed; nothing repeated", request_id)
+    else:
+        logger.info("request %s: %s in %d system(s): %s", request_id, plan.action, len(plan.systems),
+                    ", ".join(plan.systems) or "none left")
+        futures = [system_step.submit(request_id, system) for system in plan.systems]
+        for future in futures:
+            future.result()
+    outcome = runner.finish(request_id)
+    logger.info("request %s ended %s", request_id, outcome.status.value)
+    return {
+        "request_id": outcome.request_id,
+        "status": outcome.status.value,
+        "reason": outcome.reason,
+        "systems": [asdict(s) for s in outcome.systems],
+        "bundle": str(outcome.bundle_path) if outcome.bundle_path else None,
+        "package": str(outcome.package_path) if outcome.package_path else None,
+    }

@@ -1,0 +1,92 @@
+"""Shared fixtures: a seeded demo CRM, settings under tmp_path, ledgers on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from dsr.ledger.store import Ledger
+from dsr.service import DsrService
+from dsr.settings import Settings
+from dsr.state import index_row
+from sandbox.crm_seed import seed_crm
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("DSR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server the ledger suite also runs on; skipped, saying why, if none answers."""
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
+        pytest.skip(f"PostgreSQL ledger tests skipped: no server answers at {POSTGRES_URL} "
+                    f"({type(exc).__name__}); set DSR_TEST_POSTGRES_URL to run them")
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger database: a SQLite file, or a private schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"dsr_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def crm_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'crm.sqlite'}"
+    seed_crm(url, contacts=40)
+    return url
+
+
+@pytest.fixture
+def systems_file(tmp_path: Path, crm_url: str) -> Path:
+    """The demo data map, pointed at this test's own CRM."""
+    data = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())
+    data["systems"]["crm"]["settings"]["url"] = crm_url
+    path = tmp_path / "systems.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, systems_file: Path) -> Settings:
+    return Settings(home=tmp_path / "var", config_dir=REPO / "config", systems_file=systems_file,
+                    identity_key="test-identity-key")
+
+
+@pytest.fixture
+def service(settings: Settings, ledger_url: str) -> Iterator[DsrService]:
+    svc = DsrService(settings, Ledger(ledger_url, projector=index_row))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def sqlite_service(settings: Settings) -> Iterator[DsrService]:
+    """The service on the default SQLite ledger only (for tests about everything but the ledger)."""
+    svc = DsrService(settings)
+    yield svc
+    svc.close()

@@ -1,0 +1,136 @@
+"""The ledger on SQLite and PostgreSQL: append, chain integrity, tamper detection, no forks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from dsr.ledger.events import GENESIS_HASH, ChainError
+from dsr.ledger.store import Ledger, LedgerError, UnknownRequest
+from dsr.state import index_row
+
+RECEIVED = {"type": "access", "regime": "ccpa", "country": "US", "channel": "cli",
+            "received_at": "2026-11-02T10:00:00.000000Z", "identity_kind": "email",
+            "identity_hash": "hmac-sha256:abc", "deadline": {"due": "2026-12-17"}}
+
+
+@pytest.fixture
+def ledger(ledger_url: str):
+    store = Ledger(ledger_url, projector=index_row)
+    yield store
+    store.close()
+
+
+def _new_request(ledger: Ledger, request_id: str = "r-1") -> None:
+    ledger.append(request_id, "request.received", RECEIVED, actor="test", expect_new=True,
+                  identity=("email", "ada@example.com", "hmac-sha256:abc"))
+
+
+def test_appended_events_form_a_chain_that_verifies(ledger: Ledger) -> None:
+    _new_request(ledger)
+    ledger.append("r-1", "request.verified", {"method": "email-code", "note": "ok"}, actor="officer")
+    events = ledger.events("r-1")
+    assert [e.seq for e in events] == [1, 2]
+    assert events[0].prev_hash == GENESIS_HASH and events[1].prev_hash == events[0].hash
+    assert ledger.verify("r-1") == 2
+
+
+def test_index_row_follows_the_events_and_can_be_rebuilt(ledger: Ledger) -> None:
+    _new_request(ledger)
+    ledger.append("r-1", "request.verified", {"method": "email-code", "note": "ok"}, actor="officer")
+    [row] = ledger.index()
+    assert (row.status, row.due, row.last_seq) == ("verified", "2026-12-17", 2)
+    assert ledger.rebuild_index() == 1
+    assert ledger.index()[0].status == "verified"
+
+
+def test_identity_is_kept_beside_the_chain_never_inside_it(ledger: Ledger) -> None:
+    _new_request(ledger)
+    assert ledger.identity("r-1") == "ada@example.com"
+    assert all("ada@example.com" not in str(e.to_dict()) for e in ledger.events("r-1"))
+
+
+def test_second_submission_with_the_same_id_is_refused(ledger: Ledger) -> None:
+    _new_request(ledger)
+    with pytest.raises(LedgerError, match="already exists"):
+        _new_request(ledger)
+
+
+def test_append_to_unknown_request_names_it(ledger: Ledger) -> None:
+    with pytest.raises(UnknownRequest, match="nope"):
+        ledger.append("nope", "request.verified", {}, actor="x")
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    ("UPDATE dsr_events SET payload = replace(payload, 'email-code', 'id-document') WHERE seq = 2", "seq 2 .* altered"),
+    ("UPDATE dsr_events SET actor = 'mallory' WHERE seq = 1", "seq 1 .* altered"),
+    ("DELETE FROM dsr_events WHERE seq = 2", "expected event seq 2, found 3"),
+    ("UPDATE dsr_events SET at = '2020-01-01T00:00:00.000000Z' WHERE seq = 3", "seq 3 .* altered"),
+])
+def test_tampering_with_a_stored_event_is_detected(ledger: Ledger, tamper: str, expected: str) -> None:
+    _new_request(ledger)
+    ledger.append("r-1", "request.verified", {"method": "email-code", "note": "ok"}, actor="officer")
+    ledger.append("r-1", "request.cancelled", {"reason": "withdrawn"}, actor="officer")
+    with ledger.engine.begin() as conn:
+        conn.execute(text(tamper))
+    with pytest.raises(ChainError, match=expected):
+        ledger.verify("r-1")
+
+
+def test_rehashed_forgery_still_breaks_the_link_to_the_next_event(ledger: Ledger) -> None:
+    """An attacker who recomputes the edited event's own hash still breaks the next event's link."""
+    from dsr.ledger.events import LedgerEvent
+
+    _new_request(ledger)
+    ledger.append("r-1", "request.verified", {"method": "email-code", "note": "ok"}, actor="officer")
+    ledger.append("r-1", "request.cancelled", {"reason": "withdrawn"}, actor="officer")
+    second = ledger.events("r-1")[1]
+    forged = LedgerEvent.create("r-1", 2, datetime.now(UTC), "officer", second.type,
+                                {"method": "id-document", "note": "ok"}, second.prev_hash)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE dsr_events SET payload = :p, at = :at, hash = :h WHERE seq = 2"),
+                     {"p": '{"method":"id-document","note":"ok"}', "at": forged.at, "h": forged.hash})
+    with pytest.raises(ChainError, match="seq 3 does not link"):
+        ledger.verify("r-1")
+
+
+def test_concurrent_writers_never_fork_a_chain(ledger: Ledger, ledger_url: str) -> None:
+    """Several writers (each with its own engine, like separate workers) append at once."""
+    _new_request(ledger)
+    writers, per_writer = 6, 15
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        store = Ledger(ledger_url, projector=index_row, auto_migrate=False)
+        try:
+            for i in range(per_writer):
+                store.append("r-1", "note.added", {"worker": worker, "i": i}, actor=f"w{worker}")
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    events = ledger.events("r-1")
+    assert [e.seq for e in events] == list(range(1, writers * per_writer + 2))
+    assert ledger.verify("r-1") == writers * per_writer + 1
+    assert ledger.index()[0].last_seq == writers * per_writer + 1
+
+
+def test_guard_refusal_inside_the_transaction_appends_nothing(ledger: Ledger) -> None:
+    _new_request(ledger)
+
+    def refuse(chain):
+        raise LedgerError("refused by guard")
+
+    with pytest.raises(LedgerError, match="refused by guard"):
+        ledger.append("r-1", "request.verified", {}, actor="x", guard=refuse)
+    assert len(ledger.events("r-1")) == 1
