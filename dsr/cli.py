@@ -43,7 +43,8 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash cha
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output keeps whole ids and dates: 80 columns (Rich's default off a terminal) would cut them.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -171,22 +172,31 @@ def list_requests(
             _print_json([row.__dict__ if not hasattr(row, "__slots__") else
                          {k: getattr(row, k) for k in row.__slots__} for row in rows])
             return
-        table = Table("id", "type", "regime", "status", "received", "due")
+        table = Table()
+        table.add_column("id", no_wrap=True)  # whole: it is what one copies into the next command
+        for name in ("type", "regime", "status", "received", "due"):
+            table.add_column(name)
         for row in rows:
-            table.add_row(row.request_id, row.type, row.regime, row.status, row.received_at[:16].replace("T", " "),
+            table.add_row(row.request_id, row.type, row.regime, row.status, row.received_at[:10],
                           row.due or "—")
         out.print(table if rows else "no requests")
 
 
-def _systems_table(views: list[dict[str, Any]]) -> Table:
-    table = Table("system", "status", "found", "actions", "left after erasure", "note")
-    for v in views:
-        actions = ", ".join(f"{k} {n}" for k, n in v.get("actions", {}).items()) or (
-            f"exported {v['records_exported']}" if v.get("records_exported") is not None else "—")
-        remaining = (v.get("post_erasure_requery") or {}).get("remaining")
-        colour = {"completed": "green", "failed": "red"}.get(v["status"], "yellow")
-        table.add_row(v["system"], f"[{colour}]{v['status']}[/{colour}]", str(v.get("records_found", 0)), actions,
-                      "—" if remaining is None else str(len(remaining)), v.get("error") or "")
+def _systems_table(rows: list[dict[str, Any]]) -> Table:
+    """Per-system results; rows are `SystemResult`s as dicts (run) or state views (status)."""
+    table = Table("system", "status", "found", "done", "left after erasure", "note")
+    for row in rows:
+        actions = ", ".join(f"{k} {n}" for k, n in sorted(row.get("actions", {}).items()))
+        exported = row.get("exported", row.get("records_exported"))
+        done = actions or (f"exported {exported}" if exported is not None else "—")
+        remaining = row.get("remaining")
+        if remaining is None and row.get("post_erasure_requery"):
+            left = row["post_erasure_requery"].get("remaining")
+            remaining = None if left is None else len(left)
+        colour = {"completed": "green", "failed": "red"}.get(row["status"], "yellow")
+        table.add_row(row["system"], f"[{colour}]{row['status']}[/{colour}]",
+                      str(row.get("records_found", 0)), done, "—" if remaining is None else str(remaining),
+                      row.get("error") or "")
     return table
 
 
@@ -238,6 +248,9 @@ def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
 def run(request_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Run the process-request flow for a request now; exit 0 only when it completed."""
     with _service() as service:
+        from dsr.execution import RequestRunner
+
+        RequestRunner(service).check_runnable(request_id)  # refuse before a 10 s orchestrator start
         result = run_with_progress(service, request_id)
         _print_outcome(result)
         if result["status"] != "completed":
@@ -246,10 +259,8 @@ def run(request_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 
 def _print_outcome(result: dict[str, Any]) -> None:
     out.print(f"[bold]{result['request_id']}[/bold]: {result['status']}")
-    rows = [{"system": s["system"], "status": s["status"], "records_found": s["records_found"],
-             "actions": s["actions"], "post_erasure_requery": None, "error": s.get("error")} for s in result["systems"]]
-    if rows:
-        out.print(_systems_table(rows))
+    if result["systems"]:
+        out.print(_systems_table(result["systems"]))
     if result.get("bundle"):
         out.print(f"evidence bundle: {result['bundle']}")
     if result.get("package"):
@@ -333,5 +344,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; a re-run resumes where this one stopped")
         sys.exit(130)
+    except Exception as exc:  # last resort: a message, not a stack trace (DSR_DEBUG=1 shows it)
+        if os.environ.get("DSR_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {str(exc)[:500]}\n"
+                  "run again with DSR_DEBUG=1 for the traceback, and please report it")
+        sys.exit(EXIT_NOT_COMPLETED)
 
 

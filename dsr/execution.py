@@ -63,7 +63,8 @@ class SystemResult:
     status: str
     records_found: int
     actions: dict[str, int] = field(default_factory=dict)
-    remaining: int = 0
+    exported: int | None = None
+    remaining: int | None = None  # None: no post-erasure re-query was made
     error: str | None = None
     skipped: bool = False
 
@@ -108,9 +109,21 @@ class RequestRunner:
 
     # -- begin --------------------------------------------------------------------------------
 
+    def check_runnable(self, request_id: str) -> RequestState:
+        """Refuse a request that may not run (recording why); callers use it before paying for
+        an orchestrator start-up, and `begin` uses it again inside the run."""
+        state = self.service.state(request_id)
+        if state.status in (Status.CANCELLED, Status.REJECTED):
+            raise RequestStateError(f"request {request_id} is {state.status.value}; it will not run")
+        if not state.verified and state.status != Status.COMPLETED:
+            reason = "identity not verified: run `dsr verify` first (DESIGN invariant 2)"
+            self.ledger.append(request_id, EventType.RUN_REFUSED, {"reason": reason}, actor=RUNNER)
+            raise NotVerified(f"request {request_id}: {reason}")
+        return state
+
     def begin(self, request_id: str) -> RunPlan:
         """Check the request may run and record the run's start; say which systems remain."""
-        state = self.service.state(request_id)
+        state = self.check_runnable(request_id)
         systems = tuple(sorted(
             name for name, cfg in self.service.data_map.enabled().items()
             if RequestType(state.type) in cfg.request_types
@@ -118,12 +131,6 @@ class RequestRunner:
         action = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
         if state.status == Status.COMPLETED:
             return RunPlan(request_id, (), systems, action, already_closed=True)
-        if state.status in (Status.CANCELLED, Status.REJECTED):
-            raise RequestStateError(f"request {request_id} is {state.status.value}; it will not run")
-        if not state.verified:
-            reason = "identity not verified: run `dsr verify` first (DESIGN invariant 2)"
-            self.ledger.append(request_id, EventType.RUN_REFUSED, {"reason": reason}, actor=RUNNER)
-            raise NotVerified(f"request {request_id}: {reason}")
         if RequestType(state.type) not in AUTOMATED_TYPES:
             reason = f"{state.type} requests are carried out by the privacy office; no automated handler yet"
             if state.status != Status.AWAITING_MANUAL_ACTION:
@@ -324,8 +331,8 @@ class RequestRunner:
     @staticmethod
     def _result(state: RequestState, system: str, *, skipped: bool = False) -> SystemResult:
         s = state.system(system)
-        return SystemResult(system, s.status.value, s.found, dict(s.actions), len(s.remaining or []), s.error,
-                            skipped)
+        return SystemResult(system, s.status.value, s.found, dict(s.actions), s.exported,
+                            None if s.remaining is None else len(s.remaining), s.error, skipped)
 
 
 def _last_payload(events: Sequence[LedgerEvent], type: str, system: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -35,7 +36,8 @@ def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
     from dsr.signing import load_or_create_signing_key
 
     info = seed_crm(_crm_url(service))
-    console.print(f"[bold]demo CRM[/bold] seeded: {info}")
+    console.print(f"[bold]demo CRM[/bold] seeded from scratch: {info.total_rows} rows in {len(info.rows)} tables "
+                  f"at {info.path}")
     demo_requests = [
         ("erasure", ERASURE_SUBJECT, "gdpr", "NL", "web-form"),
         ("access", ACCESS_SUBJECT, "uk-gdpr", None, "email"),
@@ -58,8 +60,7 @@ def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
             code = 1
             continue
         signer = load_or_create_signing_key(service.settings.signing_key_path)
-        check = verify_bundle(service.settings.bundles_path / state.request_id / "evidence-v1.zip",
-                              signer.public_key())
+        check = verify_bundle(Path(result["bundle"]), signer.public_key)
         console.print(f"evidence bundle verifies: {'yes' if check.ok else 'NO: ' + str(check.reason)}")
         code = code or (0 if check.ok else 1)
     console.rule()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,31 +59,35 @@ class IndexRow:
     last_seq: int
 
 
-def create_ledger_engine(url: str) -> Engine:
-    """An engine tuned for appends: SQLite in WAL mode with IMMEDIATE transactions."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60})
+def create_ledger_engine(url: str, *, for_writes: bool = True) -> Engine:
+    """An engine tuned for the ledger.
 
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # Take transaction control from the driver so that every transaction starts
-            # IMMEDIATE: a writer holds the write lock from its first read of the chain head,
-            # so two writers queue (busy timeout) instead of failing on a stale snapshot.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.close()
+    On SQLite (WAL mode) the write engine starts every transaction IMMEDIATE: a writer holds the
+    write lock from its first read of the chain head, so two writers queue (busy timeout)
+    instead of failing on a stale snapshot. The read engine never takes that lock (each
+    statement reads a consistent WAL snapshot), so a reader can never block a writer.
+    """
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60})
 
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we say when transactions begin, not the driver
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    if for_writes:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    return engine
 
 
 def migrate(engine: Engine) -> None:
@@ -106,12 +110,14 @@ class Ledger:
     def __init__(self, url: str, *, projector: Projector | None = None, auto_migrate: bool = True) -> None:
         self.url = url
         self.engine = create_ledger_engine(url)
+        self.read_engine = create_ledger_engine(url, for_writes=False) if url.startswith("sqlite") else self.engine
         self._projector = projector
         if auto_migrate:
             migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -213,19 +219,19 @@ class Ledger:
         ]
 
     def events(self, request_id: str, *, through_seq: int | None = None) -> list[LedgerEvent]:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             chain = self._load(conn, request_id, through_seq)
         if not chain:
             raise UnknownRequest(request_id)
         return chain
 
     def exists(self, request_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             return conn.execute(select(events_table.c.id).where(
                 events_table.c.request_id == request_id).limit(1)).first() is not None
 
     def identity(self, request_id: str, kind: str = "email") -> str | None:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             return conn.execute(select(identities_table.c.value).where(
                 identities_table.c.request_id == request_id, identities_table.c.kind == kind)).scalar()
 
@@ -233,12 +239,12 @@ class Ledger:
         query = select(requests_table).order_by(requests_table.c.received_at, requests_table.c.request_id)
         if statuses is not None:
             query = query.where(requests_table.c.status.in_(list(statuses)))
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             return [IndexRow(**dict(r)) for r in conn.execute(query).mappings()]
 
-    def request_ids(self) -> Iterator[str]:
-        with self.engine.connect() as conn:
-            yield from conn.execute(select(events_table.c.request_id).distinct()).scalars().all()
+    def request_ids(self) -> list[str]:
+        with self.read_engine.connect() as conn:
+            return list(conn.execute(select(events_table.c.request_id).distinct()).scalars())
 
     def verify(self, request_id: str) -> int:
         """Verify one request's chain; raises ChainError naming the first bad event."""
