@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(STAMP)
 
@@ -30,3 +30,8 @@ test-fast: install
 
 clean:
 	rm -rf var .pytest_cache
+
+lint: install
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/ruff check dsr connectors flows sandbox tests
+	$(BIN)/mypy

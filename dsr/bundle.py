@@ -20,14 +20,11 @@ address, because a stored bundle is kept for years, often on write-once storage.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import io
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +34,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from dsr.files import create_exclusive
 from dsr.ledger.events import ChainError, LedgerEvent, canonical_json, parse_timestamp, verify_chain
 from dsr.report import render_report
 from dsr.signing import (
@@ -307,51 +305,15 @@ def write_bundle(directory: Path, data: bytes, request_id: str, version: int) ->
         BundleError: An unusable request id or version, or a different file already at that path.
     """
     target = bundle_path(directory, request_id, version)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
+    if target.exists() or not create_exclusive(target, data, 0o644):
         return _same_or_refuse(target, data)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # A hard link publishes the complete file under its name and fails if the name is taken,
-        # so two concurrent writers can never replace each other's bundle.
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            return _same_or_refuse(target, data)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            # No hard links on this filesystem: check, then rename (a narrow race, but atomic).
-            if target.exists():
-                return _same_or_refuse(target, data)
-            os.replace(tmp, target)
-        _fsync_directory(target.parent)
-        return target
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    return target
 
 
 def _same_or_refuse(target: Path, data: bytes) -> Path:
     if target.read_bytes() == data:
         return target
     raise BundleError(f"{target} already exists with different contents; refusing to overwrite it")
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Make the new name itself durable; not every platform lets a directory be opened.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- verifying ----------------------------------------------------------------------------------

@@ -40,5 +40,5 @@ def identity_hash(kind: str, normalised_value: str, key: bytes) -> str:
 
     HMAC (not a bare hash) so that nobody without the key can confirm a guessed address.
     """
-    digest = hmac.new(key, f"{kind}:{normalised_value}".encode("utf-8"), hashlib.sha256).hexdigest()
+    digest = hmac.new(key, f"{kind}:{normalised_value}".encode(), hashlib.sha256).hexdigest()
     return f"hmac-sha256:{digest[:32]}"

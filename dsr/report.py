@@ -397,8 +397,8 @@ def _verification(verification: Mapping[str, Any]) -> str:
 
 def _found(view: Mapping[str, Any]) -> str:
     """Records found, with the per-object split when the view has one."""
-    total = _first(view, _SYSTEM_FOUND)
-    by_object = _mapping(_first(view, _SYSTEM_BY_OBJECT))
+    total: Any = _first(view, _SYSTEM_FOUND)
+    by_object: Mapping[str, Any] = _mapping(_first(view, _SYSTEM_BY_OBJECT))
     if isinstance(total, Mapping) and not by_object:
         total, by_object = None, total
     split = {str(k): v for k, v in by_object.items() if _is_count(v)}

@@ -21,7 +21,6 @@ from dsr.deadlines import (
     ClockEventKind,
     Deadline,
     DeadlineError,
-    Regime,
     check_extension_allowed,
     compute_deadline,
 )

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dsr.files import create_exclusive
+
 
 class Settings(BaseSettings):
     """Where things live. Every field can be set as DSR_<FIELD> in the environment."""
@@ -64,7 +66,5 @@ class Settings(BaseSettings):
             return self.identity_key.get_secret_value().encode("utf-8")
         path = self.home / "keys" / "identity.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_hex(32))
+            create_exclusive(path, secrets.token_hex(32).encode("ascii"), 0o600)  # a racing twin keeps its own
         return path.read_text().strip().encode("utf-8")

@@ -7,16 +7,14 @@ lets a rebuilt bundle come out byte for byte the same (DESIGN invariant 5).
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from dsr.files import create_exclusive
 
 SIGNATURE_ALGORITHM = "ed25519"
 SIGNATURE_BYTES = 64
@@ -97,7 +95,7 @@ def load_or_create_signing_key(path: Path) -> Signer:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         # If another process won the race to create it, fall through and use theirs.
-        _create_exclusive(path, pem, 0o600)
+        create_exclusive(path, pem, 0o600)
     signer = Signer(_load_private_key(path))
     _ensure_public_key_file(path, signer)
     return signer
@@ -154,7 +152,7 @@ def _load_private_key(path: Path) -> Ed25519PrivateKey:
 def _ensure_public_key_file(key_path: Path, signer: Signer) -> None:
     pub_path = public_key_path(key_path)
     pem = signer.public_key_pem()
-    if _create_exclusive(pub_path, pem, 0o644):
+    if create_exclusive(pub_path, pem, 0o644):
         return
     try:
         existing = load_public_key(pub_path)
@@ -165,32 +163,3 @@ def _ensure_public_key_file(key_path: Path, signer: Signer) -> None:
         raise SigningKeyError(f"{pub_path}: does not match the private key in {key_path}")
 
 
-def _create_exclusive(path: Path, data: bytes, mode: int) -> bool:
-    """Write `data` to `path` only if `path` does not exist yet; True if this call created it.
-
-    Written to a temporary file first and published with a hard link, which fails on an existing
-    name: a reader never sees a half-written key, and nothing is ever overwritten.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            # Some filesystems (SMB, a few FUSE mounts) have no hard links: check, then rename.
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            if path.exists():
-                return False
-            os.replace(tmp, path)
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()

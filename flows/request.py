@@ -26,7 +26,8 @@ def system_step(request_id: str, system: str) -> dict[str, Any]:
     return asdict(result)
 
 
-@flow(name="process-request", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_SYSTEMS),
+@flow(name="process-request",
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_SYSTEMS),  # type: ignore[arg-type]
       flow_run_name="request-{request_id}", validate_parameters=True)
 def process_request(request_id: str) -> dict[str, Any]:
     """Run a verified request in every system it concerns, then seal its evidence.

@@ -19,5 +19,7 @@ if connection is not None:
     _run(connection)
 else:  # `alembic -x url=...` from the command line
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("alembic: pass the ledger URL with -x url=... (or set sqlalchemy.url)")
     with create_engine(url).connect() as conn:
         _run(conn)
