@@ -1,0 +1,385 @@
+"""The shared kit of the vendor sandboxes: a loopback HTTP server, routing, rate limits, faults.
+
+Every sandbox is a thin module holding only its vendor's routes and shapes (`sandbox/<vendor>.py`);
+this kit gives each the same machinery:
+
+- `Router` / `Request` / `Response`: regex routes over the standard library's threading HTTP
+  server (HTTP/1.1 keep-alive). The standard library rather than an ASGI server because a
+  connection reset must be a real TCP reset, which only owning the socket allows.
+- `WindowLimiter`: a sliding-window counter for a vendor's rate limit.
+- `Faults`: seeded, deterministic fault injection (server errors, timeouts, connection resets,
+  throttling, expired sessions, added latency), set per test or benchmark.
+- `SandboxServer`: runs an app on 127.0.0.1 on a free port, in-process (a thread) for tests.
+- A control API under `/__sandbox__/` (stats, faults, reset) that tests and benchmarks use;
+  vendors' clients never call it.
+
+Sandboxes know vendor wire formats only, never the project's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CONTROL_PREFIX = "/__sandbox__"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)  # named groups of the matched route
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        return cls(status, json.dumps(value).encode("utf-8"),
+                   {"Content-Type": "application/json;charset=UTF-8", **(headers or {})})
+
+    @classmethod
+    def text(cls, value: str, status: int = 200, content_type: str = "text/plain") -> Response:
+        return cls(status, value.encode("utf-8"), {"Content-Type": content_type})
+
+    @classmethod
+    def empty(cls, status: int = 204, headers: Mapping[str, str] | None = None) -> Response:
+        return cls(status, b"", dict(headers or {}))
+
+
+Handler = Callable[[Request], Response]
+
+
+class Router:
+    """Routes by method and a regex on the path (named groups become `request.params`)."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append((method.upper(), re.compile(f"^{pattern}$"), handler))
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(method, pattern, handler)
+            return handler
+        return register
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None | bool:
+        """The handler and its params; False when the path exists under another method."""
+        other_method = False
+        for route_method, pattern, handler in self._routes:
+            match = pattern.match(path)
+            if match:
+                if route_method == method:
+                    return handler, match.groupdict()
+                other_method = True
+        return False if other_method else None
+
+
+class WindowLimiter:
+    """At most `limit` calls in any `window` seconds (sliding window, thread-safe)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> tuple[bool, float, int]:
+        """(allowed, seconds until a slot frees, remaining after this call)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._calls and now - self._calls[0] >= self.window:
+                self._calls.popleft()
+            if len(self._calls) >= self.limit:
+                return False, self.window - (now - self._calls[0]), 0
+            self._calls.append(now)
+            return True, 0.0, self.limit - len(self._calls)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+
+@dataclass
+class FaultConfig:
+    """What goes wrong, how often. Rates are probabilities per call; the seed fixes the sequence."""
+
+    error_rate: float = 0.0  # the vendor's 5xx
+    timeout_rate: float = 0.0  # hold the call `timeout_seconds`, then answer (clients time out first)
+    reset_rate: float = 0.0  # TCP reset, no answer
+    throttle_rate: float = 0.0  # the vendor's throttling answer, as if the limit were hit
+    expire_rate: float = 0.0  # the vendor's expired-session answer
+    latency_ms: float = 0.0  # added to every call
+    timeout_seconds: float = 30.0
+    seed: int = 0
+    path_pattern: str | None = None  # only calls whose path matches this regex are faulted
+    burst: int = 0  # when > 0: fault only the next `burst` matching calls, then stop
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FaultConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fault setting(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class Faults:
+    """Draws faults from a seeded generator, so a failing run can be replayed exactly."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self.configure(config or FaultConfig())
+
+    def configure(self, config: FaultConfig) -> None:
+        with self._lock:
+            self.config = config
+            self._rng = random.Random(config.seed)
+            self._pattern = re.compile(config.path_pattern) if config.path_pattern else None
+            self._burst_left = config.burst
+
+    def draw(self, path: str) -> str | None:
+        """The fault for this call ('error', 'timeout', 'reset', 'throttle', 'expire') or None."""
+        with self._lock:
+            c = self.config
+            if path.startswith(CONTROL_PREFIX) or (self._pattern and not self._pattern.search(path)):
+                return None
+            if c.burst and self._burst_left <= 0:
+                return None
+            roll = self._rng.random()
+            for kind, rate in (("error", c.error_rate), ("timeout", c.timeout_rate), ("reset", c.reset_rate),
+                               ("throttle", c.throttle_rate), ("expire", c.expire_rate)):
+                if roll < rate:
+                    if c.burst:
+                        self._burst_left -= 1
+                    return kind
+                roll -= rate
+            return None
+
+
+class Vendor:
+    """What a sandbox module provides: its routes, its error shapes, its limits.
+
+    Subclasses override the hooks; the kit calls them.
+    """
+
+    name = "vendor"
+
+    def __init__(self) -> None:
+        self.router = Router()
+        self.faults = Faults()
+        self.stats: Counter[str] = Counter()
+        self.stats_lock = threading.Lock()
+
+    # Hooks ------------------------------------------------------------------------------------
+
+    def authenticate(self, request: Request) -> Response | None:
+        """None when the call may proceed, else the vendor's 401."""
+        return None
+
+    def limit(self, request: Request) -> Response | None:
+        """None when within the vendor's limits, else its throttling answer."""
+        return None
+
+    def decorate(self, request: Request, response: Response) -> None:
+        """Add headers every answer carries (usage counters and the like)."""
+
+    def throttled(self, request: Request) -> Response:
+        return Response.json({"error": "rate limited"}, 429, {"Retry-After": "1"})
+
+    def expired(self, request: Request) -> Response:
+        return Response.json({"error": "session expired"}, 401)
+
+    def server_error(self, request: Request) -> Response:
+        return Response.json({"error": "service unavailable"}, 503)
+
+    def not_found(self, request: Request) -> Response:
+        return Response.json({"error": "not found"}, 404)
+
+    def reset_state(self) -> None:
+        """Forget limits' windows (and anything else a test wants fresh)."""
+
+    def control(self, action: str, request: Request) -> Response | None:
+        """Vendor-specific control actions under /__sandbox__/ (e.g. seed-demo); None if unknown."""
+        return None
+
+    # Machinery ----------------------------------------------------------------------------------
+
+    def count(self, key: str) -> None:
+        with self.stats_lock:
+            self.stats[key] += 1
+
+    def handle(self, request: Request) -> Response | None:
+        """Answer one call; None means: reset the connection."""
+        if request.path.startswith(CONTROL_PREFIX):
+            return self._control(request)
+        self.count("calls")
+        config = self.faults.config
+        if config.latency_ms:
+            time.sleep(config.latency_ms / 1000)
+        fault = self.faults.draw(request.path)
+        if fault:
+            self.count(f"fault_{fault}")
+        if fault == "reset":
+            return None
+        if fault == "timeout":
+            time.sleep(config.timeout_seconds)
+        if fault == "error":
+            return self.server_error(request)
+        if fault == "expire":
+            return self.expired(request)
+        if fault == "throttle":
+            self.count("throttled")
+            return self.throttled(request)
+        denied = self.authenticate(request)
+        if denied is not None:
+            self.count("unauthenticated")
+            return denied
+        limited = self.limit(request)
+        if limited is not None:
+            self.count("throttled")
+            return limited
+        resolved = self.router.resolve(request.method, request.path)
+        if resolved is None:
+            return self.not_found(request)
+        if resolved is False:
+            return Response.json({"error": "method not allowed"}, 405)
+        handler, params = resolved  # type: ignore[misc]
+        request.params = params
+        response = handler(request)
+        self.decorate(request, response)
+        return response
+
+    def _control(self, request: Request) -> Response:
+        action = request.path[len(CONTROL_PREFIX):].strip("/")
+        if action == "stats" and request.method == "GET":
+            with self.stats_lock:
+                return Response.json(dict(self.stats))
+        if action == "faults" and request.method == "POST":
+            try:
+                self.faults.configure(FaultConfig.from_dict(request.json() or {}))
+            except (ValueError, TypeError) as exc:
+                return Response.json({"error": str(exc)}, 400)
+            return Response.json(asdict(self.faults.config))
+        if action == "reset" and request.method == "POST":
+            with self.stats_lock:
+                self.stats.clear()
+            self.faults.configure(FaultConfig())
+            self.reset_state()
+            return Response.json({"reset": True})
+        answer = self.control(action, request)
+        if answer is not None:
+            return answer
+        return Response.json({"error": f"unknown control {action!r}"}, 404)
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    vendor: Vendor  # set on the per-server subclass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        split = urlsplit(self.path)
+        request = Request(self.command, split.path, parse_qs(split.query, keep_blank_values=True),
+                          {k.lower(): v for k, v in self.headers.items()}, body)
+        try:
+            response = self.vendor.handle(request)
+        except Exception as exc:  # a sandbox bug must show up as a clear 500, not a hung client
+            response = Response.json({"sandbox_error": f"{type(exc).__name__}: {exc}"}, 500)
+        if response is None:
+            self._reset()
+            return
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if response.body and self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout turns close() into a TCP RST: the client sees
+        # "connection reset by peer", exactly as when a vendor's load balancer drops it.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read stats, not logs
+        return
+
+
+class SandboxServer:
+    """Serves a `Vendor` on 127.0.0.1 in a background thread; use as a context manager."""
+
+    def __init__(self, vendor: Vendor, port: int = 0) -> None:
+        self.vendor = vendor
+        handler = type(f"{vendor.name}Handler", (_HttpHandler,), {"vendor": vendor})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sandbox-{vendor.name}",
+                                        daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SandboxServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_forever(vendor: Vendor, port: int) -> None:
+    """For `python -m sandbox.<vendor>`: serve in the foreground until interrupted."""
+    server = SandboxServer(vendor, port).start()
+    print(f"{vendor.name} sandbox on {server.url} (control API under {CONTROL_PREFIX}/)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
