@@ -14,6 +14,8 @@ from connectors.base import Connector, ConnectorConfigError
 
 _MODULES: Mapping[str, str] = {
     "crm_sql": "connectors.crm_sql",
+    "hubspot": "connectors.hubspot",
+    "salesforce": "connectors.salesforce",
 }
 
 

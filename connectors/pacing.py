@@ -1,0 +1,116 @@
+"""Shared by the HTTP connectors: a client-side rate limiter and vendor-aware retries.
+
+The limiter keeps calls under a vendor's window so that its throttling answers (HubSpot's 429,
+Salesforce's 403 REQUEST_LIMIT_EXCEEDED) are the exception, not the control loop. The retry
+policy (tenacity) waits what the vendor asks (`Retry-After`), else backs off exponentially with
+jitter, and gives up after a bounded number of attempts so a system that is down fails the step
+(recorded in the ledger) instead of hanging the request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+T = TypeVar("T")
+
+
+class RateLimiter:
+    """At most `calls` in any `period` seconds; `acquire()` blocks until a slot is free.
+
+    Thread-safe, so the tasks of one process share a vendor's budget. (Across processes and
+    machines, the budget is shared through a Prefect global concurrency limit; see DESIGN.)
+    """
+
+    def __init__(self, calls: int, period: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if calls < 1 or period <= 0:
+            raise ValueError("rate limit: calls must be >= 1 and period > 0")
+        self.calls, self.period = calls, period
+        self._stamps: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
+
+    def acquire(self) -> float:
+        """Take a slot; return how long this call waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._stamps and now - self._stamps[0] >= self.period:
+                    self._stamps.popleft()
+                if len(self._stamps) < self.calls:
+                    self._stamps.append(now)
+                    return waited
+                pause = self.period - (now - self._stamps[0])
+            self._sleep(pause)
+            waited += pause
+
+    def hold_off(self, seconds: float) -> None:
+        """The vendor said wait (Retry-After): make every caller wait that long."""
+        with self._lock:
+            until = self._clock() + seconds
+            # Fill the window with stamps that expire when the vendor's wait ends.
+            self._stamps.clear()
+            self._stamps.extend([until - self.period] * self.calls)
+
+
+def parse_retry_after(value: str | None, *, default: float | None = None, cap: float = 120.0) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped."""
+    if not value:
+        return default
+    try:
+        return min(max(float(value), 0.0), cap)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return min(max(moment.timestamp() - time.time(), 0.0), cap)
+
+
+def vendor_retry(
+    *,
+    retryable: Callable[[BaseException], bool],
+    retry_after: Callable[[BaseException], float | None] = lambda exc: None,
+    attempts: int = 5,
+    max_wait: float = 60.0,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A tenacity decorator: retry `retryable` failures, waiting what the vendor asked if it did.
+
+    Args:
+        retryable: which exceptions are worth another attempt (throttling, 5xx, resets, timeouts).
+        retry_after: the wait the vendor asked for, read from the exception, if any.
+        attempts: total attempts, the first included.
+        max_wait: cap on any single wait.
+        on_retry: called with the exception and the wait before each retry (metrics, limiter hold-off).
+    """
+    backoff = wait_exponential_jitter(multiplier=0.5, max=max_wait, jitter=0.5)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after(exc) if exc is not None else None
+        return min(asked, max_wait) if asked is not None else backoff(state)
+
+    def before_sleep(state: RetryCallState) -> None:
+        # Only called when another attempt will really follow (not after the last one).
+        exc = state.outcome.exception() if state.outcome else None
+        if on_retry is not None and exc is not None and state.next_action is not None:
+            on_retry(exc, state.next_action.sleep)
+
+    decorator: Any = retry(
+        retry=retry_if_exception(retryable),
+        wait=wait,
+        stop=stop_after_attempt(attempts),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return decorator  # type: ignore[no-any-return]
