@@ -123,6 +123,67 @@ def extend(
 
 
 @app.command()
+def pause(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    wait_for: Annotated[str, typer.Option("--for", help="What the subject must send: id, clarification or fee.")],
+    reason: Annotated[str, typer.Option(help="What is needed and why (kept as evidence).")],
+) -> None:
+    """Stop the clock while waiting for the subject, where the regime allows it."""
+    with _service() as service:
+        state = service.pause(request_id, wait_for=wait_for, reason=reason)
+        out.print(f"{state.request_id} waiting for {wait_for}; the clock is paused")
+
+
+@app.command()
+def resume(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    wait_for: Annotated[str, typer.Option("--for", help="What arrived: id, clarification or fee.")],
+) -> None:
+    """Restart the clock: what it waited for has arrived."""
+    with _service() as service:
+        state = service.resume(request_id, wait_for=wait_for)
+        out.print(f"{state.request_id} resumed; now due {state.due}")
+
+
+@app.command()
+def acknowledge(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    note: Annotated[str, typer.Option(help="How receipt was acknowledged.")] = "acknowledgement sent to the subject",
+) -> None:
+    """Record that receipt was acknowledged to the subject (CCPA: within 10 business days)."""
+    with _service() as service:
+        state = service.acknowledge(request_id, note=note)
+        out.print(f"{state.request_id} acknowledged")
+
+
+@app.command()
+def sweep(
+    at: Annotated[str | None, typer.Option(help="Evaluate as of this ISO 8601 time (default: now).")] = None,
+) -> None:
+    """Warn and escalate every open request near or past its deadline (once per threshold)."""
+    from dsr.sweep import sweep as run_sweep
+
+    with _service() as service:
+        now = datetime.now(UTC)
+        if at is not None:
+            try:
+                now = datetime.fromisoformat(at)
+            except ValueError:
+                _fail(EXIT_BAD_INPUT, f"at: {at!r} is not an ISO 8601 time")
+            now = now if now.tzinfo else now.replace(tzinfo=UTC)
+        report = run_sweep(service, service.policy.escalation.channels.build(), now=now)
+        for request_id, level, summary in report.raised:
+            colour = "red" if level == "escalation" else "yellow"
+            out.print(f"[{colour}]{level}[/{colour}] {request_id}: {summary}")
+        for request_id, why in report.skipped:
+            out.print(f"[red]skipped[/red] {request_id}: {why}")
+        out.print(f"{report.checked} open request(s) checked; {len(report.raised)} alert(s) raised; "
+                  f"{report.delivered} delivered, {report.undelivered} not delivered")
+        if report.undelivered or report.skipped:
+            raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
+@app.command()
 def cancel(
     request_id: Annotated[str, typer.Argument(metavar="ID")],
     reason: Annotated[str, typer.Option(help="Why (kept as evidence).")] = "cancelled by the privacy office",

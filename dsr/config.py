@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dsr.contract import DataCategory, ErasureAction
 from dsr.deadlines import DeadlineRules, Regime
+from dsr.escalation import Thresholds
 from dsr.models import RequestType
+from dsr.notify import ChannelsConfig
 
 
 class ConfigError(ValueError):
@@ -92,6 +94,20 @@ class DeadlinePolicy(_Strict):
         return DeadlineRules(**self.model_dump())
 
 
+class EscalationPolicy(_Strict):
+    """When the deadline sweep warns and escalates, and through which channels."""
+
+    owner: str = "privacy-office"
+    warn_days_before: tuple[Annotated[int, Field(gt=0)], ...] = (7, 2)
+    acknowledgement_warn_days_before: tuple[Annotated[int, Field(gt=0)], ...] = (2,)
+    extension_warn_days_before: Annotated[int, Field(ge=0)] = 7
+    channels: ChannelsConfig = ChannelsConfig()
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.warn_days_before, self.acknowledgement_warn_days_before,
+                          self.extension_warn_days_before)
+
+
 class SubjectSummary(_Strict):
     """Plain-language text for the subject package, drawn from the privacy policy."""
 
@@ -111,6 +127,7 @@ class Policy(_Strict):
     regimes: dict[Regime, RegimePolicy]
     erasure: ErasurePolicy = ErasurePolicy()
     deadlines: DeadlinePolicy = DeadlinePolicy()
+    escalation: EscalationPolicy = EscalationPolicy()
     subject_summary: SubjectSummary
 
     @model_validator(mode="after")

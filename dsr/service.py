@@ -22,6 +22,7 @@ from dsr.deadlines import (
     Deadline,
     DeadlineError,
     check_extension_allowed,
+    check_pause_allowed,
     compute_deadline,
 )
 from dsr.identity import identity_hash
@@ -48,6 +49,26 @@ def _evidence_text(field: str, value: str | None, *, required: str | None = None
     if contains_email_address(text):
         raise RequestInputError(field, "must not contain an e-mail address (it is kept as evidence)")
     return text
+
+
+#: What a clock can wait for: (the event that pauses it, the event that resumes it).
+PAUSES: dict[str, tuple[ClockEventKind, ClockEventKind]] = {
+    "id": (ClockEventKind.ID_REQUESTED, ClockEventKind.ID_RECEIVED),
+    "clarification": (ClockEventKind.CLARIFICATION_REQUESTED, ClockEventKind.CLARIFICATION_RECEIVED),
+    "fee": (ClockEventKind.FEE_REQUESTED, ClockEventKind.FEE_RECEIVED),
+}
+
+
+def _open_pauses(clock: Sequence[ClockEvent]) -> set[ClockEventKind]:
+    """Pause kinds requested and not yet received."""
+    waiting: set[ClockEventKind] = set()
+    for event in clock:
+        for start, end in PAUSES.values():
+            if event.kind == start:
+                waiting.add(start)
+            elif event.kind == end:
+                waiting.discard(start)
+    return waiting
 
 
 class RequestStateError(RuntimeError):
@@ -172,6 +193,58 @@ class DsrService:
                            {"reason": reason, "deadline": new_deadline.to_dict(),
                             "notice": "extension notice to the subject queued"},
                            actor=actor or self.settings.actor, at=now, guard=guard)
+        return self.state(request_id)
+
+    PAUSES = PAUSES
+
+    def pause(self, request_id: str, *, wait_for: str, reason: str, actor: str | None = None,
+              at: datetime | None = None) -> RequestState:
+        """Stop the clock while waiting for the subject (ID, clarification, fee), where the regime allows."""
+        return self._clock(request_id, wait_for, 0, reason, actor, at)
+
+    def resume(self, request_id: str, *, wait_for: str, actor: str | None = None,
+               at: datetime | None = None) -> RequestState:
+        """What the clock waited for has arrived; the deadline moves by the days paused."""
+        return self._clock(request_id, wait_for, 1, None, actor, at)
+
+    def _clock(self, request_id: str, wait_for: str, index: int, reason: str | None, actor: str | None,
+               at: datetime | None) -> RequestState:
+        if wait_for not in self.PAUSES:
+            raise RequestInputError("wait_for", f"must be one of {', '.join(self.PAUSES)}")
+        kind = self.PAUSES[wait_for][index]
+        if index == 0:
+            reason = _evidence_text("reason", reason, required="say what is needed from the subject, and why")
+        now = at or datetime.now(UTC)
+        state = self.state(request_id)
+        check_pause_allowed(state.regime, kind, self.policy.deadlines.rules())
+        open_kinds = _open_pauses(state.clock)
+        if index == 0 and self.PAUSES[wait_for][0] in open_kinds:
+            raise RequestStateError(f"request {request_id} is already waiting for {wait_for}")
+        if index == 1 and self.PAUSES[wait_for][0] not in open_kinds:
+            raise RequestStateError(f"request {request_id} is not waiting for {wait_for}")
+        event = ClockEvent(kind, now, reason)
+        deadline = self.deadline(state, extra=[event], as_of=now.date())
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            if derive_state(chain).closed:
+                raise RequestStateError(f"request {request_id} is closed; its clock no longer runs")
+
+        self.ledger.append(request_id, EventType.CLOCK, {"kind": kind.value, "reason": reason,
+                                                         "deadline": deadline.to_dict()},
+                           actor=actor or self.settings.actor, at=now, guard=guard)
+        return self.state(request_id)
+
+    def acknowledge(self, request_id: str, *, note: str = "acknowledgement sent to the subject",
+                    actor: str | None = None, at: datetime | None = None) -> RequestState:
+        """Record that receipt was acknowledged to the subject (CCPA: within 10 business days)."""
+        note = _evidence_text("note", note, required="say how it was acknowledged") or ""
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            if derive_state(chain).acknowledged_at is not None:
+                raise RequestStateError(f"request {request_id} was already acknowledged")
+
+        self.ledger.append(request_id, EventType.ACKNOWLEDGED, {"note": note},
+                           actor=actor or self.settings.actor, at=at, guard=guard)
         return self.state(request_id)
 
     def cancel(self, request_id: str, *, reason: str = "cancelled by the privacy office",

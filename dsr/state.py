@@ -41,6 +41,9 @@ class EventType(StrEnum):
     COMPLETED = "request.completed"
     PARTIALLY_COMPLETED = "request.partially_completed"
     BUNDLE_SEALED = "bundle.sealed"
+    ACKNOWLEDGED = "request.acknowledged"
+    DEADLINE_ALERT = "deadline.alert"  # a warning or escalation, raised once per key
+    DEADLINE_NOTIFIED = "deadline.notified"  # what each channel did with it
 
 
 class SystemStatus(StrEnum):
@@ -110,6 +113,8 @@ class RequestState:
     cancel_reason: str | None = None
     bundles: list[dict[str, Any]] = field(default_factory=list)
     runs: int = 0
+    acknowledged_at: str | None = None
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> alert (+ "delivered")
     last_seq: int = 0
     completed_through_seq: int | None = None  # seq of the completion event: where bundles seal
 
@@ -155,6 +160,9 @@ class RequestState:
             "outcome_reason": self.outcome_reason,
             "cancel_reason": self.cancel_reason,
             "bundles": self.bundles,
+            "acknowledged_at": self.acknowledged_at,
+            "alerts": [{k: a.get(k) for k in ("key", "level", "kind", "due", "days_left", "at", "delivered")}
+                       for a in self.alerts.values()],
             "last_seq": self.last_seq,
         }
 
@@ -217,6 +225,15 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
     elif kind == EventType.PARTIALLY_COMPLETED:
         state.status, state.outcome_reason = Status.PARTIALLY_COMPLETED, p.get("reason")
         state.completed_through_seq = event.seq
+    elif kind == EventType.ACKNOWLEDGED:
+        state.acknowledged_at = event.at
+    elif kind == EventType.DEADLINE_ALERT:
+        state.alerts[p["key"]] = {**p, "at": event.at, "delivered": False, "deliveries": 0}
+    elif kind == EventType.DEADLINE_NOTIFIED:
+        alert = state.alerts.get(p["key"])
+        if alert is not None:
+            alert["delivered"] = alert["delivered"] or bool(p.get("delivered"))
+            alert["deliveries"] += 1
     elif kind == EventType.BUNDLE_SEALED:
         state.bundles.append({k: p[k] for k in ("version", "sha256", "through_seq", "file") if k in p})
 

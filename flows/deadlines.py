@@ -1,0 +1,27 @@
+"""The `deadline-sweep` flow: hourly, every open request near or past its deadline is escalated.
+
+Thin: the rules live in dsr.sweep (the same code `dsr sweep` runs). Scheduled in
+deployments/prefect.yaml; in embedded mode see `dsr serve` (schedules need a Prefect server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows import runtime
+
+
+@flow(name="deadline-sweep")
+def deadline_sweep() -> dict[str, Any]:
+    """One pass over open requests; alerts are raised once per threshold and recorded in the ledger."""
+    from dsr.sweep import sweep
+
+    service = runtime.service()
+    report = sweep(service, service.policy.escalation.channels.build())
+    logger = get_run_logger()
+    logger.info("deadline sweep: %d open request(s), %d alert(s) raised, %d delivered, %d undelivered",
+                report.checked, len(report.raised), report.delivered, report.undelivered)
+    return {"checked": report.checked, "raised": len(report.raised), "delivered": report.delivered,
+            "undelivered": report.undelivered, "skipped": len(report.skipped)}
