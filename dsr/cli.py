@@ -215,6 +215,12 @@ def status(
             out.print(f"verified by {state.verification['by']} ({state.verification['method']}) at {state.verification['at']}")
         if state.outcome_reason:
             out.print(f"[yellow]{state.outcome_reason}[/yellow]")
+        if state.deadline and state.deadline.get("paused"):
+            out.print("[yellow]clock paused: waiting for the subject[/yellow]")
+        for alert in list(state.alerts.values())[-3:]:
+            colour = "red" if alert["level"] == "escalation" else "yellow"
+            out.print(f"[{colour}]{alert['level']}[/{colour}] {alert['at'][:16]}: {alert['summary']}"
+                      f"{'' if alert['delivered'] else ' (not delivered yet)'}")
         if state.systems:
             out.print(_systems_table(list(view["systems"].values())))
         for sealed in state.bundles:

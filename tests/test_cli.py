@@ -154,3 +154,28 @@ def test_ledger_verify_reports_every_chain(cli_env: Settings) -> None:
 def test_bundle_verify_names_a_missing_file(cli_env: Settings, tmp_path: Path) -> None:
     result = runner.invoke(app, ["bundle", "verify", str(tmp_path / "nope.zip")])
     assert result.exit_code == 2 and "path" in result.output
+
+
+def test_pause_resume_acknowledge_and_sweep_from_the_command_line(cli_env: Settings) -> None:
+    request_id = _submit("--received", "2026-03-02T10:00:00+01:00")
+    paused = runner.invoke(app, ["pause", request_id, "--for", "clarification", "--reason", "which account"])
+    assert paused.exit_code == 0 and "paused" in paused.output
+    twice = runner.invoke(app, ["pause", request_id, "--for", "clarification", "--reason", "again"])
+    assert twice.exit_code == 3 and "already waiting" in twice.output
+    resumed = runner.invoke(app, ["resume", request_id, "--for", "clarification"])
+    assert resumed.exit_code == 0 and "now due" in resumed.output
+    bad = runner.invoke(app, ["pause", request_id, "--for", "patience", "--reason", "x"])
+    assert bad.exit_code == 2 and "wait_for" in bad.output
+
+    ccpa = runner.invoke(app, ["submit", "--type", "access", "--email", "b@example.com", "--regime", "ccpa"])
+    ccpa_id = ccpa.output.splitlines()[0]
+    refused = runner.invoke(app, ["pause", ccpa_id, "--for", "id", "--reason", "need ID"])
+    assert refused.exit_code == 2 and "ccpa" in refused.output
+    assert runner.invoke(app, ["acknowledge", ccpa_id]).exit_code == 0
+    assert runner.invoke(app, ["acknowledge", ccpa_id]).exit_code == 3
+
+    swept = runner.invoke(app, ["sweep", "--at", "2026-12-31T12:00:00+00:00"])
+    assert swept.exit_code == 0, swept.output
+    assert f"escalation {request_id}" in swept.output and "2 open request(s) checked" in swept.output
+    again = runner.invoke(app, ["sweep", "--at", "2026-12-31T13:00:00+00:00"])
+    assert "0 alert(s) raised" in again.output
