@@ -11,9 +11,10 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 
+from dsr.access import Principal, Role, new_token, token_hash
 from dsr.bundle import contains_email_address
 from dsr.config import DataMap, Policy, load_data_map, load_policy
 from dsr.deadlines import (
@@ -28,7 +29,7 @@ from dsr.deadlines import (
 from dsr.identity import identity_hash
 from dsr.ledger.events import LedgerEvent, format_timestamp
 from dsr.ledger.store import IndexRow, Ledger
-from dsr.models import CLOSED_STATUSES, OPEN_STATUSES, NewRequest, RequestInputError, validate_method
+from dsr.models import CLOSED_STATUSES, OPEN_STATUSES, NewRequest, RequestInputError, Status, validate_method
 from dsr.settings import Settings
 from dsr.state import EventType, RequestState, derive_state, index_row
 
@@ -246,6 +247,44 @@ class DsrService:
         self.ledger.append(request_id, EventType.ACKNOWLEDGED, {"note": note},
                            actor=actor or self.settings.actor, at=at, guard=guard)
         return self.state(request_id)
+
+    # -- downloads and subject tokens ---------------------------------------------------------
+
+    def record_download(self, request_id: str, what: str, *, by: str, role: str, version: int | None = None) -> None:
+        """Every download of evidence or a package is itself a ledger event (who, when, which)."""
+        kind = EventType.BUNDLE_DOWNLOADED if what == "bundle" else EventType.PACKAGE_DOWNLOADED
+        payload: dict[str, object] = {"by": by, "role": role}
+        if version is not None:
+            payload["version"] = version
+        self.ledger.append(request_id, kind, payload, actor=by)
+
+    def issue_subject_token(self, request_id: str, *, ttl: timedelta = timedelta(days=5),
+                            actor: str | None = None) -> tuple[str, datetime]:
+        """A single-use, expiring token for the subject's own status and package (shown once)."""
+        state = self.state(request_id)
+        if state.status != Status.COMPLETED or state.package is None:
+            raise RequestStateError(f"request {request_id} has no package to deliver yet")
+        token = new_token()
+        expires = datetime.now(UTC) + ttl
+        digest = token_hash(token)
+        self.ledger.append(request_id, EventType.SUBJECT_TOKEN_ISSUED,
+                           {"token_sha256": digest, "expires_at": format_timestamp(expires)},
+                           actor=actor or self.settings.actor)
+        self.ledger.add_subject_token(request_id, digest, format_timestamp(expires))
+        return token, expires
+
+    def subject_principal(self, token: str) -> Principal | None:
+        """The subject behind a token, while it has not expired (used tokens still show status)."""
+        found = self.ledger.subject_token(token_hash(token))
+        if found is None:
+            return None
+        request_id, expires_at, _used = found
+        if expires_at <= format_timestamp(datetime.now(UTC)):
+            return None
+        return Principal("subject", Role.SUBJECT, request_id)
+
+    def spend_subject_token(self, token: str) -> bool:
+        return self.ledger.use_subject_token(token_hash(token), format_timestamp(datetime.now(UTC)))
 
     def cancel(self, request_id: str, *, reason: str = "cancelled by the privacy office",
                actor: str | None = None) -> RequestState:

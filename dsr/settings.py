@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     config_dir: Path = Field(default=Path("config"), description="Holds systems.yaml and policy.yaml.")
     systems_file: Path | None = Field(default=None, description="The data map; default config_dir/systems.yaml.")
     policy_file: Path | None = Field(default=None, description="The policy; default config_dir/policy.yaml.")
+    access_file: Path | None = Field(default=None, description="API tokens (hashes); default config_dir/access.yaml.")
     database_url: str | None = Field(default=None, description="Ledger URL; default SQLite under home.")
     bundle_dir: Path | None = Field(default=None, description="Evidence bundles; default home/bundles.")
     package_dir: Path | None = Field(default=None, description="Subject packages; default home/packages.")
@@ -46,6 +47,10 @@ class Settings(BaseSettings):
     @property
     def policy_path(self) -> Path:
         return self.policy_file or self.config_dir / "policy.yaml"
+
+    @property
+    def access_path(self) -> Path:
+        return self.access_file or self.config_dir / "access.yaml"
 
     @property
     def bundles_path(self) -> Path:

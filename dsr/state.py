@@ -44,6 +44,9 @@ class EventType(StrEnum):
     ACKNOWLEDGED = "request.acknowledged"
     DEADLINE_ALERT = "deadline.alert"  # a warning or escalation, raised once per key
     DEADLINE_NOTIFIED = "deadline.notified"  # what each channel did with it
+    BUNDLE_DOWNLOADED = "bundle.downloaded"  # who, when, which version
+    PACKAGE_DOWNLOADED = "package.downloaded"
+    SUBJECT_TOKEN_ISSUED = "subject_token.issued"
 
 
 class SystemStatus(StrEnum):

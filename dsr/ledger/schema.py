@@ -50,3 +50,14 @@ identities = Table(
     Column("value", Text, nullable=False),
     Column("hash", String(64), nullable=False, index=True),
 )
+
+# Subject tokens: the ledger records that one was issued and used (hash only); this table makes
+# "single use" atomic (a conditional UPDATE), which a fold over events cannot.
+subject_tokens = Table(
+    "dsr_subject_tokens",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("expires_at", String(32), nullable=False),
+    Column("used_at", String(32), nullable=True),
+)

@@ -27,6 +27,7 @@ from dsr.ledger.events import GENESIS_HASH, LedgerEvent, format_timestamp, verif
 from dsr.ledger.schema import events as events_table
 from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.schema import requests as requests_table
+from dsr.ledger.schema import subject_tokens as subject_tokens_table
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,30 @@ class Ledger:
     def request_ids(self) -> list[str]:
         with self.read_engine.connect() as conn:
             return list(conn.execute(select(events_table.c.request_id).distinct()).scalars())
+
+    # -- subject tokens ---------------------------------------------------------------------
+
+    def add_subject_token(self, request_id: str, digest: str, expires_at: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(subject_tokens_table).values(
+                token_sha256=digest, request_id=request_id, expires_at=expires_at, used_at=None))
+
+    def subject_token(self, digest: str) -> tuple[str, str, str | None] | None:
+        """(request id, expires at, used at) for a token hash, or None."""
+        with self.read_engine.connect() as conn:
+            row = conn.execute(select(subject_tokens_table).where(
+                subject_tokens_table.c.token_sha256 == digest)).mappings().first()
+        return (row["request_id"], row["expires_at"], row["used_at"]) if row else None
+
+    def use_subject_token(self, digest: str, now: str) -> bool:
+        """Spend a token: True for exactly one caller, however many race (conditional UPDATE)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(update(subject_tokens_table).where(
+                subject_tokens_table.c.token_sha256 == digest,
+                subject_tokens_table.c.used_at.is_(None),
+                subject_tokens_table.c.expires_at > now,
+            ).values(used_at=now))
+            return bool(result.rowcount == 1)
 
     def verify(self, request_id: str) -> int:
         """Verify one request's chain; raises ChainError naming the first bad event."""

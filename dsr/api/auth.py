@@ -1,0 +1,54 @@
+"""Bearer tokens to principals, and role checks, for the API and the auditor page."""
+
+
+import re
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from dsr.access import AccessConfig, Principal, Role
+from dsr.service import DsrService
+
+COOKIE = "dsr_token"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def request_id_or_400(request_id: str) -> str:
+    """Ids become storage keys and file names: anything but plain id characters is refused."""
+    if not _REQUEST_ID.match(request_id):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "request_id: not a valid request id")
+    return request_id
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(COOKIE)  # the auditor page's session (HttpOnly, SameSite=Strict)
+
+
+def principal_resolver(service: DsrService, access: AccessConfig) -> Callable[[Request], Principal]:
+    def resolve(request: Request) -> Principal:
+        token = _token(request)
+        if not token or len(token) > 200:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        found = access.authenticate(token) or service.subject_principal(token)
+        if found is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or expired token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        request.state.token = token
+        return found
+
+    return resolve
+
+
+def require(resolve: Callable[[Request], Principal], *roles: Role) -> Callable[..., Principal]:
+    def check(principal: Annotated[Principal, Depends(resolve)]) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {principal.role.value} role may not do this")
+        return principal
+
+    return check
