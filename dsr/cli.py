@@ -40,8 +40,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Carry out data-subject requests: submit, verify, run, and prove it.")
 bundle_app = typer.Typer(no_args_is_help=True, help="Evidence bundles: verify and rebuild.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash chains.")
+token_app = typer.Typer(no_args_is_help=True, help="API tokens for officers and auditors.")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(token_app, name="token")
 
 # Piped output keeps whole ids and dates: 80 columns (Rich's default off a terminal) would cut them.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -390,6 +392,26 @@ def ledger_verify(request_id: Annotated[str | None, typer.Argument(metavar="[ID]
         for rid, n in counts.items():
             out.print(f"ok  {rid}: {n} events")
         out.print(f"{len(counts)} chain(s) verified")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="officer or auditor.")],
+    name: Annotated[str, typer.Option(help="Who holds it (shown in the ledger on every download).")],
+) -> None:
+    """Make a new API token: prints it once, and the entry to add to config/access.yaml."""
+    from dsr.access import Role, TokenEntry, new_token, token_hash
+
+    if role not in (Role.OFFICER, Role.AUDITOR):
+        _fail(EXIT_BAD_INPUT, "role: must be officer or auditor (subject tokens are issued per request)")
+    token = new_token()
+    try:
+        entry = TokenEntry(name=name, role=Role(role), sha256=token_hash(token))
+    except ValueError:
+        _fail(EXIT_BAD_INPUT, "name: letters, digits, spaces and . _ @ - only")
+    out.print(token)
+    err.print("[dim]shown once; add this entry under `tokens:` in config/access.yaml:[/dim]")
+    err.print(f'  - {{name: "{entry.name}", role: {entry.role.value}, sha256: {entry.sha256}}}')
 
 
 @app.command()
