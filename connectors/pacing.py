@@ -53,12 +53,15 @@ class RateLimiter:
             waited += pause
 
     def hold_off(self, seconds: float) -> None:
-        """The vendor said wait (Retry-After): make every caller wait that long."""
+        """The vendor said wait (Retry-After): no caller goes before then, and the window's
+        earlier calls still count (the wait may only ever delay calls, never let more through)."""
         with self._lock:
             until = self._clock() + seconds
-            # Fill the window with stamps that expire when the vendor's wait ends.
-            self._stamps.clear()
-            self._stamps.extend([until - self.period] * self.calls)
+            # Every slot is taken until `until` at least; a slot already busy longer keeps its time.
+            floor = until - self.period
+            kept = sorted(max(stamp, floor) for stamp in self._stamps)
+            fill = [floor] * (self.calls - len(kept))
+            self._stamps = deque(sorted(fill + kept)[-self.calls:])
 
 
 def parse_retry_after(value: str | None, *, default: float | None = None, cap: float = 120.0) -> float | None:

@@ -394,6 +394,56 @@ def ledger_verify(request_id: Annotated[str | None, typer.Argument(metavar="[ID]
         out.print(f"{len(counts)} chain(s) verified")
 
 
+def _store(settings: Settings):  # -> dsr.storage.EvidenceStore
+    from dsr.storage import config_from_settings, open_store
+
+    return open_store(config_from_settings(settings))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the HTTP API (docs at /docs) and the auditor page (/auditor) in one process."""
+    import uvicorn
+
+    from dsr.access import load_access
+    from dsr.api.app import create_app
+
+    with _service() as service:
+        access = load_access(service.settings.access_path)
+        store = _store(service.settings)
+        store.ensure_ready()
+        if not access.tokens:
+            err.print(f"[yellow]no officer or auditor tokens in {service.settings.access_path}: "
+                      "create one with `dsr token create`[/yellow]")
+        err.print(f"serving on http://{host}:{port} (API docs at /docs, auditor page at /auditor)")
+        uvicorn.run(create_app(service, access, store), host=host, port=port, log_level="warning")
+
+
+@bundle_app.command("export")
+def bundle_export(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the bundle.")],
+    version: Annotated[int | None, typer.Option(help="Bundle version (default: the newest).")] = None,
+) -> None:
+    """Write a request's sealed evidence bundle to a file (recorded as a download)."""
+    with _service() as service:
+        state = service.state(request_id)
+        versions = [b["version"] for b in state.bundles]
+        if not versions:
+            _fail(EXIT_REFUSED, f"request {request_id} has no sealed evidence bundle yet")
+        chosen = version or max(versions)
+        if chosen not in versions:
+            _fail(EXIT_BAD_INPUT, f"version: request {request_id} has versions {versions}")
+        sealed = next(b for b in state.bundles if b["version"] == chosen)
+        data = _store(service.settings).get_bundle(request_id, chosen, expected_sha256=sealed["sha256"])
+        output.write_bytes(data)
+        service.record_download(request_id, "bundle", by=service.settings.actor, role="cli", version=chosen)
+        out.print(f"wrote evidence v{chosen} of {request_id} to {output} ({len(data)} bytes)")
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option(help="officer or auditor.")],

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from dsr.bundle import build_bundle, write_bundle
+from dsr.bundle import build_bundle
 from dsr.contract import (
     Connector,
     DataCategory,
@@ -37,6 +37,7 @@ from dsr.policy import decide_erasure
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import EventType, RequestState, SystemStatus, derive_state
+from dsr.storage import EvidenceStore, config_from_settings, open_store
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ class RunOutcome:
     status: Status
     reason: str | None
     systems: tuple[SystemResult, ...]
-    bundle_path: Path | None
+    bundle_path: Path | None  # a local file (None when bundles live in S3: see bundle_uri)
     package_path: Path | None
+    bundle_uri: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,9 +105,18 @@ def _safe_error(exc: BaseException) -> str:
 class RequestRunner:
     """Drives one request through its systems. Safe to call again at any point."""
 
-    def __init__(self, service: DsrService) -> None:
+    def __init__(self, service: DsrService, store: EvidenceStore | None = None) -> None:
         self.service = service
         self.ledger = service.ledger
+        self._store = store
+
+    @property
+    def store(self) -> EvidenceStore:
+        """Where bundles and packages go (local directories unless S3 is configured)."""
+        if self._store is None:
+            self._store = open_store(config_from_settings(self.service.settings))
+            self._store.ensure_ready()
+        return self._store
 
     # -- begin --------------------------------------------------------------------------------
 
@@ -276,12 +287,13 @@ class RequestRunner:
                     "systems": sorted(state.systems), "response": "sent to the privacy office for delivery",
                 }, actor=RUNNER)
         state = self.service.state(request_id)
-        bundle_path = self._seal(request_id, state)
+        bundle_path, bundle_uri = self._seal(request_id, state)
         state = self.service.state(request_id)
         if state.package:
             package_path = self.service.settings.packages_path / request_id / state.package["file"]
         results = tuple(self._result(state, name) for name in sorted(state.systems))
-        return RunOutcome(request_id, state.status, state.outcome_reason, results, bundle_path, package_path)
+        return RunOutcome(request_id, state.status, state.outcome_reason, results, bundle_path, package_path,
+                          bundle_uri)
 
     def _package(self, request_id: str, state: RequestState) -> None:
         exports = {name: self.staging_dir(request_id) / f"{name}.jsonl" for name in sorted(state.systems)}
@@ -291,25 +303,35 @@ class RequestRunner:
         target = self.service.settings.packages_path / request_id / "package.zip"
         digest, size = write_package(target, request_id, state.to_view(), exports,
                                      self.service.policy.subject_summary)
+        stored = self.store.put_package(request_id, target)
         self.ledger.append(request_id, EventType.PACKAGE_CREATED, {
-            "sha256": digest, "bytes": size, "file": target.name,
+            "sha256": digest, "bytes": size, "file": target.name, "uri": stored.uri,
             "formats": ["json", "csv", "html"], "records": sum(s.exported or 0 for s in state.systems.values()),
         }, actor=RUNNER)
 
-    def _seal(self, request_id: str, state: RequestState) -> Path | None:
+    def _seal(self, request_id: str, state: RequestState) -> tuple[Path | None, str | None]:
         """Seal evidence of the events up to the latest outcome, once per outcome."""
         through = state.completed_through_seq
         if through is None:
-            return None
-        bundles_dir = self.service.settings.bundles_path
+            return None, None
         for sealed in state.bundles:
             if sealed["through_seq"] == through:
-                return bundles_dir / request_id / sealed["file"]
-        path, digest = self.build_bundle_file(request_id, through, version=len(state.bundles) + 1)
-        self.ledger.append(request_id, EventType.BUNDLE_SEALED, {
-            "version": len(state.bundles) + 1, "sha256": digest, "through_seq": through, "file": path.name,
-        }, actor=RUNNER)
-        return path
+                return self._bundle_location(request_id, sealed)
+        version = len(state.bundles) + 1
+        stored = self.store.put_bundle(request_id, version, self.build_bundle_bytes(request_id, through))
+        sealed = {"version": version, "sha256": stored.sha256, "through_seq": through,
+                  "file": stored.key.rsplit("/", 1)[-1], "uri": stored.uri,
+                  "retain_until": stored.retain_until.isoformat() if stored.retain_until else None}
+        self.ledger.append(request_id, EventType.BUNDLE_SEALED, sealed, actor=RUNNER)
+        return self._bundle_location(request_id, sealed)
+
+    def _bundle_location(self, request_id: str, sealed: dict[str, Any]) -> tuple[Path | None, str]:
+        """(local file or None, URI) of a sealed bundle; S3 bundles have no local file."""
+        uri = str(sealed.get("uri") or "")
+        if uri.startswith("s3://"):
+            return None, uri
+        local = self.service.settings.bundles_path / request_id / sealed["file"]
+        return local, uri or local.resolve().as_uri()
 
     def build_bundle_bytes(self, request_id: str, through_seq: int) -> bytes:
         """The bundle is a pure function of the ledger up to `through_seq` (DESIGN invariant 5)."""
@@ -319,11 +341,6 @@ class RequestRunner:
         return build_bundle(events, request_view=state.to_view(),
                             system_views={n: s.to_view() for n, s in sorted(state.systems.items())},
                             signer=signer)
-
-    def build_bundle_file(self, request_id: str, through_seq: int, *, version: int) -> tuple[Path, str]:
-        data = self.build_bundle_bytes(request_id, through_seq)
-        path = write_bundle(self.service.settings.bundles_path, data, request_id, version)
-        return path, hashlib.sha256(data).hexdigest()
 
     def staging_dir(self, request_id: str) -> Path:
         return self.service.settings.packages_path / request_id / "staging"

@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     )
     actor: str = Field(default="privacy-office", description="Who the CLI records as the actor of its events.")
 
+    # Evidence and package storage (dsr.storage): local directories unless DSR_STORAGE_BACKEND=s3.
+    storage_backend: str | None = None
+    storage_s3_bundle_bucket: str | None = None
+    storage_s3_package_bucket: str | None = None
+    storage_s3_endpoint_url: str | None = None
+    storage_s3_region: str | None = None
+    storage_object_lock_mode: str | None = None
+    storage_bundle_retention_days: int | None = None
+    storage_package_retention_days: int | None = None
+    storage_package_link_seconds: int | None = None
+    storage_sse: str | None = None
+    storage_kms_key_id: str | None = None
+
     @property
     def ledger_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'ledger.sqlite').as_posix()}"

@@ -221,7 +221,7 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
     elif kind.startswith("system."):
         _apply_system(state.system(p["system"]), kind, p)
     elif kind == EventType.PACKAGE_CREATED:
-        state.package = {k: p[k] for k in ("sha256", "bytes", "file", "formats", "records") if k in p}
+        state.package = {k: p[k] for k in ("sha256", "bytes", "file", "formats", "records", "uri") if k in p}
     elif kind == EventType.COMPLETED:
         state.status, state.outcome_reason = Status.COMPLETED, None
         state.completed_through_seq = event.seq
@@ -238,7 +238,8 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
             alert["delivered"] = alert["delivered"] or bool(p.get("delivered"))
             alert["deliveries"] += 1
     elif kind == EventType.BUNDLE_SEALED:
-        state.bundles.append({k: p[k] for k in ("version", "sha256", "through_seq", "file") if k in p})
+        state.bundles.append({k: p[k] for k in ("version", "sha256", "through_seq", "file", "uri", "retain_until")
+                              if k in p})
 
 
 def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any]) -> None:

@@ -55,6 +55,6 @@ def process_request(request_id: str) -> dict[str, Any]:
         "status": outcome.status.value,
         "reason": outcome.reason,
         "systems": [asdict(s) for s in outcome.systems],
-        "bundle": str(outcome.bundle_path) if outcome.bundle_path else None,
+        "bundle": str(outcome.bundle_path) if outcome.bundle_path else outcome.bundle_uri,
         "package": str(outcome.package_path) if outcome.package_path else None,
     }

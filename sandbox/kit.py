@@ -43,6 +43,7 @@ class Request:
     headers: Mapping[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)  # named groups of the matched route
+    context: dict[str, Any] = field(default_factory=dict)  # per-call scratch space for a vendor's hooks
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -304,6 +305,9 @@ class Vendor:
 
 class _HttpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, each answer would wait ~40 ms for
+    # the client's delayed ACK, which would swamp every latency the sandboxes are meant to model.
+    disable_nagle_algorithm = True
     vendor: Vendor  # set on the per-server subclass
 
     def _serve(self) -> None:
@@ -348,8 +352,9 @@ class SandboxServer:
         handler = type(f"{vendor.name}Handler", (_HttpHandler,), {"vendor": vendor})
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sandbox-{vendor.name}",
-                                        daemon=True)
+        # A short poll interval so that stop() returns promptly (the default is 0.5 s).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"sandbox-{vendor.name}", daemon=True)
 
     @property
     def port(self) -> int:

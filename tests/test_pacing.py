@@ -69,3 +69,15 @@ def test_non_retryable_errors_are_raised_at_once() -> None:
     with pytest.raises(ValueError):
         broken()
     assert calls["n"] == 1
+
+
+def test_hold_off_never_lets_more_calls_into_a_window() -> None:
+    """100 calls in the first second, then a 1 s Retry-After: the next call still waits for the window."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, 10.0, clock=clock, sleep=clock.sleep)
+    for _ in range(100):
+        limiter.acquire()
+    clock.now = 1.0
+    limiter.hold_off(1.0)
+    limiter.acquire()
+    assert clock.now >= 10.0

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dsr.access import AccessConfig, Principal, Role
 from dsr.api.auth import principal_resolver, request_id_or_400, require
+from dsr.api.pages import mount_pages
 from dsr.bundle import verify_bundle
 from dsr.deadlines import DeadlineError
 from dsr.ledger.store import UnknownRequest
@@ -30,6 +31,8 @@ from dsr.models import RequestInputError, parse_new_request
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState
+from dsr.storage import IntegrityError as StorageIntegrityError
+from dsr.storage import ObjectNotFound
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -37,7 +40,7 @@ MAX_BODY_BYTES = 64 * 1024
 class EvidenceReader(Protocol):
     """What the API needs from storage (dsr.storage implements it)."""
 
-    def get_bundle(self, request_id: str, version: int) -> bytes: ...
+    def get_bundle(self, request_id: str, version: int, *, expected_sha256: str | None = None) -> bytes: ...
 
     def open_package(self, request_id: str) -> BinaryIO: ...
 
@@ -80,6 +83,11 @@ def request_summary(state: RequestState, *, personal: bool, service: DsrService)
     return view
 
 
+def _sealed_hash(state: RequestState, version: int) -> str | None:
+    """The hash the ledger recorded when the bundle was sealed: what storage must give back."""
+    return next((b.get("sha256") for b in state.bundles if b["version"] == version), None)
+
+
 def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceReader) -> FastAPI:
     app = FastAPI(title="dsr-pipeline", version="0.1.0",
                   description="Data-subject requests: intake, status, evidence bundles and packages.")
@@ -102,7 +110,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     @app.exception_handler(DeadlineError)
     async def _deadline(_: Request, exc: DeadlineError) -> JSONResponse:
-        field, _, message = str(exc).partition(": ")
+        field, _sep, message = str(exc).partition(": ")
         return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, field, message or str(exc))
 
     @app.exception_handler(RequestStateError)
@@ -112,6 +120,16 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     @app.exception_handler(UnknownRequest)
     async def _unknown(_: Request, exc: UnknownRequest) -> JSONResponse:
         return _error(status.HTTP_404_NOT_FOUND, None, "no such request")
+
+    @app.exception_handler(ObjectNotFound)
+    async def _missing(_: Request, exc: ObjectNotFound) -> JSONResponse:
+        return _error(status.HTTP_404_NOT_FOUND, None, "the stored object is missing")
+
+    @app.exception_handler(StorageIntegrityError)
+    async def _tampered(_: Request, exc: StorageIntegrityError) -> JSONResponse:
+        # Never serve bytes that differ from what was sealed; say so plainly.
+        return _error(status.HTTP_500_INTERNAL_SERVER_ERROR, None,
+                      "stored content does not match the hash recorded when it was sealed")
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -157,7 +175,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
                         version: Annotated[int | None, Query(ge=1)] = None) -> Response:
         state = service.state(request_id_or_400(request_id))
         chosen = _version(state, version)
-        data = evidence.get_bundle(request_id, chosen)
+        data = evidence.get_bundle(request_id, chosen, expected_sha256=_sealed_hash(state, chosen))
         service.record_download(request_id, "bundle", by=who.name, role=who.role.value, version=chosen)
         return Response(data, media_type="application/zip", headers={
             "Content-Disposition": f'attachment; filename="evidence-{request_id}-v{chosen}.zip"'})
@@ -168,7 +186,8 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         state = service.state(request_id_or_400(request_id))
         chosen = _version(state, version)
         signer = load_or_create_signing_key(service.settings.signing_key_path)
-        result = verify_bundle(evidence.get_bundle(request_id, chosen), signer.public_key)
+        result = verify_bundle(evidence.get_bundle(request_id, chosen, expected_sha256=_sealed_hash(state, chosen)),
+                               signer.public_key)
         return {"ok": result.ok, "version": chosen, "reason": result.reason,
                 "checks": [{"check": c, "passed": p, "detail": d} for c, p, d in result.checks]}
 
@@ -242,4 +261,5 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         return StreamingResponse(chunks(), media_type="application/zip", headers={
             "Content-Disposition": f'attachment; filename="your-data-{state.request_id}.zip"'})
 
+    mount_pages(app, service=service, resolve=resolve, evidence=evidence)
     return app

@@ -26,7 +26,11 @@ def _token(request: Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(COOKIE)  # the auditor page's session (HttpOnly, SameSite=Strict)
+    # The auditor page's session cookie (HttpOnly, SameSite=Strict) works for reading only: a
+    # change always needs an explicit bearer header, so a cookie can never be ridden into a write.
+    if request.method in ("GET", "HEAD"):
+        return request.cookies.get(COOKIE)
+    return None
 
 
 def principal_resolver(service: DsrService, access: AccessConfig) -> Callable[[Request], Principal]:
