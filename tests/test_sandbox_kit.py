@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 
 from sandbox.kit import FaultConfig, Request, Response, SandboxServer, Vendor, WindowLimiter
 
