@@ -1,6 +1,7 @@
 """`make demo` / `dsr demo`: the main job on embedded defaults, end to end.
 
-Seeds the demo CRM (a SQLite file under var/demo/), then for two demo subjects submits,
+Seeds the demo CRM (a SQLite file under var/demo/) and starts the vendor sandboxes (HubSpot) on
+loopback, seeded with the same subjects; then for two demo subjects submits,
 verifies and runs a request through the real `process-request` flow: an erasure under GDPR (NL)
 and an access request under UK GDPR. Prints each system's result and where the evidence and the
 subject package are.
@@ -11,6 +12,7 @@ ledger; earlier requests, bundles and packages stay where they are.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from rich.console import Console
 from dsr.models import parse_new_request
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT, seed_crm
+from sandbox.demo import demo_sandboxes
 
 RunFn = Callable[[DsrService, str], dict[str, Any]]
 
@@ -32,12 +35,20 @@ def _crm_url(service: DsrService) -> str:
 
 def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
     """Returns the exit code: 0 when both requests completed and their bundles verify."""
-    from dsr.bundle import verify_bundle
-    from dsr.signing import load_or_create_signing_key
-
     info = seed_crm(_crm_url(service))
     console.print(f"[bold]demo CRM[/bold] seeded from scratch: {info.total_rows} rows in {len(info.rows)} tables "
                   f"at {info.path}")
+    with demo_sandboxes() as (servers, env):
+        os.environ.update(env)
+        for name, server in servers.items():
+            console.print(f"[bold]{name} sandbox[/bold] seeded and serving on {server.url}")
+        return _run_requests(service, console, run)
+
+
+def _run_requests(service: DsrService, console: Console, run: RunFn) -> int:
+    from dsr.bundle import verify_bundle
+    from dsr.signing import load_or_create_signing_key
+
     demo_requests = [
         ("erasure", ERASURE_SUBJECT, "gdpr", "NL", "web-form"),
         ("access", ACCESS_SUBJECT, "uk-gdpr", None, "email"),

@@ -16,6 +16,8 @@ from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.state import index_row
 from sandbox.crm_seed import seed_crm
+from sandbox.demo import demo_sandboxes
+from sandbox.kit import FaultConfig, SandboxServer
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("DSR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -61,9 +63,31 @@ def crm_url(tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def _sandbox_servers() -> Iterator[tuple[dict[str, SandboxServer], dict[str, str]]]:
+    with demo_sandboxes() as started:
+        yield started
+
+
 @pytest.fixture
-def systems_file(tmp_path: Path, crm_url: str) -> Path:
-    """The demo data map, pointed at this test's own CRM."""
+def sandboxes(_sandbox_servers, monkeypatch: pytest.MonkeyPatch) -> dict[str, SandboxServer]:
+    """The vendor sandboxes (one server each per session), re-seeded and fault-free for this test."""
+    servers, env = _sandbox_servers
+    for server in servers.values():
+        vendor = server.vendor
+        vendor.faults.configure(FaultConfig())
+        vendor.reset_state()
+        with vendor.stats_lock:
+            vendor.stats.clear()
+        vendor.seed_demo(7)  # type: ignore[attr-defined]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return servers
+
+
+@pytest.fixture
+def systems_file(tmp_path: Path, crm_url: str, sandboxes: dict[str, SandboxServer]) -> Path:
+    """The demo data map (every system), pointed at this test's own CRM and the sandboxes."""
     data = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())
     data["systems"]["crm"]["settings"]["url"] = crm_url
     path = tmp_path / "systems.yaml"

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 from connectors.registry import build_connector
 from dsr.bundle import verify_bundle
@@ -23,6 +24,8 @@ from dsr.models import Status, parse_new_request
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT
+from sandbox.hubspot import DECOY_EMAILS as HUBSPOT_DECOYS
+from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
 
 
 def _connect(service: DsrService, system: str = "crm") -> Callable[[], Connector]:
@@ -38,11 +41,15 @@ def _request(service: DsrService, kind: str, email: str, *, verify: bool = True,
     return request_id
 
 
-def _run(service: DsrService, request_id: str, connect: Callable[[], Connector] | None = None):
+def _run(service: DsrService, request_id: str, wrap: dict[str, Callable[[Connector], Connector]] | None = None):
+    """Run a request without Prefect; `wrap` swaps a system's connector for a wrapper around it."""
     runner = RequestRunner(service)
     plan = runner.begin(request_id)
     for system in plan.systems:
-        runner.run_system(request_id, system, connect or _connect(service, system))
+        connect = _connect(service, system)
+        if wrap and system in wrap:
+            connect = (lambda c, w: lambda: w(c()))(connect, wrap[system])
+        runner.run_system(request_id, system, connect)
     return runner.finish(request_id)
 
 
@@ -64,15 +71,31 @@ def test_unverified_request_is_refused_and_the_refusal_is_recorded(sqlite_servic
     assert sqlite_service.state(request_id).status == Status.AWAITING_VERIFICATION
 
 
+def _hubspot_contacts(sandboxes, email: str) -> int:
+    """Ask the HubSpot sandbox through its own search API (as any client would)."""
+    sandboxes["hubspot"].vendor.reset_state()  # the test's own look must not eat the 4/s search budget
+    answer = requests.post(f"{sandboxes['hubspot'].url}/crm/v3/objects/contacts/search",
+                           headers={"Authorization": f"Bearer {HUBSPOT_TOKEN}"}, timeout=10,
+                           json={"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ",
+                                                                "value": email}]}], "limit": 10})
+    answer.raise_for_status()
+    return int(answer.json()["total"])
+
+
 def test_erasure_deletes_the_subject_anonymises_tax_records_and_spares_decoys(
-        sqlite_service: DsrService, crm_url: str) -> None:
+        sqlite_service: DsrService, crm_url: str, sandboxes) -> None:
     decoys_before = _decoy_rows(crm_url)
     request_id = _request(sqlite_service, "erasure", ERASURE_SUBJECT)
     outcome = _run(sqlite_service, request_id)
 
     assert outcome.status == Status.COMPLETED, outcome.reason
-    [crm] = outcome.systems
+    results = {r.system: r for r in outcome.systems}
+    assert set(results) == {"crm", "hubspot"}
+    crm, hubspot = results["crm"], results["hubspot"]
     assert crm.actions.get("delete", 0) > 0 and crm.actions.get("anonymise", 0) > 0
+    assert hubspot.records_found > 1 and hubspot.actions.get("delete", 0) > 0 and hubspot.remaining == 0
+    assert _hubspot_contacts(sandboxes, ERASURE_SUBJECT) == 0
+    assert all(_hubspot_contacts(sandboxes, decoy) == 1 for decoy in HUBSPOT_DECOYS)
     assert _crm_rows(crm_url, "SELECT count(*) FROM contacts WHERE lower(trim(email)) = ?", ERASURE_SUBJECT) == [(0,)]
     assert _decoy_rows(crm_url) == decoys_before
     # The recent order survives, anonymised, because tax law keeps it; the 2016 one is past retention.
@@ -118,8 +141,7 @@ class _FailingErase:
 def test_a_failed_system_leaves_the_request_partially_completed_and_a_rerun_finishes_it(
         sqlite_service: DsrService, crm_url: str) -> None:
     request_id = _request(sqlite_service, "erasure", ERASURE_SUBJECT)
-    real = _connect(sqlite_service)
-    outcome = _run(sqlite_service, request_id, lambda: _FailingErase(real()))
+    outcome = _run(sqlite_service, request_id, {"crm": _FailingErase})
     assert outcome.status == Status.PARTIALLY_COMPLETED
     assert "crm: ConnectionError" in (outcome.reason or "")
     assert outcome.bundle_path is not None  # the partial state is sealed too (version 1)
@@ -129,13 +151,14 @@ def test_a_failed_system_leaves_the_request_partially_completed_and_a_rerun_fini
     assert _crm_rows(crm_url, "SELECT count(*) FROM contacts WHERE lower(trim(email)) = ?", ERASURE_SUBJECT) == [(0,)]
     events = sqlite_service.events(request_id)
     # Discovery and decisions were read back from the ledger, not redone.
-    assert sum(e.type == "system.discovered" for e in events) == 1
-    assert sum(e.type == "system.erase_planned" for e in events) == 1
+    for step in ("system.discovered", "system.erase_planned"):
+        assert [e.payload["system"] for e in events if e.type == step] == ["crm", "hubspot"]
     assert [b["version"] for b in sqlite_service.state(request_id).bundles] == [1, 2]
     assert outcome.bundle_path.name == "evidence-v2.zip"
 
 
-def test_access_request_delivers_a_package_the_subject_can_read(sqlite_service: DsrService, crm_url: str) -> None:
+def test_access_request_delivers_a_package_the_subject_can_read(sqlite_service: DsrService, crm_url: str,
+                                                               sandboxes) -> None:
     request_id = _request(sqlite_service, "access", ACCESS_SUBJECT, regime="uk-gdpr")
     outcome = _run(sqlite_service, request_id)
     assert outcome.status == Status.COMPLETED and outcome.package_path is not None
@@ -149,6 +172,9 @@ def test_access_request_delivers_a_package_the_subject_can_read(sqlite_service: 
     assert contact["email"].strip().lower() == ACCESS_SUBJECT
     assert len(data["systems"]["crm"]["orders"]) >= 1 and "invoices" in data["systems"]["crm"]
     assert contacts_csv[0]["email"].strip().lower() == ACCESS_SUBJECT
+    hubspot = data["systems"]["hubspot"]
+    assert [c["email"].lower() for c in hubspot["contacts"]] == [ACCESS_SUBJECT]
+    assert sum(len(hubspot.get(kind, [])) for kind in ("notes", "emails", "calls", "meetings")) > 0
     assert "Your rights" in summary and "privacy@precisionot.com" in summary
     # Nothing was changed in the CRM by an access request.
     assert _crm_rows(crm_url, "SELECT count(*) FROM contacts WHERE lower(trim(email)) = ?", ACCESS_SUBJECT) == [(1,)]
