@@ -257,7 +257,7 @@ def live(sqlite_service: DsrService) -> Iterator[tuple[str, DsrService, dict[str
 def test_auditor_in_a_real_browser(live, tmp_path: Path) -> None:
     base, service, ids = live
     subject = service.issue_subject_token(ids["access"], ttl=timedelta(days=1))[0]
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -280,6 +280,7 @@ def test_auditor_in_a_real_browser(live, tmp_path: Path) -> None:
             # A subject's link cannot log in.
             page.fill("#token", subject)
             page.click("button[type=submit]")
+            page.wait_for_load_state()
             assert page.url == f"{base}/auditor/login"
             assert "data subject" in page.inner_text(".notice")
             assert not [c for c in context.cookies() if c["name"] == COOKIE]
@@ -288,11 +289,12 @@ def test_auditor_in_a_real_browser(live, tmp_path: Path) -> None:
             # The auditor can; the cookie is HttpOnly and SameSite=Strict.
             page.fill("#token", AUDITOR)
             page.click("button[type=submit]")
+            page.wait_for_load_state()
             assert page.url == f"{base}/auditor"
             (cookie,) = [c for c in context.cookies() if c["name"] == COOKIE]
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
             rows = page.locator("#requests tbody tr")
-            assert rows.count() == 2
+            expect(rows).to_have_count(2)  # auto-waits: the click's navigation may still be loading
             table = page.inner_text("#requests")
             assert ids["access"] in table and ids["erasure"] in table and "on time" in table
             assert page.inner_text("[data-metric=total]") == "2"
@@ -305,13 +307,16 @@ def test_auditor_in_a_real_browser(live, tmp_path: Path) -> None:
             # Filter by type.
             page.select_option("select[name=type]", "erasure")
             page.click("form.filters button[type=submit]")
+            page.wait_for_load_state()
             assert "type=erasure" in page.url
-            assert rows.count() == 1 and ids["erasure"] in page.inner_text("#requests")
+            expect(rows).to_have_count(1)
+            assert ids["erasure"] in page.inner_text("#requests")
             assert page.inner_text("[data-metric=total]") == "1"
             check()
 
             # Open the request: summary, deadline derivation, systems, timeline.
             page.click(f"a[href='/auditor/requests/{ids['erasure']}']")
+            page.wait_for_load_state()
             assert page.url == f"{base}/auditor/requests/{ids['erasure']}"
             assert ids["erasure"] in page.inner_text("h1")
             assert "crm" in page.inner_text("#systems")
@@ -337,6 +342,7 @@ def test_auditor_in_a_real_browser(live, tmp_path: Path) -> None:
             assert "bundle.downloaded" in page.inner_text("#timeline")
             check()
             page.click("text=Verify v1")
+            page.wait_for_load_state()
             assert page.url == f"{base}/auditor/requests/{ids['erasure']}/verify"
             verdict = page.locator("#verdict")
             assert verdict.get_attribute("data-ok") == "true"
@@ -352,6 +358,7 @@ def test_auditor_in_a_real_browser(live, tmp_path: Path) -> None:
 
             # Log out: the cookie is gone and the list is behind the log-in again.
             page.click("text=Log out")
+            page.wait_for_load_state()
             assert page.url == f"{base}/auditor/login"
             assert not [c for c in context.cookies() if c["name"] == COOKIE]
             page.goto(f"{base}/auditor")
