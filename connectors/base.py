@@ -7,10 +7,15 @@ importing any of them); this module only gathers it in one place for connector a
 from __future__ import annotations
 
 import base64
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
+
+from pydantic import ValidationError
 
 from dsr.contract import (
     Connector,
@@ -39,8 +44,17 @@ __all__ = [
     "RecordOutcome",
     "RecordRef",
     "Subject",
+    "chunks",
+    "describe_validation_error",
     "json_friendly",
+    "outcome_for",
+    "receipt_id",
+    "subject_email",
+    "topological_order",
+    "unique_decisions",
 ]
+
+T = TypeVar("T")
 
 
 class ConnectorConfigError(ConnectorError, ValueError):
@@ -70,3 +84,101 @@ def json_friendly(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     return str(value)
+
+
+# --- helpers every connector shares ------------------------------------------------------------
+
+
+def subject_email(subject: Subject) -> str:
+    """The subject's address, as matched on.
+
+    The contract hands connectors a normalised address; normalising again costs nothing and guards
+    the one case that would be a disaster: an empty identity matching every record without one.
+    """
+    email = subject.email.strip().lower()
+    if not email:
+        raise ConnectorError("subject has no e-mail address: refusing to match on an empty identity")
+    return email
+
+
+def outcome_for(decision: ErasureDecision, *, done: bool, **extra: Any) -> RecordOutcome:
+    """The outcome of carrying out `decision`, carrying its basis and retention end forward."""
+    outcome = RecordOutcome(ref=decision.ref, action=decision.action, done=done, basis=decision.basis,
+                            retain_until=decision.retain_until)
+    return replace(outcome, **extra) if extra else outcome
+
+
+def unique_decisions(decisions: Sequence[ErasureDecision], outcomes: dict[str, RecordOutcome]) -> list[ErasureDecision]:
+    """One decision per record; a record with conflicting decisions is refused (recorded in
+    `outcomes` as not done), not guessed at."""
+    by_key: dict[str, list[ErasureDecision]] = {}
+    for decision in decisions:
+        by_key.setdefault(decision.ref.key, []).append(decision)
+    unique = []
+    for key, group in by_key.items():
+        if any(d != group[0] for d in group[1:]):
+            outcomes[key] = outcome_for(group[0], done=False, error="conflicting decisions for one record")
+        else:
+            unique.append(group[0])
+    return unique
+
+
+def receipt_id(prefix: str, outcomes: Sequence[RecordOutcome]) -> str:
+    """The same outcomes give the same id, so a re-run's receipt is recognisably the same erasure."""
+    lines = sorted(f"{o.ref.key}\t{o.action.value}" for o in outcomes)
+    return f"{prefix}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of at most `size` (a vendor's batch limit)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def topological_order(
+    names: Sequence[str] | Mapping[str, Any], parents: Mapping[str, set[str]]
+) -> tuple[list[str], list[str]]:
+    """Order names so every name comes after its parents.
+
+    Returns:
+        The order, and an empty list; or a partial order and the cycle found (``a -> b -> a``).
+    """
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if state.get(name) == "done":
+            return []
+        if state.get(name) == "visiting":
+            return [*path[path.index(name) :], name]
+        state[name] = "visiting"
+        for parent in sorted(parents.get(name, ())):
+            cycle = visit(parent, [*path, name])
+            if cycle:
+                return cycle
+        state[name] = "done"
+        order.append(name)
+        return []
+
+    for name in names:
+        cycle = visit(name, [])
+        if cycle:
+            return order, cycle
+    return order, []
+
+
+def describe_validation_error(base: str, exc: ValidationError) -> str:
+    """A settings error as `systems.<name>.settings.<path>: message` (never the value itself).
+
+    Our validators raise ValueError("relative.path: message"), so their text is appended to the
+    path with a dot; pydantic's own errors get ": message".
+    """
+    messages = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join([base, *(str(part) for part in error["loc"])])
+        cause = (error.get("ctx") or {}).get("error")
+        if error["type"] == "value_error" and cause is not None:
+            messages.append(f"{where}.{cause}")
+        else:
+            messages.append(f"{where}: {error['msg']}")
+    return "; ".join(messages)

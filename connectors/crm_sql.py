@@ -14,11 +14,10 @@ and the engine hides bound parameters from its own error messages.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -41,7 +40,14 @@ from connectors.base import (
     RecordOutcome,
     RecordRef,
     Subject,
+    chunks,
+    describe_validation_error,
     json_friendly,
+    outcome_for,
+    receipt_id,
+    subject_email,
+    topological_order,
+    unique_decisions,
 )
 
 KIND = "crm_sql"
@@ -118,7 +124,7 @@ class CrmSqlSettings(BaseModel):
             parent = spec.match.parent
             if parent is not None and parent not in self.objects:
                 raise ValueError(f"objects.{name}.match.parent: unknown object {parent!r}")
-        _order, cycle = _topological(self.objects, _config_parents(self.objects))
+        _order, cycle = topological_order(self.objects, _config_parents(self.objects))
         if cycle:
             raise ValueError(
                 f"objects.{cycle[0]}.match.parent: parent links form a cycle ({' -> '.join(cycle)})"
@@ -146,55 +152,11 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> CrmSqlSettings:
         return CrmSqlSettings.model_validate(raw)
     except ValidationError as exc:
         # `from None`: pydantic's own text echoes input values, and a URL may carry a secret.
-        raise ConnectorConfigError(_describe(f"systems.{system}.settings", exc)) from None
-
-
-def _describe(base: str, exc: ValidationError) -> str:
-    messages = []
-    for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join([base, *(str(part) for part in error["loc"])])
-        cause = (error.get("ctx") or {}).get("error")
-        if error["type"] == "value_error" and cause is not None:
-            messages.append(f"{where}.{cause}")  # our validators start with the path below `where`
-        else:
-            messages.append(f"{where}: {error['msg']}")
-    return "; ".join(messages)
+        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
 
 
 def _config_parents(objects: Mapping[str, ObjectSpec]) -> dict[str, set[str]]:
     return {name: {spec.match.parent} if spec.match.parent else set() for name, spec in objects.items()}
-
-
-def _topological(
-    names: Sequence[str] | Mapping[str, Any], parents: Mapping[str, set[str]]
-) -> tuple[list[str], list[str]]:
-    """Order names so every name comes after its parents.
-
-    Returns:
-        The order, and an empty list; or a partial order and the cycle found (``a -> b -> a``).
-    """
-    order: list[str] = []
-    state: dict[str, str] = {}
-
-    def visit(name: str, path: list[str]) -> list[str]:
-        if state.get(name) == "done":
-            return []
-        if state.get(name) == "visiting":
-            return [*path[path.index(name) :], name]
-        state[name] = "visiting"
-        for parent in sorted(parents.get(name, ())):
-            cycle = visit(parent, [*path, name])
-            if cycle:
-                return cycle
-        state[name] = "done"
-        order.append(name)
-        return []
-
-    for name in names:
-        cycle = visit(name, [])
-        if cycle:
-            return order, cycle
-    return order, []
 
 
 # --- construction -----------------------------------------------------------------------------------
@@ -311,7 +273,7 @@ class CrmSqlConnector:
         self._settings = settings
         self._engine = engine
         self._objects = self._bind_objects()
-        self._discover_order, _ = _topological(settings.objects, _config_parents(settings.objects))
+        self._discover_order, _ = topological_order(settings.objects, _config_parents(settings.objects))
         self._erase_order = self._children_first()
         self._info = ConnectorInfo(
             system=system, kind=KIND, version=VERSION, max_batch=MAX_BATCH, objects=tuple(settings.objects)
@@ -343,7 +305,7 @@ class CrmSqlConnector:
         Raises:
             ConnectorError: the subject has no e-mail, or the database failed.
         """
-        email = _normalised_email(subject)
+        email = subject_email(subject)
         refs: list[RecordRef] = []
         keys: dict[str, list[Any]] = {}
         with self._guard("discover"), self._engine.connect() as conn:
@@ -355,7 +317,7 @@ class CrmSqlConnector:
                     queries = [sa.select(*columns).where(matched)]
                 else:
                     parent_keys = keys[obj.spec.match.parent]
-                    queries = [sa.select(*columns).where(obj.match.in_(c)) for c in _chunks(parent_keys)]
+                    queries = [sa.select(*columns).where(obj.match.in_(c)) for c in chunks(parent_keys, MAX_BATCH)]
                 found: list[Any] = []
                 for query in queries:
                     for row in conn.execute(query.order_by(obj.key)):
@@ -379,7 +341,7 @@ class CrmSqlConnector:
         """
         for name, group in self._group(refs).items():
             obj = self._objects[name]
-            for chunk in _chunks(group):
+            for chunk in chunks(group, MAX_BATCH):
                 by_key = {obj.key_value(ref.id): ref for ref in chunk}
                 query = sa.select(obj.table).where(obj.key.in_(list(by_key))).order_by(obj.key)
                 # Fetch the batch, then let the connection go before yielding to a slow consumer.
@@ -404,21 +366,21 @@ class CrmSqlConnector:
         tally = _Tally()
         outcomes: dict[str, RecordOutcome] = {}
         grouped: dict[str, list[ErasureDecision]] = {}
-        for decision in _unique(decisions, outcomes):
+        for decision in unique_decisions(decisions, outcomes):
             problem = self._problem_with(decision.ref)
             if problem is not None:
-                outcomes[decision.ref.key] = _outcome(decision, done=False, error=problem)
+                outcomes[decision.ref.key] = outcome_for(decision, done=False, error=problem)
             else:
                 grouped.setdefault(decision.ref.object, []).append(decision)
         with self._guard("erase"):
             for name in self._erase_order:
-                for chunk in _chunks(grouped.get(name, [])):
+                for chunk in chunks(grouped.get(name, []), MAX_BATCH):
                     outcomes.update(self._erase_batch(self._objects[name], chunk, tally))
         ordered = tuple(outcomes[key] for key in dict.fromkeys(d.ref.key for d in decisions))
         return Receipt(
             system=self._system,
             outcomes=ordered,
-            vendor_receipt_id=_receipt_id(ordered),
+            vendor_receipt_id=receipt_id("crm-sql", ordered),
             api_calls=tally.statements,
         )
 
@@ -431,12 +393,12 @@ class CrmSqlConnector:
     def _erase_batch(
         self, obj: _Object, batch: list[ErasureDecision], tally: _Tally
     ) -> dict[str, RecordOutcome]:
-        results = {d.ref.key: _outcome(d, done=True) for d in batch if d.action is ErasureAction.RETAIN}
+        results = {d.ref.key: outcome_for(d, done=True) for d in batch if d.action is ErasureAction.RETAIN}
         deletes = [d for d in batch if d.action is ErasureAction.DELETE]
         anonymises = [d for d in batch if d.action is ErasureAction.ANONYMISE]
         if anonymises and obj.anonymise is None:
             error = f"no anonymise mapping at systems.{self._system}.settings.objects.{obj.name}.anonymise"
-            results.update({d.ref.key: _outcome(d, done=False, error=error) for d in anonymises})
+            results.update({d.ref.key: outcome_for(d, done=False, error=error) for d in anonymises})
             anonymises = []
         try:
             with self._engine.begin() as conn:
@@ -459,11 +421,11 @@ class CrmSqlConnector:
         except IntegrityError:
             pass  # the database's own message may quote row values: never pass it on
         if decision.action is ErasureAction.ANONYMISE:
-            return _outcome(
+            return outcome_for(
                 decision, done=False, error=f"the database refused the replacement values of {where}"
             )
         if obj.anonymise is None:
-            return _outcome(
+            return outcome_for(
                 decision,
                 done=False,
                 error=f"the database refused the delete: other rows still reference this record "
@@ -473,7 +435,7 @@ class CrmSqlConnector:
             with self._engine.begin() as conn:
                 return self._anonymise(conn, obj, [decision], tally)[decision.ref.key]
         except IntegrityError:
-            return _outcome(
+            return outcome_for(
                 decision, done=False, error=f"the database refused both the delete and the values of {where}"
             )
 
@@ -492,7 +454,7 @@ class CrmSqlConnector:
         results = {}
         for decision, key in zip(decisions, wanted, strict=True):
             gone = key not in present
-            results[decision.ref.key] = _outcome(
+            results[decision.ref.key] = outcome_for(
                 decision, done=True, already_gone=gone, fields_cleared=() if gone else columns
             )
         return results
@@ -515,7 +477,7 @@ class CrmSqlConnector:
         results = {}
         for decision, key in zip(decisions, wanted, strict=True):
             gone = key not in pending
-            results[decision.ref.key] = _outcome(
+            results[decision.ref.key] = outcome_for(
                 decision,
                 action=ErasureAction.ANONYMISE,
                 done=True,
@@ -631,9 +593,9 @@ class CrmSqlConnector:
                 referenced = fk.column.table.name
                 if referenced != obj.table.name:
                     with_fks[name].update(by_table.get(referenced, ()))
-        order, cycle = _topological(self._settings.objects, with_fks)
+        order, cycle = topological_order(self._settings.objects, with_fks)
         if cycle:  # foreign keys in a loop: fall back to the data map's links, which are acyclic
-            order, _ = _topological(self._settings.objects, parents)
+            order, _ = topological_order(self._settings.objects, parents)
         return tuple(reversed(order))
 
 
@@ -663,48 +625,3 @@ def _replacement(where: str, column: sa.Column[Any], value: Any) -> Any:
     return value
 
 
-def _normalised_email(subject: Subject) -> str:
-    # The contract hands us a normalised address; normalising again costs nothing and guards the
-    # one case that would be a disaster: an empty identity matching every row with a blank e-mail.
-    email = subject.email.strip().lower()
-    if not email:
-        raise ConnectorError("subject has no e-mail address: refusing to match on an empty identity")
-    return email
-
-
-def _unique(
-    decisions: Sequence[ErasureDecision], outcomes: dict[str, RecordOutcome]
-) -> list[ErasureDecision]:
-    """One decision per record; a record with conflicting decisions is refused, not guessed at."""
-    by_key: dict[str, list[ErasureDecision]] = {}
-    for decision in decisions:
-        by_key.setdefault(decision.ref.key, []).append(decision)
-    unique = []
-    for key, group in by_key.items():
-        if any(d != group[0] for d in group[1:]):
-            outcomes[key] = _outcome(group[0], done=False, error="conflicting decisions for one record")
-        else:
-            unique.append(group[0])
-    return unique
-
-
-def _outcome(decision: ErasureDecision, *, done: bool, **extra: Any) -> RecordOutcome:
-    outcome = RecordOutcome(
-        ref=decision.ref,
-        action=decision.action,
-        done=done,
-        basis=decision.basis,
-        retain_until=decision.retain_until,
-    )
-    return replace(outcome, **extra) if extra else outcome
-
-
-def _receipt_id(outcomes: Sequence[RecordOutcome]) -> str:
-    """The same outcomes give the same id, so a re-run's receipt is recognisably the same erasure."""
-    lines = sorted(f"{o.ref.key}\t{o.action.value}" for o in outcomes)
-    return "crm-sql:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
-def _chunks(items: Sequence[Any], size: int = MAX_BATCH) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

@@ -46,7 +46,6 @@ status and category only, raised outside the ``except`` block so that it is not 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -86,7 +85,12 @@ from connectors.base import (
     RecordOutcome,
     RecordRef,
     Subject,
+    chunks,
     json_friendly,
+    outcome_for,
+    receipt_id,
+    subject_email,
+    unique_decisions,
 )
 from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
 
@@ -442,7 +446,7 @@ class HubSpotConnector:
         Raises:
             ConnectorError: the subject has no e-mail, or HubSpot failed (after retries).
         """
-        email = _normalised_email(subject)
+        email = subject_email(subject)
         contact_ids = self._find_contacts(email)
         refs = [self._ref("contacts", cid) for cid in contact_ids]
         for obj in self._settings.engagements:
@@ -459,7 +463,7 @@ class HubSpotConnector:
         """
         for obj, group in self._group(refs).items():
             names = self._all_properties(obj)
-            for chunk in _chunks(group, MAX_BATCH):
+            for chunk in chunks(group, MAX_BATCH):
                 found = self._read_batch("export", obj, [r.id for r in chunk], names)
                 for ref in chunk:
                     properties = found.get(ref.id)
@@ -476,12 +480,12 @@ class HubSpotConnector:
         calls_before = self._stats["calls"]
         outcomes: dict[str, RecordOutcome] = {}
         todo: list[ErasureDecision] = []
-        for decision in _unique(decisions, outcomes):
+        for decision in unique_decisions(decisions, outcomes):
             problem = self._problem_with(decision.ref)
             if problem is not None:
-                outcomes[decision.ref.key] = _outcome(decision, done=False, error=problem)
+                outcomes[decision.ref.key] = outcome_for(decision, done=False, error=problem)
             elif decision.action is ErasureAction.RETAIN:
-                outcomes[decision.ref.key] = _outcome(decision, done=True)
+                outcomes[decision.ref.key] = outcome_for(decision, done=True)
             else:
                 todo.append(decision)
 
@@ -489,7 +493,7 @@ class HubSpotConnector:
         contact_anons = [d for d in todo if d.ref.object == "contacts" and d.action is ErasureAction.ANONYMISE]
         for d in todo:
             if d.ref.object != "contacts" and d.action is ErasureAction.ANONYMISE:
-                outcomes[d.ref.key] = _outcome(
+                outcomes[d.ref.key] = outcome_for(
                     d, done=False, error=f"no anonymise mapping for object {d.ref.object!r} in systems."
                     f"{self._system} (HubSpot engagements can only be deleted)")
         engagement_deletes: dict[str, list[ErasureDecision]] = {}
@@ -508,7 +512,7 @@ class HubSpotConnector:
         for decision in contact_deletes:
             if decision.ref.id in contacts and self._purge_would_take(decision.ref.id, retained):
                 if self._settings.anonymise is None:
-                    outcomes[decision.ref.key] = _outcome(
+                    outcomes[decision.ref.key] = outcome_for(
                         decision, done=False,
                         error="HubSpot's GDPR delete would also delete a retained engagement of this contact; "
                         f"give systems.{self._system}.settings.anonymise to anonymise it instead")
@@ -522,16 +526,16 @@ class HubSpotConnector:
         for obj, group in engagement_deletes.items():
             present_before = before[obj]
             still = set(self._read_batch("erase", obj, sorted(present_before, key=_id_order), ["hs_object_id"]))
-            for chunk in _chunks(sorted(still, key=_id_order), MAX_BATCH):
+            for chunk in chunks(sorted(still, key=_id_order), MAX_BATCH):
                 self._archive("erase", obj, chunk)
             cleared = tuple(self._all_properties(obj, "erase")) if present_before else ()
             for decision in group:
                 gone = decision.ref.id not in present_before
-                outcomes[decision.ref.key] = _outcome(decision, done=True, already_gone=gone,
+                outcomes[decision.ref.key] = outcome_for(decision, done=True, already_gone=gone,
                                                       fields_cleared=() if gone else cleared)
 
         ordered = tuple(outcomes[key] for key in dict.fromkeys(d.ref.key for d in decisions))
-        return Receipt(system=self._system, outcomes=ordered, vendor_receipt_id=_receipt_id(ordered),
+        return Receipt(system=self._system, outcomes=ordered, vendor_receipt_id=receipt_id("hubspot", ordered),
                        api_calls=int(self._stats["calls"] - calls_before))
 
     def verify_erased(self, subject: Subject) -> list[RecordRef]:
@@ -565,11 +569,11 @@ class HubSpotConnector:
         calls_before = self._stats["calls"]
         outcomes: list[RecordOutcome] = []
         for obj, group in self._group(refs).items():
-            for chunk in _chunks(group, MAX_BATCH):
+            for chunk in chunks(group, MAX_BATCH):
                 self._archive("purge", obj, [r.id for r in chunk])
                 outcomes.extend(RecordOutcome(ref=r, action=ErasureAction.DELETE, done=True) for r in chunk)
         result = tuple(outcomes)
-        return Receipt(system=self._system, outcomes=result, vendor_receipt_id=_receipt_id(result),
+        return Receipt(system=self._system, outcomes=result, vendor_receipt_id=receipt_id("hubspot", result),
                        api_calls=int(self._stats["calls"] - calls_before))
 
     def opt_out(self, subject: Subject) -> Receipt:
@@ -579,7 +583,7 @@ class HubSpotConnector:
         HubSpot says the address is already unsubscribed. Subscription statuses are per address in
         HubSpot, so this works whether or not a contact has the address.
         """
-        email = _normalised_email(subject)
+        email = subject_email(subject)
         calls_before = self._stats["calls"]
         statuses = self._call("opt_out", SUBSCRIPTIONS_OBJECT,
                               self._status_api.get_email_status_with_http_info, email)
@@ -600,7 +604,7 @@ class HubSpotConnector:
                 raise
             outcomes.append(RecordOutcome(ref, ErasureAction.DELETE, done=True, fields_cleared=("status",)))
         result = tuple(outcomes)
-        return Receipt(system=self._system, outcomes=result, vendor_receipt_id=_receipt_id(result),
+        return Receipt(system=self._system, outcomes=result, vendor_receipt_id=receipt_id("hubspot", result),
                        api_calls=int(self._stats["calls"] - calls_before))
 
     # --- discovery ---
@@ -670,7 +674,7 @@ class HubSpotConnector:
 
     def _gdpr_delete(self, decision: ErasureDecision, current: Mapping[str, Any] | None) -> RecordOutcome:
         if current is None:
-            return _outcome(decision, done=True, already_gone=True)
+            return outcome_for(decision, done=True, already_gone=True)
         email = (current.get("email") or "").strip()
         body = (PublicGdprDeleteInput(id_property="email", object_id=email) if email
                 else PublicGdprDeleteInput(object_id=decision.ref.id))
@@ -678,35 +682,35 @@ class HubSpotConnector:
             self._call("erase", "contacts", self._contacts_api.purge_with_http_info, body)
         except HubSpotApiError as exc:
             if exc.status == 404:
-                return _outcome(decision, done=True, already_gone=True)
+                return outcome_for(decision, done=True, already_gone=True)
             if exc.status == 400:
-                return _outcome(decision, done=False, error=str(exc))
+                return outcome_for(decision, done=False, error=str(exc))
             raise
-        return _outcome(decision, done=True, fields_cleared=tuple(self._all_properties("contacts", "erase")))
+        return outcome_for(decision, done=True, fields_cleared=tuple(self._all_properties("contacts", "erase")))
 
     def _anonymise(self, decision: ErasureDecision, current: Mapping[str, Any] | None) -> RecordOutcome:
         mapping = self._settings.anonymise
         if mapping is None:
-            return _outcome(decision, done=False, action=ErasureAction.ANONYMISE,
+            return outcome_for(decision, done=False, action=ErasureAction.ANONYMISE,
                             error=f"no anonymise mapping at systems.{self._system}.settings.anonymise")
         if current is None:
-            return _outcome(decision, done=True, action=ErasureAction.ANONYMISE, already_gone=True)
+            return outcome_for(decision, done=True, action=ErasureAction.ANONYMISE, already_gone=True)
         changes = {prop: ("" if value is None else value) for prop, value in mapping.items()
                    if (current.get(prop) or "") != (value or "")}
         if not changes:
-            return _outcome(decision, done=True, action=ErasureAction.ANONYMISE, already_gone=True)
+            return outcome_for(decision, done=True, action=ErasureAction.ANONYMISE, already_gone=True)
         try:
             self._call("erase", "contacts", self._basic_api.update_with_http_info, "contacts", decision.ref.id,
                        SimplePublicObjectInput(properties=changes))
         except HubSpotApiError as exc:
             if exc.status == 404:
-                return _outcome(decision, done=True, action=ErasureAction.ANONYMISE, already_gone=True)
+                return outcome_for(decision, done=True, action=ErasureAction.ANONYMISE, already_gone=True)
             if exc.status in (400, 409):
-                return _outcome(decision, done=False, action=ErasureAction.ANONYMISE,
+                return outcome_for(decision, done=False, action=ErasureAction.ANONYMISE,
                                 error=f"HubSpot refused the values of systems.{self._system}.settings.anonymise "
                                 f"({exc.status} {exc.category or 'error'})")
             raise
-        return _outcome(decision, done=True, action=ErasureAction.ANONYMISE, fields_cleared=tuple(sorted(changes)))
+        return outcome_for(decision, done=True, action=ErasureAction.ANONYMISE, fields_cleared=tuple(sorted(changes)))
 
     def _archive(self, operation: str, obj: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -725,7 +729,7 @@ class HubSpotConnector:
     def _read_batch(self, operation: str, obj: str, ids: Sequence[str], properties: list[str]) -> dict[str, dict[str, Any]]:
         """id -> properties of the records that exist (batch/read answers 207 for the others)."""
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), MAX_BATCH):
+        for chunk in chunks(list(dict.fromkeys(ids)), MAX_BATCH):
             body = BatchReadInputSimplePublicObjectId(
                 properties=properties, properties_with_history=[], inputs=[SimplePublicObjectId(id=i) for i in chunk])
             answer = self._call(operation, obj, self._batch_api.read_with_http_info, obj, body)
@@ -848,14 +852,6 @@ class HubSpotConnector:
 # --- module helpers ---------------------------------------------------------------------------------
 
 
-def _normalised_email(subject: Subject) -> str:
-    # An empty identity would match every contact without an e-mail: refuse it.
-    email = subject.email.strip().lower()
-    if not email:
-        raise ConnectorError("subject has no e-mail address: refusing to match on an empty identity")
-    return email
-
-
 def _next_after(page: Any) -> str | None:
     paging = getattr(page, "paging", None)
     nxt = getattr(paging, "next", None) if paging is not None else None
@@ -887,32 +883,3 @@ def _date_of(value: Any) -> date | None:
         return None
 
 
-def _unique(decisions: Sequence[ErasureDecision], outcomes: dict[str, RecordOutcome]) -> list[ErasureDecision]:
-    """One decision per record; a record with conflicting decisions is refused, not guessed at."""
-    by_key: dict[str, list[ErasureDecision]] = {}
-    for decision in decisions:
-        by_key.setdefault(decision.ref.key, []).append(decision)
-    unique = []
-    for key, group in by_key.items():
-        if any(d != group[0] for d in group[1:]):
-            outcomes[key] = _outcome(group[0], done=False, error="conflicting decisions for one record")
-        else:
-            unique.append(group[0])
-    return unique
-
-
-def _outcome(decision: ErasureDecision, *, done: bool, **extra: Any) -> RecordOutcome:
-    outcome = RecordOutcome(ref=decision.ref, action=decision.action, done=done, basis=decision.basis,
-                            retain_until=decision.retain_until)
-    return replace(outcome, **extra) if extra else outcome
-
-
-def _receipt_id(outcomes: Sequence[RecordOutcome]) -> str:
-    """The same outcomes give the same id, so a re-run's receipt is recognisably the same erasure."""
-    lines = sorted(f"{o.ref.key}\t{o.action.value}" for o in outcomes)
-    return "hubspot:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start: start + size])

@@ -364,6 +364,7 @@ def deadline(
 def bundle_verify(
     path: Annotated[Path, typer.Argument(help="The evidence bundle (.zip).")],
     public_key: Annotated[Path | None, typer.Option(help="PEM public key; default: this installation's signing key.")] = None,
+    request: Annotated[str | None, typer.Option(help="Also check the bundle is about this request id.")] = None,
 ) -> None:
     """Check a bundle offline: member hashes, manifest, hash chain and signature."""
     from dsr.bundle import verify_bundle
@@ -376,6 +377,12 @@ def bundle_verify(
     if not key_path.is_file():
         _fail(EXIT_BAD_INPUT, f"public-key: no public key at {key_path}")
     report = verify_bundle(path, load_public_key(key_path))
+    if request is not None:
+        # An intact bundle of another request must not pass for this one (a swapped file).
+        report.checks.append(("about the request asked for", report.request_id == request,
+                              f"bundle is about {report.request_id}" if report.request_id != request else request))
+        if report.request_id != request and report.ok:
+            report.ok, report.reason = False, f"bundle is about request {report.request_id}, not {request}"
     for what, passed, detail in report.checks:
         mark = "[green]ok[/green]  " if passed else "[red]FAIL[/red]"
         out.print(f"{mark} {what}{': ' + detail if detail else ''}")

@@ -13,15 +13,29 @@ from contextlib import contextmanager
 from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.kit import SandboxServer
+from sandbox.salesforce import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SalesforceSandbox
 
 
 @contextmanager
 def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], dict[str, str]]]:
-    """Yield (servers by system name, environment for the data map); stop them on exit."""
+    """Yield (servers by system name, environment for the data map); stop them on exit.
+
+    The demo credentials are the sandboxes' own fixed test values, not secrets.
+    """
     hubspot = HubSpotSandbox()
     hubspot.seed_demo(seed)
-    servers = {"hubspot": SandboxServer(hubspot).start()}
-    env = {"DSR_HUBSPOT_URL": servers["hubspot"].url, "DSR_HUBSPOT_TOKEN": HUBSPOT_TOKEN}
+    salesforce = SalesforceSandbox()
+    salesforce.seed_demo(seed)
+    servers = {"hubspot": SandboxServer(hubspot).start(), "salesforce": SandboxServer(salesforce).start()}
+    env = {
+        "DSR_HUBSPOT_URL": servers["hubspot"].url,
+        "DSR_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
+        # simple-salesforce always speaks https to *.salesforce.com; the connector's sandbox-only
+        # override sends those calls to the loopback sandbox instead (see connectors/salesforce.py).
+        "DSR_SALESFORCE_ENDPOINT_OVERRIDE": servers["salesforce"].url,
+        "DSR_SF_CLIENT_ID": DEMO_CLIENT_ID,
+        "DSR_SF_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+    }
     try:
         yield servers, env
     finally:

@@ -323,13 +323,17 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if response is None:
             self._reset()
             return
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if response.body and self.command != "HEAD":
-            self.wfile.write(response.body)
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            if response.body and self.command != "HEAD":
+                self.wfile.write(response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up first (its timeout, an injected delay): nothing to answer.
+            self.close_connection = True
 
     def _reset(self) -> None:
         # SO_LINGER with a zero timeout turns close() into a TCP RST: the client sees

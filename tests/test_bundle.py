@@ -333,6 +333,19 @@ def test_edited_timeline_without_rechaining_fails_chain_and_signature(bundle: by
     assert "seq 6" in failed(result)["timeline chain"]
 
 
+def test_reordered_timeline_events_are_detected(bundle: bytes, signer) -> None:
+    def swap(members: dict[str, bytes]) -> None:
+        lines = members["timeline.jsonl"].splitlines(keepends=True)
+        lines[2], lines[3] = lines[3], lines[2]
+        members["timeline.jsonl"] = b"".join(lines)
+
+    result = verify_bundle(rezip(bundle, swap), signer.public_key)
+
+    assert not result.ok
+    assert {"timeline chain", "member timeline.jsonl"} <= set(failed(result))
+    assert "altered" in failed(result)["member timeline.jsonl"]
+
+
 def test_wrong_public_key_fails(bundle: bytes, tmp_path: Path) -> None:
     other = load_or_create_signing_key(tmp_path / "other" / "signing.key")
     result = verify_bundle(bundle, other.public_key)

@@ -26,6 +26,8 @@ from dsr.signing import load_or_create_signing_key
 from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT
 from sandbox.hubspot import DECOY_EMAILS as HUBSPOT_DECOYS
 from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
+from sandbox.salesforce import DECOY_EMAILS as SALESFORCE_DECOYS
+from sandbox.salesforce import OrgClient
 
 
 def _connect(service: DsrService, system: str = "crm") -> Callable[[], Connector]:
@@ -90,12 +92,18 @@ def test_erasure_deletes_the_subject_anonymises_tax_records_and_spares_decoys(
 
     assert outcome.status == Status.COMPLETED, outcome.reason
     results = {r.system: r for r in outcome.systems}
-    assert set(results) == {"crm", "hubspot"}
-    crm, hubspot = results["crm"], results["hubspot"]
+    assert set(results) == {"crm", "hubspot", "salesforce"}
+    crm, hubspot, salesforce = results["crm"], results["hubspot"], results["salesforce"]
     assert crm.actions.get("delete", 0) > 0 and crm.actions.get("anonymise", 0) > 0
     assert hubspot.records_found > 1 and hubspot.actions.get("delete", 0) > 0 and hubspot.remaining == 0
     assert _hubspot_contacts(sandboxes, ERASURE_SUBJECT) == 0
     assert all(_hubspot_contacts(sandboxes, decoy) == 1 for decoy in HUBSPOT_DECOYS)
+    assert salesforce.records_found > 5 and salesforce.remaining == 0
+    org = OrgClient(sandboxes["salesforce"].url)
+    assert org.query(f"SELECT Id FROM Contact WHERE Email = '{ERASURE_SUBJECT}'") == []
+    for decoy in SALESFORCE_DECOYS:
+        quoted = decoy.replace("\\", "\\\\").replace("'", "\\'")
+        assert len(org.query(f"SELECT Id FROM Contact WHERE Email = '{quoted}'")) == 1, decoy
     assert _crm_rows(crm_url, "SELECT count(*) FROM contacts WHERE lower(trim(email)) = ?", ERASURE_SUBJECT) == [(0,)]
     assert _decoy_rows(crm_url) == decoys_before
     # The recent order survives, anonymised, because tax law keeps it; the 2016 one is past retention.
@@ -152,7 +160,7 @@ def test_a_failed_system_leaves_the_request_partially_completed_and_a_rerun_fini
     events = sqlite_service.events(request_id)
     # Discovery and decisions were read back from the ledger, not redone.
     for step in ("system.discovered", "system.erase_planned"):
-        assert [e.payload["system"] for e in events if e.type == step] == ["crm", "hubspot"]
+        assert [e.payload["system"] for e in events if e.type == step] == ["crm", "hubspot", "salesforce"]
     assert [b["version"] for b in sqlite_service.state(request_id).bundles] == [1, 2]
     assert outcome.bundle_path.name == "evidence-v2.zip"
 
@@ -172,6 +180,8 @@ def test_access_request_delivers_a_package_the_subject_can_read(sqlite_service: 
     assert contact["email"].strip().lower() == ACCESS_SUBJECT
     assert len(data["systems"]["crm"]["orders"]) >= 1 and "invoices" in data["systems"]["crm"]
     assert contacts_csv[0]["email"].strip().lower() == ACCESS_SUBJECT
+    salesforce = data["systems"]["salesforce"]
+    assert [c["Email"].lower() for c in salesforce["Contact"]] == [ACCESS_SUBJECT]
     hubspot = data["systems"]["hubspot"]
     assert [c["email"].lower() for c in hubspot["contacts"]] == [ACCESS_SUBJECT]
     assert sum(len(hubspot.get(kind, [])) for kind in ("notes", "emails", "calls", "meetings")) > 0
