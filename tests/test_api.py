@@ -186,3 +186,16 @@ def test_officer_submit_and_errors_name_the_field(api) -> None:
 def test_unknown_request_is_404(api) -> None:
     client, _, _ = api
     assert client.get("/requests/does-not-exist", headers=_auth(AUDITOR)).status_code == 404
+
+
+def test_a_bundle_swapped_in_storage_is_never_served(api) -> None:
+    """Someone with write access to storage puts another request's (intact, signed) bundle in place."""
+    client, service, ids = api
+    folder = service.settings.bundles_path
+    erasure, access = folder / ids["erasure"] / "evidence-v1.zip", folder / ids["access"] / "evidence-v1.zip"
+    erasure.chmod(0o644)
+    erasure.write_bytes(access.read_bytes())
+    answer = client.get(f"/requests/{ids['erasure']}/bundle", headers=_auth(AUDITOR))
+    assert answer.status_code == 500 and "does not match" in answer.json()["detail"]
+    checked = client.get(f"/requests/{ids['erasure']}/bundle/verify", headers=_auth(AUDITOR))
+    assert checked.status_code == 500

@@ -179,3 +179,28 @@ def test_pause_resume_acknowledge_and_sweep_from_the_command_line(cli_env: Setti
     assert f"escalation {request_id}" in swept.output and "2 open request(s) checked" in swept.output
     again = runner.invoke(app, ["sweep", "--at", "2026-12-31T13:00:00+00:00"])
     assert "0 alert(s) raised" in again.output
+
+
+def test_bundle_export_writes_the_sealed_bytes_and_records_the_download(cli_env: Settings, tmp_path: Path) -> None:
+    bundle = _sealed_bundle(cli_env)
+    request_id = bundle.parent.name
+    target = tmp_path / "exported.zip"
+    result = runner.invoke(app, ["bundle", "export", request_id, "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes() == bundle.read_bytes()
+    service = DsrService(Settings())
+    try:
+        last = service.events(request_id)[-1]
+    finally:
+        service.close()
+    assert last.type == "bundle.downloaded" and last.payload["version"] == 1
+    missing = runner.invoke(app, ["bundle", "export", request_id, "-o", str(target), "--version", "7"])
+    assert missing.exit_code == 2 and "version" in missing.output
+
+
+def test_an_intact_bundle_of_another_request_does_not_pass_for_this_one(cli_env: Settings) -> None:
+    bundle = _sealed_bundle(cli_env)
+    other = runner.invoke(app, ["bundle", "verify", str(bundle), "--request", "some-other-request"])
+    assert other.exit_code == 1 and "not some-other-request" in other.output
+    same = runner.invoke(app, ["bundle", "verify", str(bundle), "--request", bundle.parent.name])
+    assert same.exit_code == 0
