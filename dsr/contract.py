@@ -121,9 +121,21 @@ class ConnectorInfo:
     kind: str
     version: str
     write_only: bool = False  # ad audiences: erasure cannot be verified by re-query
+    # Steps a person must do ("discover", "export", "erase"): the pipeline opens a manual task for
+    # them and waits (Wistia has no delete endpoint; the website portal has no API at all).
+    manual_steps: frozenset[str] = frozenset()
     rate_limit_per_second: float | None = None
     max_batch: int = 1
     objects: Sequence[str] = field(default_factory=tuple)
+
+
+class ManualInstructions(Protocol):
+    """Optional: a connector with manual steps may say what the person must do, in words.
+
+    The text goes to the assignee and into the evidence, so it names records by id only.
+    """
+
+    def manual_instructions(self, step: str, refs: Sequence[RecordRef]) -> str: ...
 
 
 class ConnectorError(Exception):
