@@ -15,6 +15,7 @@ from connectors.base import Connector, ConnectorConfigError
 _MODULES: Mapping[str, str] = {
     "crm_sql": "connectors.crm_sql",
     "hubspot": "connectors.hubspot",
+    "manual": "connectors.manual",
     "salesforce": "connectors.salesforce",
 }
 

@@ -41,6 +41,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 bundle_app = typer.Typer(no_args_is_help=True, help="Evidence bundles: verify and rebuild.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash chains.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for officers and auditors.")
+task_app = typer.Typer(no_args_is_help=True, help="Manual tasks: steps a person does in systems without an API.")
+app.add_typer(task_app, name="task")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
@@ -449,6 +451,51 @@ def bundle_export(
         output.write_bytes(data)
         service.record_download(request_id, "bundle", by=service.settings.actor, role="cli", version=chosen)
         out.print(f"wrote evidence v{chosen} of {request_id} to {output} ({len(data)} bytes)")
+
+
+@task_app.command("list")
+def task_list(
+    open_only: Annotated[bool, typer.Option("--open", help="Only tasks not yet done.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Manual tasks of open requests: who, what, by when."""
+    with _service() as service:
+        rows = []
+        for row in service.list(open_only=True):
+            state = service.state(row.request_id)
+            for name, system in sorted(state.systems.items()):
+                if system.task and not (open_only and system.task.get("done")):
+                    rows.append({"request_id": row.request_id, "system": name, **system.task})
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table()
+        table.add_column("request", no_wrap=True)
+        for name in ("system", "step", "assignee", "due", "done"):
+            table.add_column(name)
+        for r in rows:
+            table.add_row(r["request_id"], r["system"], str(r.get("step")), str(r.get("assignee")), str(r.get("due")),
+                          "yes" if r.get("done") else "[yellow]no[/yellow]")
+        out.print(table if rows else "no manual tasks")
+
+
+@task_app.command("done")
+def task_done(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    system: Annotated[str, typer.Argument(help="The system whose task is done.")],
+    note: Annotated[str, typer.Option(help="What was done (kept as evidence; no personal data).")],
+    attach: Annotated[list[Path] | None, typer.Option(help="A file to keep with the task (an export, a receipt).")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume the request's run now.")] = True,
+) -> None:
+    """Record a manual task as done (with evidence) and resume the request."""
+    with _service() as service:
+        service.task_done(request_id, system, note=note, attachments=attach or [])
+        out.print(f"{request_id}: manual task in {system} recorded as done")
+        if resume:
+            result = run_with_progress(service, request_id)
+            _print_outcome(result)
+            if result["status"] not in ("completed", "awaiting_manual_action"):
+                _fail(EXIT_NOT_COMPLETED, f"request {request_id} is {result['status']}: {result.get('reason')}")
 
 
 @token_app.command("create")

@@ -35,6 +35,10 @@ class SystemConfig(_Strict):
     owner: str = "privacy-office"
     enabled: bool = True
     request_types: tuple[RequestType, ...] = (RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE)
+    # Manual tasks in this system: who does them (default: the owner), and how many days before
+    # the request's deadline they are due, so the privacy office has time to answer.
+    assignee: str | None = None
+    task_lead_days: Annotated[int, Field(ge=0, le=60)] = 5
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

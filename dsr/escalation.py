@@ -26,6 +26,7 @@ class AlertKind(StrEnum):
     DEADLINE = "deadline"
     ACKNOWLEDGEMENT = "acknowledgement"  # CCPA: 10 business days
     EXTENSION_WINDOW = "extension_window"  # an extension must be notified within the first period
+    MANUAL_TASK = "manual_task"  # a person's step in a system without an API
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,21 +49,23 @@ class Thresholds:
 
 
 def _clock_alerts(kind: AlertKind, label: str, due: date, today: date, warn_days: Sequence[int],
-                  sent: Collection[str]) -> list[Alert]:
+                  sent: Collection[str], scope: str | None = None) -> list[Alert]:
+    """Alerts for one clock; `scope` tells apart several clocks of one kind (a task per system)."""
     days_left = (due - today).days
+    kind_key = f"{kind.value}[{scope}]" if scope else kind.value
     if days_left < 0:
-        key = f"{kind.value}:overdue:{due.isoformat()}:{today.isoformat()}"
+        key = f"{kind_key}:overdue:{due.isoformat()}:{today.isoformat()}"
         summary = f"{label} was due {due.isoformat()}: {-days_left} day(s) overdue"
         return [] if key in sent else [Alert(key, AlertLevel.ESCALATION, kind, due, days_left, summary)]
     if days_left == 0:
-        key = f"{kind.value}:due-today:{due.isoformat()}"
+        key = f"{kind_key}:due-today:{due.isoformat()}"
         summary = f"{label} is due today ({due.isoformat()})"
         return [] if key in sent else [Alert(key, AlertLevel.ESCALATION, kind, due, 0, summary)]
     applicable = [t for t in warn_days if days_left <= t]
     if not applicable:
         return []
     threshold = min(applicable)  # only the tightest: a late first sweep does not send 7d and 2d at once
-    key = f"{kind.value}:warn-{threshold}d:{due.isoformat()}"
+    key = f"{kind_key}:warn-{threshold}d:{due.isoformat()}"
     summary = f"{label} is due {due.isoformat()}: {days_left} day(s) left"
     return [] if key in sent else [Alert(key, AlertLevel.WARNING, kind, due, days_left, summary)]
 
@@ -89,6 +92,7 @@ def due_alerts(
     extended: bool,
     sent: Collection[str],
     thresholds: Thresholds = Thresholds(),
+    tasks: Sequence[tuple[str, date]] = (),
 ) -> list[Alert]:
     """The alerts to raise now for one open request (none that were already raised).
 
@@ -103,6 +107,9 @@ def due_alerts(
             Alert(a.key, a.level, a.kind, a.due, a.days_left, a.summary + note)
             for a in _clock_alerts(AlertKind.DEADLINE, "response", due, today, thresholds.warn_days_before, sent)
         ]
+    for system, task_due in tasks:  # open manual tasks are chased like the request itself
+        alerts += _clock_alerts(AlertKind.MANUAL_TASK, f"manual task in {system}", task_due, today,
+                                thresholds.warn_days_before, sent, scope=system)
     if acknowledge_by is not None and not acknowledged:
         alerts += _clock_alerts(AlertKind.ACKNOWLEDGEMENT, "acknowledgement", acknowledge_by, today,
                                 thresholds.acknowledgement_warn_days_before, sent)

@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from dsr.contract import (
 )
 from dsr.ledger.events import LedgerEvent, canonical_json
 from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
+from dsr.notify import Notice, deliver
 from dsr.package import write_package
 from dsr.policy import decide_erasure
 from dsr.service import DsrService, RequestStateError
@@ -178,8 +179,15 @@ class RequestRunner:
         try:
             subject = self._subject(request_id, state)
             connector = connect()
-            refs = self._discover(request_id, state, system, connector, subject)
-            if RequestType(state.type) in EXPORT_TYPES:
+            manual = connector.info.manual_steps
+            step = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
+            refs = [] if "discover" in manual else self._discover(request_id, state, system, connector, subject)
+            if step in manual:
+                if not self._manual_step_done(request_id, state, system, connector, step, refs):
+                    return self._result(self.service.state(request_id), system)
+                if step == "erase":
+                    self._verify_manual_erasure(request_id, state, system, connector, subject)
+            elif step == "export":
                 self._export(request_id, state, system, connector, refs)
             else:
                 self._erase(request_id, state, system, connector, subject, refs)
@@ -193,6 +201,79 @@ class RequestRunner:
             if callable(close):
                 close()
         return self._result(self.service.state(request_id), system)
+
+    # -- manual steps -------------------------------------------------------------------------
+
+    def _manual_step_done(self, request_id: str, state: RequestState, system: str, connector: Connector,
+                          step: str, refs: Sequence[RecordRef]) -> bool:
+        """Open the system's manual task once (and tell the assignee); True once a person has done it."""
+        task = state.system(system).task
+        if task is not None and task.get("done"):
+            if step == "export":
+                self._export_attachments(request_id, system, task)
+            return True
+        if task is not None:
+            return False  # still waiting; the deadline sweep chases it
+        config = self.service.data_map.systems[system]
+        assignee = config.assignee or config.owner
+        explain = getattr(connector, "manual_instructions", None)
+        instructions = explain(step, refs) if callable(explain) else f"Do the {step} step in {system} by hand."
+        due = self.task_due(state, config.task_lead_days)
+        self.ledger.append(request_id, EventType.TASK_OPENED, {
+            "system": system, "step": step, "assignee": assignee, "instructions": instructions,
+            "due": due.isoformat(), "records": [r.key for r in refs],
+        }, actor=RUNNER)
+        notice = Notice(
+            subject=f"[DSR task] request {request_id}: {step} in {system} by {due.isoformat()}",
+            body="\n".join([f"Request {request_id} ({state.type}, {state.regime}) needs a person in {system}.",
+                            f"Assigned to: {assignee}. Due: {due.isoformat()} (the request is due {state.due}).",
+                            "", instructions, "",
+                            f"When done: dsr task done {request_id} {system} --note '...'"]),
+            fields={"request_id": request_id, "system": system, "step": step, "assignee": assignee,
+                    "due": due.isoformat()},
+        )
+        results = deliver(self.service.policy.escalation.channels.build(), notice)
+        self.ledger.append(request_id, EventType.TASK_NOTIFIED, {"system": system, "channels": results},
+                           actor=RUNNER)
+        return False
+
+    @staticmethod
+    def task_due(state: RequestState, lead_days: int) -> date:
+        """A task is due `lead_days` before the request (never before tomorrow)."""
+        due = date.fromisoformat(state.due) - timedelta(days=lead_days) if state.due else date.today()
+        return max(due, datetime.now(UTC).date() + timedelta(days=1))
+
+    def _export_attachments(self, request_id: str, system: str, task: dict[str, Any]) -> None:
+        """An access request's manual export: the attached files become the system's export."""
+        state = self.service.state(request_id)
+        if "export" in state.system(system).steps_done:
+            return
+        staging = self.staging_dir(request_id) / f"{system}.jsonl"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        lines = [canonical_json({"object": "attachment", "id": a["name"],
+                                 "fields": {"file": f"attachments/{system}/{a['name']}", "sha256": a["sha256"],
+                                            "note": task.get("note")}}) + "\n"
+                 for a in task.get("attachments", [])]
+        staging.write_text("".join(lines), encoding="utf-8")
+        self.ledger.append(request_id, EventType.SYSTEM_EXPORTED, {
+            "system": system, "records": len(lines), "sha256": _sha256_file(staging), "file": staging.name,
+            "manual": True,
+        }, actor=RUNNER)
+
+    def _verify_manual_erasure(self, request_id: str, state: RequestState, system: str, connector: Connector,
+                               subject: Subject) -> None:
+        """Re-query where the system can be queried (Wistia); else the person's confirmation is the proof."""
+        task = state.system(system).task or {}
+        if "discover" in connector.info.manual_steps:
+            proof, remaining = f"confirmed by {task.get('by')} (manual task, no API to re-query)", []
+        else:
+            proof, remaining = "re-query after the manual erasure", [r.key for r in connector.verify_erased(subject)]
+        self.ledger.append(request_id, EventType.SYSTEM_VERIFIED, {
+            "system": system, "proof": proof, "remaining": len(remaining), "retained_as_decided": [],
+            "unexpected_remaining": remaining,
+        }, actor=RUNNER)
+        if remaining:
+            raise RuntimeError(f"{len(remaining)} record(s) still match the subject in {system} after the manual task")
 
     def _subject(self, request_id: str, state: RequestState) -> Subject:
         email = self.ledger.identity(request_id, "email")
@@ -273,13 +354,23 @@ class RequestRunner:
         """Close the run: package for the subject, completion (or what is left), sealed evidence."""
         state = self.service.state(request_id)
         package_path: Path | None = None
-        if state.status in (Status.IN_PROGRESS, Status.PARTIALLY_COMPLETED):
-            failed = {n: s for n, s in state.systems.items() if s.status != SystemStatus.COMPLETED}
-            if failed:
-                reason = "; ".join(f"{n}: {s.error or s.status.value}" for n, s in sorted(failed.items()))
+        # Only a run with a plan is finished here (a rectification waiting for the office is not).
+        if state.plan and state.status in (Status.IN_PROGRESS, Status.PARTIALLY_COMPLETED,
+                                           Status.AWAITING_MANUAL_ACTION):
+            unfinished = {n: s for n, s in state.systems.items() if s.status != SystemStatus.COMPLETED}
+            waiting = {n: s for n, s in unfinished.items() if s.status == SystemStatus.AWAITING_MANUAL}
+            if unfinished and len(waiting) == len(unfinished):
+                reason = "manual task(s) open: " + "; ".join(
+                    f"{n} ({(s.task or {}).get('step')}, {(s.task or {}).get('assignee')}, due {(s.task or {}).get('due')})"
+                    for n, s in sorted(waiting.items()))
+                if not (state.status == Status.AWAITING_MANUAL_ACTION and state.outcome_reason == reason):
+                    self.ledger.append(request_id, EventType.MANUAL_ACTION_REQUIRED,
+                                       {"reason": reason, "open_systems": sorted(waiting)}, actor=RUNNER)
+            elif unfinished:
+                reason = "; ".join(f"{n}: {s.error or s.status.value}" for n, s in sorted(unfinished.items()))
                 if not (state.status == Status.PARTIALLY_COMPLETED and state.outcome_reason == reason):
                     self.ledger.append(request_id, EventType.PARTIALLY_COMPLETED,
-                                       {"reason": reason, "open_systems": sorted(failed)}, actor=RUNNER)
+                                       {"reason": reason, "open_systems": sorted(unfinished)}, actor=RUNNER)
             else:
                 if RequestType(state.type) in EXPORT_TYPES and state.package is None:
                     self._package(request_id, state)
@@ -301,8 +392,13 @@ class RequestRunner:
             if _sha256_file(path) != state.systems[name].export_sha256:
                 raise RuntimeError(f"export of {name} changed since it was recorded; re-run the request")
         target = self.service.settings.packages_path / request_id / "package.zip"
+        attachments = {
+            f"attachments/{name}/{a['name']}": self.service.attachment_path(request_id, name, a["name"])
+            for name, system in sorted(state.systems.items()) if system.task and system.task.get("step") == "export"
+            for a in system.task.get("attachments", [])
+        }
         digest, size = write_package(target, request_id, state.to_view(), exports,
-                                     self.service.policy.subject_summary)
+                                     self.service.policy.subject_summary, extra_files=attachments)
         stored = self.store.put_package(request_id, target)
         self.ledger.append(request_id, EventType.PACKAGE_CREATED, {
             "sha256": digest, "bytes": size, "file": target.name, "uri": stored.uri,

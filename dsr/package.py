@@ -18,6 +18,7 @@ import hashlib
 import html
 import io
 import json
+import shutil
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -136,8 +137,12 @@ def _summary_html(text: str) -> str:
 
 
 def write_package(target: Path, request_id: str, request_view: Mapping[str, Any],
-                  exports: Mapping[str, Path], summary: SubjectSummary) -> tuple[str, int]:
-    """Write the package atomically to `target`; return (sha256 hex, size in bytes)."""
+                  exports: Mapping[str, Path], summary: SubjectSummary,
+                  extra_files: Mapping[str, Path] | None = None) -> tuple[str, int]:
+    """Write the package atomically to `target`; return (sha256 hex, size in bytes).
+
+    `extra_files` (name in the zip -> file) carries exports a person attached to a manual task.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
@@ -147,6 +152,9 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
             for obj in sorted(counts[system]):
                 with archive.open(_member(f"csv/{system}/{obj}.csv"), "w") as out:
                     _write_csv(out, path, obj)
+        for name, source in sorted((extra_files or {}).items()):
+            with source.open("rb") as src, archive.open(_member(name), "w") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
         text = _summary_text(request_id, request_view, summary, counts)
         archive.writestr(_member("summary.txt"), text)
         archive.writestr(_member("summary.html"), _summary_html(text))

@@ -7,12 +7,15 @@ transaction, so two doors acting at once cannot both succeed where only one may.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 
 from dsr.access import Principal, Role, new_token, token_hash
 from dsr.bundle import contains_email_address
@@ -58,6 +61,12 @@ PAUSES: dict[str, tuple[ClockEventKind, ClockEventKind]] = {
     "clarification": (ClockEventKind.CLARIFICATION_REQUESTED, ClockEventKind.CLARIFICATION_RECEIVED),
     "fee": (ClockEventKind.FEE_REQUESTED, ClockEventKind.FEE_RECEIVED),
 }
+
+
+def _safe_file_name(name: str) -> str:
+    """An attachment's name as stored: no directories, no dot-files, nothing a shell or zip would mind."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name).lstrip(".") or "attachment"
+    return cleaned[:120]
 
 
 def _open_pauses(clock: Sequence[ClockEvent]) -> set[ClockEventKind]:
@@ -246,6 +255,46 @@ class DsrService:
 
         self.ledger.append(request_id, EventType.ACKNOWLEDGED, {"note": note},
                            actor=actor or self.settings.actor, at=at, guard=guard)
+        return self.state(request_id)
+
+    # -- manual tasks -------------------------------------------------------------------------
+
+    def attachment_path(self, request_id: str, system: str, name: str) -> Path:
+        return self.settings.home / "attachments" / request_id / system / name
+
+    def task_done(self, request_id: str, system: str, *, note: str, attachments: Sequence[Path] = (),
+                  actor: str | None = None) -> RequestState:
+        """Record what a person did for a system's manual task (files kept; their hashes in the ledger)."""
+        note = _evidence_text("note", note, required="say what was done (it is kept as evidence)") or ""
+        state = self.state(request_id)
+        current = state.systems.get(system)
+        task = current.task if current is not None else None
+        if task is None:
+            raise RequestStateError(f"request {request_id} has no manual task in {system!r}")
+        if task.get("done"):
+            raise RequestStateError(f"the manual task in {system} is already done")
+        stored = []
+        for source in attachments:
+            if not source.is_file():
+                raise RequestInputError("attach", f"no file at {source}")
+            name = _safe_file_name(source.name)
+            target = self.attachment_path(request_id, system, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with source.open("rb") as src, target.open("wb") as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            stored.append({"name": name, "sha256": digest.hexdigest(), "bytes": target.stat().st_size})
+        by = actor or self.settings.actor
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            current = derive_state(chain).systems.get(system)
+            if current is None or current.task is None or current.task.get("done"):
+                raise RequestStateError(f"the manual task in {system} is not open any more")
+
+        self.ledger.append(request_id, EventType.TASK_DONE,
+                           {"system": system, "note": note, "by": by, "attachments": stored}, actor=by, guard=guard)
         return self.state(request_id)
 
     # -- downloads and subject tokens ---------------------------------------------------------

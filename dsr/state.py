@@ -47,11 +47,15 @@ class EventType(StrEnum):
     BUNDLE_DOWNLOADED = "bundle.downloaded"  # who, when, which version
     PACKAGE_DOWNLOADED = "package.downloaded"
     SUBJECT_TOKEN_ISSUED = "subject_token.issued"
+    TASK_OPENED = "task.opened"  # a person must do a step in a system (no API for it)
+    TASK_NOTIFIED = "task.notified"
+    TASK_DONE = "task.done"
 
 
 class SystemStatus(StrEnum):
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
+    AWAITING_MANUAL = "awaiting_manual"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -75,6 +79,7 @@ class SystemState:
     error: str | None = None
     attempts: int = 0
     steps_done: set[str] = field(default_factory=set)
+    task: dict[str, Any] | None = None  # the open or done manual task (see EventType.TASK_*)
 
     def to_view(self) -> dict[str, Any]:
         return {
@@ -91,6 +96,7 @@ class SystemState:
             "post_erasure_requery": {"remaining": self.remaining, "proof": self.proof},
             "error": self.error,
             "attempts": self.attempts,
+            "manual_task": self.task,
         }
 
 
@@ -218,7 +224,7 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
         state.status = Status.IN_PROGRESS
     elif kind == EventType.MANUAL_ACTION_REQUIRED:
         state.status, state.outcome_reason = Status.AWAITING_MANUAL_ACTION, p.get("reason")
-    elif kind.startswith("system."):
+    elif kind.startswith(("system.", "task.")):
         _apply_system(state.system(p["system"]), kind, p)
     elif kind == EventType.PACKAGE_CREATED:
         state.package = {k: p[k] for k in ("sha256", "bytes", "file", "formats", "records", "uri") if k in p}
@@ -270,6 +276,13 @@ def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any]) -> None:
     elif kind == EventType.SYSTEM_FAILED:
         system.status, system.error = SystemStatus.FAILED, p.get("error")
         system.attempts += 1
+    elif kind == EventType.TASK_OPENED:
+        system.status = SystemStatus.AWAITING_MANUAL
+        system.task = {k: p.get(k) for k in ("step", "assignee", "instructions", "due")} | {"done": False}
+    elif kind == EventType.TASK_DONE and system.task is not None:
+        system.task = {**system.task, "done": True, "note": p.get("note"), "by": p.get("by"),
+                       "attachments": p.get("attachments", [])}
+        system.status = SystemStatus.IN_PROGRESS
 
 
 def index_row(events: Sequence[LedgerEvent]) -> dict[str, Any]:

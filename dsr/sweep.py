@@ -50,7 +50,9 @@ def what_is_open(state: RequestState) -> list[str]:
     if state.status == Status.AWAITING_MANUAL_ACTION and state.outcome_reason:
         items.append(state.outcome_reason)
     for name, system in sorted(state.systems.items()):
-        if system.status != SystemStatus.COMPLETED:
+        if system.task and not system.task.get("done"):
+            items.append(f"{name} (manual task for {system.task.get('assignee')}, due {system.task.get('due')})")
+        elif system.status != SystemStatus.COMPLETED:
             items.append(f"{name} ({system.status.value}{': ' + system.error if system.error else ''})")
     if state.status == Status.VERIFIED and not state.systems:
         items.append("the run (`dsr run`) has not started")
@@ -78,8 +80,11 @@ def _owners(service: DsrService, state: RequestState) -> list[str]:
     owners = [service.policy.escalation.owner]
     systems = service.data_map.systems if state.systems else {}
     for name, system in sorted(state.systems.items()):
-        if system.status != SystemStatus.COMPLETED and name in systems and systems[name].owner not in owners:
-            owners.append(systems[name].owner)
+        if system.status != SystemStatus.COMPLETED and name in systems:
+            config = systems[name]
+            for who in (config.owner, config.assignee if system.task else None):
+                if who and who not in owners:
+                    owners.append(who)
     return owners
 
 
@@ -105,6 +110,8 @@ def sweep(service: DsrService, channels: Sequence[Channel], *, now: datetime | N
             acknowledge_by=deadline.acknowledge_by, acknowledged=state.acknowledged_at is not None,
             extension_available=deadline.extension_available, extension_notice_by=deadline.extension_notice_by,
             extended=deadline.extended, sent=set(state.alerts), thresholds=thresholds,
+            tasks=[(name, date.fromisoformat(system.task["due"])) for name, system in sorted(state.systems.items())
+                   if system.task and not system.task.get("done") and system.task.get("due")],
         )
         owners = _owners(service, state)
         for alert in alerts:

@@ -23,7 +23,7 @@ from rich.console import Console
 from dsr.models import parse_new_request
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT, seed_crm
-from sandbox.demo import demo_sandboxes
+from sandbox.demo import demo_sandboxes, person_steps
 
 RunFn = Callable[[DsrService, str], dict[str, Any]]
 
@@ -42,10 +42,34 @@ def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
         os.environ.update(env)
         for name, server in servers.items():
             console.print(f"[bold]{name} sandbox[/bold] seeded and serving on {server.url}")
-        return _run_requests(service, console, run)
+        return _run_requests(service, console, run, person_steps(servers))
 
 
-def _run_requests(service: DsrService, console: Console, run: RunFn) -> int:
+def _do_manual_tasks(service: DsrService, console: Console, request_id: str, email: str,
+                     steps: dict[str, Callable[[str], None]]) -> None:
+    """Play the people the manual tasks were sent to: do the step, then record it as done."""
+    state = service.state(request_id)
+    for name, system in sorted(state.systems.items()):
+        task = system.task
+        if not task or task.get("done"):
+            continue
+        console.print(f"[yellow]manual task[/yellow] {name} ({task['step']}) for {task['assignee']}, "
+                      f"due {task['due']}")
+        attachments: list[Path] = []
+        if name in steps:
+            steps[name](email)  # what the person does in the vendor's own UI
+        if task["step"] == "export":
+            export = service.settings.home / "demo" / f"{name}-export-{request_id[:8]}.csv"
+            export.parent.mkdir(parents=True, exist_ok=True)
+            export.write_text("account,saved_quotes,newsletter\nportal user,2,yes\n", encoding="utf-8")
+            attachments.append(export)
+        service.task_done(request_id, name, note=f"demo: {task['step']} done by {task['assignee']}",
+                          attachments=attachments, actor=str(task["assignee"]))
+        console.print(f"  done and recorded: dsr task done {request_id[:8]}… {name} --note ...")
+
+
+def _run_requests(service: DsrService, console: Console, run: RunFn,
+                  steps: dict[str, Callable[[str], None]]) -> int:
     from dsr.bundle import verify_bundle
     from dsr.signing import load_or_create_signing_key
 
@@ -67,6 +91,10 @@ def _run_requests(service: DsrService, console: Console, run: RunFn) -> int:
         from dsr.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
 
         _print_outcome(result)
+        if result["status"] == "awaiting_manual_action":
+            _do_manual_tasks(service, console, state.request_id, email, steps)
+            result = run(service, state.request_id)
+            _print_outcome(result)
         if result["status"] != "completed":
             code = 1
             continue

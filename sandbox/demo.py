@@ -7,7 +7,7 @@ and credentials from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
@@ -41,3 +41,10 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
     finally:
         for server in servers.values():
             server.stop()
+
+
+def person_steps(servers: dict[str, SandboxServer]) -> dict[str, Callable[[str], None]]:
+    """What a person does by hand in a vendor's own UI, per system, for the demo's manual tasks
+    (Wistia has no delete API: support deletes the visitor)."""
+    steps: dict[str, Callable[[str], None]] = {}
+    return steps

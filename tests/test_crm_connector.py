@@ -487,7 +487,7 @@ def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
 
 def test_unknown_connector_kind() -> None:
     with pytest.raises(
-        ValueError, match=r"^systems\.crm\.kind: unknown connector kind 'ldap' \(known: crm_sql, hubspot, salesforce\)$"
+        ValueError, match=r"^systems\.crm\.kind: unknown connector kind 'ldap' \(known: [a-z_, ]*crm_sql[a-z_, ]*\)$"
     ):
         build_connector(SYSTEM, "ldap", {})
 
