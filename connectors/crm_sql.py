@@ -82,6 +82,9 @@ class ObjectSpec(BaseModel):
     match: MatchSpec
     categories: tuple[DataCategory, ...] = Field(min_length=1)
     anchor_date: str | None = Field(default=None, min_length=1)
+    # Retention: the column(s) whose date says how old a row is; the first that is not null
+    # counts (e.g. [last_login_at, created_at]: the last login, else the creation).
+    retention_date: tuple[str, ...] = ()
     anonymise: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -241,6 +244,7 @@ class _Object:
     match: sa.Column[Any]
     anchor: sa.Column[Any] | None
     anonymise: Mapping[str, Any] | None  # replacements converted to the columns' Python types
+    retention: tuple[sa.Column[Any], ...] = ()
 
     def key_value(self, ref_id: str) -> Any:
         """A ref's id as the key column's type (ids travel as strings)."""
@@ -389,6 +393,57 @@ class CrmSqlConnector:
         return self.discover(subject)
 
     # --- erasure ---
+
+    # --- retention ---
+
+    def expired(self, category: DataCategory | str, cutoff: date | datetime) -> Iterator[RecordRef]:
+        """Rows of every object holding `category` whose retention date is before `cutoff`.
+
+        Streams in key order, one page at a time by keyset (`key > last`), so memory stays flat
+        however many rows expire and no cursor is held open while the purge deletes.
+        Objects without `retention_date` never expire here (nothing says how old they are).
+        """
+        wanted = DataCategory(category)
+        bound = cutoff if isinstance(cutoff, datetime) else datetime.combine(cutoff, datetime.min.time())
+        for name in self._children_first():
+            obj = self._objects[name]
+            if wanted not in obj.spec.categories or not obj.retention:
+                continue
+            age = sa.func.coalesce(*obj.retention) if len(obj.retention) > 1 else obj.retention[0]
+            columns = [obj.key] + ([obj.anchor] if obj.anchor is not None else [])
+            last: Any = None
+            while True:
+                query = sa.select(*columns).where(age.is_not(None), age < bound)
+                if obj.anonymise is not None:
+                    # A row anonymised in place (kept for a record that still needs it) has no
+                    # person left in it: it is not purged again every night.
+                    erased = obj.anonymise[obj.spec.match.column]
+                    query = query.where(obj.match.is_not(None) if erased is None else
+                                        sa.or_(obj.match.is_(None), obj.match != erased))
+                if last is not None:
+                    query = query.where(obj.key > last)
+                query = query.order_by(obj.key).limit(MAX_BATCH)
+                with self._guard("finding expired rows", name), self._engine.connect() as conn:
+                    rows = conn.execute(query).all()
+                for row in rows:
+                    anchor = self._anchor(obj, row[0], row[1]) if obj.anchor is not None else None
+                    yield RecordRef(self._system, name, str(row[0]), obj.spec.categories, anchor)
+                if len(rows) < MAX_BATCH:
+                    break
+                last = rows[-1][0]
+
+    def purge(self, refs: Sequence[RecordRef]) -> Receipt:
+        """Delete expired rows (children first, in batches); a row that a kept row still
+        references is anonymised instead where the object has an `anonymise` map."""
+        return self.erase([ErasureDecision(ref, ErasureAction.DELETE) for ref in refs])
+
+    def total_records(self) -> int:
+        """Rows in every table of the data map: the base the purge's blast-radius guard compares to."""
+        total = 0
+        with self._guard("counting rows"), self._engine.connect() as conn:
+            for table in {obj.table for obj in self._objects.values()}:
+                total += int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+        return total
 
     def _erase_batch(
         self, obj: _Object, batch: list[ErasureDecision], tally: _Tally
@@ -574,6 +629,7 @@ class CrmSqlConnector:
                     match=column("match.column", spec.match.column),
                     anchor=column("anchor_date", spec.anchor_date) if spec.anchor_date else None,
                     anonymise=anonymise,
+                    retention=tuple(column(f"retention_date.{i}", c) for i, c in enumerate(spec.retention_date)),
                 )
         return bound
 

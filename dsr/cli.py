@@ -42,6 +42,8 @@ bundle_app = typer.Typer(no_args_is_help=True, help="Evidence bundles: verify an
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash chains.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for officers and auditors.")
 task_app = typer.Typer(no_args_is_help=True, help="Manual tasks: steps a person does in systems without an API.")
+hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: a subject's data the purge must keep.")
+app.add_typer(hold_app, name="hold")
 app.add_typer(task_app, name="task")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
@@ -496,6 +498,106 @@ def task_done(
             _print_outcome(result)
             if result["status"] not in ("completed", "awaiting_manual_action"):
                 _fail(EXIT_NOT_COMPLETED, f"request {request_id} is {result['status']}: {result.get('reason')}")
+
+
+def _connect_by_name(service: DsrService):  # -> Callable[[str], Connector]
+    from connectors.registry import build_connector
+
+    def connect(name: str):  # noqa: ANN202 - a Connector
+        config = service.data_map.systems[name]
+        return build_connector(name, config.kind, config.settings)
+
+    return connect
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; change nothing.")] = False,
+    system: Annotated[list[str] | None, typer.Option(help="Only this system (repeatable).")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="Only records governed by this category.")] = None,
+    approve: Annotated[str | None, typer.Option(help="Go ahead with a run the blast-radius guard stopped.")] = None,
+) -> None:
+    """The retention purge: expired records of every system, minus legal holds and open requests."""
+    from dsr.retention import Purger
+
+    with _service() as service:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
+                      transient=True) as bars:
+            tasks: dict[tuple[str, str], Any] = {}
+
+            def progress(sys_name: str, cat: str, done: int, expected: int) -> None:
+                key = (sys_name, cat)
+                if key not in tasks:
+                    tasks[key] = bars.add_task(f"{sys_name} · {cat}", total=expected)
+                bars.update(tasks[key], completed=done, total=max(expected, done))
+
+            report = Purger(service, _connect_by_name(service)).run(
+                dry_run=dry_run, systems=system, categories=category, approve=approve, progress=progress)
+        table = Table("system", "category", "cutoff", "expired", "held back", "purged", "failed", "api calls")
+        for t in report.tallies:
+            if t.candidates or t.purged or t.failed:
+                table.add_row(t.system, t.category, t.cutoff, str(t.candidates),
+                              f"{t.held_back}{' (' + ', '.join(sorted(t.hold_refs)) + ')' if t.hold_refs else ''}",
+                              "—" if report.dry_run else str(t.purged), str(t.failed), str(t.api_calls))
+        out.print(f"[bold]{report.run_id}[/bold]{' (dry run: nothing changed)' if report.dry_run else ''}")
+        out.print(table)
+        out.print(f"signed run report: {report.report_path}")
+        if report.status == "needs_approval":
+            for trip in report.guard:
+                share = f"{trip['share']:.1%} of {trip['records']}" if trip.get("share") is not None else "—"
+                out.print(f"[red]guard:[/red] {trip['system']} would lose {trip['would_purge']} records ({share}); "
+                          f"limits {trip['max_share']:.0%} / {trip['max_count']}")
+            _fail(EXIT_REFUSED, f"nothing was deleted; to go ahead: dsr purge --approve {report.run_id}")
+        if report.status != "completed":
+            _fail(EXIT_NOT_COMPLETED, "some records could not be purged; see the run report")
+
+
+@hold_app.command("add")
+def hold_add(
+    email: Annotated[str, typer.Option(help="The subject whose data must be kept.")],
+    ref: Annotated[str, typer.Option(help="Your reference (case or complaint number).")],
+    reason: Annotated[str, typer.Option(help="Why (kept as evidence; no personal data).")],
+) -> None:
+    """Place a legal hold: the purge keeps this subject's data until it is released."""
+    from dsr.holds import add_hold
+
+    with _service() as service:
+        hold = add_hold(service, email=email, ref=ref, reason=reason)
+        out.print(f"hold {hold.ref} placed on {hold.identity_hash}")
+
+
+@hold_app.command("release")
+def hold_release(
+    ref: Annotated[str, typer.Argument(help="The hold's reference.")],
+    reason: Annotated[str, typer.Option(help="Why the hold ends.")],
+) -> None:
+    """Release a legal hold."""
+    from dsr.holds import release_hold
+
+    with _service() as service:
+        release_hold(service, ref=ref, reason=reason)
+        out.print(f"hold {ref} released")
+
+
+@hold_app.command("list")
+def hold_list(
+    all_holds: Annotated[bool, typer.Option("--all", help="Released holds too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Legal holds in force (or all of them)."""
+    from dsr.holds import holds
+
+    with _service() as service:
+        found = holds(service, active_only=not all_holds)
+        if as_json:
+            _print_json([h.__dict__ if hasattr(h, "__dict__") else
+                         {k: getattr(h, k) for k in h.__slots__} for h in found])
+            return
+        table = Table("ref", "subject", "since", "by", "reason", "released")
+        for h in found:
+            table.add_row(h.ref, h.identity_hash, h.since[:10], h.by, h.reason, "yes" if h.released else "no")
+        out.print(table if found else "no holds")
 
 
 @token_app.command("create")

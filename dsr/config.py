@@ -112,6 +112,33 @@ class EscalationPolicy(_Strict):
                           self.extension_warn_days_before)
 
 
+class RetentionRule(_Strict):
+    """How long one data category is kept: months after the record's retention date, or the
+    tax table (counted from the end of the fiscal year the record belongs to)."""
+
+    keep_months: Annotated[int, Field(gt=0, le=600)] | None = None
+    tax: bool = False
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> RetentionRule:
+        if (self.keep_months is None) == (not self.tax):
+            raise ValueError("set exactly one of keep_months or tax: true")
+        return self
+
+
+class RetentionPolicy(_Strict):
+    """The nightly purge: per-category rules, the blast-radius guard, the tax jurisdiction."""
+
+    timezone: str = "Europe/Amsterdam"
+    max_share: Annotated[float, Field(gt=0, le=1)] = 0.05
+    max_count: Annotated[int, Field(gt=0)] = 10_000
+    # Whose tax table keeps financial records: a jurisdiction, or the longest of them all (the
+    # group's records serve several entities, so the safe default keeps them the longest).
+    tax_jurisdiction: str = "longest"
+    rules: dict[DataCategory, RetentionRule] = Field(default_factory=dict)
+
+
 class SubjectSummary(_Strict):
     """Plain-language text for the subject package, drawn from the privacy policy."""
 
@@ -132,6 +159,7 @@ class Policy(_Strict):
     erasure: ErasurePolicy = ErasurePolicy()
     deadlines: DeadlinePolicy = DeadlinePolicy()
     escalation: EscalationPolicy = EscalationPolicy()
+    retention: RetentionPolicy = RetentionPolicy()
     subject_summary: SubjectSummary
 
     @model_validator(mode="after")
@@ -139,6 +167,8 @@ class Policy(_Strict):
         missing = [r.value for r in Regime if r not in self.regimes]
         if missing:
             raise ValueError(f"regimes: no policy for {', '.join(missing)}")
+        if self.retention.tax_jurisdiction not in ("longest", *self.tax_retention):
+            raise ValueError(f"retention.tax_jurisdiction: {self.retention.tax_jurisdiction!r} has no tax_retention entry")
         for regime, rp in self.regimes.items():
             if rp.tax_jurisdiction not in self.tax_retention:
                 raise ValueError(

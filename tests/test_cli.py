@@ -204,3 +204,20 @@ def test_an_intact_bundle_of_another_request_does_not_pass_for_this_one(cli_env:
     assert other.exit_code == 1 and "not some-other-request" in other.output
     same = runner.invoke(app, ["bundle", "verify", str(bundle), "--request", bundle.parent.name])
     assert same.exit_code == 0
+
+
+def test_holds_and_a_guarded_purge_from_the_command_line(cli_env: Settings) -> None:
+    placed = runner.invoke(app, ["hold", "add", "--email", "ada.lovelace@example.com", "--ref", "LIT-7",
+                                 "--reason", "litigation"])
+    assert placed.exit_code == 0 and "hmac-sha256:" in placed.output and "ada" not in placed.output
+    assert "LIT-7" in runner.invoke(app, ["hold", "list"]).output
+    dry = runner.invoke(app, ["purge", "--dry-run", "--system", "crm"])
+    assert dry.exit_code == 3 and "nothing was deleted" in dry.output and "dry run" in dry.output
+    run_id = dry.output.split("dsr purge --approve ")[1].split()[0]
+    unapproved = runner.invoke(app, ["purge", "--system", "crm"])
+    assert unapproved.exit_code == 3  # the guard stops real runs too, until one is approved
+    approved = runner.invoke(app, ["purge", "--approve", run_id, "--system", "crm"])  # the reviewed dry run
+    assert approved.exit_code == 0, approved.output
+    assert "LIT-7" in approved.output  # the held subject's records were held back, and said so
+    assert runner.invoke(app, ["hold", "release", "LIT-7", "--reason", "settled"]).exit_code == 0
+    assert "no holds" in runner.invoke(app, ["hold", "list"]).output

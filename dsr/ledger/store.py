@@ -133,6 +133,7 @@ class Ledger:
         identity: tuple[str, str, str] | None = None,
         expect_new: bool = False,
         guard: Callable[[Sequence[LedgerEvent]], None] | None = None,
+        project: bool = True,
     ) -> LedgerEvent:
         """Append one event to a request's chain and return it as stored.
 
@@ -141,12 +142,17 @@ class Ledger:
             expect_new: refuse when the request already has events (idempotent intake).
             guard: called with the current chain inside the transaction, before the append;
                 it may raise to refuse (a state check that cannot race with another writer).
+            project: keep the request index up to date (off for chains that are not requests:
+                retention runs, legal holds); then only the chain's head is read, so long chains
+                append in constant time.
         """
         last_error: Exception | None = None
         for attempt in range(APPEND_ATTEMPTS):
             try:
                 with self.engine.begin() as conn:
-                    chain = self._load(conn, request_id)
+                    # Only the head is needed to chain; the whole chain only for a guard or the index.
+                    whole = guard is not None or (self._projector is not None and project)
+                    chain = self._load(conn, request_id) if whole else self._load_head(conn, request_id)
                     if expect_new and chain:
                         raise LedgerError(f"request_id: request {request_id!r} already exists")
                     if not expect_new and not chain:
@@ -172,7 +178,8 @@ class Ledger:
                         kind, value, digest = identity
                         conn.execute(insert(identities_table).values(
                             request_id=request_id, kind=kind, value=value, hash=digest))
-                    self._project(conn, [*chain, new], exists=bool(chain))
+                    if whole and project:
+                        self._project(conn, [*chain, new], exists=bool(chain))
                     return new
             except (IntegrityError, OperationalError) as exc:
                 # A concurrent writer took this seq, or held the lock too long: read the new head
@@ -201,23 +208,32 @@ class Ledger:
             conn.execute(requests_table.delete())
             ids = conn.execute(select(events_table.c.request_id).distinct()).scalars().all()
             for request_id in ids:
-                self._project(conn, self._load(conn, request_id), exists=False)
-                count += 1
+                chain = self._load(conn, request_id)
+                if chain and chain[0].type == "request.received":
+                    self._project(conn, chain, exists=False)
+                    count += 1
         return count
 
     # -- reads ----------------------------------------------------------------------------
 
+    @classmethod
+    def _load_head(cls, conn: Connection, request_id: str) -> list[LedgerEvent]:
+        row = conn.execute(select(events_table).where(events_table.c.request_id == request_id)
+                           .order_by(events_table.c.seq.desc()).limit(1)).mappings().first()
+        return [cls._event(row)] if row else []
+
     @staticmethod
-    def _load(conn: Connection, request_id: str, through_seq: int | None = None) -> list[LedgerEvent]:
+    def _event(r: Any) -> LedgerEvent:
+        return LedgerEvent(r["request_id"], r["seq"], r["at"], r["actor"], r["type"], json.loads(r["payload"]),
+                           r["prev_hash"], r["hash"])
+
+    @classmethod
+    def _load(cls, conn: Connection, request_id: str, through_seq: int | None = None) -> list[LedgerEvent]:
         query = select(events_table).where(events_table.c.request_id == request_id)
         if through_seq is not None:
             query = query.where(events_table.c.seq <= through_seq)
         rows = conn.execute(query.order_by(events_table.c.seq)).mappings().all()
-        return [
-            LedgerEvent(r["request_id"], r["seq"], r["at"], r["actor"], r["type"], json.loads(r["payload"]),
-                        r["prev_hash"], r["hash"])
-            for r in rows
-        ]
+        return [cls._event(r) for r in rows]
 
     def events(self, request_id: str, *, through_seq: int | None = None) -> list[LedgerEvent]:
         with self.read_engine.connect() as conn:

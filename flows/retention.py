@@ -1,0 +1,31 @@
+"""The `retention-purge` flow: nightly, expired records of every system, holds honoured.
+
+Thin: the rules live in dsr.retention (the same code `dsr purge` runs). Scheduled at 02:00
+(Europe/Amsterdam by default) in deployments/prefect.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows import runtime
+
+
+@flow(name="retention-purge")
+def retention_purge(dry_run: bool = False, approve: str | None = None) -> dict[str, Any]:
+    """One purge run; stops before deleting anything if the blast-radius guard trips."""
+    from connectors.registry import build_connector
+    from dsr.retention import Purger
+
+    service = runtime.service()
+
+    def connect(name: str):  # noqa: ANN202 - a Connector
+        config = service.data_map.systems[name]
+        return build_connector(name, config.kind, config.settings)
+
+    report = Purger(service, connect).run(dry_run=dry_run, approve=approve)
+    get_run_logger().info("retention purge %s: %s, %d purged", report.run_id, report.status, report.purged)
+    return {"run_id": report.run_id, "status": report.status, "purged": report.purged,
+            "report": str(report.report_path), "guard": report.guard}
