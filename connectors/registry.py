@@ -17,6 +17,7 @@ _MODULES: Mapping[str, str] = {
     "hubspot": "connectors.hubspot",
     "manual": "connectors.manual",
     "salesforce": "connectors.salesforce",
+    "wistia": "connectors.wistia",
 }
 
 

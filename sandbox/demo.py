@@ -14,6 +14,8 @@ from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.kit import SandboxServer
 from sandbox.salesforce import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SalesforceSandbox
+from sandbox.wistia import DEMO_TOKEN as WISTIA_TOKEN
+from sandbox.wistia import WistiaSandbox
 
 
 @contextmanager
@@ -26,7 +28,10 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
     hubspot.seed_demo(seed)
     salesforce = SalesforceSandbox()
     salesforce.seed_demo(seed)
-    servers = {"hubspot": SandboxServer(hubspot).start(), "salesforce": SandboxServer(salesforce).start()}
+    wistia = WistiaSandbox()
+    wistia.seed_demo(seed)
+    servers = {"hubspot": SandboxServer(hubspot).start(), "salesforce": SandboxServer(salesforce).start(),
+               "wistia": SandboxServer(wistia).start()}
     env = {
         "DSR_HUBSPOT_URL": servers["hubspot"].url,
         "DSR_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
@@ -35,6 +40,8 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
         "DSR_SALESFORCE_ENDPOINT_OVERRIDE": servers["salesforce"].url,
         "DSR_SF_CLIENT_ID": DEMO_CLIENT_ID,
         "DSR_SF_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+        "DSR_WISTIA_URL": servers["wistia"].url,
+        "DSR_WISTIA_TOKEN": WISTIA_TOKEN,
     }
     try:
         yield servers, env
@@ -47,4 +54,13 @@ def person_steps(servers: dict[str, SandboxServer]) -> dict[str, Callable[[str],
     """What a person does by hand in a vendor's own UI, per system, for the demo's manual tasks
     (Wistia has no delete API: support deletes the visitor)."""
     steps: dict[str, Callable[[str], None]] = {}
+    if "wistia" in servers:
+        wistia = servers["wistia"].vendor
+        assert isinstance(wistia, WistiaSandbox)
+
+        def wistia_support_deletes(email: str) -> None:
+            for key in wistia.visitor_keys_with_email(email):
+                wistia.delete_visitor(key)
+
+        steps["wistia"] = wistia_support_deletes
     return steps
