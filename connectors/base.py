@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time
@@ -55,6 +56,14 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Vendor client libraries log request URLs and bodies at DEBUG, and ours carry the subject's
+# address (a SOQL or SuiteQL filter, a search URL). Logs must never hold personal data, so these
+# loggers are held at INFO whatever the root level is; a connector logs what it does itself,
+# with identity hashes only.
+CHATTY_LOGGERS = ("urllib3", "requests_oauthlib", "oauthlib", "simple_salesforce", "hubspot", "requests")
+for _name in CHATTY_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 
 class ConnectorConfigError(ConnectorError, ValueError):

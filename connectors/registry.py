@@ -16,6 +16,7 @@ _MODULES: Mapping[str, str] = {
     "crm_sql": "connectors.crm_sql",
     "hubspot": "connectors.hubspot",
     "manual": "connectors.manual",
+    "netsuite": "connectors.netsuite",
     "salesforce": "connectors.salesforce",
     "wistia": "connectors.wistia",
 }

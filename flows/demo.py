@@ -6,6 +6,9 @@ verifies and runs a request through the real `process-request` flow: an erasure 
 and an access request under UK GDPR. Prints each system's result and where the evidence and the
 subject package are.
 
+Then it runs the retention purge by hand: a dry run (which the blast-radius guard stops, as the
+demo data is mostly old), the approved purge, and a dry run that finds nothing left.
+
 Running it again re-seeds the CRM from scratch (same data) and adds two new requests to the
 ledger; earlier requests, bundles and packages stay where they are.
 """
@@ -42,7 +45,34 @@ def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
         os.environ.update(env)
         for name, server in servers.items():
             console.print(f"[bold]{name} sandbox[/bold] seeded and serving on {server.url}")
-        return _run_requests(service, console, run, person_steps(servers))
+        code = _run_requests(service, console, run, person_steps(servers))
+        return code or _retention(service, console)
+
+
+def _retention(service: DsrService, console: Console) -> int:
+    """The nightly purge, by hand: a dry run stops at the blast-radius guard, then is approved."""
+    from connectors.registry import build_connector
+    from dsr.retention import Purger
+
+    def connect(name: str):  # noqa: ANN202 - a Connector
+        config = service.data_map.systems[name]
+        return build_connector(name, config.kind, config.settings)
+
+    console.rule("retention purge")
+    dry = Purger(service, connect).run(dry_run=True)
+    expired = sum(t.candidates - t.held_back for t in dry.tallies)
+    console.print(f"dry run {dry.run_id}: {expired} expired record(s) across "
+                  f"{len({t.system for t in dry.tallies if t.candidates})} system(s); nothing changed")
+    for trip in dry.guard:
+        console.print(f"[yellow]guard[/yellow]: {trip['system']} would lose {trip['would_purge']} records "
+                      f"(limit {trip['max_share']:.0%} / {trip['max_count']}): approval needed")
+    done = Purger(service, connect).run(approve=dry.run_id if dry.guard else None)
+    console.print(f"purge {done.run_id} ({'approved' if dry.guard else 'within limits'}): {done.status}, "
+                  f"{done.purged} purged; signed run report: {done.report_path}")
+    again = Purger(service, connect).run(dry_run=True)
+    left = sum(t.candidates - t.held_back for t in again.tallies)
+    console.print(f"dry run again: {left} expired record(s) left")
+    return 0 if done.status == "completed" and left == 0 else 1
 
 
 def _do_manual_tasks(service: DsrService, console: Console, request_id: str, email: str,

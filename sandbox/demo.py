@@ -13,6 +13,12 @@ from contextlib import contextmanager
 from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.kit import SandboxServer
+from sandbox.netsuite import DEMO_ACCOUNT_ID as NS_ACCOUNT_ID
+from sandbox.netsuite import DEMO_CONSUMER_KEY as NS_CONSUMER_KEY
+from sandbox.netsuite import DEMO_CONSUMER_SECRET as NS_CONSUMER_SECRET
+from sandbox.netsuite import DEMO_TOKEN_ID as NS_TOKEN_ID
+from sandbox.netsuite import DEMO_TOKEN_SECRET as NS_TOKEN_SECRET
+from sandbox.netsuite import NetSuiteSandbox
 from sandbox.salesforce import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SalesforceSandbox
 from sandbox.wistia import DEMO_TOKEN as WISTIA_TOKEN
 from sandbox.wistia import WistiaSandbox
@@ -30,8 +36,10 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
     salesforce.seed_demo(seed)
     wistia = WistiaSandbox()
     wistia.seed_demo(seed)
+    netsuite = NetSuiteSandbox()
+    netsuite.seed_demo(seed)
     servers = {"hubspot": SandboxServer(hubspot).start(), "salesforce": SandboxServer(salesforce).start(),
-               "wistia": SandboxServer(wistia).start()}
+               "wistia": SandboxServer(wistia).start(), "netsuite": SandboxServer(netsuite).start()}
     env = {
         "DSR_HUBSPOT_URL": servers["hubspot"].url,
         "DSR_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
@@ -42,6 +50,12 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
         "DSR_SF_CLIENT_SECRET": DEMO_CLIENT_SECRET,
         "DSR_WISTIA_URL": servers["wistia"].url,
         "DSR_WISTIA_TOKEN": WISTIA_TOKEN,
+        "DSR_NETSUITE_URL": servers["netsuite"].url,
+        "DSR_NS_ACCOUNT_ID": NS_ACCOUNT_ID,
+        "DSR_NS_CONSUMER_KEY": NS_CONSUMER_KEY,
+        "DSR_NS_CONSUMER_SECRET": NS_CONSUMER_SECRET,
+        "DSR_NS_TOKEN_ID": NS_TOKEN_ID,
+        "DSR_NS_TOKEN_SECRET": NS_TOKEN_SECRET,
     }
     try:
         yield servers, env

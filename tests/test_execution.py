@@ -92,13 +92,17 @@ def test_erasure_deletes_the_subject_anonymises_tax_records_and_spares_decoys(
 
     assert outcome.status == Status.COMPLETED, outcome.reason
     results = {r.system: r for r in outcome.systems}
-    assert set(results) == {"crm", "hubspot", "salesforce"}
+    assert set(results) == {"crm", "hubspot", "netsuite", "salesforce"}
     crm, hubspot, salesforce = results["crm"], results["hubspot"], results["salesforce"]
     assert crm.actions.get("delete", 0) > 0 and crm.actions.get("anonymise", 0) > 0
     assert hubspot.records_found > 1 and hubspot.actions.get("delete", 0) > 0 and hubspot.remaining == 0
     assert _hubspot_contacts(sandboxes, ERASURE_SUBJECT) == 0
     assert all(_hubspot_contacts(sandboxes, decoy) == 1 for decoy in HUBSPOT_DECOYS)
     assert salesforce.records_found > 5 and salesforce.remaining == 0
+    # NetSuite: the customer with invoices is anonymised (tax), the one without is deleted.
+    netsuite = results["netsuite"]
+    assert netsuite.actions.get("delete", 0) >= 1 and netsuite.actions.get("anonymise", 0) >= 1
+    assert netsuite.remaining == 0
     org = OrgClient(sandboxes["salesforce"].url)
     assert org.query(f"SELECT Id FROM Contact WHERE Email = '{ERASURE_SUBJECT}'") == []
     for decoy in SALESFORCE_DECOYS:
@@ -160,7 +164,7 @@ def test_a_failed_system_leaves_the_request_partially_completed_and_a_rerun_fini
     events = sqlite_service.events(request_id)
     # Discovery and decisions were read back from the ledger, not redone.
     for step in ("system.discovered", "system.erase_planned"):
-        assert [e.payload["system"] for e in events if e.type == step] == ["crm", "hubspot", "salesforce"]
+        assert [e.payload["system"] for e in events if e.type == step] == ["crm", "hubspot", "netsuite", "salesforce"]
     assert [b["version"] for b in sqlite_service.state(request_id).bundles] == [1, 2]
     assert outcome.bundle_path.name == "evidence-v2.zip"
 

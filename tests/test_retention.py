@@ -82,6 +82,9 @@ def test_dry_run_reports_and_changes_nothing_then_the_guard_asks_for_approval(
     assert _rows(crm_url, "SELECT count(*) FROM orders WHERE ordered_at >= '2019-01-01'") > 0
     for system in ("hubspot", "salesforce"):
         assert sum(t.purged for t in approved.tallies if t.system == system) > 0
+    # Exactly the expired ones went: a new dry run finds nothing left to purge in any system.
+    after = Purger(sqlite_service, _connect(sqlite_service)).run(dry_run=True, today=TODAY)
+    assert [(t.system, t.category) for t in after.tallies if t.candidates - t.held_back] == []
 
 
 def test_approving_a_run_that_did_not_stop_is_refused(sqlite_service: DsrService) -> None:

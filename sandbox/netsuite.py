@@ -1,0 +1,1536 @@
+"""A loopback emulator of NetSuite SuiteTalk REST web services, for the demo, the tests and the benchmarks.
+
+It speaks the wire formats of `shared/reference/vendor-apis.md` section 3, so that plain `requests` with
+`requests-oauthlib` cannot tell it from an account:
+
+- Token-based authentication (OAuth 1.0a): every call carries ``Authorization: OAuth realm="<ACCOUNT>",
+  oauth_consumer_key=..., oauth_token=..., oauth_signature_method="HMAC-SHA256", ...``. The signature is
+  checked with oauthlib (`oauthlib.oauth1.rfc5849.signature`) over method, URL and query parameters (a JSON
+  body is not signed), with the key ``consumer_secret&token_secret``; the realm must be the account id
+  (upper case, underscore); HMAC-SHA1 is refused; a timestamp outside the tolerance and a nonce seen
+  before (a replay) are refused. Every refusal is NetSuite's 401 ``INVALID_LOGIN`` body with a
+  ``WWW-Authenticate`` header; the reason goes only to the login audit trail (``GET /__sandbox__/login-audit``),
+  as in NetSuite.
+- OAuth 2.0 client credentials (M2M): ``POST /services/rest/auth/oauth2/v1/token`` with a JWT client
+  assertion (header ``kid`` = the certificate id, alg PS256/384/512 or ES256/384/512; claims ``iss`` =
+  client id, ``scope`` including ``rest_webservices``, ``aud`` = the token URL, ``iat``, ``exp`` at most an
+  hour later), verified against the certificate registered for that kid; answers
+  ``{"access_token", "expires_in": "3600", "token_type": "bearer"}``. Bearer tokens expire after an hour.
+- SuiteQL: ``POST /services/rest/query/v1/suiteql?limit=&offset=`` with ``Prefer: transient`` and
+  ``{"q": "..."}``. Up to 1,000 rows a page, `offset` a multiple of `limit`, 100,000 rows per query at most;
+  the answer is ``{links, count, hasMore, items, offset, totalResults}`` with lower-case keys, ids as strings,
+  booleans as ``"T"``/``"F"``, dates as ``M/D/YYYY`` and empty columns left out. The dialect is a small,
+  strict subset: ``SELECT cols | * FROM customer|contact|transaction [WHERE ...] [ORDER BY ...]`` with
+  ``=, !=, <>, <, <=, >, >=, [NOT] IN (...), IS [NOT] NULL, [NOT] LIKE, AND, OR, NOT`` and parentheses;
+  ``LOWER``/``UPPER``/``TO_CHAR(col, 'YYYY-MM-DD')`` on columns and ``TO_DATE('...', 'YYYY-MM-DD')`` literals.
+  Strings are Oracle's: single quotes, ``''`` for a quote inside, ``''`` alone is NULL, comparisons are
+  case-sensitive and exact; ``%`` and ``_`` are wildcards only after LIKE. An IN list holds 1,000 values at
+  most (ORA-01795).
+- Records: ``GET`` (``expandSubResources=true`` expands sublists), ``PATCH`` (204; ``replace=<sublist>``
+  replaces a sublist's lines), ``DELETE`` (204), ``POST`` create (204 with ``Location``) and a plain
+  collection listing under ``/services/rest/record/v1/{customer,contact,invoice,cashSale,creditMemo,
+  customerPayment,salesOrder}``. A customer that a transaction references cannot be deleted (400
+  ``USER_ERROR`` "...because it has dependent records", as NetSuite refuses it); ``entityId`` is unique
+  per record type; e-mail fields are checked.
+- Limits: at most `max_concurrency` calls in flight (NetSuite: 15 per account plus 10 per SuiteCloud Plus
+  licence, shared by SOAP, REST and RESTlets); the excess is answered 429. vendor-apis.md section 9 says
+  the REST 429 body is not documented; this answers its suggested shape
+  ``{"type", "title": "Too Many Requests", "status": 429, "o:errorDetails": [{"detail", "o:errorCode":
+  "CONCURRENCY_LIMIT_EXCEEDED"}]}`` without ``Retry-After``.
+- Faults through the kit: 429 (as above), 503, expired bearer tokens (the token is revoked, then 401),
+  resets, timeouts, latency.
+
+Error bodies are NetSuite's: ``{"type", "title", "status", "o:errorDetails": [{"detail", "o:errorCode",
+"o:errorPath"?, "o:errorQueryParam"?, "o:errorHeader"?}]}``, content type
+``application/vnd.oracle.resource+json; type=error``. Like NetSuite's, some details echo the values sent
+(an invalid e-mail address, a query fragment): clients must not pass them on.
+
+Control actions (under ``/__sandbox__/``, besides the kit's stats/faults/reset): ``POST seed-demo
+{"seed": 7}``, ``POST add-records {"type": "customer", "records": [{...}]}``, ``POST refuse-delete
+{"ids": [...]}`` (``{"clear": true}`` forgets them), ``POST expire-sessions``, ``GET login-audit``,
+``GET records/<type>``.
+
+Sandboxes know vendor wire formats only, never the project's own code.
+
+    python -m sandbox.netsuite --port 8767
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode
+
+import jwt  # PyJWT: verifies the OAuth 2.0 client assertions
+import requests
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256
+from oauthlib.oauth1.rfc5849 import signature as oauth_signature
+from oauthlib.oauth1.rfc5849.utils import parse_authorization_header
+from requests_oauthlib import OAuth1
+
+from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
+from sandbox.crm_seed import DECOY_EMAILS as _CRM_DECOYS
+from sandbox.kit import CONTROL_PREFIX, Request, Response, Vendor, serve_forever
+
+__all__ = [
+    "ACCESS_SUBJECT",
+    "DECOY_EMAILS",
+    "DEMO_ACCOUNT_ID",
+    "DEMO_CERTIFICATE_ID",
+    "DEMO_CLIENT_ID",
+    "DEMO_CONSUMER_KEY",
+    "DEMO_CONSUMER_SECRET",
+    "DEMO_TOKEN_ID",
+    "DEMO_TOKEN_SECRET",
+    "ERASURE_SUBJECT",
+    "AccountClient",
+    "NetSuiteSandbox",
+    "TOKEN_PATH",
+]
+
+DEMO_ACCOUNT_ID = "1234567_SB1"
+"""The demo account (a sandbox account: ``_SB1``); the OAuth realm. Its host would be ``1234567-sb1``."""
+
+DEMO_CONSUMER_KEY = "ns-sandbox-consumer-key-0f6b1d2e9a7c4e3b8d5f1a2c3e4b5d6f"
+DEMO_CONSUMER_SECRET = "ns-sandbox-consumer-secret-9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"
+DEMO_TOKEN_ID = "ns-sandbox-token-id-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d"
+DEMO_TOKEN_SECRET = "ns-sandbox-token-secret-6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a"
+"""The demo integration's TBA credentials (sandbox only; never real credentials)."""
+
+DEMO_CLIENT_ID = "ns-sandbox-m2m-client-4c1d9f2e7b3a"
+"""The demo integration record's client id for OAuth 2.0 client credentials."""
+
+DEMO_CERTIFICATE_ID = "ns-sandbox-cert-2f9a"
+"""The certificate id (JWT ``kid``) under which the demo's public key would be registered."""
+
+DECOY_EMAILS: tuple[str, ...] = (*_CRM_DECOYS, "obrien@example.com", "o'brien@example.com")
+"""Addresses that must never match a demo subject (each has a customer with an invoice)."""
+
+TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
+PAGE_MAX = 1000
+RESULT_CAP = 100_000
+IN_LIST_MAX = 1000
+TOKEN_SECONDS = 3600
+_REST = "/services/rest"
+_RECORD = f"{_REST}/record/v1"
+_SUITEQL = f"{_REST}/query/v1/suiteql"
+_CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_JWT_ALGORITHMS = ("PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+_ERROR_TYPE = "application/vnd.oracle.resource+json; type=error"
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_INVALID_LOGIN = ("Invalid login attempt. For more details, see the Login Audit Trail in the NetSuite UI at Setup > "
+                  "Users/Roles > User Management > View Login Audit Trail.")
+_DEPENDENT = "Error while accessing a resource. This record cannot be deleted because it has dependent records."
+
+_TYPES = {
+    400: ("https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html#sec10.4.1", "Bad Request"),
+    401: ("https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html", "Unauthorized"),
+    403: ("https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html#sec10.4.4", "Forbidden"),
+    404: ("https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.5", "Not Found"),
+    405: ("https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.6", "Method Not Allowed"),
+    429: ("https://www.rfc-editor.org/rfc/rfc6585.html#section-4", "Too Many Requests"),
+    500: ("https://www.rfc-editor.org/rfc/rfc9110.html#section-15.6.1", "Internal Server Error"),
+    503: ("https://www.rfc-editor.org/rfc/rfc9110.html#section-15.6.4", "Service Unavailable"),
+}
+
+
+def _error(status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None,
+           path: str | None = None, query_param: str | None = None, header: str | None = None) -> Response:
+    """NetSuite's error body, with ``o:errorPath``, ``o:errorQueryParam`` or ``o:errorHeader`` when given."""
+    kind, title = _TYPES.get(status, _TYPES[400])
+    item: dict[str, Any] = {"detail": detail, "o:errorCode": code}
+    for key, value in (("o:errorPath", path), ("o:errorQueryParam", query_param), ("o:errorHeader", header)):
+        if value is not None:
+            item[key] = value
+    body = {"type": kind, "title": title, "status": status, "o:errorDetails": [item]}
+    return Response(status, json.dumps(body).encode(), {"Content-Type": _ERROR_TYPE, **(headers or {})})
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str, *, path: str | None = None,
+                 query_param: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.path, self.query_param = path, query_param
+
+    def response(self) -> Response:
+        return _error(self.status, self.code, self.detail, path=self.path, query_param=self.query_param)
+
+
+def _not_found() -> _ApiError:
+    return _ApiError(404, "NONEXISTENT_ID", "The record instance does not exist. Provide a valid record instance ID.")
+
+
+def _bad_content(detail: str, path: str) -> _ApiError:
+    return _ApiError(400, "INVALID_CONTENT", f"Error while accessing a resource. {detail}", path=path)
+
+
+# --- schema ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str  # REST name (camelCase)
+    kind: str  # id, text, email, bool, date, datetime, ref, number, sublist
+    column: str | None = None  # SuiteQL column; None: not exposed to SuiteQL
+    writable: bool = True
+    ref: str | None = None  # for refs: subsidiary, currency, customer
+
+
+def _f(name: str, kind: str = "text", column: str | None | bool = True, **kwargs: Any) -> _Field:
+    col = name.lower() if column is True else (column or None)
+    return _Field(name, kind, col, **kwargs)
+
+
+_AUDIT = (_f("dateCreated", "datetime", writable=False), _f("lastModifiedDate", "datetime", writable=False))
+_CUSTOMER = (
+    _f("id", "id", writable=False), _f("entityId"), _f("isPerson", "bool"), _f("firstName"), _f("lastName"),
+    _f("companyName"), _f("email", "email"), _f("altEmail", "email"), _f("phone"), _f("mobilePhone"),
+    _f("comments"), _f("subsidiary", "ref", ref="subsidiary"), _f("isInactive", "bool"), *_AUDIT,
+    _f("addressBook", "sublist", column=False),
+)  # fmt: skip
+_CONTACT = (
+    _f("id", "id", writable=False), _f("entityId"), _f("firstName"), _f("lastName"), _f("title"),
+    _f("email", "email"), _f("phone"), _f("company", "ref", ref="customer"), _f("subsidiary", "ref", ref="subsidiary"),
+    _f("comments"), _f("isInactive", "bool"), *_AUDIT,
+)  # fmt: skip
+
+
+def _transaction_fields(lines: str | None) -> tuple[_Field, ...]:
+    fields = [
+        _f("id", "id", writable=False), _f("tranId", writable=False), _f("tranDate", "date"),
+        _f("entity", "ref", ref="customer"), _f("subsidiary", "ref", column=False, ref="subsidiary"),
+        _f("currency", "ref", column=False, ref="currency"), _f("email", "email"), _f("memo"),
+        _f("otherRefNum", column=False), _f("status", column=False, writable=False),
+        _f("total", "number", column="foreigntotal", writable=False),
+        _f("createdDate", "datetime", writable=False), _f("lastModifiedDate", "datetime", writable=False),
+    ]  # fmt: skip
+    if lines:
+        fields.append(_f(lines, "sublist", column=False))
+    return tuple(fields)
+
+
+TRANSACTION_CODES = {"invoice": "CustInvc", "cashSale": "CashSale", "creditMemo": "CustCred",
+                     "customerPayment": "CustPymnt", "salesOrder": "SalesOrd"}
+"""REST record type -> the SuiteQL ``transaction.type`` code."""
+
+_SCHEMAS: dict[str, tuple[_Field, ...]] = {
+    "customer": _CUSTOMER,
+    "contact": _CONTACT,
+    **{name: _transaction_fields("apply" if name == "customerPayment" else "item") for name in TRANSACTION_CODES},
+}
+_BY_NAME = {rtype: {f.name.lower(): f for f in fields} for rtype, fields in _SCHEMAS.items()}
+_SUBSIDIARIES = {1: ("Precision Optical Technologies, Inc.", "US"), 2: ("Precision Optical UK Ltd", "GB"),
+                 3: ("Precision Optical B.V.", "NL"), 4: ("Precision Optica Ltda", "BR"),
+                 5: ("Precision Optical Canada Inc.", "CA")}  # fmt: skip
+_CURRENCIES = {1: "USA", 2: "British pound", 3: "Euro", 4: "Brazilian real", 5: "Canadian dollar"}
+_STATUS = {"invoice": "Paid In Full", "cashSale": "Deposited", "creditMemo": "Fully Applied",
+           "customerPayment": "Deposited", "salesOrder": "Billed"}  # fmt: skip
+
+# The SuiteQL tables: customer, contact, and transaction (every transaction type, with `type` and `recordtype`).
+_TRANSACTION_COLUMNS = {"type": "text", "recordtype": "text"}
+
+
+def _columns(table: str) -> dict[str, _Field]:
+    if table == "transaction":
+        columns = {f.column: f for f in _SCHEMAS["invoice"] if f.column}
+        columns.update({name: _Field(name, kind, name, writable=False) for name, kind in _TRANSACTION_COLUMNS.items()})
+        return columns
+    return {f.column: f for f in _SCHEMAS[table] if f.column}
+
+
+_TABLES = {table: _columns(table) for table in ("customer", "contact", "transaction")}
+
+
+# --- values -----------------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _us_date(day: date) -> str:
+    """How SuiteQL shows a date with the default preference (M/D/YYYY)."""
+    return f"{day.month}/{day.day}/{day.year}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# --- SuiteQL ------------------------------------------------------------------------------------------------
+
+
+class _QueryError(Exception):
+    """An unsupported or malformed query: NetSuite's 400 "Invalid search query"."""
+
+
+_TOKEN_RE = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<number>\d+(?:\.\d+)?)
+      | (?P<op><=|>=|!=|<>|=|<|>)
+      | (?P<punct>[(),*])
+      | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)""",
+    re.VERBOSE,
+)
+_KEYWORDS = frozenset({"select", "from", "where", "and", "or", "not", "in", "is", "null", "like", "order", "by",
+                       "asc", "desc", "as"})  # fmt: skip
+_FUNCTIONS = frozenset({"lower", "upper", "to_char"})
+_DATE_FORMATS = {"YYYY-MM-DD": "%Y-%m-%d", "YYYY-MM-DD HH24:MI:SS": "%Y-%m-%d %H:%M:%S"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # string, number, op, punct, name, keyword, end
+    value: Any
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    tokens: list[_Tok] = []
+    position = 0
+    while position < len(text):
+        if text[position] == "'":
+            chars: list[str] = []
+            position += 1
+            while True:
+                if position >= len(text):
+                    raise _QueryError("Unterminated string literal.")
+                if text[position] == "'":
+                    if text[position + 1 : position + 2] == "'":
+                        chars.append("'")
+                        position += 2
+                        continue
+                    position += 1
+                    break
+                chars.append(text[position])
+                position += 1
+            tokens.append(_Tok("string", "".join(chars)))
+            continue
+        match = _TOKEN_RE.match(text, position)
+        if match is None:
+            raise _QueryError(f"Unexpected character at position {position}.")
+        kind = match.lastgroup or ""
+        value: Any = match.group()
+        if kind == "name" and value.lower() in _KEYWORDS:
+            kind, value = "keyword", value.lower()
+        if kind != "space":
+            tokens.append(_Tok(kind, value))
+        position = match.end()
+    tokens.append(_Tok("end", None))
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Operand:
+    column: str
+    func: str | None = None
+    fmt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    table: str
+    select: tuple[tuple[str, _Operand], ...]  # (output key, operand)
+    where: Any
+    order: tuple[tuple[_Operand, bool], ...]  # (operand, descending)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.index = 0
+        self.table = ""
+
+    @property
+    def tok(self) -> _Tok:
+        return self.tokens[self.index]
+
+    def take(self, kind: str, value: str | None = None) -> _Tok:
+        tok = self.tok
+        if tok.kind != kind or (value is not None and tok.value != value):
+            shown = "end of query" if tok.kind == "end" else repr(str(tok.value))
+            raise _QueryError(f"Invalid or unsupported search: unexpected {shown}.")
+        self.index += 1
+        return tok
+
+    def accept(self, kind: str, value: str | None = None) -> _Tok | None:
+        tok = self.tok
+        if tok.kind == kind and (value is None or tok.value == value):
+            self.index += 1
+            return tok
+        return None
+
+    def parse(self) -> _Query:
+        self.take("keyword", "select")
+        start = self.index
+        while self.tok.kind != "end" and not (self.tok.kind == "keyword" and self.tok.value == "from"):
+            self.index += 1
+        self.take("keyword", "from")
+        table = str(self.take("name").value).lower()
+        if table not in _TABLES:
+            raise _QueryError(f"Record '{table}' was not found.")
+        self.table = table
+        after_from, self.index = self.index, start
+        select: list[tuple[str, _Operand]] = []
+        if self.accept("punct", "*"):
+            select = [(name, _Operand(name)) for name in _TABLES[table]]
+        else:
+            while True:
+                operand = self.operand()
+                key = operand.column
+                if self.accept("keyword", "as"):
+                    key = str(self.take("name").value).lower()
+                elif operand.func:
+                    raise _QueryError("Give a function column an alias (AS name).")
+                select.append((key, operand))
+                if not self.accept("punct", ","):
+                    break
+        self.take("keyword", "from")
+        self.index = after_from
+        where = self.disjunction() if self.accept("keyword", "where") else None
+        order: list[tuple[_Operand, bool]] = []
+        if self.accept("keyword", "order"):
+            self.take("keyword", "by")
+            aliases = dict(select)
+            while True:
+                name = str(self.tok.value).lower() if self.tok.kind == "name" else ""
+                follows = self.tokens[self.index + 1]
+                if name in aliases and not (follows.kind == "punct" and follows.value == "("):
+                    self.index += 1
+                    operand = aliases[name]
+                else:
+                    operand = self.operand()
+                descending = bool(self.accept("keyword", "desc"))
+                if not descending:
+                    self.accept("keyword", "asc")
+                order.append((operand, descending))
+                if not self.accept("punct", ","):
+                    break
+        self.take("end")
+        return _Query(table, tuple(select), where, tuple(order))
+
+    def column(self, tok: _Tok) -> str:
+        name = str(tok.value).lower()
+        if "." in name:
+            prefix, name = name.split(".", 1)
+            if prefix != self.table:
+                raise _QueryError(f"Unknown table alias '{prefix}'.")
+        if name not in _TABLES[self.table]:
+            raise _QueryError(f"Field '{name}' for record '{self.table}' was not found. Reason: NOT_EXPOSED - "
+                              "Not available for channel SEARCH")
+        return name
+
+    def operand(self) -> _Operand:
+        tok = self.take("name")
+        if tok.value.lower() in _FUNCTIONS and self.accept("punct", "("):
+            func = tok.value.lower()
+            inner = self.column(self.take("name"))
+            fmt = None
+            if func == "to_char":
+                self.take("punct", ",")
+                fmt = str(self.take("string").value)
+                if fmt not in _DATE_FORMATS:
+                    raise _QueryError(f"Unsupported date format '{fmt}'.")
+            self.take("punct", ")")
+            return _Operand(inner, func, fmt)
+        return _Operand(self.column(tok))
+
+    def disjunction(self) -> Any:
+        parts = [self.conjunction()]
+        while self.accept("keyword", "or"):
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else ("or", parts)
+
+    def conjunction(self) -> Any:
+        parts = [self.negation()]
+        while self.accept("keyword", "and"):
+            parts.append(self.negation())
+        return parts[0] if len(parts) == 1 else ("and", parts)
+
+    def negation(self) -> Any:
+        if self.accept("keyword", "not"):
+            return ("not", self.negation())
+        if self.accept("punct", "("):
+            inner = self.disjunction()
+            self.take("punct", ")")
+            return inner
+        left = self.operand()
+        if self.accept("keyword", "is"):
+            negated = bool(self.accept("keyword", "not"))
+            self.take("keyword", "null")
+            return ("null", left, negated)
+        negated = bool(self.accept("keyword", "not"))
+        if self.accept("keyword", "in"):
+            self.take("punct", "(")
+            values = [self.literal()]
+            while self.accept("punct", ","):
+                values.append(self.literal())
+            self.take("punct", ")")
+            if len(values) > IN_LIST_MAX:
+                raise _QueryError("ORA-01795: maximum number of expressions in a list is 1000")
+            return ("in", left, values, negated)
+        if self.accept("keyword", "like"):
+            pattern = self.take("string").value
+            regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+            return ("like", left, re.compile(f"^{regex}$", re.DOTALL), negated)
+        if negated:
+            raise _QueryError("Invalid or unsupported search: NOT must precede IN or LIKE here.")
+        op = self.take("op").value
+        return ("cmp", left, "!=" if op == "<>" else op, self.literal())
+
+    def literal(self) -> Any:
+        tok = self.tok
+        if tok.kind == "string":
+            self.index += 1
+            return tok.value or None  # Oracle: '' is NULL
+        if tok.kind == "number":
+            self.index += 1
+            return float(tok.value) if "." in tok.value else int(tok.value)
+        if tok.kind == "keyword" and tok.value == "null":
+            self.index += 1
+            return None
+        if tok.kind == "name" and tok.value.lower() == "to_date":
+            self.index += 1
+            self.take("punct", "(")
+            text = str(self.take("string").value)
+            self.take("punct", ",")
+            fmt = str(self.take("string").value)
+            self.take("punct", ")")
+            if fmt not in _DATE_FORMATS:
+                raise _QueryError(f"Unsupported date format '{fmt}'.")
+            try:
+                return datetime.strptime(text, _DATE_FORMATS[fmt]).replace(tzinfo=UTC)
+            except ValueError:
+                raise _QueryError("ORA-01861: literal does not match format string") from None
+        raise _QueryError("Invalid or unsupported search: a literal value is expected.")
+
+
+def _operand_value(operand: _Operand, row: Mapping[str, Any]) -> Any:
+    value = row.get(operand.column)
+    if value is None:
+        return None
+    if operand.func in ("lower", "upper"):
+        if not isinstance(value, str):
+            return value
+        return value.lower() if operand.func == "lower" else value.upper()
+    if operand.func == "to_char":
+        moment = value if isinstance(value, datetime) else datetime.combine(value, datetime.min.time(), UTC)
+        return moment.strftime(_DATE_FORMATS[operand.fmt or "YYYY-MM-DD"])
+    return value
+
+
+def _coerce(have: Any, literal: Any) -> tuple[Any, Any]:
+    """Both sides of a comparison in one type (Oracle's implicit conversions, as far as SuiteQL needs them)."""
+    if isinstance(have, datetime) and isinstance(literal, datetime):
+        return have, literal
+    if isinstance(have, date) and not isinstance(have, datetime) and isinstance(literal, datetime):
+        return datetime.combine(have, datetime.min.time(), UTC), literal
+    if isinstance(have, bool):
+        have = "T" if have else "F"
+    if isinstance(have, int | float) and isinstance(literal, str):
+        try:
+            return have, float(literal)
+        except ValueError:
+            raise _QueryError("ORA-01722: invalid number") from None
+    if isinstance(have, str) and isinstance(literal, int | float):
+        return have, str(literal)
+    if isinstance(have, date | datetime) or isinstance(literal, datetime):
+        raise _QueryError("ORA-00932: inconsistent datatypes")
+    return have, literal
+
+
+def _truth(node: Any, row: Mapping[str, Any]) -> bool | None:
+    """SQL's three-valued logic: True, False, or None (unknown)."""
+    kind = node[0]
+    if kind in ("and", "or"):
+        values = [_truth(part, row) for part in node[1]]
+        if kind == "and":
+            return False if False in values else None if None in values else True
+        return True if True in values else None if None in values else False
+    if kind == "not":
+        inner = _truth(node[1], row)
+        return None if inner is None else not inner
+    have = _operand_value(node[1], row)
+    if kind == "null":
+        return (have is not None) if node[2] else (have is None)
+    if have is None:
+        return None
+    if kind == "like":
+        found = isinstance(have, str) and bool(node[2].match(have))
+        return not found if node[3] else found
+    if kind == "in":
+        values = [v for v in node[2] if v is not None]
+        found = any(a == b for a, b in (_coerce(have, v) for v in values))
+        if not found and len(values) < len(node[2]):
+            return None
+        return not found if node[3] else found
+    literal = node[3]
+    if literal is None:
+        return None
+    left, right = _coerce(have, literal)
+    op = node[2]
+    try:
+        return {"=": left == right, "!=": left != right, "<": left < right, "<=": left <= right, ">": left > right,
+                ">=": left >= right}[op]
+    except TypeError:
+        raise _QueryError("ORA-00932: inconsistent datatypes") from None
+
+
+def _suiteql_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, datetime):
+        return _us_date(value.date())
+    if isinstance(value, date):
+        return _us_date(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# --- the vendor -----------------------------------------------------------------------------------------------
+
+
+class NetSuiteSandbox(Vendor):
+    """An in-memory NetSuite account behind SuiteTalk REST (see the module docstring).
+
+    Args:
+        account_id: the account id, the OAuth realm (``1234567_SB1``).
+        consumer_key, consumer_secret, token_id, token_secret: the one TBA integration and access token.
+        oauth2_clients: client id -> {certificate id (JWT kid): PEM public key} for client credentials;
+            more can be added with `register_certificate`.
+        max_concurrency: calls in flight before NetSuite answers 429.
+        page_max: rows per SuiteQL page at most (1,000).
+        result_cap: rows one SuiteQL query can return (100,000).
+        timestamp_tolerance: seconds an OAuth 1.0a timestamp may be off the server's clock.
+    """
+
+    name = "netsuite"
+
+    def __init__(
+        self,
+        *,
+        account_id: str = DEMO_ACCOUNT_ID,
+        consumer_key: str = DEMO_CONSUMER_KEY,
+        consumer_secret: str = DEMO_CONSUMER_SECRET,
+        token_id: str = DEMO_TOKEN_ID,
+        token_secret: str = DEMO_TOKEN_SECRET,
+        oauth2_clients: Mapping[str, Mapping[str, str | bytes]] | None = None,
+        max_concurrency: int = 15,
+        page_max: int = PAGE_MAX,
+        result_cap: int = RESULT_CAP,
+        timestamp_tolerance: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.account_id = account_id
+        self.consumers = {consumer_key: consumer_secret}
+        self.access_tokens = {token_id: (consumer_key, token_secret)}
+        self.oauth2_clients: dict[str, dict[str, str | bytes]] = {
+            client: dict(certs) for client, certs in (oauth2_clients or {}).items()
+        }
+        self.max_concurrency, self.page_max, self.result_cap = max_concurrency, page_max, result_cap
+        self.timestamp_tolerance = timestamp_tolerance
+
+        self._lock = threading.RLock()  # the store
+        self._rows: dict[str, dict[int, dict[str, Any]]] = {rtype: {} for rtype in _SCHEMAS}
+        self._entity_ids = itertools.count(101)
+        self._transaction_ids = itertools.count(2001)
+        self._refusals: set[int] = set()
+
+        self._auth_lock = threading.Lock()
+        self._nonces: dict[tuple[str, str, str], float] = {}
+        self._bearers: dict[str, float] = {}  # token -> expiry (monotonic)
+        self.login_audit: list[dict[str, Any]] = []
+
+        self._flight_lock = threading.Lock()
+        self._in_flight = 0
+        self._routes()
+
+    # --- kit hooks ---
+
+    def handle(self, request: Request) -> Response | None:
+        if not request.path.startswith(_REST):
+            return _netsuite_405(super().handle(request))
+        with self._flight_lock:
+            refused = self._in_flight >= self.max_concurrency
+            if not refused:
+                self._in_flight += 1
+        if refused:
+            self.count("calls")
+            self.count("throttled")
+            return self.throttled(request)
+        try:
+            return _netsuite_405(super().handle(request))
+        finally:
+            with self._flight_lock:
+                self._in_flight -= 1
+
+    def authenticate(self, request: Request) -> Response | None:
+        if request.path == TOKEN_PATH:
+            return None  # the client assertion is the credential
+        header = request.header("authorization") or ""
+        if header[:7].lower() == "bearer ":
+            return self._check_bearer(header[7:].strip())
+        if header[:6].lower() == "oauth ":
+            return self._check_tba(request, header)
+        return self._refuse("no credentials")
+
+    def throttled(self, request: Request) -> Response:
+        return _error(429, "CONCURRENCY_LIMIT_EXCEEDED",
+                      "Concurrent request limit exceeded. Request blocked.")
+
+    def expired(self, request: Request) -> Response:
+        header = request.header("authorization") or ""
+        if header[:7].lower() == "bearer ":
+            with self._auth_lock:
+                self._bearers.pop(header[7:].strip(), None)  # the token really ends: fetch another
+        return self._refuse("session expired (fault injection)")
+
+    def server_error(self, request: Request) -> Response:
+        return _error(503, "SERVICE_UNAVAILABLE", "The service is temporarily unavailable. Try again later.")
+
+    def not_found(self, request: Request) -> Response:
+        return _error(404, "NONEXISTENT_ID", f"Invalid request URL: {request.path} was not found.")
+
+    def reset_state(self) -> None:
+        with self._auth_lock:
+            self._nonces.clear()
+            self.login_audit.clear()
+        with self._lock:
+            self._refusals.clear()
+
+    def control(self, action: str, request: Request) -> Response | None:
+        body = _json_or_none(request) or {}
+        if action == "seed-demo" and request.method == "POST":
+            return Response.json({"seeded": self.seed_demo(int(body.get("seed", 7)))})
+        if action == "add-records" and request.method == "POST":
+            try:
+                ids = self.add_records(str(body.get("type")), body.get("records") or [])
+            except _ApiError as exc:
+                return exc.response()
+            return Response.json({"ids": ids})
+        if action == "refuse-delete" and request.method == "POST":
+            with self._lock:
+                if body.get("clear"):
+                    self._refusals.clear()
+                self._refusals.update(int(i) for i in body.get("ids") or [])
+                return Response.json({"refusing": len(self._refusals)})
+        if action == "expire-sessions" and request.method == "POST":
+            with self._auth_lock:
+                count = len(self._bearers)
+                self._bearers.clear()
+            return Response.json({"expired": count})
+        if action == "login-audit" and request.method == "GET":
+            with self._auth_lock:
+                return Response.json({"entries": list(self.login_audit)})
+        if action.startswith("records/") and request.method == "GET":
+            rtype = action.split("/", 1)[1]
+            if rtype not in _SCHEMAS:
+                return Response.json({"error": "unknown record type"}, 404)
+            return Response.json({"records": self.records(rtype)})
+        return None
+
+    # --- authentication ---
+
+    def _refuse(self, reason: str, scheme: str = "OAuth") -> Response:
+        with self._auth_lock:
+            self.login_audit.append({"status": "Failure", "reason": reason, "scheme": scheme})
+        header = (f'OAuth realm="{self.account_id}", error="token_rejected", '
+                  'error_description="Invalid login attempt."')
+        return _error(401, "INVALID_LOGIN", _INVALID_LOGIN, headers={"WWW-Authenticate": header})
+
+    def _check_tba(self, request: Request, header: str) -> Response | None:
+        try:
+            pairs = parse_authorization_header(header)
+        except (ValueError, IndexError):
+            return self._refuse("malformed OAuth header")
+        params = {k: unquote(v) for k, v in pairs}
+        if params.get("realm") != self.account_id:
+            return self._refuse("wrong realm (account id)")
+        if params.get("oauth_signature_method") != "HMAC-SHA256":
+            return self._refuse("unsupported signature method (HMAC-SHA256 is required)")
+        consumer_key, token_id = params.get("oauth_consumer_key", ""), params.get("oauth_token", "")
+        consumer_secret = self.consumers.get(consumer_key)
+        token = self.access_tokens.get(token_id)
+        if consumer_secret is None or token is None or token[0] != consumer_key:
+            return self._refuse("unknown consumer key or token")
+        nonce, stamp = params.get("oauth_nonce", ""), params.get("oauth_timestamp", "")
+        if not nonce or not stamp.isdigit() or params.get("oauth_version", "1.0") != "1.0":
+            return self._refuse("missing nonce, timestamp or version")
+        if abs(time.time() - int(stamp)) > self.timestamp_tolerance:
+            return self._refuse("timestamp outside the allowed window")
+        host = request.header("host") or "127.0.0.1"
+        query = urlencode([(k, v) for k, values in request.query.items() for v in values])
+        uri = f"http://{host}{request.path}" + (f"?{query}" if query else "")
+        oauth_request = OAuthRequest(uri, http_method=request.method, headers={"Authorization": header})
+        oauth_request.params = oauth_signature.collect_parameters(uri_query=query, headers={"Authorization": header},
+                                                                  exclude_oauth_signature=True, with_realm=False)
+        oauth_request.signature = params.get("oauth_signature", "")
+        if not oauth_signature.verify_hmac_sha256(oauth_request, consumer_secret, token[1]):
+            return self._refuse("invalid signature")
+        with self._auth_lock:
+            now = time.time()
+            for key, seen in list(self._nonces.items()):
+                if now - seen > 2 * self.timestamp_tolerance:
+                    del self._nonces[key]
+            key = (consumer_key, token_id, nonce)
+            if key in self._nonces:
+                replay = True
+            else:
+                replay = False
+                self._nonces[key] = now
+        if replay:
+            return self._refuse("nonce already used (replay)")
+        return None
+
+    def _check_bearer(self, token: str) -> Response | None:
+        with self._auth_lock:
+            expiry = self._bearers.get(token)
+            if expiry is not None and expiry < time.monotonic():
+                del self._bearers[token]
+                expiry = None
+        if expiry is None:
+            return self._refuse("unknown or expired access token", "Bearer")
+        return None
+
+    def register_certificate(self, client_id: str, certificate_id: str, public_key_pem: str | bytes) -> None:
+        """Map a certificate (the JWT's ``kid``) to a client id, as the OAuth 2.0 client credentials setup does."""
+        self.oauth2_clients.setdefault(client_id, {})[certificate_id] = public_key_pem
+
+    def _token(self, request: Request) -> Response:
+        self.count("token_requests")
+        form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+
+        def refuse(error: str, reason: str) -> Response:
+            with self._auth_lock:
+                self.login_audit.append({"status": "Failure", "reason": reason, "scheme": "OAuth 2.0"})
+            return Response.json({"error": error}, 400 if error != "invalid_client" else 401)
+
+        if form.get("grant_type") != "client_credentials":
+            return refuse("unsupported_grant_type", "grant_type is not client_credentials")
+        if form.get("client_assertion_type") != _CLIENT_ASSERTION_TYPE or not form.get("client_assertion"):
+            return refuse("invalid_request", "client assertion missing")
+        assertion = form["client_assertion"]
+        try:
+            header = jwt.get_unverified_header(assertion)
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return refuse("invalid_request", "malformed client assertion")
+        client_id, kid, alg = str(unverified.get("iss", "")), str(header.get("kid", "")), header.get("alg")
+        key = self.oauth2_clients.get(client_id, {}).get(kid)
+        if key is None:
+            return refuse("invalid_client", "unknown client id or certificate id")
+        if alg not in _JWT_ALGORITHMS:
+            return refuse("invalid_request", f"algorithm {alg} not allowed")
+        host = request.header("host") or "127.0.0.1"
+        audiences = [f"http://{host}{TOKEN_PATH}", f"https://{_host_of(self.account_id)}{TOKEN_PATH}"]
+        try:
+            claims = jwt.decode(assertion, key, algorithms=[alg], audience=audiences,
+                                options={"require": ["iss", "aud", "iat", "exp"]}, leeway=5)
+        except jwt.PyJWTError as exc:
+            return refuse("invalid_grant", f"client assertion refused ({type(exc).__name__})")
+        if int(claims["exp"]) - int(claims["iat"]) > 3600:
+            return refuse("invalid_grant", "assertion lifetime over an hour")
+        scope = claims.get("scope")
+        scopes = set(scope) if isinstance(scope, list) else set(str(scope or "").replace(",", " ").split())
+        if "rest_webservices" not in scopes:
+            return refuse("invalid_scope", "scope lacks rest_webservices")
+        token = secrets.token_urlsafe(48)
+        with self._auth_lock:
+            self._bearers[token] = time.monotonic() + TOKEN_SECONDS
+        return Response.json({"access_token": token, "expires_in": str(TOKEN_SECONDS), "token_type": "bearer"})
+
+    # --- routes ---
+
+    def _routes(self) -> None:
+        types = "|".join(_SCHEMAS)
+        record = rf"{_RECORD}/(?P<rtype>{types})/(?P<rid>[^/]+)"
+        self.router.add("POST", TOKEN_PATH, self._token)
+        self.router.add("POST", _SUITEQL, self._suiteql)
+        self.router.add("GET", record, self._get)
+        self.router.add("PATCH", record, self._patch)
+        self.router.add("DELETE", record, self._delete)
+        self.router.add("GET", rf"{_RECORD}/(?P<rtype>{types})", self._list)
+        self.router.add("POST", rf"{_RECORD}/(?P<rtype>{types})", self._create_route)
+
+    def _base(self, request: Request) -> str:
+        return f"http://{request.header('host') or '127.0.0.1'}"
+
+    def _suiteql(self, request: Request) -> Response:
+        self.count("suiteql")
+        prefer = (request.header("prefer") or "").lower()
+        if "transient" not in prefer:
+            return _error(400, "INVALID_HEADER", "Invalid 'Prefer' header value. SuiteQL queries through REST web "
+                          "services need 'Prefer: transient'.", header="Prefer")
+        try:
+            limit = int(request.arg("limit", str(self.page_max)) or self.page_max)
+            offset = int(request.arg("offset", "0") or 0)
+        except ValueError:
+            return _error(400, "INVALID_PARAMETER", "Invalid value for query parameter 'limit' or 'offset'.",
+                          query_param="limit")
+        if not 1 <= limit <= self.page_max:
+            return _error(400, "INVALID_PARAMETER", f"Invalid value for query parameter 'limit'. The value must be "
+                          f"between 1 and {self.page_max}.", query_param="limit")
+        if offset < 0 or offset % limit:
+            return _error(400, "INVALID_PARAMETER", "Invalid value for query parameter 'offset'. The offset must be "
+                          "a multiple of the limit.", query_param="offset")
+        if offset >= self.result_cap:
+            return _error(400, "INVALID_PARAMETER", f"Invalid value for query parameter 'offset'. A query can return "
+                          f"{self.result_cap} results at most.", query_param="offset")
+        body = _json_or_none(request)
+        if not isinstance(body, dict) or not isinstance(body.get("q"), str):
+            return _error(400, "INVALID_CONTENT", "Error while accessing a resource. The request body must hold "
+                          "the query in the property 'q'.", path="q")
+        try:
+            query = _Parser(body["q"]).parse()
+            with self._lock:
+                rows = self._table_rows(query.table)
+                matched = [row for row in rows if query.where is None or _truth(query.where, row) is True]
+                for operand, descending in reversed(query.order):
+                    present = [r for r in matched if _operand_value(operand, r) is not None]
+                    missing = [r for r in matched if _operand_value(operand, r) is None]
+                    present.sort(key=partial(_row_key, operand), reverse=descending)
+                    matched = (missing + present) if descending else (present + missing)  # Oracle: NULLS LAST asc
+        except _QueryError as exc:
+            return _error(400, "INVALID_PARAMETER", "Invalid search query. Detailed unprocessed description follows. "
+                          f"Search error occurred: {exc}")
+        visible = matched[: self.result_cap]
+        page = visible[offset : offset + limit]
+        items = []
+        for row in page:
+            item: dict[str, Any] = {"links": []}
+            for key, operand in query.select:
+                value = _operand_value(operand, row)
+                if value is not None:
+                    item[key] = _suiteql_value(value)
+            items.append(item)
+        with self.stats_lock:
+            self.stats["suiteql_rows"] += len(items)
+        has_more = offset + len(page) < len(visible)
+        base = f"{self._base(request)}{_SUITEQL}"
+
+        def link(rel: str, at: int) -> dict[str, str]:
+            return {"rel": rel, "href": f"{base}?{urlencode({'limit': limit, 'offset': at})}"}
+
+        links = [link("first", 0)]
+        if offset:
+            links.append(link("previous", max(offset - limit, 0)))
+        if has_more:
+            links.append(link("next", offset + limit))
+        links.append(link("last", max((len(visible) - 1) // limit * limit, 0)))
+        links.append(link("self", offset))
+        return Response.json({"links": links, "count": len(items), "hasMore": has_more, "items": items,
+                              "offset": offset, "totalResults": len(matched)},
+                             headers={"Content-Type": "application/vnd.oracle.resource+json; type=collection"})
+
+    def _get(self, request: Request) -> Response:
+        self.count("record_get")
+        rtype = request.params["rtype"]
+        expand = (request.arg("expandSubResources") or "").lower() == "true"
+        with self._lock:
+            try:
+                row = self._row(rtype, request.params["rid"])
+            except _ApiError as exc:
+                return exc.response()
+            body = self._render(rtype, row, self._base(request), expand=expand)
+        return Response.json(body, headers={"Content-Type": "application/vnd.oracle.resource+json; type=singular"})
+
+    def _patch(self, request: Request) -> Response:
+        self.count("record_patch")
+        self.count(f"patch_{request.params['rtype']}")
+        rtype = request.params["rtype"]
+        body = _json_or_none(request)
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_CONTENT", "Error while accessing a resource. The request body is not a JSON "
+                          "object.")
+        replace = {name for value in request.query.get("replace", []) for name in value.split(",") if name}
+        with self._lock:
+            try:
+                row = self._row(rtype, request.params["rid"])
+                self._write(rtype, row, body, replace=replace, creating=False)
+            except _ApiError as exc:
+                return exc.response()
+        return Response.empty(204)
+
+    def _delete(self, request: Request) -> Response:
+        rtype = request.params["rtype"]
+        self.count("record_delete")
+        self.count(f"delete_{rtype}")
+        with self._lock:
+            try:
+                row = self._row(rtype, request.params["rid"])
+            except _ApiError as exc:
+                return exc.response()
+            rid = row["id"]
+            if rid in self._refusals:
+                self.count("delete_refused")
+                return _error(400, "USER_ERROR", "Error while accessing a resource. You do not have permission to "
+                              "delete this record.")
+            if rtype == "customer" and any(t["entity"] == rid for rtype_ in TRANSACTION_CODES
+                                           for t in self._rows[rtype_].values()):
+                self.count("delete_refused")
+                return _error(400, "USER_ERROR", _DEPENDENT)
+            del self._rows[rtype][rid]
+        return Response.empty(204)
+
+    def _list(self, request: Request) -> Response:
+        rtype = request.params["rtype"]
+        try:
+            limit = int(request.arg("limit", "1000") or 1000)
+            offset = int(request.arg("offset", "0") or 0)
+        except ValueError:
+            return _error(400, "INVALID_PARAMETER", "Invalid value for query parameter 'limit'.", query_param="limit")
+        if not 1 <= limit <= 1000 or offset < 0 or offset % limit:
+            return _error(400, "INVALID_PARAMETER", "Invalid value for query parameter 'limit' or 'offset'.",
+                          query_param="offset")
+        condition = request.arg("q")
+        with self._lock:
+            rows = sorted(self._rows[rtype].values(), key=lambda r: r["id"])
+            if condition:
+                match = re.fullmatch(r'\s*(\w+)\s+(IS|IS_NOT|CONTAIN|START_WITH)\s+"(.*)"\s*', condition)
+                spec = _BY_NAME[rtype].get(match.group(1).lower()) if match else None
+                if match is None or spec is None or spec.kind not in ("text", "email"):
+                    return _error(400, "INVALID_PARAMETER", "Invalid query parameter 'q'.", query_param="q")
+                op, wanted = match.group(2), match.group(3).lower()
+                tests: dict[str, Callable[[str], bool]] = {"IS": lambda v: v == wanted, "IS_NOT": lambda v: v != wanted,
+                         "CONTAIN": lambda v: wanted in v, "START_WITH": lambda v: v.startswith(wanted)}
+                rows = [r for r in rows if tests[op]((r.get(spec.name) or "").lower())]
+        base = f"{self._base(request)}{_RECORD}/{rtype}"
+        page = rows[offset : offset + limit]
+        return Response.json({
+            "links": [{"rel": "self", "href": f"{base}?{urlencode({'limit': limit, 'offset': offset})}"}],
+            "count": len(page), "hasMore": offset + len(page) < len(rows), "offset": offset,
+            "totalResults": len(rows),
+            "items": [{"links": [{"rel": "self", "href": f"{base}/{r['id']}"}], "id": str(r["id"])} for r in page],
+        }, headers={"Content-Type": "application/vnd.oracle.resource+json; type=collection"})
+
+    def _create_route(self, request: Request) -> Response:
+        self.count("record_create")
+        rtype = request.params["rtype"]
+        body = _json_or_none(request)
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_CONTENT", "Error while accessing a resource. The request body is not a JSON "
+                          "object.")
+        with self._lock:
+            try:
+                rid = self._create(rtype, body)
+            except _ApiError as exc:
+                return exc.response()
+        return Response.empty(204, {"Location": f"{self._base(request)}{_RECORD}/{rtype}/{rid}"})
+
+    # --- in-process API for tests and the demo ---
+
+    def seed_demo(self, seed: int = 7) -> dict[str, int]:
+        """Forget every record and load the demo account: the two subjects, the decoys, ~40 other customers.
+
+        Returns:
+            Records per record type.
+        """
+        with self._lock:
+            for rows in self._rows.values():
+                rows.clear()
+            self._refusals.clear()
+            self._entity_ids = itertools.count(101)
+            self._transaction_ids = itertools.count(2001)
+            _Seeder(self, random.Random(seed)).run()
+            return {rtype: len(rows) for rtype, rows in self._rows.items()}
+
+    def add_records(self, rtype: str, records: Sequence[Mapping[str, Any]], *, trusted: bool = True) -> list[str]:
+        """Create records in-process (REST field names; with `trusted`, audit dates may be given). Their ids."""
+        if rtype not in _SCHEMAS:
+            raise _ApiError(404, "NONEXISTENT_ID", f"Record type '{rtype}' does not exist.")
+        with self._lock:
+            return [str(self._create(rtype, record, trusted=trusted)) for record in records]
+
+    def record(self, rtype: str, record_id: str | int) -> dict[str, Any] | None:
+        """One stored record as ``GET ...?expandSubResources=true`` renders it (without links), or None."""
+        with self._lock:
+            try:
+                row = self._row(rtype, str(record_id))
+            except _ApiError:
+                return None
+            return _without_links(self._render(rtype, row, "http://sandbox", expand=True))
+
+    def records(self, rtype: str) -> list[dict[str, Any]]:
+        """Every stored record of a type, as `record` renders them."""
+        with self._lock:
+            return [_without_links(self._render(rtype, row, "http://sandbox", expand=True))
+                    for row in sorted(self._rows[rtype].values(), key=lambda r: r["id"])]
+
+    # --- store ---
+
+    def _row(self, rtype: str, rid: str) -> dict[str, Any]:
+        if not rid.isdigit():
+            raise _not_found()
+        row = self._rows[rtype].get(int(rid))
+        if row is None:
+            raise _not_found()
+        return row
+
+    def _create(self, rtype: str, values: Mapping[str, Any], *, trusted: bool = False) -> int:
+        row: dict[str, Any] = {f.name: ([] if f.kind == "sublist" else None) for f in _SCHEMAS[rtype]}
+        transaction = rtype in TRANSACTION_CODES
+        rid = next(self._transaction_ids if transaction else self._entity_ids)
+        row["id"] = rid
+        now = _now()
+        audit = {k: values[k] for k in ("dateCreated", "lastModifiedDate", "createdDate") if k in values}
+        rest = {k: v for k, v in values.items() if k not in audit}
+        if not trusted and audit:
+            raise _bad_content(f"The field {next(iter(audit))} is read-only.", next(iter(audit)))
+        if trusted and transaction:
+            for key in ("tranId", "status", "total"):
+                if key in rest:
+                    row[key] = rest.pop(key)
+        self._write(rtype, row, rest, replace=set(), creating=True)
+        for key in ("dateCreated", "createdDate"):
+            if key in row:
+                row[key] = _parse_moment(audit[key]) if key in audit else now
+        row["lastModifiedDate"] = _parse_moment(audit["lastModifiedDate"]) if "lastModifiedDate" in audit \
+            else row.get("dateCreated") or row.get("createdDate") or now
+        if transaction:
+            if row.get("tranId") is None:
+                prefix = {"invoice": "INV", "cashSale": "CS", "creditMemo": "CM", "customerPayment": "PYMT",
+                          "salesOrder": "SO"}[rtype]
+                row["tranId"] = f"{prefix}{rid:06d}"
+            row["status"] = row.get("status") or _STATUS[rtype]
+            if row.get("total") is None:
+                lines = row.get("item") or []
+                row["total"] = round(sum(float(line.get("amount") or 0) for line in lines), 2)
+            if row.get("entity") is None:
+                raise _bad_content("Please enter value(s) for: Customer", "entity")
+            if row.get("subsidiary") is None:
+                row["subsidiary"] = self._rows["customer"][row["entity"]]["subsidiary"]
+            if row.get("currency") is None:
+                row["currency"] = row["subsidiary"]
+            if row.get("tranDate") is None:
+                row["tranDate"] = now.date()
+        elif rtype == "contact" and row.get("entityId") is None:
+            row["entityId"] = " ".join(p for p in (row.get("firstName"), row.get("lastName")) if p) or f"Contact {rid}"
+        self._rows[rtype][rid] = row
+        return rid
+
+    def _write(self, rtype: str, row: dict[str, Any], values: Mapping[str, Any], *, replace: set[str],
+               creating: bool) -> None:
+        """Validate and apply field values (REST names); the caller holds the lock."""
+        fields = _BY_NAME[rtype]
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "links":
+                continue
+            spec = fields.get(key.lower())
+            if spec is None or spec.name != key:
+                raise _bad_content(f"Invalid field name: {key}. Provide a valid field name.", key)
+            if not spec.writable:
+                raise _bad_content(f"The field {key} is read-only.", key)
+            changes[spec.name] = self._value(spec, value)
+        for name in replace:
+            spec = fields.get(name.lower())
+            if spec is None or spec.kind != "sublist":
+                raise _ApiError(400, "INVALID_PARAMETER", f"Invalid value for query parameter 'replace': {name}.",
+                                query_param="replace")
+        candidate = {**row}
+        for name, value in changes.items():
+            spec = fields[name.lower()]
+            if spec.kind == "sublist" and not creating and name not in replace:
+                candidate[name] = [*row.get(name, []), *value]  # without replace, lines are added
+            else:
+                candidate[name] = value
+        for name in replace - set(changes):
+            candidate[name] = []
+        if rtype == "customer":
+            if candidate.get("subsidiary") is None:
+                raise _bad_content("Please enter value(s) for: Primary Subsidiary", "subsidiary")
+            person = bool(candidate.get("isPerson"))
+            if person and not candidate.get("lastName"):
+                raise _ApiError(400, "USER_ERROR", "Error while accessing a resource. Please enter value(s) for: "
+                                "Last Name", path="lastName")
+            if not person and not candidate.get("companyName"):
+                raise _ApiError(400, "USER_ERROR", "Error while accessing a resource. Please enter value(s) for: "
+                                "Company Name", path="companyName")
+            if candidate.get("entityId") is None:
+                candidate["entityId"] = (" ".join(p for p in (candidate.get("firstName"), candidate.get("lastName"))
+                                                  if p) if person else candidate.get("companyName"))
+        if rtype in ("customer", "contact") and candidate.get("entityId") is not None:
+            for other in self._rows[rtype].values():
+                if other["id"] != candidate["id"] and other.get("entityId") == candidate["entityId"]:
+                    raise _ApiError(400, "USER_ERROR", "Error while accessing a resource. This entity already exists.",
+                                    path="entityId")
+        row.update(candidate)
+        if not creating:
+            row["lastModifiedDate"] = _now()
+
+    def _value(self, spec: _Field, value: Any) -> Any:
+        bad = _bad_content(f"You have entered an Invalid Field Value {value} for the following field: {spec.name}",
+                           spec.name)
+        if spec.kind == "sublist":
+            items = value.get("items") if isinstance(value, dict) else None
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise bad
+            return [_without_links(item) for item in items]
+        if value is None or (value == "" and spec.kind in ("text", "email")):
+            return False if spec.kind == "bool" else None
+        if spec.kind in ("text", "email"):
+            if not isinstance(value, str):
+                raise bad
+            if spec.kind == "email" and not _EMAIL_RE.match(value):
+                raise bad
+            return value
+        if spec.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if spec.kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad
+            return value
+        if spec.kind == "date":
+            try:
+                return date.fromisoformat(str(value))
+            except ValueError:
+                raise bad from None
+        if spec.kind == "ref":
+            ref_id = value.get("id") if isinstance(value, dict) else None
+            if ref_id is None or not str(ref_id).isdigit():
+                raise bad
+            ref_id = int(ref_id)
+            known: Mapping[int, Any] = (_SUBSIDIARIES if spec.ref == "subsidiary" else _CURRENCIES
+                                        if spec.ref == "currency" else self._rows["customer"])
+            if ref_id not in known:
+                raise bad
+            return ref_id
+        raise bad
+
+    def _table_rows(self, table: str) -> list[dict[str, Any]]:
+        """Rows of a SuiteQL table: column -> Python value (int ids, dates, bools, strings)."""
+        types = list(TRANSACTION_CODES) if table == "transaction" else [table]
+        columns = _TABLES[table]
+        rows = []
+        for rtype in types:
+            for row in self._rows[rtype].values():
+                out: dict[str, Any] = {}
+                for column, spec in columns.items():
+                    if column == "type":
+                        out[column] = TRANSACTION_CODES[rtype]
+                    elif column == "recordtype":
+                        out[column] = rtype.lower()
+                    else:
+                        out[column] = row.get(spec.name)
+                rows.append(out)
+        rows.sort(key=lambda r: r["id"])
+        return rows
+
+    def _render(self, rtype: str, row: Mapping[str, Any], base: str, *, expand: bool) -> dict[str, Any]:
+        url = f"{base}{_RECORD}/{rtype}/{row['id']}"
+        body: dict[str, Any] = {"links": [{"rel": "self", "href": url}]}
+        for spec in _SCHEMAS[rtype]:
+            value = row.get(spec.name)
+            if spec.kind == "sublist":
+                link: dict[str, Any] = {"links": [{"rel": "self", "href": f"{url}/{spec.name}"}]}
+                if expand:
+                    items = [dict(item) for item in value or []]
+                    link.update({"items": items, "totalResults": len(items), "count": len(items), "hasMore": False,
+                                 "offset": 0})
+                body[spec.name] = link
+                continue
+            if value is None:
+                continue  # NetSuite leaves empty fields out
+            if spec.kind == "id":
+                body[spec.name] = str(value)
+            elif spec.kind == "ref":
+                body[spec.name] = self._ref(spec.ref or "", value, base)
+            elif spec.kind == "datetime":
+                body[spec.name] = _iso(value)
+            elif spec.kind == "date":
+                body[spec.name] = value.isoformat()
+            elif spec.name == "status":
+                body[spec.name] = {"id": value[:1], "refName": value}
+            else:
+                body[spec.name] = value
+        return body
+
+    def _ref(self, kind: str, ref_id: int, base: str) -> dict[str, Any]:
+        if kind == "subsidiary":
+            name = _SUBSIDIARIES[ref_id][0]
+        elif kind == "currency":
+            name = _CURRENCIES[ref_id]
+        else:
+            customer = self._rows["customer"].get(ref_id) or {}
+            name = customer.get("entityId") or customer.get("companyName") or str(ref_id)
+        return {"links": [{"rel": "self", "href": f"{base}{_RECORD}/{kind}/{ref_id}"}], "id": str(ref_id),
+                "refName": name}
+
+
+def _sort_key(value: Any) -> Any:
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, int | float):
+        return (0, value)
+    if isinstance(value, datetime):
+        return (1, value.timestamp())
+    if isinstance(value, date):
+        return (1, datetime.combine(value, datetime.min.time(), UTC).timestamp())
+    return (2, str(value))
+
+
+def _row_key(operand: _Operand, row: Mapping[str, Any]) -> Any:
+    return _sort_key(_operand_value(operand, row))
+
+
+def _parse_moment(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).replace("Z", "+00:00")
+    moment = datetime.fromisoformat(text) if "T" in text else datetime.fromisoformat(f"{text}T00:00:00+00:00")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _without_links(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_links(v) for k, v in value.items() if k != "links"}
+    if isinstance(value, list):
+        return [_without_links(v) for v in value]
+    return value
+
+
+def _json_or_none(request: Request) -> Any:
+    try:
+        return request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _host_of(account_id: str) -> str:
+    return f"{account_id.lower().replace('_', '-')}.suitetalk.api.netsuite.com"
+
+
+def _netsuite_405(response: Response | None) -> Response | None:
+    """The kit answers a known path under another method with its own 405 body; NetSuite's is its error shape."""
+    if response is not None and response.status == 405 and b"o:errorDetails" not in response.body:
+        return _error(405, "INVALID_METHOD", "Invalid request method. The method is not allowed for this resource.")
+    return response
+
+
+# --- a client for tests and the demo ------------------------------------------------------------------------
+
+
+class AccountClient:
+    """Calls the sandbox as any TBA integration would: `requests` + `requests_oauthlib.OAuth1` (HMAC-SHA256).
+
+    Also wraps the sandbox's control API (faults, seeding, stats, the login audit trail).
+    """
+
+    def __init__(self, base_url: str, *, account_id: str = DEMO_ACCOUNT_ID, consumer_key: str = DEMO_CONSUMER_KEY,
+                 consumer_secret: str = DEMO_CONSUMER_SECRET, token_id: str = DEMO_TOKEN_ID,
+                 token_secret: str = DEMO_TOKEN_SECRET, timeout: float = 10.0) -> None:
+        self.base_url, self.timeout = base_url.rstrip("/"), timeout
+        self.auth = OAuth1(consumer_key, consumer_secret, token_id, token_secret,
+                           signature_method=SIGNATURE_HMAC_SHA256, realm=account_id)
+        self._http = requests.Session()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One signed call to a path under the base URL (``/services/rest/...``)."""
+        kwargs.setdefault("auth", self.auth)
+        return self._http.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+
+    def suiteql(self, q: str, *, limit: int = PAGE_MAX, offset: int = 0) -> requests.Response:
+        """One SuiteQL page."""
+        return self.call("POST", _SUITEQL, params={"limit": limit, "offset": offset}, json={"q": q},
+                         headers={"Prefer": "transient"})
+
+    def rows(self, q: str) -> list[dict[str, Any]]:
+        """Every row of a SuiteQL query (pages followed with limit/offset)."""
+        rows: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            answer = self.suiteql(q, offset=offset)
+            answer.raise_for_status()
+            page = answer.json()
+            rows.extend(page["items"])
+            if not page["hasMore"]:
+                return rows
+            offset += PAGE_MAX
+
+    def create(self, rtype: str, fields: Mapping[str, Any]) -> str:
+        """``POST record/v1/{type}`` (204 with Location); the new record's id."""
+        answer = self.call("POST", f"{_RECORD}/{rtype}", json=dict(fields))
+        if answer.status_code != 204:
+            raise RuntimeError(f"create {rtype} failed: {answer.status_code} {answer.text}")
+        return answer.headers["Location"].rsplit("/", 1)[1]
+
+    def control(self, action: str, body: Mapping[str, Any] | None = None) -> Any:
+        """POST a sandbox control action (``faults``, ``reset``, ``seed-demo``, ``add-records``...)."""
+        answer = self._http.post(f"{self.base_url}{CONTROL_PREFIX}/{action}", json=dict(body or {}),
+                                 timeout=self.timeout)
+        answer.raise_for_status()
+        return answer.json()
+
+    def stats(self) -> dict[str, int]:
+        answer = self._http.get(f"{self.base_url}{CONTROL_PREFIX}/stats", timeout=self.timeout)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def login_audit(self) -> list[dict[str, Any]]:
+        answer = self._http.get(f"{self.base_url}{CONTROL_PREFIX}/login-audit", timeout=self.timeout)
+        answer.raise_for_status()
+        return list(answer.json()["entries"])
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# --- demo seed -------------------------------------------------------------------------------------------------
+
+_FIRST = ("Alice", "Bruno", "Chloe", "Daniel", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kavya", "Lucas",
+          "Marta", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tessa", "Umar", "Vera", "Wei", "Zofia")
+_LAST = ("Andersen", "Barbosa", "Chen", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova", "Jansen",
+         "Kowalski", "Larsen", "Moreau", "Novak", "Okafor", "Petrov", "Rossi", "Silva", "Tanaka", "Walsh")
+_COMPANIES = (("Northwind Networks", "northwind.example"), ("Bluewater Datacentres", "bluewater-dc.example"),
+              ("Helix Carrier Services", "helixcarrier.example"), ("Lumen Edge Hosting", "lumenedge.example"),
+              ("Orbital Exchange", "orbital-ix.example"), ("Tidal Cloud", "tidalcloud.example"))
+_PRODUCTS = (("QSFP28 100G-LR4 transceiver", 289.0), ("SFP+ 10G-SR transceiver", 24.0),
+             ("MPO-12 OM4 trunk cable, 30 m", 189.0), ("QSFP-DD 400G-DR4 transceiver", 649.0),
+             ("LC-LC OS2 duplex patch cable, 3 m", 6.5))
+_CITIES = {1: ("Rochester", "US"), 2: ("London", "GB"), 3: ("Eindhoven", "NL"), 4: ("Campinas", "BR"),
+           5: ("Ottawa", "CA")}
+
+
+class _Seeder:
+    """Builds the demo account from a seeded generator and fixed dates (never the clock)."""
+
+    def __init__(self, vendor: NetSuiteSandbox, rng: random.Random) -> None:
+        self.vendor, self.rng = vendor, rng
+        self.entity_ids: set[str] = set()
+
+    def entity_id(self, name: str) -> str:
+        """Entity ids are unique per record type: a namesake gets a number, as NetSuite users do."""
+        candidate, number = name, 2
+        while candidate in self.entity_ids:
+            candidate, number = f"{name} {number}", number + 1
+        self.entity_ids.add(candidate)
+        return candidate
+
+    def add(self, rtype: str, values: Mapping[str, Any]) -> int:
+        return self.vendor._create(rtype, values, trusted=True)
+
+    def address(self, name: str, subsidiary: int) -> dict[str, Any]:
+        city, country = _CITIES[subsidiary]
+        return {"label": "Billing", "defaultBilling": True, "defaultShipping": True,
+                "addressBookAddress": {"addressee": name, "addr1": f"{self.rng.randint(1, 240)} High Street",
+                                       "city": city, "zip": f"{self.rng.randint(10000, 99999)}", "country": country}}
+
+    def customer(self, first: str, last: str, email: str | None, subsidiary: int, created: datetime, *,
+                 person: bool = True, company: str | None = None, phone: bool = True, comments: str | None = None,
+                 **extra: Any) -> int:
+        values: dict[str, Any] = {
+            "isPerson": person, "email": email, "subsidiary": {"id": str(subsidiary)},
+            "addressBook": {"items": [self.address(f"{first} {last}" if person else company or last, subsidiary)]},
+            "dateCreated": created, "lastModifiedDate": created + timedelta(days=self.rng.randint(0, 300)),
+            "comments": comments, **extra,
+        }
+        if person:
+            values.update({"firstName": first, "lastName": last, "entityId": self.entity_id(f"{first} {last}")})
+        else:
+            values.update({"companyName": company, "entityId": self.entity_id(company or last)})
+        if phone:
+            values["phone"] = f"+44 20 7946 {self.rng.randint(1000, 9999)}"
+        return self.add("customer", values)
+
+    def sale(self, rtype: str, customer: int, day: date, email: str | None, *, memo: str | None = None) -> int:
+        product, price = self.rng.choice(_PRODUCTS)
+        quantity = self.rng.choice((2, 4, 10, 24))
+        moment = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=10)
+        values: dict[str, Any] = {"entity": {"id": str(customer)}, "tranDate": day.isoformat(), "email": email,
+                                  "memo": memo, "createdDate": moment, "lastModifiedDate": moment}
+        if rtype == "customerPayment":
+            values["total"] = round(price * quantity, 2)
+            values["apply"] = {"items": [{"apply": True, "amount": round(price * quantity, 2)}]}
+        else:
+            values["item"] = {"items": [{"line": 1, "item": {"id": "1", "refName": product}, "quantity": quantity,
+                                         "rate": price, "amount": round(price * quantity, 2)}]}
+        return self.add(rtype, values)
+
+    def run(self) -> None:
+        # Ada: a customer with invoices and a payment (NetSuite refuses the delete: anonymised, kept for tax);
+        # a second, later web-shop registration as a prospect customer and a contact at her company's
+        # account, neither with transactions (both deleted).
+        ada = self.customer("Ada", "Lovelace", "Ada.Lovelace@Example.com", 2, datetime(2015, 11, 3, 9, 12, tzinfo=UTC),
+                            comments="Prefers invoices by e-mail; met at OFC 2024.", mobilePhone="+44 7700 900123")
+        self.sale("invoice", ada, date(2024, 3, 14), "Ada.Lovelace@Example.com", memo="PO 2024-17, Ada Lovelace")
+        self.sale("invoice", ada, date(2025, 11, 20), "Ada.Lovelace@Example.com", memo="PO 2025-88")
+        self.sale("customerPayment", ada, date(2025, 12, 5), None)
+        self.customer("Ada", "Lovelace", ERASURE_SUBJECT, 2, datetime(2025, 6, 1, 8, 0, tzinfo=UTC),
+                      phone=False)
+        engines = self.customer("", "", "accounts@analytical-engines.example", 2,
+                                datetime(2016, 1, 5, 10, 0, tzinfo=UTC), person=False, company="Analytical Engines Ltd")
+        self.sale("invoice", engines, date(2025, 2, 1), "accounts@analytical-engines.example")
+        self.add("contact", {"firstName": "Ada", "lastName": "Lovelace", "email": "ADA.LOVELACE@example.com",
+                             "title": "Chief Engineer", "company": {"id": str(engines)}, "subsidiary": {"id": "2"},
+                             "phone": "+44 20 7946 0815", "dateCreated": datetime(2016, 1, 5, 10, 5, tzinfo=UTC)})
+        # Grace: a US customer with an invoice and a cash sale, and a contact record, for her access request.
+        grace = self.customer("Grace", "Hopper", ACCESS_SUBJECT, 1, datetime(2020, 2, 11, 11, 30, tzinfo=UTC),
+                              comments="Navy procurement contact.")
+        self.sale("invoice", grace, date(2024, 9, 9), ACCESS_SUBJECT)
+        self.sale("cashSale", grace, date(2025, 4, 2), ACCESS_SUBJECT)
+        self.add("contact", {"firstName": "Grace", "lastName": "Hopper", "email": "Grace.Hopper@Example.org",
+                             "title": "Rear Admiral", "company": {"id": str(grace)}, "subsidiary": {"id": "1"},
+                             "dateCreated": datetime(2020, 2, 11, 11, 35, tzinfo=UTC)})
+        for number, email in enumerate(DECOY_EMAILS):
+            first, last = _FIRST[number], _LAST[-1 - number]
+            decoy = self.customer(first, last, email, 3, datetime(2021, 3, 1 + number, 10, 0, tzinfo=UTC))
+            self.sale("invoice", decoy, date(2024, 5, 1 + number), email)
+            self.add("contact", {"firstName": first, "lastName": f"{last} (contact)", "email": email,
+                                 "company": {"id": str(decoy)}, "subsidiary": {"id": "3"},
+                                 "dateCreated": datetime(2021, 3, 1 + number, 10, 5, tzinfo=UTC)})
+        used: set[str] = set()
+        for _ in range(40):
+            first, last = self.rng.choice(_FIRST), self.rng.choice(_LAST)
+            _company, domain = self.rng.choice(_COMPANIES)
+            email = f"{first}.{last}@{domain}".lower()
+            suffix = 2
+            while email in used:
+                email, suffix = f"{first}.{last}{suffix}@{domain}".lower(), suffix + 1
+            used.add(email)
+            subsidiary = self.rng.randint(1, 5)
+            created = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=self.rng.randrange(2000))
+            customer = self.customer(first, last, email, subsidiary, created)
+            for _sale in range(self.rng.choice((0, 1, 1, 2, 3))):
+                day = created.date() + timedelta(days=self.rng.randrange(30, 900))
+                self.sale(self.rng.choice(("invoice", "invoice", "cashSale", "salesOrder")), customer,
+                          min(day, date(2026, 6, 30)), email)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sandbox.netsuite --port N`: serve a seeded demo account until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.netsuite", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="loopback port (default: any free port)")
+    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser.add_argument("--no-seed", action="store_true", help="start with an empty account")
+    parser.add_argument("--max-concurrency", type=int, default=15, help="calls in flight before 429 (default 15)")
+    parser.add_argument("--certificate", action="append", default=[], metavar="CLIENT_ID:CERT_ID:PEM_FILE",
+                        help="register a public key for OAuth 2.0 client credentials (repeatable)")
+    args = parser.parse_args(argv)
+    vendor = NetSuiteSandbox(max_concurrency=args.max_concurrency)
+    for entry in args.certificate:
+        client_id, cert_id, path = entry.split(":", 2)
+        with open(path, "rb") as handle:
+            vendor.register_certificate(client_id, cert_id, handle.read())
+    if not args.no_seed:
+        vendor.seed_demo(args.seed)
+    serve_forever(vendor, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
