@@ -14,7 +14,9 @@ from connectors.base import Connector, ConnectorConfigError
 
 _MODULES: Mapping[str, str] = {
     "crm_sql": "connectors.crm_sql",
+    "google_ads": "connectors.google_ads",
     "hubspot": "connectors.hubspot",
+    "linkedin": "connectors.linkedin",
     "manual": "connectors.manual",
     "netsuite": "connectors.netsuite",
     "salesforce": "connectors.salesforce",

@@ -16,7 +16,7 @@ from dsr.contract import DataCategory, ErasureAction
 from dsr.deadlines import DeadlineRules, Regime
 from dsr.escalation import Thresholds
 from dsr.models import RequestType
-from dsr.notify import ChannelsConfig
+from dsr.notify import ChannelsConfig, SmtpConfig
 
 
 class ConfigError(ValueError):
@@ -139,6 +139,14 @@ class RetentionPolicy(_Strict):
     rules: dict[DataCategory, RetentionRule] = Field(default_factory=dict)
 
 
+class IntakePolicy(_Strict):
+    """The public OpenDSR intake (`/opendsr/...`): codes by e-mail, duplicates, callbacks."""
+
+    email: SmtpConfig | None = None  # where codes are sent from (recipients unused: codes go to the subject)
+    duplicate_window_days: Annotated[int, Field(gt=0, le=365)] = 7
+    callback_url_prefixes: tuple[str, ...] = ()  # allowed status_callback_urls (empty: public https only)
+
+
 class SubjectSummary(_Strict):
     """Plain-language text for the subject package, drawn from the privacy policy."""
 
@@ -160,6 +168,7 @@ class Policy(_Strict):
     deadlines: DeadlinePolicy = DeadlinePolicy()
     escalation: EscalationPolicy = EscalationPolicy()
     retention: RetentionPolicy = RetentionPolicy()
+    intake: IntakePolicy = IntakePolicy()
     subject_summary: SubjectSummary
 
     @model_validator(mode="after")

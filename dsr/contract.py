@@ -120,7 +120,9 @@ class ConnectorInfo:
     system: str
     kind: str
     version: str
-    write_only: bool = False  # ad audiences: erasure cannot be verified by re-query
+    # Ad audiences: erasure cannot be verified by re-query, and `erase(decisions, subject=...)`
+    # takes the subject (the refs name audiences, not people).
+    write_only: bool = False
     # Steps a person must do ("discover", "export", "erase"): the pipeline opens a manual task for
     # them and waits (Wistia has no delete endpoint; the website portal has no API at all).
     manual_steps: frozenset[str] = frozenset()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dsr.bundle import build_bundle
+from dsr.callbacks import on_status_change
 from dsr.contract import (
     Connector,
     DataCategory,
@@ -157,6 +158,7 @@ class RequestRunner:
 
         self.ledger.append(request_id, EventType.RUN_STARTED, {"systems": list(systems), "action": action},
                            actor=RUNNER, guard=guard)
+        on_status_change(self.service, request_id)
         todo = tuple(s for s in systems if state.systems.get(s) is None
                      or state.systems[s].status != SystemStatus.COMPLETED)
         return RunPlan(request_id, todo, systems, action)
@@ -330,7 +332,9 @@ class RequestRunner:
             self.ledger.append(request_id, EventType.SYSTEM_ERASE_PLANNED, planned, actor=RUNNER)
         decisions = [_decision_from_dict(system, d) for d in planned["decisions"]]
         if "erase" not in done.steps_done:
-            receipt = connector.erase(decisions)
+            # A write-only audience's refs name lists, not people: it needs the subject to remove.
+            receipt = (connector.erase(decisions, subject=subject)  # type: ignore[call-arg]
+                       if connector.info.write_only else connector.erase(decisions))
             self.ledger.append(request_id, EventType.SYSTEM_ERASED, _receipt_payload(system, receipt), actor=RUNNER)
             if receipt.failed:
                 raise RuntimeError(f"{len(receipt.failed)} record(s) could not be erased in {system}")
@@ -383,6 +387,7 @@ class RequestRunner:
         if state.package:
             package_path = self.service.settings.packages_path / request_id / state.package["file"]
         results = tuple(self._result(state, name) for name in sorted(state.systems))
+        on_status_change(self.service, request_id)
         return RunOutcome(request_id, state.status, state.outcome_reason, results, bundle_path, package_path,
                           bundle_uri)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dsr.access import Principal, Role, new_token, token_hash
 from dsr.bundle import contains_email_address
+from dsr.callbacks import on_status_change
 from dsr.config import DataMap, Policy, load_data_map, load_policy
 from dsr.deadlines import (
     ClockEvent,
@@ -181,6 +182,7 @@ class DsrService:
         self.ledger.append(request_id, EventType.VERIFIED, {"method": method, "note": note},
                            actor=actor or self.settings.actor, guard=guard)
         log.info("request %s verified by %s", request_id, method)
+        on_status_change(self, request_id)
         return self.state(request_id)
 
     def extend(self, request_id: str, *, reason: str, actor: str | None = None,
@@ -348,4 +350,5 @@ class DsrService:
 
         self.ledger.append(request_id, EventType.CANCELLED, {"reason": reason},
                            actor=actor or self.settings.actor, guard=guard)
+        on_status_change(self, request_id)
         return self.state(request_id)

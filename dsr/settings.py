@@ -35,6 +35,8 @@ class Settings(BaseSettings):
         default=None, description="HMAC key for identity hashes; default a key file generated under home/keys."
     )
     actor: str = Field(default="privacy-office", description="Who the CLI records as the actor of its events.")
+    callback_key: SecretStr | None = Field(
+        default=None, description="HMAC key for OpenDSR status callbacks; default derived from the identity key.")
 
     # Evidence and package storage (dsr.storage): local directories unless DSR_STORAGE_BACKEND=s3.
     storage_backend: str | None = None

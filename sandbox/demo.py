@@ -10,9 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sandbox.google_ads import DEMO_CLIENT_ID as GOOGLE_CLIENT_ID
+from sandbox.google_ads import DEMO_CLIENT_SECRET as GOOGLE_CLIENT_SECRET
+from sandbox.google_ads import DEMO_DEVELOPER_TOKEN as GOOGLE_DEVELOPER_TOKEN
+from sandbox.google_ads import DEMO_REFRESH_TOKEN as GOOGLE_REFRESH_TOKEN
+from sandbox.google_ads import GoogleAdsSandbox
 from sandbox.hubspot import DEMO_TOKEN as HUBSPOT_TOKEN
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.kit import SandboxServer
+from sandbox.linkedin import DEMO_TOKEN as LINKEDIN_TOKEN
+from sandbox.linkedin import LinkedInSandbox
 from sandbox.netsuite import DEMO_ACCOUNT_ID as NS_ACCOUNT_ID
 from sandbox.netsuite import DEMO_CONSUMER_KEY as NS_CONSUMER_KEY
 from sandbox.netsuite import DEMO_CONSUMER_SECRET as NS_CONSUMER_SECRET
@@ -38,8 +45,13 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
     wistia.seed_demo(seed)
     netsuite = NetSuiteSandbox()
     netsuite.seed_demo(seed)
+    google_ads = GoogleAdsSandbox()
+    google_ads.seed_demo(seed)
+    linkedin = LinkedInSandbox()
+    linkedin.seed_demo(seed)
     servers = {"hubspot": SandboxServer(hubspot).start(), "salesforce": SandboxServer(salesforce).start(),
-               "wistia": SandboxServer(wistia).start(), "netsuite": SandboxServer(netsuite).start()}
+               "wistia": SandboxServer(wistia).start(), "netsuite": SandboxServer(netsuite).start(),
+               "google_ads": SandboxServer(google_ads).start(), "linkedin": SandboxServer(linkedin).start()}
     env = {
         "DSR_HUBSPOT_URL": servers["hubspot"].url,
         "DSR_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
@@ -56,6 +68,14 @@ def demo_sandboxes(seed: int = 7) -> Iterator[tuple[dict[str, SandboxServer], di
         "DSR_NS_CONSUMER_SECRET": NS_CONSUMER_SECRET,
         "DSR_NS_TOKEN_ID": NS_TOKEN_ID,
         "DSR_NS_TOKEN_SECRET": NS_TOKEN_SECRET,
+        "DSR_GOOGLE_ADS_URL": servers["google_ads"].url,
+        "DSR_GOOGLE_ADS_TOKEN_URL": f"{servers['google_ads'].url}/token",
+        "DSR_GOOGLE_ADS_CLIENT_ID": GOOGLE_CLIENT_ID,
+        "DSR_GOOGLE_ADS_CLIENT_SECRET": GOOGLE_CLIENT_SECRET,
+        "DSR_GOOGLE_ADS_REFRESH_TOKEN": GOOGLE_REFRESH_TOKEN,
+        "DSR_GOOGLE_ADS_DEVELOPER_TOKEN": GOOGLE_DEVELOPER_TOKEN,
+        "DSR_LINKEDIN_URL": servers["linkedin"].url,
+        "DSR_LINKEDIN_TOKEN": LINKEDIN_TOKEN,
     }
     try:
         yield servers, env

@@ -209,7 +209,7 @@ def test_an_intact_bundle_of_another_request_does_not_pass_for_this_one(cli_env:
 def test_holds_and_a_guarded_purge_from_the_command_line(cli_env: Settings) -> None:
     placed = runner.invoke(app, ["hold", "add", "--email", "ada.lovelace@example.com", "--ref", "LIT-7",
                                  "--reason", "litigation"])
-    assert placed.exit_code == 0 and "hmac-sha256:" in placed.output and "ada" not in placed.output
+    assert placed.exit_code == 0 and "hmac-sha256:" in placed.output and "ada.lovelace" not in placed.output
     assert "LIT-7" in runner.invoke(app, ["hold", "list"]).output
     dry = runner.invoke(app, ["purge", "--dry-run", "--system", "crm"])
     assert dry.exit_code == 3 and "nothing was deleted" in dry.output and "dry run" in dry.output

@@ -5,6 +5,7 @@ that repeat nothing, evidence that verifies, a package the subject can read)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -92,7 +93,7 @@ def test_erasure_deletes_the_subject_anonymises_tax_records_and_spares_decoys(
 
     assert outcome.status == Status.COMPLETED, outcome.reason
     results = {r.system: r for r in outcome.systems}
-    assert set(results) == {"crm", "hubspot", "netsuite", "salesforce"}
+    assert set(results) == {"crm", "google_ads", "hubspot", "linkedin", "netsuite", "salesforce"}
     crm, hubspot, salesforce = results["crm"], results["hubspot"], results["salesforce"]
     assert crm.actions.get("delete", 0) > 0 and crm.actions.get("anonymise", 0) > 0
     assert hubspot.records_found > 1 and hubspot.actions.get("delete", 0) > 0 and hubspot.remaining == 0
@@ -103,6 +104,14 @@ def test_erasure_deletes_the_subject_anonymises_tax_records_and_spares_decoys(
     netsuite = results["netsuite"]
     assert netsuite.actions.get("delete", 0) >= 1 and netsuite.actions.get("anonymise", 0) >= 1
     assert netsuite.remaining == 0
+    # Ad audiences: the subject's hash is removed from every list and segment, decoys' hashes stay.
+    digest = hashlib.sha256(ERASURE_SUBJECT.encode()).hexdigest()
+    for system, lists in (("google_ads", ("111", "222", "333")), ("linkedin", ("8001", "8002", "8003"))):
+        assert results[system].status == "completed"
+        vendor = sandboxes[system].vendor
+        for name in lists:
+            members = vendor.members(name)
+            assert digest not in members and len(members) > 0, (system, name)
     org = OrgClient(sandboxes["salesforce"].url)
     assert org.query(f"SELECT Id FROM Contact WHERE Email = '{ERASURE_SUBJECT}'") == []
     for decoy in SALESFORCE_DECOYS:
@@ -164,7 +173,8 @@ def test_a_failed_system_leaves_the_request_partially_completed_and_a_rerun_fini
     events = sqlite_service.events(request_id)
     # Discovery and decisions were read back from the ledger, not redone.
     for step in ("system.discovered", "system.erase_planned"):
-        assert [e.payload["system"] for e in events if e.type == step] == ["crm", "hubspot", "netsuite", "salesforce"]
+        assert [e.payload["system"] for e in events if e.type == step] == [
+            "crm", "google_ads", "hubspot", "linkedin", "netsuite", "salesforce"]
     assert [b["version"] for b in sqlite_service.state(request_id).bundles] == [1, 2]
     assert outcome.bundle_path.name == "evidence-v2.zip"
 
@@ -194,7 +204,6 @@ def test_access_request_delivers_a_package_the_subject_can_read(sqlite_service: 
     assert _crm_rows(crm_url, "SELECT count(*) FROM contacts WHERE lower(trim(email)) = ?", ACCESS_SUBJECT) == [(1,)]
     # The evidence holds the package's hash, never its contents.
     state = sqlite_service.state(request_id)
-    import hashlib
     assert state.package["sha256"] == hashlib.sha256(outcome.package_path.read_bytes()).hexdigest()
     with zipfile.ZipFile(outcome.bundle_path) as bundle:
         everything = b"".join(bundle.read(n) for n in bundle.namelist())

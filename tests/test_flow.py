@@ -44,7 +44,7 @@ def test_flow_carries_out_an_erasure_and_a_second_run_adds_nothing(flow_service:
     request_id = _verified(flow_service)
     result = process_request(request_id)
     assert result["status"] == "completed"
-    assert [s["system"] for s in result["systems"]] == ["crm", "hubspot", "netsuite", "salesforce"]
+    assert [s["system"] for s in result["systems"]] == ["crm", "google_ads", "hubspot", "linkedin", "netsuite", "salesforce"]
     assert all(s["remaining"] == 0 for s in result["systems"])
     signer = load_or_create_signing_key(flow_service.settings.signing_key_path)
     assert verify_bundle(Path(result["bundle"]), signer.public_key).ok

@@ -13,7 +13,7 @@ request (404); no route ever returns a stack trace.
 """
 
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, BinaryIO, Protocol
 
@@ -23,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dsr.access import AccessConfig, Principal, Role
 from dsr.api.auth import principal_resolver, request_id_or_400, require
+from dsr.api.intake import router as opendsr_router
 from dsr.api.pages import mount_pages
 from dsr.bundle import verify_bundle
 from dsr.deadlines import DeadlineError
 from dsr.ledger.store import UnknownRequest
 from dsr.models import RequestInputError, parse_new_request
+from dsr.notify import SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState
@@ -88,7 +90,9 @@ def _sealed_hash(state: RequestState, version: int) -> str | None:
     return next((b.get("sha256") for b in state.bundles if b["version"] == version), None)
 
 
-def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceReader) -> FastAPI:
+def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceReader, *,
+               intake_smtp: Callable[[], SmtpConfig | None] | None = None,
+               callback_url_prefixes: tuple[str, ...] | None = None) -> FastAPI:
     app = FastAPI(title="dsr-pipeline", version="0.1.0",
                   description="Data-subject requests: intake, status, evidence bundles and packages.")
     resolve = principal_resolver(service, access)
@@ -100,8 +104,11 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     @app.middleware("http")
     async def refuse_oversized(request: Request, call_next: Any) -> Any:
         declared = request.headers.get("content-length")
+        if request.method == "POST" and "chunked" in request.headers.get("transfer-encoding", "").lower():
+            # A chunked body has no declared size to check against the cap: ask for one.
+            return _error(status.HTTP_411_LENGTH_REQUIRED, None, "a Content-Length is required")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _error(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, None, f"body over {MAX_BODY_BYTES} bytes")
+            return _error(status.HTTP_413_CONTENT_TOO_LARGE, None, f"body over {MAX_BODY_BYTES} bytes")
         return await call_next(request)
 
     @app.exception_handler(RequestInputError)
@@ -261,5 +268,13 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         return StreamingResponse(chunks(), media_type="application/zip", headers={
             "Content-Disposition": f'attachment; filename="your-data-{state.request_id}.zip"'})
 
+    intake = service.policy.intake
+    routes = opendsr_router(
+        service, intake_smtp or (lambda: intake.email or service.policy.escalation.channels.email),
+        duplicate_window=timedelta(days=intake.duplicate_window_days),
+        callback_url_prefixes=callback_url_prefixes if callback_url_prefixes is not None
+        else intake.callback_url_prefixes)
+    app.include_router(routes)
+    app.state.intake = routes.intake  # the router carries its Intake (tests read it)
     mount_pages(app, service=service, resolve=resolve, evidence=evidence)
     return app

@@ -1,0 +1,490 @@
+"""LinkedIn Matched Audiences: remove the subject from configured DMP segments (plain `requests`).
+
+Per configured segment (``urn:li:dmpSegment:{id}``), one ``POST https://api.linkedin.com/rest/dmpSegments/{id}/users``
+with ``X-RestLi-Method: BATCH_CREATE`` and
+``{"elements": [{"action": "REMOVE", "userIds": [{"idType": "SHA256_EMAIL", "idValue": "<64 hex>"}]}]}``
+(vendor-apis.md section 5). LinkedIn answers 200 with one status per element: 201 is done (also when the
+member was not there: removal is idempotent "by design"); any other element status makes that segment's
+outcome not done, with the status (a partial failure in one batch does not fail the others).
+
+Headers on every call: ``Authorization: Bearer``, ``LinkedIn-Version: <settings.version>`` (YYYYMM; LinkedIn
+sunsets a version about a year after release and then answers **426** ``NONEXISTENT_VERSION``, which
+becomes a `ConnectorError` naming ``settings.version``), ``X-Restli-Protocol-Version: 2.0.0``.
+
+Contract mapping (DESIGN.md): segments are write-only audiences.
+
+- `discover`: one ref per configured segment (object ``dmp_segment``, id = the segment's numeric id,
+  categories from `categories`, marketing by default), meaning "this segment may contain the subject";
+  no call. It remembers the subject for `erase`.
+- `export`: one record per segment saying membership is not readable; no call, no hash.
+- `erase`: the removal above, one request per segment; RETAIN makes no call; ANONYMISE is carried out as a
+  removal. Outcomes are "removal accepted" (element status 201), never `already_gone`: absence cannot be
+  seen. `erase` takes an optional ``subject=``, else the subject `discover` saw (the refs do not say whom
+  to remove).
+- `verify_erased`: ``[]``; `info.write_only` tells the runner the removal cannot be verified by re-query.
+
+Hashing (section 5): trim, lower-case, SHA-256 of the UTF-8 bytes, lower-case hex.
+
+Credentials: a 3-legged OAuth access token with ``rw_dmp_segments``, read from the environment variable
+named by `token_env` (LinkedIn access tokens live 60 days; a 401 is a `ConnectorError` asking for a new one,
+never retried).
+
+Pacing: a client-side window (`rate_limit`, 500 ``/users`` calls per minute by default: the lower of the
+500-600 LinkedIn documents). Retries (tenacity): 429 for a per-minute throttle (LinkedIn sends no
+``Retry-After``: exponential backoff with jitter), 5xx, resets and timeouts. A DAY throttle does not
+clear until UTC midnight and is not retried.
+
+Neither the address nor its hash reaches an exception, a log or an outcome: errors carry the system, the
+operation, the segment URN, LinkedIn's status and its token-like ``code`` only, never its message text,
+and are raised outside ``except`` blocks (nothing chained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.base import (
+    ConnectorConfigError,
+    ConnectorError,
+    ConnectorInfo,
+    DataCategory,
+    ErasureAction,
+    ErasureDecision,
+    Receipt,
+    Record,
+    RecordOutcome,
+    RecordRef,
+    Subject,
+    describe_validation_error,
+    outcome_for,
+    receipt_id,
+    subject_email,
+    unique_decisions,
+)
+from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
+
+KIND = "linkedin"
+VERSION = "linkedin/1"
+OBJECT = "dmp_segment"
+DEFAULT_BASE_URL = "https://api.linkedin.com"
+RESTLI_PROTOCOL_VERSION = "2.0.0"
+LATENCY_MARGIN = 0.02
+
+_ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_BASE_URL = re.compile(r"^https?://[^\s/@]+(:\d+)?/?$")
+_SEGMENT_URN = re.compile(r"^urn:li:dmpSegment:(?P<id>\d{1,20})$")
+_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,79}$")
+_THROTTLE = re.compile(r"throttle (?P<scope>[A-Z]+) (?P<period>[A-Z]+) limit")
+
+
+def sha256_email(email: str) -> str:
+    """LinkedIn's ``SHA256_EMAIL``: trim, lower-case, SHA-256 of the UTF-8 bytes, lower-case hex."""
+    normalised = email.strip().lower()
+    if not normalised:
+        raise ValueError("empty address")
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+# --- settings ---------------------------------------------------------------------------------------------
+
+
+class RateLimitSpec(BaseModel):
+    """At most `calls` in any `period_seconds`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calls: int = Field(ge=1)
+    period_seconds: float = Field(gt=0)
+
+
+class LinkedInSettings(BaseModel):
+    """The `settings:` block of a `linkedin` system in `systems.yaml`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = Field(default=None, min_length=1)
+    base_url_env: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
+    version: str  # LinkedIn-Version, YYYYMM (or YYYYMM.RR)
+    token_env: str = Field(pattern=_ENV_VAR_NAME)
+    segments: tuple[str, ...] = Field(min_length=1)
+    categories: tuple[DataCategory, ...] = Field(default=(DataCategory.MARKETING,), min_length=1)
+    rate_limit: RateLimitSpec = RateLimitSpec(calls=500, period_seconds=60)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    retry_attempts: int = Field(default=5, ge=1, le=20)
+    retry_max_wait: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in ("token", "access_token", "client_secret", "refresh_token"):
+                if key in data:
+                    raise ValueError(f"{key}: never put a token in systems.yaml; name its environment variable "
+                                     "with token_env")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> LinkedInSettings:
+        if self.base_url is not None and self.base_url_env is not None:
+            raise ValueError("base_url_env: give either base_url or base_url_env, not both")
+        if self.base_url is not None and not _BASE_URL.match(self.base_url):
+            raise ValueError("base_url: must be http(s)://host[:port], without a path or credentials")
+        if not re.fullmatch(r"20\d{2}(0[1-9]|1[0-2])(\.\d{2})?", self.version):
+            raise ValueError("version: must be a LinkedIn-Version YYYYMM (or YYYYMM.RR), e.g. \"202604\"")
+        for index, urn in enumerate(self.segments):
+            if not _SEGMENT_URN.match(urn):
+                raise ValueError(f"segments.{index}: must be a DMP segment URN, urn:li:dmpSegment:<id>")
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError("segments: names a segment twice")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("categories: names a category twice")
+        return self
+
+
+def parse_settings(system: str, settings: Mapping[str, Any]) -> LinkedInSettings:
+    """Validate a system's settings.
+
+    Raises:
+        ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
+    """
+    raw = dict(settings) if isinstance(settings, Mapping) else settings
+    try:
+        return LinkedInSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
+
+
+def create(system: str, settings: Mapping[str, Any]) -> LinkedInConnector:
+    """Build the connector for one system (the registry's entry point). Makes no call to LinkedIn.
+
+    Raises:
+        ConnectorConfigError: bad settings, or an environment variable they name is unset.
+    """
+    parsed = parse_settings(system, settings)
+    where = f"systems.{system}.settings"
+    if parsed.base_url is not None:
+        base_url = parsed.base_url.rstrip("/")
+    elif parsed.base_url_env is None:
+        base_url = DEFAULT_BASE_URL
+    else:
+        base_url = os.environ.get(parsed.base_url_env, "").strip()
+        if not base_url:
+            raise ConnectorConfigError(f"{where}.base_url_env: environment variable {parsed.base_url_env} is not "
+                                       "set or empty")
+        if not _BASE_URL.match(base_url):
+            raise ConnectorConfigError(f"{where}.base_url_env: environment variable {parsed.base_url_env} must hold "
+                                       "http(s)://host[:port]")
+        base_url = base_url.rstrip("/")
+    token = os.environ.get(parsed.token_env, "").strip()
+    if not token:
+        raise ConnectorConfigError(f"{where}.token_env: environment variable {parsed.token_env} is not set or empty")
+    return LinkedInConnector(system, parsed, base_url=base_url, token=token)
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+
+class LinkedInApiError(ConnectorError):
+    """LinkedIn answered with an error (or could not be reached); the message holds status and code only.
+
+    `fatal`: no segment can get past it (token, version, daily quota), so `erase` stops.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 fatal: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.code, self.fatal = status, code, fatal
+
+
+class _HttpFailure(Exception):
+    """An error answer reduced to what may be repeated. Internal: never leaves the connector."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        data = body if isinstance(body, dict) else {}
+        code = data.get("code")
+        self.code = code if isinstance(code, str) and _CODE.match(code) else None
+        service = data.get("serviceErrorCode")
+        self.service_code = service if isinstance(service, int) else None
+        message = data.get("message")
+        throttle = _THROTTLE.search(message) if isinstance(message, str) else None
+        self.throttle = (throttle.group("scope"), throttle.group("period")) if throttle else None
+        self.retry_after = parse_retry_after(headers.get("Retry-After"))
+
+    @property
+    def daily(self) -> bool:
+        return self.status == 429 and self.throttle is not None and self.throttle[1] == "DAY"
+
+
+_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
+
+
+# --- the connector ----------------------------------------------------------------------------------------
+
+
+class LinkedInConnector:
+    """Remove a subject's ``SHA256_EMAIL`` from configured DMP segments (write-only audiences).
+
+    Build it with `create`; call `close()` when done. `stats` counts calls, retries and throttling.
+    """
+
+    def __init__(self, system: str, settings: LinkedInSettings, *, base_url: str, token: str) -> None:
+        self._system = system
+        self._settings = settings
+        self._base_url = base_url
+        self._segments = {_SEGMENT_URN.match(urn).group("id"): urn for urn in settings.segments}  # type: ignore[union-attr]
+        rl = settings.rate_limit
+        self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
+        self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
+        self._session = requests.Session()
+        self._session.headers.update({
+            "Authorization": f"Bearer {token}",
+            "LinkedIn-Version": settings.version,
+            "X-Restli-Protocol-Version": RESTLI_PROTOCOL_VERSION,
+            "Content-Type": "application/json",
+            "User-Agent": f"dsr-pipeline/{VERSION}",
+        })
+        self._subjects: dict[str, str] = {}
+        self._stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self._info = ConnectorInfo(
+            system=system, kind=KIND, version=VERSION, write_only=True,
+            rate_limit_per_second=rl.calls / rl.period_seconds, max_batch=1, objects=(OBJECT,),
+        )
+
+    @property
+    def info(self) -> ConnectorInfo:
+        return self._info
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """calls, retries, throttled, server_errors, network_errors, waited_seconds."""
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> LinkedInConnector:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- the contract ---
+
+    def discover(self, subject: Subject) -> list[RecordRef]:
+        """One ref per configured segment ("may contain the subject"); no call. Remembers the subject."""
+        email = subject_email(subject)
+        self._subjects[subject.identity_hash] = email
+        return [self._ref(segment_id) for segment_id in self._segments]
+
+    def export(self, refs: Sequence[RecordRef]) -> Iterator[Record]:
+        """One record per segment: membership is not readable, so nothing personal is exported."""
+        for ref in refs:
+            problem = self._problem_with(ref)
+            if problem is not None:
+                raise ConnectorError(f"systems.{self._system}: {problem}")
+        for ref in refs:
+            yield Record(ref=ref, fields={
+                "audience": self._segments[ref.id],
+                "platform": "LinkedIn Matched Audiences",
+                "membership": "not readable: DMP segments are write-only; the subject may be a member",
+                "identifier_uploaded": "SHA-256 of the normalised e-mail address",
+            })
+
+    def erase(self, decisions: Sequence[ErasureDecision], subject: Subject | None = None) -> Receipt:
+        """Remove the subject's SHA256_EMAIL from each decided segment; RETAIN makes no call.
+
+        Raises:
+            ConnectorError: the subject is unknown, or a failure no segment can get past (the token, the
+                LinkedIn-Version, the daily quota); re-running is safe.
+        """
+        calls_before = self._stats["calls"]
+        outcomes: dict[str, RecordOutcome] = {}
+        todo: list[ErasureDecision] = []
+        for decision in unique_decisions(decisions, outcomes):
+            problem = self._problem_with(decision.ref)
+            if problem is not None:
+                outcomes[decision.ref.key] = outcome_for(decision, done=False, error=problem)
+            elif decision.action is ErasureAction.RETAIN:
+                outcomes[decision.ref.key] = outcome_for(decision, done=True)
+            else:
+                todo.append(decision)
+        if todo:
+            hashed = sha256_email(self._subject_email(subject))
+            for decision in todo:
+                outcomes[decision.ref.key] = self._remove(decision, hashed)
+        ordered = tuple(outcomes[key] for key in dict.fromkeys(d.ref.key for d in decisions))
+        return Receipt(system=self._system, outcomes=ordered, vendor_receipt_id=receipt_id("linkedin", ordered),
+                       api_calls=int(self._stats["calls"] - calls_before))
+
+    def verify_erased(self, subject: Subject) -> list[RecordRef]:
+        """Nothing can be re-queried (write-only audiences): always ``[]``."""
+        subject_email(subject)
+        return []
+
+    # --- removal ---
+
+    def _remove(self, decision: ErasureDecision, hashed: str) -> RecordOutcome:
+        urn = self._segments[decision.ref.id]
+        body = {"elements": [{"action": "REMOVE", "userIds": [{"idType": "SHA256_EMAIL", "idValue": hashed}]}]}
+        try:
+            answer = self._call("erase", urn, f"/rest/dmpSegments/{decision.ref.id}/users", body)
+        except LinkedInApiError as exc:
+            if exc.fatal:
+                raise
+            return outcome_for(decision, done=False, error=str(exc))
+        elements = answer.get("elements") if isinstance(answer, dict) else None
+        if not isinstance(elements, list) or len(elements) != 1:
+            return outcome_for(decision, done=False, error=f"LinkedIn answered the removal from {urn} without one "
+                                                           "status per element")
+        status = (elements[0] or {}).get("status") if isinstance(elements[0], dict) else None
+        if isinstance(status, int) and 200 <= status < 300:
+            return outcome_for(decision, done=True)
+        error = (elements[0] or {}).get("error") if isinstance(elements[0], dict) else None
+        code = (error or {}).get("code") if isinstance(error, dict) else None
+        code = code if isinstance(code, str) and _CODE.match(code) else None
+        said = f"element status {status if isinstance(status, int) else 'missing'}" + (f" {code}" if code else "")
+        return outcome_for(decision, done=False, error=f"LinkedIn refused the removal from {urn} ({said}); the "
+                                                        "other segments are unaffected; re-run to retry")
+
+    # --- calling LinkedIn ---
+
+    def _call(self, operation: str, what: str, path: str, body: Any) -> Any:
+        """One BATCH_CREATE: paced, retried; errors as PII-free ConnectorErrors raised outside `except`."""
+        failure: ConnectorError | None = None
+        try:
+            return self._attempts(path, body)()
+        except _HttpFailure as exc:
+            failure = self._failure(operation, what, exc)
+        except _NETWORK_ERRORS as exc:
+            failure = LinkedInApiError(f"systems.{self._system}: {operation} of {what!r} failed: LinkedIn "
+                                       f"unreachable ({type(exc).__name__}) after {self._settings.retry_attempts} "
+                                       "attempts")
+        except (requests.RequestException, ValueError) as exc:
+            failure = LinkedInApiError(f"systems.{self._system}: {operation} of {what!r} failed: unexpected "
+                                       f"{type(exc).__name__}")
+        raise failure
+
+    def _attempts(self, path: str, body: Any) -> Callable[[], Any]:
+        s = self._settings
+
+        @vendor_retry(retryable=_retryable, retry_after=_wait_asked, attempts=s.retry_attempts,
+                      max_wait=s.retry_max_wait, on_retry=self._on_retry)
+        def attempt() -> Any:
+            waited = self._limiter.acquire()
+            self._count("calls")
+            if waited:
+                self._count("waited_seconds", waited)
+            response = self._session.post(f"{self._base_url}{path}", json=body, timeout=self._timeout,
+                                          headers={"X-RestLi-Method": "BATCH_CREATE"})
+            if response.status_code >= 400:
+                raise _HttpFailure(response.status_code, _json_or_none(response), response.headers)
+            return _json_or_none(response)
+
+        return attempt
+
+    def _on_retry(self, exc: BaseException, wait: float) -> None:
+        self._count("retries")
+        self._count("waited_seconds", wait)
+        if isinstance(exc, _HttpFailure) and exc.status == 429:
+            self._count("throttled")
+            if wait >= self._limiter.period:
+                self._limiter.hold_off(wait)
+        elif isinstance(exc, _HttpFailure):
+            self._count("server_errors")
+        else:
+            self._count("network_errors")
+
+    def _failure(self, operation: str, what: str, exc: _HttpFailure) -> LinkedInApiError:
+        where = f"systems.{self._system}: {operation} of {what!r} failed"
+        said = f"{exc.status} {exc.code or ''}".rstrip()
+        attempts = self._settings.retry_attempts
+        fatal = False
+        if exc.status == 401:
+            message = (f"{where}: LinkedIn refused the access token ({said}); LinkedIn tokens expire after 60 days: "
+                       f"put a valid token with rw_dmp_segments in the environment variable {self._settings.token_env}")
+            fatal = True
+        elif exc.status == 426 or exc.code in ("NONEXISTENT_VERSION", "VERSION_MISSING"):
+            message = (f"{where}: LinkedIn no longer serves API version {self._settings.version} ({said}); set "
+                       f"systems.{self._system}.settings.version to an active YYYYMM")
+            fatal = True
+        elif exc.daily:
+            message = (f"{where}: LinkedIn's daily quota is used up ({said} {exc.throttle[0]} DAY)"  # type: ignore[index]
+                       "; it clears at midnight UTC, so this was not retried")
+            fatal = True
+        elif exc.status == 429:
+            message = f"{where}: still throttled by LinkedIn ({said}) after {attempts} attempts"
+        elif exc.status == 403:
+            message = f"{where}: the token may not change this segment ({said}; rw_dmp_segments and the ad account's role)"
+        elif exc.status == 404:
+            message = f"{where}: LinkedIn has no such segment ({said}); check systems.{self._system}.settings.segments"
+        elif exc.status >= 500:
+            message = f"{where}: LinkedIn server error ({said}) after {attempts} attempts"
+        else:
+            message = f"{where}: LinkedIn answered {said}"
+        return LinkedInApiError(message, status=exc.status, code=exc.code, fatal=fatal)
+
+    # --- helpers ---
+
+    def _subject_email(self, subject: Subject | None) -> str:
+        if subject is not None:
+            return subject_email(subject)
+        if len(self._subjects) == 1:
+            return next(iter(self._subjects.values()))
+        raise ConnectorError(
+            f"systems.{self._system}: erase needs the subject (segment refs do not say whom to remove): call "
+            "discover(subject) on this connector first, or pass erase(decisions, subject=...)"
+            + (" (discover saw more than one subject)" if self._subjects else ""))
+
+    def _count(self, key: str, amount: float = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += amount  # type: ignore[assignment]
+
+    def _ref(self, segment_id: str) -> RecordRef:
+        return RecordRef(self._system, OBJECT, segment_id, tuple(self._settings.categories))
+
+    def _problem_with(self, ref: RecordRef) -> str | None:
+        if ref.system != self._system:
+            return f"record belongs to system {ref.system!r}, not {self._system!r}"
+        if ref.object != OBJECT:
+            return f"unknown object {ref.object!r} in systems.{self._system} (only {OBJECT!r})"
+        if ref.id not in self._segments:
+            return f"segment {ref.id!r} is not configured in systems.{self._system}.settings.segments"
+        return None
+
+
+# --- module helpers ---------------------------------------------------------------------------------------
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _HttpFailure):
+        if exc.status == 429:
+            return not exc.daily
+        return exc.status in (500, 502, 503, 504)
+    return isinstance(exc, _NETWORK_ERRORS)
+
+
+def _wait_asked(exc: BaseException) -> float | None:
+    return exc.retry_after if isinstance(exc, _HttpFailure) and exc.status == 429 else None
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None

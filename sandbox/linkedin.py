@@ -1,0 +1,373 @@
+"""A loopback emulator of LinkedIn Matched Audiences: DMP segment users (vendor-apis.md section 5).
+
+What it serves (``https://api.linkedin.com``; plain `requests`, no SDK):
+
+- ``POST /rest/dmpSegments/{segmentId}/users`` with ``X-RestLi-Method: BATCH_CREATE`` and
+  ``{"elements": [{"action": "ADD"|"REMOVE", "userIds": [{"idType": "SHA256_EMAIL", "idValue": "<64 hex>"}]}]}``.
+  Answers **200** ``{"elements": [{"status": 201}, ...]}``: one status per element, in order. Re-adding an
+  id or removing one that is not there is still 201, "by design" (section 5). A bad element gets its own
+  4xx status (``{"status": 400, "error": {"message": ..., "status": 400}}``) while the others go through.
+- Headers, checked in this order: ``LinkedIn-Version`` (missing: **400** ``VERSION_MISSING`` with
+  ``X-Restli-Gateway-Error: true``; not an active version: **426** ``NONEXISTENT_VERSION`` "Requested
+  version 20240101 is not active", the version rendered as YYYYMM01 as LinkedIn does), then
+  ``Authorization: Bearer`` (401 bodies ``{"status", "serviceErrorCode", "code", "message"}``:
+  ``INVALID_ACCESS_TOKEN`` 65600, ``EXPIRED_ACCESS_TOKEN`` 65601, ``REVOKED_ACCESS_TOKEN`` 65602; a missing
+  one is LinkedIn's documented ``{"message": "Empty oauth2_access_token", "serviceErrorCode": 401,
+  "status": 401}``), then ``X-Restli-Protocol-Version: 2.0.0`` (section 5 lists it with the versioned
+  headers; this sandbox requires it on ``/rest/`` and answers 400 without it: emulator choice, LinkedIn's
+  exact answer is not documented), then ``X-RestLi-Method: BATCH_CREATE`` on ``/users`` (without it the
+  body would be read as a single CREATE: 400).
+- **Rate limits**: a per-member window of `per_minute_limit` ``/users`` calls per `window_seconds` (500 per
+  minute by default; section 5 says 500-600 depending on the doc version, section 9 leaves it open), and
+  an optional daily quota. Throttling is **429** ``{"status": 429, "serviceErrorCode": 101, "code":
+  "TOO_MANY_REQUESTS", "message": "Resource level throttle MEMBER MINUTE limit ..."}`` (``APPLICATION
+  DAY`` for the daily quota, section 5's example, which does not clear until UTC midnight). LinkedIn sends
+  no ``Retry-After``.
+- Other errors: unknown segment **404**, malformed body or more than `MAX_ELEMENTS` elements **400**
+  (the element limit is an assumption: LinkedIn documents batch sizes per product, not here).
+
+Control API (tests and the demo): ``GET /__sandbox__/members/<segment id>``, ``GET /__sandbox__/removals``,
+``POST /__sandbox__/seed-demo``, ``add-members``, ``fail-next-element`` (``{"segment", "status",
+"message"}``: the next element sent to that segment gets that status), ``expire-token``, ``revoke-token``,
+``exhaust-daily``; and the matching Python methods.
+
+    python -m sandbox.linkedin --port 8767     # seeded with the demo segments
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sandbox.kit import Request, Response, Vendor, WindowLimiter, serve_forever
+
+DEMO_TOKEN = "AQXsandboxDemoLinkedInAccessToken-dmp-segments-0001"
+"""The 3-legged OAuth access token (scope ``rw_dmp_segments``) the demo sandbox accepts."""
+
+DEMO_AD_ACCOUNT = "urn:li:sponsoredAccount:507404993"
+DEMO_SEGMENTS: dict[str, str] = {
+    "8001": "Newsletter subscribers (matched)",
+    "8002": "Website visitors (matched)",
+    "8003": "Event attendees (matched)",
+}
+"""DMP segment id -> name (URNs ``urn:li:dmpSegment:<id>``)."""
+
+ERASURE_SUBJECT = "ada.lovelace@example.com"
+ACCESS_SUBJECT = "grace.hopper@example.org"
+DECOY_EMAILS: tuple[str, ...] = (
+    "ada.lovelace@example.com.attacker.test",
+    "xada.lovelace@example.com",
+    "adalovelace@example.com",
+    "ada.lovelace+ads@example.com",
+    "ada.lovelace@example.co",
+)
+"""Members whose hashes no removal for the demo subjects may ever touch."""
+
+
+def _months(first: tuple[int, int], last: tuple[int, int]) -> tuple[str, ...]:
+    year, month = first
+    out = []
+    while (year, month) <= last:
+        out.append(f"{year}{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return tuple(out)
+
+
+ACTIVE_VERSIONS: tuple[str, ...] = _months((2025, 8), (2026, 7))
+"""Marketing API versions the sandbox serves (LinkedIn keeps each about a year, then answers 426)."""
+LATEST_VERSION = ACTIVE_VERSIONS[-1]
+DEMO_VERSION = "202604"
+MAX_ELEMENTS = 5_000
+ID_TYPES = {"SHA256_EMAIL": 64, "SHA512_EMAIL": 128, "GOOGLE_AID": 0}
+
+_USERS_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)/users$")
+_VERSION = re.compile(r"^(?P<month>\d{6})(?:\.(?P<rev>\d{2}))?$")
+
+
+def hash_email(address: str) -> str:
+    """SHA-256 hex of the trimmed, lower-cased address (section 5)."""
+    return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
+
+
+class LinkedInSandbox(Vendor):
+    """LinkedIn's DMP segment users API on loopback.
+
+    Args:
+        tokens: access tokens accepted.
+        active_versions: ``LinkedIn-Version`` values served (YYYYMM; ``YYYYMM.RR`` revisions of them too).
+        segments: segment id -> name.
+        per_minute_limit, window_seconds: the per-member ``/users`` window (500 per 60 s by default).
+        daily_limit: the application's daily quota of calls; None for none.
+        seed_demo_data: start with `seed_demo()` applied.
+    """
+
+    name = "linkedin"
+
+    def __init__(
+        self,
+        *,
+        tokens: Iterable[str] = (DEMO_TOKEN,),
+        active_versions: Iterable[str] = ACTIVE_VERSIONS,
+        segments: Mapping[str, str] = DEMO_SEGMENTS,
+        per_minute_limit: int = 500,
+        window_seconds: float = 60.0,
+        daily_limit: int | None = None,
+        seed_demo_data: bool = False,
+    ) -> None:
+        super().__init__()
+        self.tokens = set(tokens)
+        self.expired_tokens: set[str] = set()
+        self.revoked_tokens: set[str] = set()
+        self.active_versions = set(active_versions)
+        self.segment_names = dict(segments)
+        self.per_minute_limit, self.window_seconds = per_minute_limit, window_seconds
+        self.daily_limit = daily_limit
+        self._daily_used = 0
+        self._window = WindowLimiter(per_minute_limit, window_seconds)
+        self._lock = threading.RLock()
+        self._members: dict[str, set[str]] = {sid: set() for sid in self.segment_names}
+        self._removals: list[dict[str, str]] = []
+        self._fail_next: dict[str, list[tuple[int, str]]] = {}
+        self.router.add("POST", _USERS_PATH.pattern[1:-1], self._users)
+        if seed_demo_data:
+            self.seed_demo()
+
+    # --- kit hooks ------------------------------------------------------------------------------
+
+    def authenticate(self, request: Request) -> Response | None:
+        if not request.path.startswith("/rest/"):
+            return None
+        version = request.header("linkedin-version")
+        if not version:
+            return self.error(400, "A version must be present. Please specify a version by adding the "
+                                   "LinkedIn-Version header.", code="VERSION_MISSING",
+                              headers={"X-Restli-Gateway-Error": "true"})
+        match = _VERSION.match(version.strip())
+        if match is None or match.group("month") not in self.active_versions:
+            shown = f"{match.group('month')}{match.group('rev') or '01'}" if match else version.strip()
+            return self.error(426, f"Requested version {shown} is not active", code="NONEXISTENT_VERSION")
+        header = request.header("authorization") or ""
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not header.strip():
+            return Response.json({"message": "Empty oauth2_access_token", "serviceErrorCode": 401, "status": 401}, 401)
+        if not header.lower().startswith("bearer "):
+            return Response.json({"message": "Unknown authentication scheme", "serviceErrorCode": 401, "status": 401},
+                                 401)
+        if token in self.revoked_tokens:
+            return self.error(401, "The token used in the request has been revoked by the user",
+                              code="REVOKED_ACCESS_TOKEN", service_code=65602)
+        if token in self.expired_tokens:
+            return self.error(401, "The token used in the request has expired", code="EXPIRED_ACCESS_TOKEN",
+                              service_code=65601)
+        if token not in self.tokens:
+            return self.error(401, "Invalid access token", code="INVALID_ACCESS_TOKEN", service_code=65600)
+        if (request.header("x-restli-protocol-version") or "").strip() != "2.0.0":
+            return self.error(400, "This resource requires Rest.li protocol 2.0.0: set the "
+                                   "X-Restli-Protocol-Version header to 2.0.0")
+        return None
+
+    def limit(self, request: Request) -> Response | None:
+        if not request.path.startswith("/rest/"):
+            return None
+        if self.daily_limit is not None:
+            with self._lock:
+                if self._daily_used >= self.daily_limit:
+                    return self._throttle("APPLICATION", "DAY")
+                self._daily_used += 1
+        if _USERS_PATH.match(request.path):
+            ok, _wait, _remaining = self._window.acquire()
+            if not ok:
+                return self._throttle("MEMBER", "MINUTE")
+        return None
+
+    def decorate(self, request: Request, response: Response) -> None:
+        response.headers.setdefault("X-RestLi-Protocol-Version", "2.0.0")
+        response.headers.setdefault("X-LI-UUID", uuid.uuid4().hex)
+
+    def throttled(self, request: Request) -> Response:
+        return self._throttle("MEMBER", "MINUTE")
+
+    def expired(self, request: Request) -> Response:
+        return self.error(401, "The token used in the request has expired", code="EXPIRED_ACCESS_TOKEN",
+                          service_code=65601)
+
+    def server_error(self, request: Request) -> Response:
+        return self.error(500, "Internal Server Error", code="INTERNAL_SERVER_ERROR")
+
+    def not_found(self, request: Request) -> Response:
+        return self.error(404, "Not Found", code="NOT_FOUND")
+
+    def reset_state(self) -> None:
+        self._window.reset()
+        with self._lock:
+            self._daily_used = 0
+
+    def control(self, action: str, request: Request) -> Response | None:
+        body = request.json() if request.body else {}
+        body = body or {}
+        try:
+            if action.startswith("members/") and request.method == "GET":
+                segment = action.split("/", 1)[1]
+                return Response.json({"segment": f"urn:li:dmpSegment:{segment}", "members": self.members(segment)})
+            if action == "removals" and request.method == "GET":
+                return Response.json({"removals": self.removals()})
+            if action == "seed-demo" and request.method == "POST":
+                return Response.json(self.seed_demo(int(body.get("seed", 7))))
+            if action == "add-members" and request.method == "POST":
+                self.add_members(str(body["segment"]), [str(h) for h in body["hashes"]])
+                return Response.json({"added": len(body["hashes"])})
+            if action == "fail-next-element" and request.method == "POST":
+                self.fail_next_element(str(body["segment"]), int(body.get("status", 500)),
+                                       str(body.get("message", "Internal error while processing the element")))
+                return Response.json({"armed": True})
+            if action == "expire-token" and request.method == "POST":
+                self.expired_tokens.add(str(body.get("token", DEMO_TOKEN)))
+                return Response.json({"expired": True})
+            if action == "revoke-token" and request.method == "POST":
+                self.revoked_tokens.add(str(body.get("token", DEMO_TOKEN)))
+                return Response.json({"revoked": True})
+            if action == "exhaust-daily" and request.method == "POST":
+                self.exhaust_daily()
+                return Response.json({"exhausted": True})
+        except (KeyError, ValueError, TypeError) as exc:
+            return Response.json({"error": f"{type(exc).__name__}: {exc}"}, 400)
+        return None
+
+    # --- Python control -------------------------------------------------------------------------
+
+    def members(self, segment: str) -> list[str]:
+        with self._lock:
+            return sorted(self._members[segment])
+
+    def add_members(self, segment: str, hashes: Iterable[str]) -> None:
+        with self._lock:
+            self._members[segment].update(hashes)
+
+    def removals(self) -> list[dict[str, str]]:
+        """Every REMOVE element accepted, in order: segment, idType, idValue."""
+        with self._lock:
+            return [dict(r) for r in self._removals]
+
+    def fail_next_element(self, segment: str, status: int = 500,
+                          message: str = "Internal error while processing the element") -> None:
+        """The next element sent to `segment` gets `status` (the other elements of its batch go through)."""
+        with self._lock:
+            if segment not in self._members:
+                raise KeyError(segment)
+            self._fail_next.setdefault(segment, []).append((status, message))
+
+    def exhaust_daily(self) -> None:
+        with self._lock:
+            self.daily_limit = self.daily_limit or 1
+            self._daily_used = self.daily_limit
+
+    def seed_demo(self, seed: int = 7) -> dict[str, Any]:
+        """Forget every member, then fill each segment: the two subjects, the decoys, ~40 others."""
+        rng = random.Random(seed)
+        with self._lock:
+            self._members = {sid: set() for sid in self.segment_names}
+            self._removals = []
+            self._fail_next = {}
+            for members in self._members.values():
+                members.update(hash_email(e) for e in (ERASURE_SUBJECT, ACCESS_SUBJECT, *DECOY_EMAILS))
+                for _ in range(40):
+                    members.add(hash_email(f"person{rng.randrange(10_000)}@example.net"))
+            return {"segments": {sid: len(m) for sid, m in self._members.items()}}
+
+    # --- answers --------------------------------------------------------------------------------
+
+    def error(self, status: int, message: str, *, code: str | None = None, service_code: int | None = None,
+              headers: Mapping[str, str] | None = None) -> Response:
+        """LinkedIn's error body: status, message, and serviceErrorCode / code where LinkedIn gives them."""
+        body: dict[str, Any] = {"status": status}
+        if service_code is not None:
+            body["serviceErrorCode"] = service_code
+        if code is not None:
+            body["code"] = code
+        body["message"] = message
+        return Response.json(body, status, {"X-LI-UUID": uuid.uuid4().hex, **(headers or {})})
+
+    def _throttle(self, scope: str, period: str) -> Response:
+        return self.error(429, f"Resource level throttle {scope} {period} limit for calls to this resource is reached.",
+                          code="TOO_MANY_REQUESTS", service_code=101)
+
+    # --- the resource -----------------------------------------------------------------------------
+
+    def _users(self, request: Request) -> Response:
+        method = (request.header("x-restli-method") or "").strip().upper()
+        if method != "BATCH_CREATE":
+            return self.error(400, "Unable to read the request body as a single entity: a batch of elements needs "
+                                   "the X-RestLi-Method: BATCH_CREATE header")
+        segment = request.params["id"]
+        with self._lock:
+            if segment not in self._members:
+                return self.error(404, f"Could not find entity urn:li:dmpSegment:{segment}", code="NOT_FOUND")
+            try:
+                body = request.json()
+            except ValueError:
+                return self.error(400, "Malformed JSON in the request body")
+            elements = body.get("elements") if isinstance(body, dict) else None
+            if not isinstance(elements, list) or not elements:
+                return self.error(400, "The request body must hold a non-empty 'elements' array")
+            if len(elements) > MAX_ELEMENTS:
+                return self.error(400, f"A batch may hold at most {MAX_ELEMENTS} elements")
+            statuses = [self._element(segment, element) for element in elements]
+        return Response.json({"elements": statuses})
+
+    def _element(self, segment: str, element: Any) -> dict[str, Any]:
+        queued = self._fail_next.get(segment)
+        if queued:
+            status, message = queued.pop(0)
+            return {"status": status, "error": {"message": message, "status": status}}
+        if not isinstance(element, dict) or element.get("action") not in ("ADD", "REMOVE"):
+            return _element_error(400, "action must be ADD or REMOVE")
+        ids = element.get("userIds")
+        if not isinstance(ids, list) or not ids:
+            return _element_error(400, "userIds must hold at least one id")
+        values = []
+        for user_id in ids:
+            id_type = user_id.get("idType") if isinstance(user_id, dict) else None
+            value = str(user_id.get("idValue") or "") if isinstance(user_id, dict) else ""
+            if id_type not in ID_TYPES:
+                return _element_error(400, "idType is not a supported identifier type")
+            width = ID_TYPES[id_type]
+            if width and not re.fullmatch(rf"[0-9a-fA-F]{{{width}}}", value):
+                return _element_error(400, f"idValue is not a valid {id_type} ({width} hexadecimal characters)")
+            values.append((id_type, value.lower()))
+        members = self._members[segment]
+        for id_type, value in values:
+            if id_type != "SHA256_EMAIL":
+                continue  # the sandbox keeps SHA-256 e-mail members only
+            if element["action"] == "ADD":
+                members.add(value)
+            else:
+                members.discard(value)
+                self._removals.append({"segment": f"urn:li:dmpSegment:{segment}", "idType": id_type, "idValue": value})
+        return {"status": 201}
+
+
+def _element_error(status: int, message: str) -> dict[str, Any]:
+    return {"status": status, "error": {"message": message, "status": status}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sandbox.linkedin --port N`: serve the demo segments until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.linkedin", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser.add_argument("--per-minute", type=int, default=500, help="/users calls per minute per member")
+    args = parser.parse_args(argv)
+    sandbox = LinkedInSandbox(per_minute_limit=args.per_minute)
+    sandbox.seed_demo(args.seed)
+    serve_forever(sandbox, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
