@@ -129,3 +129,18 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture
+def crm_only_service(tmp_path: Path, crm_url: str) -> Iterator[DsrService]:
+    """A service whose data map holds only the CRM: for tests about the doors (API, pages), where
+    a request's trip through every vendor sandbox would only add time."""
+    demo = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())
+    crm = demo["systems"]["crm"]
+    crm["settings"]["url"] = crm_url
+    path = tmp_path / "systems-crm-only.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "systems": {"crm": crm}}))
+    svc = DsrService(Settings(home=tmp_path / "var", config_dir=REPO / "config", systems_file=path,
+                              identity_key="test-identity-key"))
+    yield svc
+    svc.close()

@@ -42,14 +42,14 @@ def _done(service: DsrService, kind: str, email: str) -> str:
 
 
 @pytest.fixture
-def api(sqlite_service: DsrService) -> Iterator[tuple[TestClient, DsrService, dict[str, str]]]:
+def api(crm_only_service: DsrService) -> Iterator[tuple[TestClient, DsrService, dict[str, str]]]:
     access = AccessConfig(tokens=(TokenEntry(name="alice", role=Role.OFFICER, sha256=token_hash(OFFICER)),
                                   TokenEntry(name="kpmg", role=Role.AUDITOR, sha256=token_hash(AUDITOR))))
-    app = create_app(sqlite_service, access, LocalEvidence(sqlite_service))
-    ids = {"access": _done(sqlite_service, "access", ACCESS_SUBJECT),
-           "erasure": _done(sqlite_service, "erasure", ERASURE_SUBJECT)}
+    app = create_app(crm_only_service, access, LocalEvidence(crm_only_service))
+    ids = {"access": _done(crm_only_service, "access", ACCESS_SUBJECT),
+           "erasure": _done(crm_only_service, "erasure", ERASURE_SUBJECT)}
     with TestClient(app) as client:
-        yield client, sqlite_service, ids
+        yield client, crm_only_service, ids
 
 
 def _auth(token: str) -> dict[str, str]:

@@ -113,12 +113,12 @@ def _app(service: DsrService) -> FastAPI:
 
 
 @pytest.fixture
-def site(sqlite_service: DsrService) -> Iterator[tuple[TestClient, DsrService, dict[str, str]]]:
-    app = _app(sqlite_service)
-    ids = {"access": _done(sqlite_service, "access", ACCESS_SUBJECT),
-           "erasure": _done(sqlite_service, "erasure", ERASURE_SUBJECT)}
+def site(crm_only_service: DsrService) -> Iterator[tuple[TestClient, DsrService, dict[str, str]]]:
+    app = _app(crm_only_service)
+    ids = {"access": _done(crm_only_service, "access", ACCESS_SUBJECT),
+           "erasure": _done(crm_only_service, "erasure", ERASURE_SUBJECT)}
     with TestClient(app, base_url="http://testserver") as client:
-        yield client, sqlite_service, ids
+        yield client, crm_only_service, ids
 
 
 SAME_SITE = {"Origin": "http://testserver"}
@@ -227,18 +227,18 @@ def _browser_or_skip() -> None:
 
 
 @pytest.fixture
-def live(sqlite_service: DsrService) -> Iterator[tuple[str, DsrService, dict[str, str]]]:
+def live(crm_only_service: DsrService) -> Iterator[tuple[str, DsrService, dict[str, str]]]:
     """The app on a free port on 127.0.0.1, served by uvicorn in a thread, with two completed requests."""
     _browser_or_skip()
     import uvicorn
 
-    ids = {"access": _done(sqlite_service, "access", ACCESS_SUBJECT),
-           "erasure": _done(sqlite_service, "erasure", ERASURE_SUBJECT)}
+    ids = {"access": _done(crm_only_service, "access", ACCESS_SUBJECT),
+           "erasure": _done(crm_only_service, "erasure", ERASURE_SUBJECT)}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(_app(sqlite_service), lifespan="off", log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(_app(crm_only_service), lifespan="off", log_level="warning",
                                            access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -247,7 +247,7 @@ def live(sqlite_service: DsrService) -> Iterator[tuple[str, DsrService, dict[str
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield f"http://{HOST}:{port}", sqlite_service, ids
+        yield f"http://{HOST}:{port}", crm_only_service, ids
     finally:
         server.should_exit = True
         thread.join(timeout=10)
