@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -98,6 +98,17 @@ class DsrService:
     def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None) -> None:
         self.settings = settings or Settings()
         self.ledger = ledger or Ledger(self.settings.ledger_url, projector=index_row)
+        # Called as listener(event_type, request_id) after a change is recorded: how the doors and
+        # the orchestrator learn of it (e.g. a Prefect event on verification) without the domain
+        # importing them. A listener's failure never undoes or blocks the change.
+        self.listeners: list[Callable[[str, str], None]] = []
+
+    def _announce(self, event_type: str, request_id: str) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event_type, request_id)
+            except Exception:  # noqa: BLE001 - the change is recorded; a listener must not undo it
+                log.warning("listener failed after %s on request %s", event_type, request_id, exc_info=True)
 
     @cached_property
     def policy(self) -> Policy:
@@ -183,6 +194,7 @@ class DsrService:
                            actor=actor or self.settings.actor, guard=guard)
         log.info("request %s verified by %s", request_id, method)
         on_status_change(self, request_id)
+        self._announce(EventType.VERIFIED, request_id)
         return self.state(request_id)
 
     def extend(self, request_id: str, *, reason: str, actor: str | None = None,

@@ -130,3 +130,15 @@ def test_free_text_with_an_email_address_is_refused_before_it_reaches_the_ledger
         else:
             service.cancel(state.request_id, reason="ada.lovelace@example.com withdrew")
     assert len(service.events(state.request_id)) == before
+
+
+def test_listeners_hear_of_a_verification_and_cannot_break_it(service: DsrService) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def broken(event_type: str, request_id: str) -> None:
+        raise RuntimeError("orchestrator down")
+
+    service.listeners += [broken, lambda event_type, request_id: heard.append((event_type, request_id))]
+    state = _submit(service)
+    verified = service.verify(state.request_id, method="email-code", note="code returned")
+    assert verified.verified and heard == [("request.verified", state.request_id)]
