@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time
@@ -16,7 +17,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dsr.contract import (
     Connector,
@@ -46,7 +47,9 @@ __all__ = [
     "RecordRef",
     "Subject",
     "chunks",
+    "RateLimitSpec",
     "describe_validation_error",
+    "env_secret",
     "json_friendly",
     "outcome_for",
     "receipt_id",
@@ -174,6 +177,24 @@ def topological_order(
         if cycle:
             return order, cycle
     return order, []
+
+
+class RateLimitSpec(BaseModel):
+    """At most `calls` in any `period_seconds` (a vendor's limit, as a connector setting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calls: int = Field(ge=1)
+    period_seconds: float = Field(gt=0)
+
+
+def env_secret(where: str, variable: str) -> str:
+    """A secret from the environment variable a setting names; the error names the setting and the
+    variable, never a value."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise ConnectorConfigError(f"{where}: environment variable {variable} is not set or empty")
+    return value
 
 
 def describe_validation_error(base: str, exc: ValidationError) -> str:

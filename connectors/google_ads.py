@@ -80,12 +80,14 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
     RecordRef,
     Subject,
     describe_validation_error,
+    env_secret,
     outcome_for,
     receipt_id,
     subject_email,
@@ -137,15 +139,6 @@ def data_manager_hash(email: str) -> str:
 
 
 # --- settings ---------------------------------------------------------------------------------------------
-
-
-class RateLimitSpec(BaseModel):
-    """At most `calls` in any `period_seconds`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calls: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
 
 
 def _no_inline_secrets(data: Any, keys: Sequence[str], hint: str) -> Any:
@@ -307,20 +300,13 @@ def create(system: str, settings: Mapping[str, Any]) -> GoogleAdsConnector:
     token_url = _url_from(f"{where}.oauth", "token_url", parsed.oauth.token_url, parsed.oauth.token_url_env,
                           DEFAULT_TOKEN_URL, _TOKEN_URL, "an http(s) URL")
     credentials = _Credentials(
-        client_id=_env(f"{where}.oauth.client_id_env", parsed.oauth.client_id_env),
-        client_secret=_env(f"{where}.oauth.client_secret_env", parsed.oauth.client_secret_env),
-        refresh_token=_env(f"{where}.oauth.refresh_token_env", parsed.oauth.refresh_token_env),
-        developer_token=(_env(f"{where}.developer_token_env", parsed.developer_token_env)
+        client_id=env_secret(f"{where}.oauth.client_id_env", parsed.oauth.client_id_env),
+        client_secret=env_secret(f"{where}.oauth.client_secret_env", parsed.oauth.client_secret_env),
+        refresh_token=env_secret(f"{where}.oauth.refresh_token_env", parsed.oauth.refresh_token_env),
+        developer_token=(env_secret(f"{where}.developer_token_env", parsed.developer_token_env)
                          if parsed.mode == "offline_user_data_job" and parsed.developer_token_env else None),
     )
     return GoogleAdsConnector(system, parsed, base_url=base_url, token_url=token_url, credentials=credentials)
-
-
-def _env(where: str, name: str) -> str:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        raise ConnectorConfigError(f"{where}: environment variable {name} is not set or empty")
-    return value
 
 
 def _url_from(where: str, key: str, value: str | None, env: str | None, default: str, pattern: re.Pattern[str],

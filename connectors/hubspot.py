@@ -50,7 +50,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -80,6 +79,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
@@ -92,7 +92,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import Pause, RateLimiter, parse_retry_after, vendor_retry
 
 KIND = "hubspot"
 VERSION = "hubspot/1"
@@ -127,15 +127,6 @@ T = TypeVar("T")
 # --- settings ---------------------------------------------------------------------------------------
 # Validators raise ValueError("relative.path: message"); `_describe` puts the system's config path in
 # front, so every error names the field at fault without echoing its value.
-
-
-class RateLimitSpec(BaseModel):
-    """At most `calls` in any `period_seconds`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calls: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
 
 
 class HubSpotSettings(BaseModel):
@@ -347,31 +338,6 @@ def _retry_after(exc: BaseException) -> float | None:
     return parse_retry_after(_header(exc, "Retry-After"))
 
 
-class _Pause:
-    """Holds every caller until a moment; never shortens a pause already set.
-
-    `RateLimiter.hold_off(s)` refills the window with stamps expiring in `s`, which lets a full window's
-    worth of calls through after `s` even when older stamps would have held them longer; so it is only
-    used when `s` covers a whole period, and this pause covers shorter waits.
-    """
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def extend(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def wait(self) -> float:
-        with self._lock:
-            pause = self._until - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-            return pause
-        return 0.0
-
-
 # --- the connector ----------------------------------------------------------------------------------
 
 
@@ -389,7 +355,7 @@ class HubSpotConnector:
         rl, srl = settings.rate_limit, settings.search_rate_limit
         self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
         self._search_limiter = RateLimiter(srl.calls, srl.period_seconds * (1 + LATENCY_MARGIN))
-        self._pause = _Pause()
+        self._pause = Pause()
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()

@@ -59,6 +59,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
@@ -95,15 +96,6 @@ def sha256_email(email: str) -> str:
 
 
 # --- settings ---------------------------------------------------------------------------------------------
-
-
-class RateLimitSpec(BaseModel):
-    """At most `calls` in any `period_seconds`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calls: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
 
 
 class LinkedInSettings(BaseModel):

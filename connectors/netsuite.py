@@ -59,7 +59,6 @@ name and never appear in a message.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import threading
 import time
@@ -88,6 +87,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
@@ -95,6 +95,7 @@ from connectors.base import (
     Subject,
     chunks,
     describe_validation_error,
+    env_secret,
     outcome_for,
     receipt_id,
     subject_email,
@@ -149,15 +150,6 @@ Scalar = str | int | float | bool | None
 # --- settings ---------------------------------------------------------------------------------------
 # Validators raise ValueError("relative.path: message"); `describe_validation_error` puts the system's
 # config path in front, so every error names the field at fault without echoing its value.
-
-
-class RateLimitSpec(BaseModel):
-    """At most `calls` in any `period_seconds`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calls: int = Field(default=10, ge=1)
-    period_seconds: float = Field(default=1.0, gt=0)
 
 
 class AuthSpec(BaseModel):
@@ -336,7 +328,7 @@ class NetSuiteSettings(BaseModel):
     base_url_override: str | None = Field(default=None, min_length=1)
     base_url_override_env: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
     auth: AuthSpec
-    rate_limit: RateLimitSpec = RateLimitSpec()
+    rate_limit: RateLimitSpec = RateLimitSpec(calls=10, period_seconds=1.0)
     # Calls in flight at once. NetSuite's account-wide limit (15, plus 10 per SuiteCloud Plus licence) is
     # shared with every other integration, so take a share of it.
     max_concurrency: int = Field(default=4, ge=1, le=100)
@@ -498,14 +490,14 @@ def create(system: str, settings: Mapping[str, Any]) -> NetSuiteConnector:
     """
     parsed = parse_settings(system, settings)
     where = f"systems.{system}.settings"
-    account = parsed.account_id or _env(f"{where}.account_id_env", parsed.account_id_env or "")
+    account = parsed.account_id or env_secret(f"{where}.account_id_env", parsed.account_id_env or "")
     if not _ACCOUNT_ID.match(account):
         raise ConnectorConfigError(f"{where}.account_id_env: not a NetSuite account id (such as 1234567 or "
                                    "1234567_SB1)")
     account = account.upper()  # the realm is upper case with an underscore; the host lower case with a hyphen
     override = parsed.base_url_override
     if override is None and parsed.base_url_override_env is not None:
-        override = _env(f"{where}.base_url_override_env", parsed.base_url_override_env)
+        override = env_secret(f"{where}.base_url_override_env", parsed.base_url_override_env)
         problem = _override_problem(override)
         if problem:
             raise ConnectorConfigError(f"{where}.base_url_override_env: {problem}")
@@ -515,28 +507,21 @@ def create(system: str, settings: Mapping[str, Any]) -> NetSuiteConnector:
                              credentials=_credentials(f"{where}.auth", parsed.auth))
 
 
-def _env(where: str, variable: str) -> str:
-    value = os.environ.get(variable, "").strip()
-    if not value:
-        raise ConnectorConfigError(f"{where}: environment variable {variable} is not set or empty")
-    return value
-
-
 def _credentials(where: str, auth: AuthSpec) -> _Credentials:
     if auth.flow == "tba":
         return _Credentials(
-            consumer_key=_env(f"{where}.consumer_key_env", auth.consumer_key_env or ""),
-            consumer_secret=_env(f"{where}.consumer_secret_env", auth.consumer_secret_env or ""),
-            token_id=_env(f"{where}.token_id_env", auth.token_id_env or ""),
-            token_secret=_env(f"{where}.token_secret_env", auth.token_secret_env or ""),
+            consumer_key=env_secret(f"{where}.consumer_key_env", auth.consumer_key_env or ""),
+            consumer_secret=env_secret(f"{where}.consumer_secret_env", auth.consumer_secret_env or ""),
+            token_id=env_secret(f"{where}.token_id_env", auth.token_id_env or ""),
+            token_secret=env_secret(f"{where}.token_secret_env", auth.token_secret_env or ""),
         )
-    client_id = _env(f"{where}.client_id_env", auth.client_id_env or "")
-    certificate_id = _env(f"{where}.certificate_id_env", auth.certificate_id_env or "")
+    client_id = env_secret(f"{where}.client_id_env", auth.client_id_env or "")
+    certificate_id = env_secret(f"{where}.certificate_id_env", auth.certificate_id_env or "")
     if auth.private_key_env is not None:
-        field, pem = "private_key_env", _env(f"{where}.private_key_env", auth.private_key_env).encode()
+        field, pem = "private_key_env", env_secret(f"{where}.private_key_env", auth.private_key_env).encode()
     else:
         field = "private_key_file" if auth.private_key_file else "private_key_file_env"
-        path = auth.private_key_file or _env(f"{where}.private_key_file_env", auth.private_key_file_env or "")
+        path = auth.private_key_file or env_secret(f"{where}.private_key_file_env", auth.private_key_file_env or "")
         try:
             pem = Path(path).read_bytes()
         except OSError:

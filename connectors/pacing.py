@@ -64,6 +64,31 @@ class RateLimiter:
             self._stamps = deque(sorted(fill + kept)[-self.calls:])
 
 
+class Pause:
+    """Holds every caller until a moment; never shortens a pause already set.
+
+    For a vendor's "wait N seconds" that is shorter than the limiter's window (the limiter's
+    `hold_off` covers a whole window); shared by the threads of one connector.
+    """
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self) -> float:
+        """Sleep until the pause ends; return how long that was."""
+        with self._lock:
+            pause = self._until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+            return pause
+        return 0.0
+
+
 def parse_retry_after(value: str | None, *, default: float | None = None, cap: float = 120.0) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped."""
     if not value:

@@ -49,7 +49,6 @@ import csv
 import io
 import ipaddress
 import json
-import os
 import re
 import threading
 import time
@@ -84,6 +83,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
@@ -91,6 +91,7 @@ from connectors.base import (
     Subject,
     chunks,
     describe_validation_error,
+    env_secret,
     outcome_for,
     receipt_id,
     subject_email,
@@ -181,13 +182,6 @@ class ObjectSpec(BaseModel):
         return self
 
 
-class RateLimitSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calls: int = Field(default=25, ge=1)
-    period_seconds: float = Field(default=1.0, gt=0)
-
-
 class AuthSpec(BaseModel):
     """OAuth 2.0 login; every secret by the name of the environment variable that holds it."""
 
@@ -242,7 +236,7 @@ class SalesforceSettings(BaseModel):
     endpoint_override_env: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
     api_version: str = Field(default="62.0", pattern=r"^\d{2,3}\.0$")
     auth: AuthSpec
-    rate_limit: RateLimitSpec = RateLimitSpec()
+    rate_limit: RateLimitSpec = RateLimitSpec(calls=25, period_seconds=1.0)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_max_wait: float = Field(default=60.0, ge=0, le=600)
@@ -376,29 +370,22 @@ def create(system: str, settings: Mapping[str, Any]) -> SalesforceConnector:
     )
 
 
-def _env(where: str, variable: str) -> str:
-    value = os.environ.get(variable, "").strip()
-    if not value:
-        raise ConnectorConfigError(f"{where}: environment variable {variable} is not set or empty")
-    return value
-
-
 def _setting_or_env(where: str, inline: str | None, variable: str | None, name: str) -> str | None:
     if inline is not None:
         return inline
-    return _env(f"{where}.{name}_env", variable) if variable is not None else None
+    return env_secret(f"{where}.{name}_env", variable) if variable is not None else None
 
 
 def _credentials(where: str, auth: AuthSpec) -> _Credentials:
-    client_id = _env(f"{where}.client_id_env", auth.client_id_env)
+    client_id = env_secret(f"{where}.client_id_env", auth.client_id_env)
     if auth.flow == "client_credentials":
         assert auth.client_secret_env is not None  # the model requires it for this flow
-        return _Credentials(client_id, client_secret=_env(f"{where}.client_secret_env", auth.client_secret_env))
-    username = auth.username or _env(f"{where}.username_env", auth.username_env or "")
+        return _Credentials(client_id, client_secret=env_secret(f"{where}.client_secret_env", auth.client_secret_env))
+    username = auth.username or env_secret(f"{where}.username_env", auth.username_env or "")
     if auth.private_key_env is not None:
-        return _Credentials(client_id, username=username, private_key=_env(f"{where}.private_key_env",
+        return _Credentials(client_id, username=username, private_key=env_secret(f"{where}.private_key_env",
                                                                             auth.private_key_env))
-    key_file = auth.private_key_file or _env(f"{where}.private_key_file_env", auth.private_key_file_env or "")
+    key_file = auth.private_key_file or env_secret(f"{where}.private_key_file_env", auth.private_key_file_env or "")
     field_name = "private_key_file" if auth.private_key_file else "private_key_file_env"
     if not Path(key_file).is_file():
         raise ConnectorConfigError(f"{where}.{field_name}: the private key file it names does not exist")

@@ -50,7 +50,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -69,6 +68,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
@@ -81,7 +81,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import Pause, RateLimiter, parse_retry_after, vendor_retry
 
 KIND = "wistia"
 VERSION = "wistia/1"
@@ -107,15 +107,6 @@ _DEFAULT_CATEGORIES: dict[str, tuple[DataCategory, ...]] = {
 # --- settings ---------------------------------------------------------------------------------------
 # Validators raise ValueError("relative.path: message"); `describe_validation_error` puts the system's
 # config path in front, so every error names the field at fault without echoing its value.
-
-
-class RateLimitSpec(BaseModel):
-    """At most `calls` in any `period_seconds`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calls: int = Field(ge=1)
-    period_seconds: float = Field(gt=0)
 
 
 class WistiaSettings(BaseModel):
@@ -299,26 +290,6 @@ class _Bearer(requests.auth.AuthBase):
         return "_Bearer(<token>)"
 
 
-class _Pause:
-    """Holds every caller until a moment; never shortens a pause already set (see connectors.hubspot)."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def extend(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def wait(self) -> float:
-        with self._lock:
-            pause = self._until - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-            return pause
-        return 0.0
-
-
 # --- the connector ----------------------------------------------------------------------------------
 
 
@@ -335,7 +306,7 @@ class WistiaConnector:
         self._root = base_url + API_PATH
         rl = settings.rate_limit
         self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
-        self._pause = _Pause()
+        self._pause = Pause()
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
