@@ -433,6 +433,33 @@ def serve(
         uvicorn.run(create_app(service, access, store), host=host, port=port, log_level="warning")
 
 
+@app.command()
+def consume(
+    queue_url: Annotated[str, typer.Option(help="The SQS queue requests arrive on (OpenDSR bodies).")],
+    dead_letter_url: Annotated[str, typer.Option(help="Where unusable messages go, with the reason.")],
+    endpoint_url: Annotated[str | None, typer.Option(help="Another SQS endpoint (a local emulator).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Drain what is there, then stop.")] = False,
+) -> None:
+    """Take requests from Amazon SQS into the intake (at least once; idempotent on the request id)."""
+    import boto3
+
+    from dsr.intake import Intake
+    from dsr.queue import QueueConsumer
+
+    with _service() as service:
+        intake_policy = service.policy.intake
+        intake = Intake(service, lambda: intake_policy.email or service.policy.escalation.channels.email,
+                        callback_url_prefixes=intake_policy.callback_url_prefixes)
+        consumer = QueueConsumer(intake, boto3.client("sqs", endpoint_url=endpoint_url), queue_url, dead_letter_url)
+        while True:
+            report = consumer.drain(wait_seconds=0 if once else 20)
+            if report.received:
+                out.print(f"{report.received} message(s): {report.accepted} new, {report.repeated} repeated, "
+                          f"{report.dead_lettered} dead-lettered, {report.left_for_retry} left for retry")
+            if once:
+                break
+
+
 @bundle_app.command("export")
 def bundle_export(
     request_id: Annotated[str, typer.Argument(metavar="ID")],
