@@ -113,13 +113,19 @@ class PurgeReport:
         return sum(t.purged for t in self.tallies)
 
 
-CHECKPOINT_RECORDS = 2_000  # a crash can leave at most this many purged records out of the ledger
+# A ledger checkpoint every CHECKPOINT_RECORDS records, or fewer checkpoints for a big run (at most
+# MAX_CHECKPOINTS per system and category), so the run's chain, and the report sealed over it, stay
+# the same size however many records go. A crash can leave at most one checkpoint's worth of
+# purged records out of the ledger (they are gone from the vendor all the same).
+CHECKPOINT_RECORDS = 2_000
+MAX_CHECKPOINTS = 50
 
 
 class _Checkpoint:
     """Accumulates vendor batches between two ledger checkpoints."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int = CHECKPOINT_RECORDS) -> None:
+        self.every = every
         self.reset()
 
     def reset(self) -> None:
@@ -293,7 +299,8 @@ class Purger:
             for category in sorted(limits):
                 tally = tallies[(name, category.value)]
                 started = time.monotonic()
-                checkpoint = _Checkpoint()
+                expected = max(0, tally.candidates - tally.held_back)
+                checkpoint = _Checkpoint(every=max(CHECKPOINT_RECORDS, -(-expected // MAX_CHECKPOINTS)))
                 batch: list[RecordRef] = []
                 for ref in self._candidates(connector, category, limits):
                     if ref.key in protected[name]:
@@ -316,7 +323,7 @@ class Purger:
         tally.failed += len(receipt.outcomes) - done
         tally.api_calls += receipt.api_calls
         checkpoint.add(batch, done, len(receipt.outcomes) - done, receipt.api_calls, receipt.vendor_receipt_id)
-        if checkpoint.records >= CHECKPOINT_RECORDS:
+        if checkpoint.records >= checkpoint.every:
             self._checkpoint(run_id, tally, checkpoint)
         if progress:
             progress(tally.system, tally.category, tally.purged + tally.failed, tally.candidates - tally.held_back)
