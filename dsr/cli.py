@@ -415,8 +415,11 @@ def _store(settings: Settings):  # -> dsr.storage.EvidenceStore
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    prefect_port: Annotated[int | None, typer.Option(help="Port of the embedded Prefect server (default: a free one).")] = None,
+    api_only: Annotated[bool, typer.Option("--api-only", help="Only the HTTP API; flows run on the Prefect server at PREFECT_API_URL.")] = False,
 ) -> None:
-    """Serve the HTTP API (docs at /docs) and the auditor page (/auditor) in one process."""
+    """Serve the HTTP API (docs at /docs), the auditor page (/auditor) and the flows: a request runs
+    when verified, the deadline sweep hourly, the retention purge nightly (embedded Prefect server)."""
     import uvicorn
 
     from dsr.access import load_access
@@ -429,8 +432,29 @@ def serve(
         if not access.tokens:
             err.print(f"[yellow]no officer or auditor tokens in {service.settings.access_path}: "
                       "create one with `dsr token create`[/yellow]")
-        err.print(f"serving on http://{host}:{port} (API docs at /docs, auditor page at /auditor)")
-        uvicorn.run(create_app(service, access, store), host=host, port=port, log_level="warning")
+        api = uvicorn.Server(uvicorn.Config(create_app(service, access, store), host=host, port=port,
+                                            log_level="warning"))
+        if api_only:
+            from flows.events import install
+
+            install(service)  # with PREFECT_API_URL set, verifications reach the shared server's trigger
+            err.print(f"serving on http://{host}:{port} (API docs at /docs, auditor page at /auditor)")
+            api.run()
+            return
+        _prepare_prefect(service.settings)
+        from flows.serve import EmbeddedServeError, PrefectServer, serve_embedded
+
+        def ready(prefect: PrefectServer) -> None:
+            err.print(f"serving on http://{host}:{port} (API docs at /docs, auditor page at /auditor); "
+                      f"flows on Prefect at {prefect.api_url.removesuffix('/api')} (process-request on "
+                      "verification, deadline-sweep hourly, retention-purge nightly)")
+
+        err.print("starting the embedded Prefect server (first start 10-20 s)...")
+        try:
+            serve_embedded(prefect_port=prefect_port, api=api.run,
+                           api_stop=lambda: setattr(api, "should_exit", True), service=service, on_ready=ready)
+        except EmbeddedServeError as exc:
+            _fail(EXIT_NOT_COMPLETED, str(exc))
 
 
 @app.command()

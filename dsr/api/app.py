@@ -275,6 +275,6 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         callback_url_prefixes=callback_url_prefixes if callback_url_prefixes is not None
         else intake.callback_url_prefixes)
     app.include_router(routes)
-    app.state.intake = routes.intake  # the router carries its Intake (tests read it)
+    app.state.intake = routes.intake  # type: ignore[attr-defined]  # the router carries its Intake
     mount_pages(app, service=service, resolve=resolve, evidence=evidence)
     return app

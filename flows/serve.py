@@ -1,0 +1,403 @@
+"""`dsr serve`: the API and the flows, event-driven and scheduled, on one machine, one command.
+
+Prefect's ephemeral API runs event triggers but not schedules, and says nothing about it
+(prefect-notes §1, §4). So the embedded mode starts a real `prefect server start` (SQLite, its
+state under DSR_HOME/prefect) as a child process, serves the three deployments from this
+process (each flow run in a subprocess, no work pool), and runs the HTTP API in a thread beside
+them:
+
+- `process-request`, run by the event `dsr.request.verified` (flows/events.py emits it when a
+  verification is recorded),
+- `deadline-sweep`, hourly,
+- `retention-purge`, nightly at 02:00 in the policy's retention timezone.
+
+The same deployments, for a shared server and workers, are in deployments/prefect.yaml.
+
+On SIGINT or SIGTERM the runner stops (in-flight runs are cancelled; process-request resumes
+where it stopped when run again), the API is told to stop and the child server's process group
+is terminated. On Linux the child also gets SIGTERM if this process dies without cleaning up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from dsr.service import DsrService
+from dsr.settings import Settings
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner import Runner
+
+log = logging.getLogger(__name__)
+
+SWEEP_CRON = "0 * * * *"  # hourly, as in deployments/prefect.yaml
+PURGE_CRON = "0 2 * * *"  # nightly at 02:00 in the policy's retention timezone
+SERVER_STARTUP_TIMEOUT = 90.0  # a fresh SQLite database runs its migrations first (~8-16 s measured)
+
+Every = float | timedelta
+
+
+class EmbeddedServeError(RuntimeError):
+    """The embedded Prefect server or the API could not start, or stopped on its own."""
+
+
+# -- the child Prefect server -------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent (thread) dies.
+
+    libc is loaded here, in the parent: the child only makes one system call before exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+    return preexec
+
+
+@dataclass
+class PrefectServer:
+    """A `prefect server start` child process in its own process group."""
+
+    api_url: str
+    home: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    _log_file: Any = field(repr=False, default=None)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate the whole process group (SIGTERM, then SIGKILL); safe to call twice."""
+        try:
+            if self.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("Prefect server (pid %d) ignored SIGTERM; killing it", self.process.pid)
+            # Whatever the server itself started goes too, even if the leader already exited.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+
+def start_prefect_server(*, home: Path, port: int | None = None, host: str = "127.0.0.1", ui: bool = True,
+                         timeout: float = SERVER_STARTUP_TIMEOUT) -> PrefectServer:
+    """Start `prefect server start` (SQLite under `home`) and wait until `/api/health` answers."""
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    api_url = f"http://{host}:{port}/api"
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(home),
+        # Its own file: an ephemeral `dsr run` elsewhere uses prefect.db in the same home.
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'serve.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": api_url,
+    })
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    if not ui:
+        command.append("--no-ui")
+    log_path = home / "server.log"
+    log_file = log_path.open("ab")
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                               stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=_die_with_parent())
+    server = PrefectServer(api_url, home, log_path, process, log_file)
+    log.info("Prefect server starting at %s (pid %d, log %s)", api_url, process.pid, log_path)
+    try:
+        _wait_healthy(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_healthy(server: PrefectServer, timeout: float) -> None:
+    started = time.monotonic()
+    deadline = started + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            if not server.alive:
+                raise EmbeddedServeError(
+                    f"the Prefect server exited with code {server.process.returncode} before answering "
+                    f"(log {server.log_path}):\n{server.log_tail()}")
+            try:
+                if client.get(f"{server.api_url}/health").status_code == 200:
+                    log.info("Prefect server ready in %.1f s", time.monotonic() - started)
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise EmbeddedServeError(
+                    f"the Prefect server did not answer at {server.api_url}/health within {timeout:.0f} s "
+                    f"(log {server.log_path}):\n{server.log_tail()}")
+            time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def prefect_server(**kwargs: Any) -> Iterator[PrefectServer]:
+    server = start_prefect_server(**kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def use_prefect_api(api_url: str) -> Iterator[None]:
+    """Point this process's Prefect at `api_url`: this thread, every other thread, and the flow
+    run subprocesses (which inherit the environment and the current settings)."""
+    from prefect import context as prefect_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            # Threads started without this context (the API's, Prefect's events worker) read the
+            # process-global settings context; Prefect's own test harness swaps it the same way.
+            swap = getattr(prefect_context, "_temporary_global_settings_context", None)
+            with swap(prefect_context.get_settings_context()) if swap else contextlib.nullcontext():
+                if swap is None:
+                    prefect_context.refresh_global_settings_context()
+                yield
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+# -- the deployments ----------------------------------------------------------------------------
+
+
+def verified_trigger() -> Any:
+    """process-request runs when a request is verified (the same trigger as in prefect.yaml)."""
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.events import REQUEST_ID_LABEL, RESOURCE_PREFIX, VERIFIED_EVENT
+
+    return DeploymentEventTrigger(
+        name="process-request on dsr.request.verified",
+        expect={VERIFIED_EVENT},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        parameters={"request_id": f"{{{{ event.resource['{REQUEST_ID_LABEL}'] }}}}"},
+    )
+
+
+def _schedule(cron: str, every: Every | None, timezone: str) -> Any:
+    from prefect.schedules import Cron, Interval
+
+    if every is not None:
+        return Interval(every if isinstance(every, timedelta) else timedelta(seconds=every))
+    return Cron(cron, timezone=timezone)
+
+
+def build_deployments(*, purge_timezone: str, sweep_cron: str = SWEEP_CRON, sweep_every: Every | None = None,
+                      purge_cron: str = PURGE_CRON, purge_every: Every | None = None,
+                      serve_purge: bool = True) -> list[RunnerDeployment]:
+    """The three deployments of deployments/prefect.yaml, for `serve` (no work pool).
+
+    `sweep_every` / `purge_every` (seconds or a timedelta) replace the cron (tests use a few
+    seconds). Entrypoints are module paths, so runs work from any directory.
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.deadlines import deadline_sweep
+    from flows.request import process_request
+    from flows.retention import retention_purge
+
+    module = EntrypointType.MODULE_PATH
+    deployments: list[Any] = [  # to_deployment is typed sync-or-async; called here, it is sync
+        process_request.to_deployment(name="process-request", triggers=[verified_trigger()],
+                                      concurrency_limit=10, entrypoint_type=module),
+        deadline_sweep.to_deployment(name="deadline-sweep", schedules=[_schedule(sweep_cron, sweep_every, "UTC")],
+                                     concurrency_limit=1, entrypoint_type=module),
+    ]
+    if serve_purge:
+        deployments.append(retention_purge.to_deployment(
+            name="retention-purge", schedules=[_schedule(purge_cron, purge_every, purge_timezone)],
+            parameters={"dry_run": False}, concurrency_limit=1, entrypoint_type=module))
+    return deployments
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] | None = None,
+                   api_stop: Callable[[], None] | None = None, service: DsrService | None = None,
+                   settings: Settings | None = None, prefect_home: Path | None = None, ui: bool = True,
+                   sweep_cron: str = SWEEP_CRON, sweep_every: Every | None = None,
+                   purge_cron: str = PURGE_CRON, purge_every: Every | None = None, serve_purge: bool = True,
+                   poll_seconds: float | None = None, startup_timeout: float = SERVER_STARTUP_TIMEOUT,
+                   stop: threading.Event | None = None,
+                   on_ready: Callable[[PrefectServer], None] | None = None) -> None:
+    """Run the Prefect server, the served flows and the API until SIGINT/SIGTERM or `stop`.
+
+    - `api`: blocking callable run in a thread once the deployments exist (the CLI passes
+      uvicorn's `Server.run`); `api_stop` asks it to return (e.g. sets `should_exit`). If the
+      API returns or fails on its own, everything stops and EmbeddedServeError is raised.
+    - `service`: the service the API uses; its verifications are mirrored as Prefect events
+      (flows.events.install), and requests verified while nothing listened are re-announced.
+    - The flow runs themselves build their service from the DSR_* environment (flows.runtime).
+    """
+    settings = service.settings if service is not None else (settings or Settings())
+    home = prefect_home or settings.home / "prefect"
+    stop = stop or threading.Event()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if on_main_thread else None
+    threads: list[threading.Thread] = []  # the API's, once started
+    api_failure: list[BaseException] = []
+    stopping = threading.Event()
+
+    def run_api() -> None:
+        try:
+            assert api is not None
+            api()
+        except BaseException as exc:  # noqa: BLE001 - reported by serve_embedded in its thread
+            api_failure.append(exc)
+        finally:
+            if not stopping.is_set():
+                api_failure.append(EmbeddedServeError("the HTTP API stopped on its own"))
+                stop.set()
+
+    def _serve_all() -> None:
+        with prefect_server(home=home, port=prefect_port, ui=ui, timeout=startup_timeout) as server, \
+                use_prefect_api(server.api_url):
+            from prefect.runner import Runner
+
+            timezone = service.policy.retention.timezone if service is not None else _policy_timezone(settings)
+            deployments = build_deployments(purge_timezone=timezone, sweep_cron=sweep_cron, sweep_every=sweep_every,
+                                            purge_cron=purge_cron, purge_every=purge_every, serve_purge=serve_purge)
+            runner = Runner(name="dsr-serve", pause_on_shutdown=True, query_seconds=poll_seconds)
+
+            async def serve() -> None:
+                for deployment in deployments:
+                    await runner.aadd_deployment(deployment)
+                log.info("serving %s against %s", ", ".join(d.name for d in deployments), server.api_url)
+                if service is not None:
+                    from flows.events import emit_backlog, install
+
+                    install(service)
+                    backlog = await asyncio.to_thread(emit_backlog, service)
+                    if backlog:
+                        log.info("re-announced %d verified request(s) that never started", len(backlog))
+                if api is not None:
+                    threads.append(threading.Thread(target=run_api, name="dsr-api", daemon=True))
+                    threads[0].start()
+                if on_ready is not None:
+                    on_ready(server)
+                if not stop.is_set():
+                    await runner.start()
+
+            finished = threading.Event()
+            watcher = threading.Thread(target=_stop_runner_when, args=(stop, finished, runner),
+                                       name="dsr-serve-stop", daemon=True)
+            watcher.start()
+            try:
+                asyncio.run(serve())
+            except KeyboardInterrupt:
+                log.info("interrupted; shutting down")
+            finally:
+                stopping.set()
+                finished.set()
+                stop.set()
+                watcher.join(5)
+                for thread in threads:
+                    if thread.is_alive() and api_stop is not None:
+                        api_stop()
+                    thread.join(10)
+                _drain_events()
+
+    try:
+        _serve_all()
+    except KeyboardInterrupt:
+        log.info("interrupted while starting; stopped")
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    if api_failure:
+        raise EmbeddedServeError(f"the HTTP API stopped: {api_failure[0]!r}") from api_failure[0]
+
+
+def _drain_events(timeout: float = 10.0) -> None:
+    """Deliver queued events (e.g. a verification during shutdown) before the server goes."""
+    try:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=timeout)  # called outside any event loop: waits
+    except Exception:  # noqa: BLE001 - shutting down; an undelivered event is re-announced next start
+        log.warning("could not flush Prefect events before stopping", exc_info=True)
+
+
+def _policy_timezone(settings: Settings) -> str:
+    from dsr.config import load_policy
+
+    return load_policy(settings.policy_path).retention.timezone
+
+
+def _stop_runner_when(stop: threading.Event, finished: threading.Event, runner: Runner) -> None:
+    """Waits for `stop`, then stops the runner from its own loop (it may not have started yet)."""
+    stop.wait()
+    while not finished.is_set():
+        loop = getattr(runner, "_loop", None)
+        if runner.started and loop is not None and not loop.is_closed():
+            try:
+                runner.execute_in_background(runner.astop).result(timeout=30)
+            except Exception:  # noqa: BLE001 - it is stopping anyway; say why it was untidy
+                log.warning("the runner did not stop cleanly", exc_info=True)
+            return
+        time.sleep(0.1)

@@ -1,0 +1,306 @@
+"""The event-driven path and `dsr serve`'s embedded mode (flows/events.py, flows/serve.py).
+
+(a) the bridge: a verification becomes exactly one `dsr.request.verified` Prefect event, with no
+    personal data, and a failing bridge never breaks a verification;
+(b) end to end on a real `prefect server start` child (not the ephemeral API): a verified request
+    reaches `completed` in the ledger through the process-request trigger, nobody calls run;
+(c) a schedule fires on that server: the ephemeral API silently drops schedules, this does not.
+
+(b) and (c) share one `serve_embedded` (module fixture) on a CRM-only data map so runs are quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dsr.models import parse_new_request
+from dsr.service import DsrService
+from dsr.settings import Settings
+from sandbox.crm_seed import ERASURE_SUBJECT, seed_crm
+
+pytestmark = pytest.mark.prefect
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _submit(service: DsrService) -> str:
+    new = parse_new_request(type="erasure", email=ERASURE_SUBJECT, regime="gdpr", received=datetime.now(UTC))
+    return service.submit(new).state.request_id
+
+
+def _verify(service: DsrService, request_id: str) -> None:
+    service.verify(request_id, method="email-code", note="code returned")
+
+
+# -- (a) the bridge -------------------------------------------------------------------------------
+
+
+def test_a_verification_is_mirrored_as_one_event_without_personal_data(
+        crm_only_service: DsrService, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.events import install
+
+    AssertingEventsClient.reset()
+    # Inside the settings: made without an API URL, the worker would start an ephemeral server.
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # recorded, never dialled
+        worker = EventsWorker.instance(AssertingEventsClient)
+        monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+        install(crm_only_service)
+        install(crm_only_service)  # idempotent: still one listener
+        request_id = _submit(crm_only_service)  # submitting is not verifying: no event
+        _verify(crm_only_service, request_id)
+        worker.drain()
+    assert AssertingEventsClient.last is not None
+    events = [e for e in AssertingEventsClient.last.events if e.event.startswith("dsr.")]
+    assert len(events) == 1
+    event = events[0]
+    assert event.event == "dsr.request.verified"
+    assert event.resource.id == f"dsr.request.{request_id}"
+    assert event.resource["dsr.request-id"] == request_id
+    assert event.payload == {"type": "erasure", "regime": "gdpr"}
+    wire = event.model_dump_json()
+    state = crm_only_service.state(request_id)
+    for personal in (ERASURE_SUBJECT, ERASURE_SUBJECT.split("@")[0], state.identity_hash):
+        assert personal not in wire
+
+
+def test_a_failing_bridge_never_breaks_a_verification(crm_only_service: DsrService,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.events
+
+    def down(service: DsrService, request_id: str) -> None:
+        raise ConnectionError(f"orchestrator down while sending {ERASURE_SUBJECT}")
+
+    monkeypatch.setattr(flows.events, "emit_verified", down)
+    flows.events.install(crm_only_service)
+    request_id = _submit(crm_only_service)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), \
+            caplog.at_level(logging.WARNING, logger="flows.events"):
+        _verify(crm_only_service, request_id)
+    assert crm_only_service.state(request_id).verified
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flows.events"]
+    assert len(warnings) == 1 and request_id in warnings[0] and ERASURE_SUBJECT not in warnings[0]
+
+
+def test_no_prefect_api_no_event_and_no_ephemeral_server(crm_only_service: DsrService,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.events
+
+    called: list[str] = []
+    monkeypatch.setattr(flows.events, "emit_verified", lambda service, rid: called.append(rid))
+    flows.events.install(crm_only_service)
+    request_id = _submit(crm_only_service)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        _verify(crm_only_service, request_id)
+    assert called == [] and crm_only_service.state(request_id).verified
+
+
+def test_a_server_that_never_answers_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    from flows import serve
+
+    with pytest.raises(serve.EmbeddedServeError, match=r"did not answer at http://127\.0\.0\.1:\d+/api/health"):
+        serve.start_prefect_server(home=tmp_path / "prefect", timeout=0.3, ui=False)
+    assert not _children_of(os.getpid())
+
+
+def test_prefect_yaml_and_dsr_serve_declare_the_same_deployments() -> None:
+    """deployments/prefect.yaml (shared server, workers) and flows/serve.py (embedded) agree; the
+    YAML trigger is valid for Prefect's own model (as `prefect deploy` reads it)."""
+    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    from dsr.config import load_policy
+    from flows.serve import build_deployments, verified_trigger
+
+    doc = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    declared = {d["name"]: d for d in doc["deployments"]}
+    timezone = load_policy(REPO / "config" / "policy.yaml").retention.timezone
+    served = {d.name: d for d in build_deployments(purge_timezone=timezone)}
+    assert set(declared) == set(served) == {"process-request", "deadline-sweep", "retention-purge"}
+    assert {d["work_pool"]["name"] for d in declared.values()} == {"dsr-pool"}
+
+    triggers = declared["process-request"]["triggers"]
+    assert len(triggers) == 1
+    parsed = TypeAdapter(DeploymentTriggerTypes).validate_python(triggers[0])
+    assert parsed.model_dump(mode="json", exclude={"name"}) == verified_trigger().model_dump(mode="json", exclude={"name"})
+    assert [t.model_dump(mode="json", exclude={"name"}) for t in served["process-request"].triggers] == \
+        [parsed.model_dump(mode="json", exclude={"name"})]
+
+    for name, entry in declared.items():
+        deployment = served[name]
+        path, function = entry["entrypoint"].split(":")
+        assert deployment.entrypoint == f"{path.removesuffix('.py').replace('/', '.')}.{function}"
+        assert deployment.concurrency_limit == entry["concurrency_limit"]
+        assert deployment.parameters == (entry.get("parameters") or {})
+        yaml_schedules = [(s["cron"], s["timezone"]) for s in entry.get("schedules", []) if s.get("active", True)]
+        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == yaml_schedules
+    assert declared["retention-purge"]["schedules"][0]["timezone"] == timezone
+
+
+# -- (b) and (c): one embedded serve on a real server ---------------------------------------------
+
+
+#: What serve_embedded starts: the server, and a subprocess per flow run.
+OURS = ("prefect server start", "prefect.engine")
+
+
+def _children_of(pid: int, needles: tuple[str, ...] = OURS) -> list[int]:
+    """Live processes whose parent is `pid`, started by serve_embedded (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and any(n in cmdline for n in needles):
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Embedded:
+    service: DsrService
+    api_url: str
+    server_pid: int
+    started_in: float
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    """`serve_embedded` in a thread: a fresh `prefect server start` child, process-request on its
+    trigger, deadline-sweep every 5 s, a stand-in API; all stopped (and checked) at the end."""
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.serve import PrefectServer, free_port, serve_embedded
+
+    tmp = tmp_path_factory.mktemp("serve")
+    crm_url = f"sqlite:///{tmp / 'crm.sqlite'}"
+    seed_crm(crm_url, contacts=40)
+    demo = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())
+    crm = demo["systems"]["crm"]
+    crm["settings"]["url"] = crm_url
+    systems = tmp / "systems-crm-only.yaml"
+    systems.write_text(yaml.safe_dump({"version": 1, "systems": {"crm": crm}}))
+    # The served runs are subprocesses: they build their service from this environment.
+    env = {"DSR_HOME": str(tmp / "var"), "DSR_CONFIG_DIR": str(REPO / "config"), "DSR_SYSTEMS_FILE": str(systems),
+           "DSR_IDENTITY_KEY": "serve-test-key", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    EventsWorker.drain_all(timeout=10)  # a worker bound to another test server must not carry our events
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        service = DsrService(Settings())
+        ready: queue.Queue[PrefectServer | BaseException] = queue.Queue()
+        stop, api_started, api_stopped = threading.Event(), threading.Event(), threading.Event()
+
+        def api() -> None:  # stands in for uvicorn: blocks until told to stop
+            api_started.set()
+            api_stopped.wait()
+
+        def target() -> None:
+            try:
+                serve_embedded(prefect_port=free_port(), api=api, api_stop=api_stopped.set, service=service,
+                               prefect_home=tmp / "prefect", ui=False, sweep_every=5, poll_seconds=1,
+                               stop=stop, on_ready=ready.put)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                ready.put(exc)
+
+        began = time.monotonic()
+        thread = threading.Thread(target=target, name="serve-embedded", daemon=True)
+        thread.start()
+        try:
+            got = ready.get(timeout=120)
+            if isinstance(got, BaseException):
+                raise got
+            assert api_started.wait(5), "the API was not started"
+            with temporary_settings(updates={PREFECT_API_URL: got.api_url}):
+                yield Embedded(service, got.api_url, got.process.pid, time.monotonic() - began)
+        finally:
+            stop.set()
+            thread.join(60)
+            EventsWorker.drain_all(timeout=10)
+            service.close()
+        assert not thread.is_alive(), "serve_embedded did not return after stop"
+        assert api_stopped.is_set(), "the API was not told to stop"
+        with pytest.raises(ProcessLookupError):
+            os.killpg(got.process.pid, 0)  # the server's whole process group is gone
+        leftovers = _children_of(os.getpid())
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        assert not leftovers, f"child processes left running: {leftovers}"
+
+
+def _wait_for(what: str, check, timeout: float, every: float = 0.5):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def _flow_runs(deployment: str, **state_filter: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+
+    flow_run_filter = None
+    if "types" in state_filter:
+        flow_run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=state_filter["types"])))
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                                     flow_run_filter=flow_run_filter)
+
+
+def test_a_verified_request_is_completed_by_its_trigger_alone(embedded: Embedded) -> None:
+    service = embedded.service
+    request_id = _submit(service)
+    _verify(service, request_id)  # nothing else: no `dsr run`, no run_deployment
+    _wait_for(f"request {request_id} to complete",
+              lambda: service.state(request_id).status.value in ("completed", "partially_completed"), timeout=60)
+    state = service.state(request_id)
+    assert state.status.value == "completed", state.outcome_reason
+    assert list(state.systems) == ["crm"]
+    runs = [r for r in _flow_runs("process-request") if r.parameters.get("request_id") == request_id]
+    assert len(runs) == 1
+    assert runs[0].created_by is not None and runs[0].created_by.type == "AUTOMATION"
+
+
+def test_a_schedule_fires_in_embedded_mode(embedded: Embedded) -> None:
+    from prefect.client.schemas.objects import StateType
+
+    completed = _wait_for("a scheduled deadline-sweep run to complete",
+                          lambda: _flow_runs("deadline-sweep", types=[StateType.COMPLETED]), timeout=45)
+    assert any(run.auto_scheduled for run in completed)  # made by the server's scheduler, not by us
