@@ -193,4 +193,6 @@ def test_purging_200000_records_keeps_memory_flat(sqlite_service: DsrService, tm
     large, large_peak = _purge_peak(tmp_path, sqlite_service, 200_000)
     assert (small, large) == (20_000, 200_000)
     print(f"peak {small_peak} B at 20k, {large_peak} B at 200k")
-    assert large_peak < small_peak * 1.5, (small_peak, large_peak)  # ten times the records, not ten times the memory
+    # Ten times the records, not ten times the memory: the extra 180,000 records may not cost even a
+    # pointer each (a run that kept every ref would cost hundreds of bytes per record).
+    assert large_peak - small_peak < 180_000 * 8, (small_peak, large_peak)
