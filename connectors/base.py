@@ -10,6 +10,8 @@ import base64
 import hashlib
 import logging
 import os
+import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time
@@ -35,6 +37,7 @@ from dsr.contract import (
 
 __all__ = [
     "Connector",
+    "HttpConnector",
     "ConnectorConfigError",
     "ConnectorError",
     "ConnectorInfo",
@@ -59,6 +62,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="HttpConnector")
 
 # Vendor client libraries log request URLs and bodies at DEBUG, and ours carry the subject's
 # address (a SOQL or SuiteQL filter, a search URL). Logs must never hold personal data, so these
@@ -177,6 +181,37 @@ def topological_order(
         if cycle:
             return order, cycle
     return order, []
+
+
+class HttpConnector:
+    """What the HTTP connectors share: their `info`, thread-safe call counters (`stats`), and an
+    HTTP session to close (also as a context manager). Subclasses set `_info`, `_stats`,
+    `_stats_lock` and `_session` in their constructor."""
+
+    _info: ConnectorInfo
+    _stats: Counter[str]
+    _stats_lock: threading.Lock
+    _session: Any
+
+    @property
+    def info(self) -> ConnectorInfo:
+        return self._info
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Counters since the connector was built (calls, retries, throttling answers, waits...)."""
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        """Release the HTTP session's pooled connections."""
+        self._session.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 class RateLimitSpec(BaseModel):

@@ -80,6 +80,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
@@ -399,7 +400,7 @@ _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
 # --- the connector ----------------------------------------------------------------------------------------
 
 
-class GoogleAdsConnector:
+class GoogleAdsConnector(HttpConnector):
     """Remove a subject's hashed e-mail from configured Customer Match lists (write-only audiences).
 
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
@@ -429,26 +430,6 @@ class GoogleAdsConnector:
             system=system, kind=KIND, version=VERSION, write_only=True,
             rate_limit_per_second=rl.calls / rl.period_seconds, max_batch=1, objects=(OBJECT,),
         )
-
-    @property
-    def info(self) -> ConnectorInfo:
-        """Kind, version, write-only, rate limit; one subject's identifier per list per call."""
-        return self._info
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """calls, retries, throttled, server_errors, network_errors, token_refreshes, polls, waited_seconds."""
-        with self._stats_lock:
-            return dict(self._stats)
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> GoogleAdsConnector:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     # --- the contract ---
 

@@ -59,6 +59,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
@@ -225,7 +226,7 @@ _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
 # --- the connector ----------------------------------------------------------------------------------------
 
 
-class LinkedInConnector:
+class LinkedInConnector(HttpConnector):
     """Remove a subject's ``SHA256_EMAIL`` from configured DMP segments (write-only audiences).
 
     Build it with `create`; call `close()` when done. `stats` counts calls, retries and throttling.
@@ -254,25 +255,6 @@ class LinkedInConnector:
             system=system, kind=KIND, version=VERSION, write_only=True,
             rate_limit_per_second=rl.calls / rl.period_seconds, max_batch=1, objects=(OBJECT,),
         )
-
-    @property
-    def info(self) -> ConnectorInfo:
-        return self._info
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """calls, retries, throttled, server_errors, network_errors, waited_seconds."""
-        with self._stats_lock:
-            return dict(self._stats)
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> LinkedInConnector:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     # --- the contract ---
 

@@ -87,6 +87,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
@@ -615,7 +616,7 @@ class _TokenSource:
 # --- the connector --------------------------------------------------------------------------------------
 
 
-class NetSuiteConnector:
+class NetSuiteConnector(HttpConnector):
     """Discover, export, erase, verify and purge a subject's customers and contacts in one NetSuite account.
 
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
@@ -653,27 +654,6 @@ class NetSuiteConnector:
         rate = settings.rate_limit.calls / settings.rate_limit.period_seconds
         self._info = ConnectorInfo(system=system, kind=KIND, version=VERSION, rate_limit_per_second=rate,
                                    max_batch=1, objects=self._objects)
-
-    @property
-    def info(self) -> ConnectorInfo:
-        """Kind, version, rate limit, batch size (one record per REST call) and the record types."""
-        return self._info
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """calls, retries, throttled, server_errors, network_errors, token_requests, relogins."""
-        with self._stats_lock:
-            return dict(self._stats)
-
-    def close(self) -> None:
-        """Release the HTTP session's pooled connections."""
-        self._session.close()
-
-    def __enter__(self) -> NetSuiteConnector:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     # --- the contract ---
 

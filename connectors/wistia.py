@@ -68,6 +68,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
@@ -293,7 +294,7 @@ class _Bearer(requests.auth.AuthBase):
 # --- the connector ----------------------------------------------------------------------------------
 
 
-class WistiaConnector:
+class WistiaConnector(HttpConnector):
     """Discover, export and re-query a subject's Wistia visitors and events; erasure is a manual task.
 
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
@@ -321,27 +322,6 @@ class WistiaConnector:
             system=system, kind=KIND, version=VERSION, write_only=False, manual_steps=MANUAL_STEPS,
             rate_limit_per_second=rl.calls / rl.period_seconds, max_batch=1, objects=OBJECTS,
         )
-
-    @property
-    def info(self) -> ConnectorInfo:
-        """Kind, version, the manual erase step, the rate limit and the objects (visitor, event)."""
-        return self._info
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """calls, retries, throttled, server_errors, network_errors, waited_seconds, foreign_events."""
-        with self._stats_lock:
-            return dict(self._stats)
-
-    def close(self) -> None:
-        """Release the connection pool."""
-        self._session.close()
-
-    def __enter__(self) -> WistiaConnector:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     # --- the contract ---
 
