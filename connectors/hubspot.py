@@ -86,6 +86,7 @@ from connectors.base import (
     RecordRef,
     Subject,
     chunks,
+    env_secret,
     json_friendly,
     outcome_for,
     receipt_id,
@@ -251,11 +252,7 @@ def create(system: str, settings: Mapping[str, Any]) -> HubSpotConnector:
     """
     parsed = parse_settings(system, settings)
     base_url = _resolve_base_url(system, parsed)
-    token = os.environ.get(parsed.token_env, "").strip()
-    if not token:
-        raise ConnectorConfigError(
-            f"systems.{system}.settings.token_env: environment variable {parsed.token_env} is not set or empty"
-        )
+    token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return HubSpotConnector(system, parsed, base_url=base_url, token=token)
 
 

@@ -67,6 +67,7 @@ from connectors.base import (
     RecordRef,
     Subject,
     describe_validation_error,
+    env_secret,
     outcome_for,
     receipt_id,
     subject_email,
@@ -178,9 +179,7 @@ def create(system: str, settings: Mapping[str, Any]) -> LinkedInConnector:
             raise ConnectorConfigError(f"{where}.base_url_env: environment variable {parsed.base_url_env} must hold "
                                        "http(s)://host[:port]")
         base_url = base_url.rstrip("/")
-    token = os.environ.get(parsed.token_env, "").strip()
-    if not token:
-        raise ConnectorConfigError(f"{where}.token_env: environment variable {parsed.token_env} is not set or empty")
+    token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return LinkedInConnector(system, parsed, base_url=base_url, token=token)
 
 

@@ -76,6 +76,7 @@ from connectors.base import (
     RecordRef,
     Subject,
     describe_validation_error,
+    env_secret,
     json_friendly,
     outcome_for,
     receipt_id,
@@ -204,11 +205,7 @@ def create(system: str, settings: Mapping[str, Any]) -> WistiaConnector:
     """
     parsed = parse_settings(system, settings)
     base_url = _resolve_base_url(system, parsed)
-    token = os.environ.get(parsed.token_env, "").strip()
-    if not token:
-        raise ConnectorConfigError(
-            f"systems.{system}.settings.token_env: environment variable {parsed.token_env} is not set or empty"
-        )
+    token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return WistiaConnector(system, parsed, base_url=base_url, token=token)
 
 
