@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Benchmarks (not tests): each prints one JSON line per figure and a summary; see bench/README.md.
+bench: install
+	$(BIN)/python -m bench.ledger
+	$(BIN)/python -m bench.export
+	$(BIN)/python -m bench.purge
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.workers
 
 # Skips the tests that start Prefect (about 15 s of harness start-up).
 test-fast: install

@@ -1,0 +1,1 @@
+"""dsr-pipeline benchmarks (issue 9): see bench/README.md."""

@@ -1,0 +1,249 @@
+"""Ledger benchmark (issue 9, item 4): appends per second with the hash chain, on SQLite and on
+PostgreSQL, against plain inserts of the same rows; and the time to verify a 1M-event chain.
+
+What is appended: the events of real requests. One access and one erasure request are carried out
+through `RequestRunner` on the demo CRM (CRM only: no vendor is needed to get realistic events),
+and their chains (type, payload, actor; ~10 events each) are replayed under new request ids with
+`Ledger.append`, the way the service appends: one transaction per event, reading the chain to
+link the new event, and keeping the request index up to date (the projector). Two more passes
+over the same rows isolate the costs:
+
+- ``chain only``: `Ledger.append(..., project=False)` (how purge runs and holds append): reads
+  just the chain head;
+- ``plain``: the very rows the chained pass stored, inserted into a fresh, identically migrated
+  ledger with one INSERT per transaction: no read, no hash, no index. The ratio judged is
+  chained / plain.
+
+Verification: one chain of N events (default 1,000,000, purge-checkpoint-like payloads) is written
+with bulk inserts (precomputed hashes), then `Ledger.verify` runs in a child process: seconds,
+events per second and the child's peak RSS (verify loads the whole chain).
+
+    python -m bench.ledger [--quick] [--size EVENTS] [--verify-events N] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Report,
+    ServiceSpec,
+    log,
+    open_service,
+    parse_args,
+    postgres_schema,
+    postgres_url,
+    run_in_child,
+    scratch_dir,
+    submit_verified,
+    write_data_map,
+)
+
+APPEND_EVENTS = 20_000  # per database and pass
+VERIFY_EVENTS = 1_000_000  # the issue's size
+QUICK_APPEND, QUICK_VERIFY = 300, 2_000
+
+
+def template_chains(root: Path) -> list[list[tuple[str, dict[str, Any], str]]]:
+    """(type, payload, actor) of each event of a real access and a real erasure request."""
+    from dsr.execution import RequestRunner
+    from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT, seed_crm
+
+    crm_url = f"sqlite:///{root / 'crm.sqlite'}"
+    seed_crm(crm_url, contacts=40)
+    systems = write_data_map(root / "systems.yaml", crm_url=crm_url, systems=["crm"])
+    spec = ServiceSpec(home=str(root / "var"), systems_file=str(systems), env={})
+    chains = []
+    with open_service(spec) as service:
+        runner = RequestRunner(service)
+        for kind, email in (("access", ACCESS_SUBJECT), ("erasure", ERASURE_SUBJECT)):
+            request_id = submit_verified(service, kind, email)
+            plan = runner.begin(request_id)
+            from bench.common import connector_factory
+            for system in plan.systems:
+                runner.run_system(request_id, system, connector_factory(service, system))
+            runner.finish(request_id)
+            chains.append([(e.type, dict(e.payload), e.actor) for e in service.events(request_id)])
+    return chains
+
+
+def _append_pass(url: str, chains: list[list[tuple[str, dict[str, Any], str]]], events: int, *, project: bool,
+                 tag: str) -> tuple[int, float]:
+    """Replay template chains under new ids until `events` are appended; (events, seconds)."""
+    from dsr.ledger.store import Ledger
+    from dsr.state import index_row
+
+    ledger = Ledger(url, projector=index_row)
+    done, index = 0, 0
+    started = time.perf_counter()
+    try:
+        while done < events:
+            chain = chains[index % len(chains)]
+            request_id = f"bench-{tag}-{index:07d}"
+            for seq, (kind, payload, actor) in enumerate(chain):
+                if done >= events:
+                    break
+                ledger.append(request_id, kind, payload, actor=actor, expect_new=seq == 0, project=project)
+                done += 1
+            index += 1
+        return done, time.perf_counter() - started
+    finally:
+        ledger.close()
+
+
+def _plain_pass(source_url: str, target_url: str, tag: str) -> tuple[int, float]:
+    """The rows the chained pass stored, inserted as they are: one INSERT per transaction."""
+    from sqlalchemy import insert, select
+
+    from dsr.ledger.schema import events as events_table
+    from dsr.ledger.store import Ledger, create_ledger_engine
+
+    source = create_ledger_engine(source_url, for_writes=False)
+    columns = [c for c in events_table.c if c.name != "id"]
+    with source.connect() as conn:
+        rows = [dict(r) for r in conn.execute(
+            select(*columns).where(events_table.c.request_id.like(f"bench-{tag}-%")).order_by(events_table.c.id)
+        ).mappings()]
+    source.dispose()
+    Ledger(target_url).close()  # migrate the target: the same table, constraints and indexes
+    engine = create_ledger_engine(target_url)
+    statement = insert(events_table)
+    started = time.perf_counter()
+    for row in rows:
+        with engine.begin() as conn:
+            conn.execute(statement, row)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return len(rows), seconds
+
+
+def measure_appends(label: str, chained_url: str, plain_url: str, chains: list[list[tuple[str, dict[str, Any], str]]],
+                    events: int) -> dict[str, tuple[int, float]]:
+    """Chained (with index), chained (no index) and plain passes on one kind of database."""
+    results = {}
+    log(f"ledger/{label}: {events} chained appends with the request index")
+    results["chained"] = _append_pass(chained_url, chains, events, project=True, tag="idx")
+    log(f"ledger/{label}: {events} chained appends without the index (project=False)")
+    results["chain_only"] = _append_pass(chained_url, chains, events, project=False, tag="raw")
+    log(f"ledger/{label}: the same {events} rows as plain inserts")
+    results["plain"] = _plain_pass(chained_url, plain_url, tag="idx")
+    return results
+
+
+def build_long_chain(url: str, events: int, request_id: str = "purge-bench-long-chain") -> float:
+    """Write one valid chain of `events` events with bulk inserts; seconds taken."""
+    from sqlalchemy import insert
+
+    from dsr.ledger.events import GENESIS_HASH, LedgerEvent
+    from dsr.ledger.schema import events as events_table
+    from dsr.ledger.store import Ledger
+
+    Ledger(url).close()
+    from dsr.ledger.store import create_ledger_engine
+
+    engine = create_ledger_engine(url)
+    started = time.perf_counter()
+    prev, at = GENESIS_HASH, datetime(2026, 1, 1, tzinfo=UTC)
+    batch: list[dict[str, Any]] = []
+    import json
+
+    for seq in range(1, events + 1):
+        payload = {"system": "crm", "category": "technical", "records": 2000, "purged": 2000, "failed": 0,
+                   "vendor_calls": 4, "api_calls": 4, "vendor_receipt_ids": [f"crm-sql:{seq:08x}"],
+                   "first": f"crm/web_analytics_events/{seq * 2000}", "last": f"crm/web_analytics_events/{seq * 2000 + 1999}",
+                   "keys_sha256": f"{seq:064x}"}
+        event = LedgerEvent.create(request_id, seq, at + timedelta(milliseconds=seq), "retention-purge", "purge.batch",
+                                   payload, prev)
+        prev = event.hash
+        batch.append({"request_id": request_id, "seq": seq, "at": event.at, "actor": event.actor, "type": event.type,
+                      "payload": json.dumps(event.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                      "prev_hash": event.prev_hash, "hash": event.hash})
+        if len(batch) >= 10_000 or seq == events:
+            with engine.begin() as conn:
+                conn.execute(insert(events_table), batch)
+            batch = []
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def verify_in_child(url: str, request_id: str) -> dict[str, Any]:
+    """Child: `Ledger.verify` of the long chain, timed."""
+    from dsr.ledger.store import Ledger
+
+    ledger = Ledger(url)
+    started = time.perf_counter()
+    count = ledger.verify(request_id)
+    seconds = time.perf_counter() - started
+    ledger.close()
+    return {"events": count, "seconds": seconds}
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verify-events", type=int, default=None, help=f"length of the verified chain ({VERIFY_EVENTS:,})")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("Ledger appends (chained vs plain) and chain verification.", argv, _add_arguments)
+    report = Report("ledger")
+    events = args.size or (QUICK_APPEND if args.quick else APPEND_EVENTS)
+    verify_events = args.verify_events or (QUICK_VERIFY if args.quick else VERIFY_EVENTS)
+    pg, why_not = (None, "--no-postgres given") if args.no_postgres else postgres_url()
+    with scratch_dir("ledger") as root:
+        log("ledger: carrying out one access and one erasure request on the demo CRM for template events")
+        chains = template_chains(root / "template")
+        per_request = sum(len(c) for c in chains) / len(chains)
+        size = {"events": events, "events_per_request": round(per_request, 1)}
+        databases: list[tuple[str, Any]] = [("sqlite", None)]
+        if pg:
+            databases.append(("postgresql", pg))
+        else:
+            report.note(f"PostgreSQL figures skipped: {why_not}")
+        for label, base in databases:
+            if base is None:
+                results = measure_appends(label, f"sqlite:///{root / 'chained.sqlite'}",
+                                          f"sqlite:///{root / 'plain.sqlite'}", chains, events)
+            else:
+                with postgres_schema(base) as chained_url, postgres_schema(base) as plain_url:
+                    results = measure_appends(label, chained_url, plain_url, chains, events)
+            plain_rate = results["plain"][0] / results["plain"][1]
+            for kind, (count, seconds) in results.items():
+                rate = count / seconds
+                if kind == "plain":
+                    report.emit(f"ledger.{label}.plain_insert_rate", rate, "events/s", size=size,
+                                note="the same rows, one INSERT per transaction: the baseline")
+                elif kind == "chained":
+                    report.emit(f"ledger.{label}.append_rate", rate, "events/s", rate / plain_rate, None, size=size,
+                                note="Ledger.append as the service calls it (hash chain + request index); "
+                                     "ratio = chained / plain inserts (the issue sets no aim)")
+                else:
+                    report.emit(f"ledger.{label}.append_rate_no_index", rate, "events/s", rate / plain_rate, None,
+                                size=size, note="Ledger.append(project=False): chain head + hash only, no index")
+        url = f"sqlite:///{root / 'long-chain.sqlite'}"
+        log(f"ledger: writing one chain of {verify_events:,} events (bulk inserts, precomputed hashes)")
+        build_seconds = build_long_chain(url, verify_events)
+        log(f"ledger: chain written in {build_seconds:.0f} s; verifying it in a child process")
+        child = run_in_child(verify_in_child, url, "purge-bench-long-chain")
+        verified = child.value
+        vsize: dict[str, Any] = {"events": verified["events"]}
+        if verified["events"] < VERIFY_EVENTS:
+            vsize["reduced_from"] = VERIFY_EVENTS
+        report.emit("ledger.sqlite.verify_seconds", verified["seconds"], "s", size=vsize,
+                    note="Ledger.verify of one chain (SQLite): load every event, recompute every hash")
+        report.emit("ledger.sqlite.verify_rate", verified["events"] / verified["seconds"], "events/s", size=vsize)
+        report.emit("ledger.sqlite.verify_peak_rss", child.peak_rss_mb, "MiB", size=vsize,
+                    note="peak RSS of the verifying process: Ledger.verify holds the whole chain in memory")
+        if pg is None:
+            report.note("chain verification was measured on SQLite only")
+        else:
+            report.note("chain verification was measured on SQLite only (PostgreSQL loads the same way)")
+    report.summary()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Smoke test of the benchmarks (bench/): each runs at a tiny size (--quick) so that it cannot rot.
+
+Benchmarks are not tests: nothing here looks at a timing or a ratio. It checks only that each
+benchmark runs to its end and prints well-formed JSON lines carrying the figures it promises,
+then its human summary. `make bench` runs them at their real sizes. The fan-out benchmark
+starts Prefect (its orchestration overhead), so it carries the `prefect` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # bench/ is not an installed package: run from the repository
+    sys.path.insert(0, str(REPO))
+
+from bench import common, export, fanout, ledger, purge, workers  # noqa: E402
+
+FIELDS = {"bench", "name", "value", "unit", "ratio", "target", "meets", "size", "note"}
+
+EXPECTED = {
+    "ledger": (ledger, ["--quick"], {
+        "ledger.sqlite.append_rate", "ledger.sqlite.append_rate_no_index", "ledger.sqlite.plain_insert_rate",
+        "ledger.sqlite.verify_seconds", "ledger.sqlite.verify_rate", "ledger.sqlite.verify_peak_rss",
+    }),
+    "export": (export, ["--quick"], {
+        "export.peak_rss", "export.peak_rss_tenth", "export.package_bundle_rate", "export.baseline_rate",
+        "export.export_rate",
+    }),
+    "purge": (purge, ["--quick"], {
+        *(f"purge.{figure}.{system}" for figure in ("records_per_call", "throughput", "left_behind")
+          for system in ("crm", "salesforce", "hubspot")),
+        *(f"purge.{figure}.{system}" for figure in ("budget_use", "throttled") for system in ("salesforce", "hubspot")),
+        "purge.peak_rss_small", "purge.peak_rss_large", "purge.total_seconds",
+    }),
+    "fanout": (fanout, ["--quick"], {
+        "fanout.requests_per_minute", "fanout.binding_call_rate", "fanout.throttled", "fanout.logins_per_request",
+        "fanout.requests_per_minute_concurrency_1", "fanout.speedup", "fanout.orchestration_overhead_per_task",
+        "fanout.orchestration_overhead_per_flow",
+        "fanout.prefect_startup",
+        *(f"fanout.call_rate.{budget}" for budget in ("google_ads", "hubspot", "hubspot:search", "linkedin",
+                                                       "netsuite", "salesforce", "wistia")),
+    }),
+    "workers": (workers, [], {"workers.scale_out"}),
+}
+
+
+@pytest.mark.parametrize("bench", [pytest.param(name, marks=[pytest.mark.prefect] if name == "fanout" else [])
+                                   for name in sorted(EXPECTED)])
+def test_benchmark_prints_its_figures_as_json_lines(bench: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module, argv, names = EXPECTED[bench]
+    if bench == "ledger" and common.postgres_url()[0] is not None:  # PostgreSQL figures only with a server
+        names = names | {n.replace(".sqlite.", ".postgresql.") for n in names if "append" in n or "plain" in n}
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    figures = [json.loads(line) for line in out if line.startswith("{")]
+    summary = [line for line in out if line.startswith("#")]
+    assert [line for line in out if line.strip() and not line.startswith(("{", "#"))] == []
+    assert {f["name"] for f in figures} == names
+    for figure in figures:
+        assert FIELDS <= set(figure), figure
+        assert figure["bench"] == bench
+        assert isinstance(figure["unit"], str) and figure["unit"]
+        assert figure["value"] is None or isinstance(figure["value"], (int, float))
+        assert figure["ratio"] is None or isinstance(figure["ratio"], (int, float))
+        assert figure["meets"] in (None, True, False)
+        if figure["target"] is None:
+            assert figure["meets"] is None
+    assert summary and summary[0].startswith(f"# {bench}: {len(figures)} figure(s)")
