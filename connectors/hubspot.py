@@ -596,32 +596,29 @@ class HubSpotConnector:
                 return ids
 
     def _search_all(self, operation: str, obj: str, filters: list[Filter], properties: list[str]) -> Iterator[Any]:
-        """Every hit of a search, in hs_object_id order: `after` pages, restarted past the 10,000 cap."""
+        """Every hit of a search, in hs_object_id order, paged by keyset (`hs_object_id > last`).
+
+        Not HubSpot's `after` cursor: it is an offset, so records archived while the listing goes
+        on (the retention purge deletes as it lists) would make it skip as many others. Keyset
+        paging also never meets the 10,000-results cap of one query.
+        """
         limit = self._settings.page_size
         last_id: str | None = None
         while True:
             round_filters = list(filters)
             if last_id is not None:
                 round_filters.append(Filter(property_name="hs_object_id", operator="GT", value=last_id))
-            after: str | None = None
-            seen = 0
-            while True:
-                request = PublicObjectSearchRequest(
-                    filter_groups=[FilterGroup(filters=round_filters)], properties=properties, limit=limit,
-                    after=after, sorts=[{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                )
-                page = self._call(operation, obj, self._search_api.do_search_with_http_info, obj, request,
-                                  search=True)
-                results = page.results or []
-                for hit in results:
-                    last_id = str(hit.id)
-                    yield hit
-                seen += len(results)
-                after = _next_after(page)
-                if not after or not results:
-                    return
-                if seen + limit > self._settings.search_result_cap:
-                    break  # the next page would cross HubSpot's cap: restart after the last id
+            request = PublicObjectSearchRequest(
+                filter_groups=[FilterGroup(filters=round_filters)], properties=properties, limit=limit,
+                sorts=[{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            )
+            page = self._call(operation, obj, self._search_api.do_search_with_http_info, obj, request, search=True)
+            results = page.results or []
+            for hit in results:
+                last_id = str(hit.id)
+                yield hit
+            if len(results) < limit or not _next_after(page):
+                return
 
     # --- erasure ---
 

@@ -279,6 +279,26 @@ def test_expired_pages_past_the_search_cap_and_purge_archives_in_hundreds(monkey
     assert vendor.object_count("contacts") == 20
 
 
+def test_purging_while_listing_skips_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retention purge archives each batch as it lists: an offset cursor would skip as many
+    records as were just archived and leave about half behind."""
+    vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000)
+    vendor.add_contacts(450, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
+    with serve(vendor) as server:
+        monkeypatch.setenv(URL_ENV, server.url)
+        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
+        with create(SYSTEM, settings()) as conn:
+            batch: list[RecordRef] = []
+            for ref in conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)):
+                batch.append(ref)
+                if len(batch) == 100:
+                    conn.purge(batch)
+                    batch = []
+            if batch:
+                conn.purge(batch)
+            assert list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1))) == []
+
+
 # --- opt-out ----------------------------------------------------------------------------------------------
 
 
