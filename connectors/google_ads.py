@@ -94,7 +94,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "google_ads"
 VERSION = "google_ads/1"
@@ -416,7 +416,8 @@ class GoogleAdsConnector(HttpConnector):
         self._credentials = credentials
         self._lists = {resource: (cid, lid) for resource, cid, lid in settings.resources()}
         rl = settings.rate_limit
-        self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
+        self._limiter = limiter_for(budget_key("google_ads", base_url, credentials.developer_token, credentials.client_id),
+                                    rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"dsr-pipeline/{VERSION}"

@@ -93,7 +93,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import Pause, RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "hubspot"
 VERSION = "hubspot/1"
@@ -350,8 +350,11 @@ class HubSpotConnector:
         self._settings = settings
         self._objects = ("contacts", *settings.engagements)
         rl, srl = settings.rate_limit, settings.search_rate_limit
-        self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
-        self._search_limiter = RateLimiter(srl.calls, srl.period_seconds * (1 + LATENCY_MARGIN))
+        # HubSpot counts per private-app token; search has its own, smaller budget.
+        self._limiter = limiter_for(budget_key("hubspot", base_url, token), rl.calls,
+                                    rl.period_seconds * (1 + LATENCY_MARGIN))
+        self._search_limiter = limiter_for(budget_key("hubspot-search", base_url, token), srl.calls,
+                                           srl.period_seconds * (1 + LATENCY_MARGIN))
         self._pause = Pause()
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._stats: Counter[str] = Counter()

@@ -73,7 +73,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "linkedin"
 VERSION = "linkedin/1"
@@ -237,7 +237,8 @@ class LinkedInConnector(HttpConnector):
         self._base_url = base_url
         self._segments = {_SEGMENT_URN.match(urn).group("id"): urn for urn in settings.segments}  # type: ignore[union-attr]
         rl = settings.rate_limit
-        self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
+        self._limiter = limiter_for(budget_key("linkedin", base_url, token), rl.calls,
+                                    rl.period_seconds * (1 + LATENCY_MARGIN))
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._session = requests.Session()
         self._session.headers.update({

@@ -9,12 +9,14 @@ jitter, and gives up after a bounded number of attempts so a system that is down
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -24,8 +26,9 @@ T = TypeVar("T")
 class RateLimiter:
     """At most `calls` in any `period` seconds; `acquire()` blocks until a slot is free.
 
-    Thread-safe, so the tasks of one process share a vendor's budget. (Across processes and
-    machines, the budget is shared through a Prefect global concurrency limit; see DESIGN.)
+    Thread-safe, so the tasks of one process share a vendor's budget. Connectors take theirs from
+    `limiter_for`, which hands every connector of the same vendor account the same one (and, across
+    processes and machines, a `SharedRateLimiter`).
     """
 
     def __init__(self, calls: int, period: float, *, clock: Callable[[], float] = time.monotonic,
@@ -62,6 +65,68 @@ class RateLimiter:
             kept = sorted(max(stamp, floor) for stamp in self._stamps)
             fill = [floor] * (self.calls - len(kept))
             self._stamps = deque(sorted(fill + kept)[-self.calls:])
+
+
+class Limiter(Protocol):
+    """What a connector needs of a limiter, in-process or shared."""
+
+    calls: int
+    period: float
+
+    def acquire(self) -> float: ...
+
+    def hold_off(self, seconds: float) -> None: ...
+
+
+RATE_LIMIT_URL_ENV = "DSR_RATE_LIMIT_URL"
+
+_registry_lock = threading.Lock()
+_limiters: dict[tuple[str, str, int, float], Limiter] = {}
+_stores: dict[str, Any] = {}
+
+
+def budget_key(vendor: str, *account: str | None) -> str:
+    """A vendor account's budget name: the vendor, then a hash of what identifies the account (its
+    host, client id, token...), so no credential is ever written where the budget is kept."""
+    digest = hashlib.sha256("\x1f".join(part or "" for part in account).encode()).hexdigest()[:20]
+    return f"{vendor}:{digest}"
+
+
+def limiter_for(budget: str, calls: int, period: float) -> Limiter:
+    """The limiter of one vendor budget (see `budget_key`): the same object for every connector of
+    this process that calls that account, so concurrent requests share the vendor's limit instead of
+    each taking all of it.
+
+    When the environment variable DSR_RATE_LIMIT_URL names a database (the production PostgreSQL,
+    or a SQLite file on one machine), the budget is shared by every process and machine using that
+    database: the workers of a pool together stay within the vendor's limit.
+    """
+    url = os.environ.get(RATE_LIMIT_URL_ENV, "").strip()
+    key = (url, budget, calls, period)
+    with _registry_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            if url:
+                from connectors.shared_pacing import SharedRateLimiter, SlotStore
+
+                store = _stores.get(url)
+                if store is None:
+                    store = _stores[url] = SlotStore(url)
+                # The limit is part of the name: a config change starts a fresh schedule.
+                limiter = SharedRateLimiter(store, f"{budget}:{calls}/{period:g}s", calls, period)
+            else:
+                limiter = RateLimiter(calls, period)
+            _limiters[key] = limiter
+    return limiter
+
+
+def forget_limiters() -> None:
+    """Drop every limiter of this process (tests; a worker whose configuration changed)."""
+    with _registry_lock:
+        _limiters.clear()
+        for store in _stores.values():
+            store.close()
+        _stores.clear()
 
 
 class Pause:

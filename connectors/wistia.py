@@ -83,7 +83,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import Pause, RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "wistia"
 VERSION = "wistia/1"
@@ -303,7 +303,8 @@ class WistiaConnector(HttpConnector):
         self._settings = settings
         self._root = base_url + API_PATH
         rl = settings.rate_limit
-        self._limiter = RateLimiter(rl.calls, rl.period_seconds * (1 + LATENCY_MARGIN))
+        self._limiter = limiter_for(budget_key("wistia", base_url, token), rl.calls,
+                                    rl.period_seconds * (1 + LATENCY_MARGIN))
         self._pause = Pause()
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._stats: Counter[str] = Counter()

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
+from connectors.pacing import forget_limiters
 from dsr.ledger.store import Ledger
 from dsr.service import DsrService
 from dsr.settings import Settings
@@ -74,6 +75,7 @@ def _sandbox_servers() -> Iterator[tuple[dict[str, SandboxServer], dict[str, str
 def sandboxes(_sandbox_servers, monkeypatch: pytest.MonkeyPatch) -> dict[str, SandboxServer]:
     """The vendor sandboxes (one server each per session), re-seeded and fault-free for this test."""
     servers, env = _sandbox_servers
+    forget_limiters()  # a vendor's "wait" answered in one test must not slow the next
     for server in servers.values():
         vendor = server.vendor
         vendor.faults.configure(FaultConfig())

@@ -81,3 +81,77 @@ def test_hold_off_never_lets_more_calls_into_a_window() -> None:
     limiter.hold_off(1.0)
     limiter.acquire()
     assert clock.now >= 10.0
+
+
+# --- one budget per vendor account: in-process registry and the cross-process slot store ------------
+
+import multiprocessing  # noqa: E402
+import time  # noqa: E402
+
+from connectors.pacing import budget_key, forget_limiters, limiter_for  # noqa: E402
+from connectors.shared_pacing import SharedRateLimiter, SlotStore  # noqa: E402
+
+
+def test_connectors_of_one_vendor_account_share_one_limiter_and_other_accounts_do_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DSR_RATE_LIMIT_URL", raising=False)
+    forget_limiters()
+    acme = budget_key("hubspot", "https://api.hubapi.com", "token-a")
+    other = budget_key("hubspot", "https://api.hubapi.com", "token-b")
+    assert limiter_for(acme, 100, 10.0) is limiter_for(acme, 100, 10.0)
+    assert limiter_for(acme, 100, 10.0) is not limiter_for(other, 100, 10.0)
+    assert "token-a" not in acme  # the budget's name never carries a credential
+
+
+def test_two_hubspot_connectors_in_one_process_pace_against_one_budget(sandboxes, monkeypatch) -> None:
+    """Two requests running at once must not each get the vendor's whole limit."""
+    monkeypatch.delenv("DSR_RATE_LIMIT_URL", raising=False)
+    from connectors.hubspot import create
+
+    settings = {"token_env": "DSR_HUBSPOT_TOKEN", "base_url_env": "DSR_HUBSPOT_URL",
+                "rate_limit": {"calls": 3, "period_seconds": 60}, "search_rate_limit": {"calls": 3, "period_seconds": 60}}
+    first, second = create("hubspot", settings), create("hubspot", settings)
+    assert first._limiter is second._limiter and first._search_limiter is second._search_limiter
+
+
+def _reserve_many(url: str, budget: str, count: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    limiter = SharedRateLimiter(SlotStore(url), budget, calls=1, period=1.0, sleep=lambda _s: None)
+    starts = []
+    for _ in range(count):
+        now = time.time()
+        starts.append(now + limiter.acquire())
+    out.put(starts)
+
+
+def test_a_shared_budget_spaces_the_slots_of_two_processes_one_interval_apart(ledger_url: str) -> None:
+    """Two workers, each taking 8 slots of a 1-call-per-second budget as fast as they can, get 16
+    distinct slots a second apart: together they never exceed the vendor's limit."""
+    SlotStore(ledger_url).close()  # create the table once, as a first worker would
+    budget = budget_key("salesforce", "acme.my.salesforce.com")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_reserve_many, args=(ledger_url, budget, 8, out)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    starts = sorted(out.get(timeout=60) + out.get(timeout=60))
+    for worker in workers:
+        worker.join(timeout=30)
+    assert len(starts) == 16
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) > 0.9, gaps  # never two calls in one interval (clock reads differ by ms)
+    assert starts[-1] - starts[0] < 15 + 5  # and no slot is wasted: 16 slots take ~15 intervals
+
+
+def test_a_vendor_wait_holds_every_worker_of_the_budget(ledger_url: str) -> None:
+    store = SlotStore(ledger_url)
+    waits: list[float] = []
+    limiter = SharedRateLimiter(store, "hubspot:x", calls=10, period=1.0, sleep=waits.append)
+    assert limiter.acquire() == 0.0
+    SharedRateLimiter(store, "hubspot:x", calls=10, period=1.0).hold_off(30.0)  # another worker was told to wait
+    assert limiter.acquire() == pytest.approx(30.0, abs=2.0)
+    store.close()
+
+
+def test_shared_limits_refuse_a_database_they_cannot_use() -> None:
+    with pytest.raises(ValueError, match="DSR_RATE_LIMIT_URL"):
+        SlotStore("mysql+pymysql://nobody@127.0.0.1/none")
