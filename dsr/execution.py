@@ -7,14 +7,29 @@ erasure is idempotent, and completed systems are skipped.
 
 The flow (flows/request.py) calls `begin`, then `run_system` once per system (in parallel), then
 `finish`. This module knows nothing of Prefect; connectors arrive already built.
+
+Two runs of one request at once (two workers picking it up) must not both act: `begin` takes a
+*run lease* (`run.claimed`: holder and expiry) with a guarded append, so exactly one wins and the
+other stops with `AlreadyRunning`. Every later append of the run is guarded by the lease, so a run
+whose lease was taken over stops (`LeaseLost`) instead of forking the story. The holder is the
+run, not the thread: `begin` returns it in the plan and the flow hands it to each system task. A
+lease from a crashed worker can be taken over once it expires, or at once when its holder was a
+process on this host that no longer exists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
+import socket
+import threading
+import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,7 +46,7 @@ from dsr.contract import (
     RecordRef,
     Subject,
 )
-from dsr.ledger.events import LedgerEvent, canonical_json
+from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
 from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
 from dsr.notify import Notice, deliver
 from dsr.package import write_package
@@ -45,9 +60,78 @@ log = logging.getLogger(__name__)
 
 RUNNER = "pipeline"
 
+#: How long a run's lease lasts without renewal; each system step renews it past half-life.
+LEASE_SECONDS_ENV = "DSR_RUN_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 900.0
+
+#: Chaos testing only (chaos/): `point` or `point@n` SIGKILLs this process the n-th time the run
+#: reaches that named point. Unset (always, outside chaos campaigns), `crash_point` does nothing.
+CRASH_ENV = "DSR_CHAOS_CRASH_AT"
+_crash_hits: Counter[str] = Counter()
+_crash_lock = threading.Lock()
+
+# The lease holder of the run this thread works for (set by run_system and finish).
+_holder: ContextVar[str | None] = ContextVar("dsr_run_holder", default=None)
+
+
+def crash_point(name: str) -> None:
+    """Die here, at once and without cleanup, if the chaos campaign asked for it (see CRASH_ENV)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point != name:
+        return
+    with _crash_lock:
+        _crash_hits[name] += 1
+        hit = _crash_hits[name]
+    if hit >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 class NotVerified(RequestStateError):
     """DESIGN invariant 2: no fan-out before the requester's identity is verified."""
+
+
+class AlreadyRunning(RequestStateError):
+    """Another run holds the request's lease: this one stops before doing anything."""
+
+    def __init__(self, request_id: str, holder: str, until: str) -> None:
+        super().__init__(f"request {request_id} is already running (held by {holder} until {until})")
+        self.holder, self.until = holder, until
+
+
+class LeaseLost(RuntimeError):
+    """This run's lease was taken over (it expired); the run stops without writing more."""
+
+
+def new_holder() -> str:
+    """A run's name in its lease: host and process (so a dead local holder is recognised), and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_gone(holder: str) -> bool:
+    """True only when the holder was a process on this host that no longer exists. Anything
+    unsure (another host, a pid reused, no permission to ask) counts as alive: waiting for the
+    expiry is the safe side."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def lease_blocks(lease: dict[str, Any] | None, holder: str | None, now: datetime) -> bool:
+    """Does `lease` keep `holder` (None: a caller holding no lease) from writing?"""
+    if lease is None or lease["holder"] == holder:
+        return False
+    return parse_timestamp(lease["until"]) > now and not holder_gone(lease["holder"])
 
 
 @dataclass(frozen=True)
@@ -58,6 +142,7 @@ class RunPlan:
     action: str  # "export" or "erase"
     already_closed: bool = False
     manual_reason: str | None = None
+    lease: str | None = None  # the run's lease holder: hand it to run_system and finish
 
 
 @dataclass(frozen=True)
@@ -107,10 +192,82 @@ def _safe_error(exc: BaseException) -> str:
 class RequestRunner:
     """Drives one request through its systems. Safe to call again at any point."""
 
-    def __init__(self, service: DsrService, store: EvidenceStore | None = None) -> None:
+    def __init__(self, service: DsrService, store: EvidenceStore | None = None,
+                 lease_seconds: float | None = None) -> None:
         self.service = service
         self.ledger = service.ledger
         self._store = store
+        self.lease_seconds = lease_seconds or float(os.environ.get(LEASE_SECONDS_ENV) or DEFAULT_LEASE_SECONDS)
+        self._held: dict[str, str] = {}  # request id -> the lease this runner took in `begin`
+
+    # -- the run lease ------------------------------------------------------------------------
+
+    def _claim(self, request_id: str) -> str:
+        """Take (or take over) the request's lease; AlreadyRunning if another live run holds it."""
+        holder = self._held.get(request_id) or new_holder()
+        now = datetime.now(UTC)
+        payload: dict[str, Any] = {"holder": holder, "ttl_seconds": self.lease_seconds,
+                                   "until": format_timestamp(now + timedelta(seconds=self.lease_seconds))}
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            lease = derive_state(chain).lease
+            if lease_blocks(lease, holder, datetime.now(UTC)):
+                assert lease is not None
+                raise AlreadyRunning(request_id, lease["holder"], lease["until"])
+            if lease is not None and lease["holder"] != holder:
+                payload["took_over"] = lease["holder"]  # expired, or its process is gone
+
+        self.ledger.append(request_id, EventType.RUN_CLAIMED, payload, actor=RUNNER, guard=guard)
+        self._held[request_id] = holder
+        return holder
+
+    def _renew(self, request_id: str, holder: str | None) -> None:
+        """Extend our lease when less than half of it is left (a long run keeps it)."""
+        if holder is None:
+            return
+        lease = self.service.state(request_id).lease
+        if lease is None or lease["holder"] != holder:
+            raise LeaseLost(f"request {request_id}: this run's lease was taken over")
+        left = (parse_timestamp(lease["until"]) - datetime.now(UTC)).total_seconds()
+        if left < self.lease_seconds / 2:
+            self._append(request_id, EventType.RUN_CLAIMED, {
+                "holder": holder, "ttl_seconds": self.lease_seconds,
+                "until": format_timestamp(datetime.now(UTC) + timedelta(seconds=self.lease_seconds))})
+
+    def _release(self, request_id: str, holder: str | None) -> None:
+        if holder is None or (self.service.state(request_id).lease or {}).get("holder") != holder:
+            return
+        self._append(request_id, EventType.RUN_RELEASED, {"holder": holder})
+        self._held.pop(request_id, None)
+
+    @contextmanager
+    def _as_holder(self, request_id: str, lease: str | None) -> Iterator[str | None]:
+        holder = lease or self._held.get(request_id)
+        token = _holder.set(holder)
+        try:
+            yield holder
+        finally:
+            _holder.reset(token)
+
+    def _append(self, request_id: str, type: str, payload: dict[str, Any],
+                check: Callable[[RequestState], None] | None = None) -> LedgerEvent:
+        """Append as the current run: refused (LeaseLost / AlreadyRunning) once another run holds
+        the lease, checked inside the append's transaction so it cannot race."""
+        holder = _holder.get()
+
+        def guard(chain: Sequence[LedgerEvent]) -> None:
+            state = derive_state(chain)
+            lease = state.lease
+            if holder is not None and (lease is None or lease["holder"] != holder):
+                raise LeaseLost(f"request {request_id}: this run's lease was taken over"
+                                + (f" by {lease['holder']}" if lease else " and released"))
+            if lease_blocks(lease, holder, datetime.now(UTC)):
+                assert lease is not None
+                raise AlreadyRunning(request_id, lease["holder"], lease["until"])
+            if check is not None:
+                check(state)
+
+        return self.ledger.append(request_id, type, payload, actor=RUNNER, guard=guard)
 
     @property
     def store(self) -> EvidenceStore:
@@ -135,43 +292,58 @@ class RequestRunner:
         return state
 
     def begin(self, request_id: str) -> RunPlan:
-        """Check the request may run and record the run's start; say which systems remain."""
+        """Check the request may run, take its lease and record the run's start; say which
+        systems remain. Raises AlreadyRunning when another live run holds the request."""
         state = self.check_runnable(request_id)
         systems = tuple(sorted(
             name for name, cfg in self.service.data_map.enabled().items()
             if RequestType(state.type) in cfg.request_types
         ))
         action = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
-        if state.status == Status.COMPLETED:
-            return RunPlan(request_id, (), systems, action, already_closed=True)
-        if RequestType(state.type) not in AUTOMATED_TYPES:
-            reason = f"{state.type} requests are carried out by the privacy office; no automated handler yet"
-            if state.status != Status.AWAITING_MANUAL_ACTION:
-                self.ledger.append(request_id, EventType.MANUAL_ACTION_REQUIRED, {"reason": reason}, actor=RUNNER)
-            return RunPlan(request_id, (), (), action, manual_reason=reason)
-        if not systems:
+        if state.status == Status.COMPLETED and any(b["through_seq"] == state.completed_through_seq
+                                                    for b in state.bundles):
+            return RunPlan(request_id, (), systems, action, already_closed=True)  # nothing left to write
+        if not systems and RequestType(state.type) in AUTOMATED_TYPES and state.status != Status.COMPLETED:
             raise RequestStateError("systems.yaml: no enabled system handles this request type")
+        holder = self._claim(request_id)
+        with self._as_holder(request_id, holder):
+            if state.status == Status.COMPLETED:  # completed but not sealed (a crash while sealing)
+                return RunPlan(request_id, (), systems, action, already_closed=True, lease=holder)
+            if RequestType(state.type) not in AUTOMATED_TYPES:
+                reason = f"{state.type} requests are carried out by the privacy office; no automated handler yet"
+                if state.status != Status.AWAITING_MANUAL_ACTION:
+                    self._append(request_id, EventType.MANUAL_ACTION_REQUIRED, {"reason": reason})
+                return RunPlan(request_id, (), (), action, manual_reason=reason, lease=holder)
 
-        def guard(chain: Sequence[LedgerEvent]) -> None:
-            if derive_state(chain).closed:
-                raise RequestStateError(f"request {request_id} closed while starting")
+            def not_closed(current: RequestState) -> None:
+                if current.closed:
+                    raise RequestStateError(f"request {request_id} closed while starting")
 
-        self.ledger.append(request_id, EventType.RUN_STARTED, {"systems": list(systems), "action": action},
-                           actor=RUNNER, guard=guard)
+            self._append(request_id, EventType.RUN_STARTED, {"systems": list(systems), "action": action},
+                         not_closed)
+        crash_point("fanout")
         on_status_change(self.service, request_id)
         todo = tuple(s for s in systems if state.systems.get(s) is None
                      or state.systems[s].status != SystemStatus.COMPLETED)
-        return RunPlan(request_id, todo, systems, action)
+        return RunPlan(request_id, todo, systems, action, lease=holder)
 
     # -- one system ---------------------------------------------------------------------------
 
-    def run_system(self, request_id: str, system: str, connect: Callable[[], Connector]) -> SystemResult:
+    def run_system(self, request_id: str, system: str, connect: Callable[[], Connector],
+                   lease: str | None = None) -> SystemResult:
         """Discover, then export or erase and verify, in one system.
 
         `connect` builds the connector; it is called only when there is work to do, and a
         failure to build it (bad settings, missing credentials) is recorded like any other.
         Never raises for a system's failure: it records it and reports the system as failed.
+        `lease` is the plan's (a runner other than the one that began passes it); it raises
+        LeaseLost / AlreadyRunning when another run holds the request.
         """
+        with self._as_holder(request_id, lease) as holder:
+            self._renew(request_id, holder)
+            return self._run_system(request_id, system, connect)
+
+    def _run_system(self, request_id: str, system: str, connect: Callable[[], Connector]) -> SystemResult:
         state = self.service.state(request_id)
         if state.status == Status.CANCELLED:
             return SystemResult(system, "cancelled", 0, skipped=True)
@@ -184,6 +356,7 @@ class RequestRunner:
             manual = connector.info.manual_steps
             step = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
             refs = [] if "discover" in manual else self._discover(request_id, state, system, connector, subject)
+            crash_point("discovered")
             if step in manual:
                 if not self._manual_step_done(request_id, state, system, connector, step, refs):
                     return self._result(self.service.state(request_id), system)
@@ -193,11 +366,12 @@ class RequestRunner:
                 self._export(request_id, state, system, connector, refs)
             else:
                 self._erase(request_id, state, system, connector, subject, refs)
-            self.ledger.append(request_id, EventType.SYSTEM_COMPLETED, {"system": system}, actor=RUNNER)
+            self._append(request_id, EventType.SYSTEM_COMPLETED, {"system": system})
+        except (LeaseLost, AlreadyRunning):
+            raise  # another run holds the request: it is not this system's failure to record
         except Exception as exc:  # a system's failure is the request's fact, not the flow's crash
             log.warning("request %s: system %s failed: %s", request_id, system, type(exc).__name__)
-            self.ledger.append(request_id, EventType.SYSTEM_FAILED,
-                               {"system": system, "error": _safe_error(exc)}, actor=RUNNER)
+            self._append(request_id, EventType.SYSTEM_FAILED, {"system": system, "error": _safe_error(exc)})
         finally:
             close = getattr(connector, "close", None)
             if callable(close):
@@ -221,10 +395,10 @@ class RequestRunner:
         explain = getattr(connector, "manual_instructions", None)
         instructions = explain(step, refs) if callable(explain) else f"Do the {step} step in {system} by hand."
         due = self.task_due(state, config.task_lead_days)
-        self.ledger.append(request_id, EventType.TASK_OPENED, {
+        self._append(request_id, EventType.TASK_OPENED, {
             "system": system, "step": step, "assignee": assignee, "instructions": instructions,
             "due": due.isoformat(), "records": [r.key for r in refs],
-        }, actor=RUNNER)
+        })
         notice = Notice(
             subject=f"[DSR task] request {request_id}: {step} in {system} by {due.isoformat()}",
             body="\n".join([f"Request {request_id} ({state.type}, {state.regime}) needs a person in {system}.",
@@ -235,8 +409,7 @@ class RequestRunner:
                     "due": due.isoformat()},
         )
         results = deliver(self.service.policy.escalation.channels.build(), notice)
-        self.ledger.append(request_id, EventType.TASK_NOTIFIED, {"system": system, "channels": results},
-                           actor=RUNNER)
+        self._append(request_id, EventType.TASK_NOTIFIED, {"system": system, "channels": results})
         return False
 
     @staticmethod
@@ -257,10 +430,10 @@ class RequestRunner:
                                             "note": task.get("note")}}) + "\n"
                  for a in task.get("attachments", [])]
         staging.write_text("".join(lines), encoding="utf-8")
-        self.ledger.append(request_id, EventType.SYSTEM_EXPORTED, {
+        self._append(request_id, EventType.SYSTEM_EXPORTED, {
             "system": system, "records": len(lines), "sha256": _sha256_file(staging), "file": staging.name,
             "manual": True,
-        }, actor=RUNNER)
+        })
 
     def _verify_manual_erasure(self, request_id: str, state: RequestState, system: str, connector: Connector,
                                subject: Subject) -> None:
@@ -270,10 +443,10 @@ class RequestRunner:
             proof, remaining = f"confirmed by {task.get('by')} (manual task, no API to re-query)", []
         else:
             proof, remaining = "re-query after the manual erasure", [r.key for r in connector.verify_erased(subject)]
-        self.ledger.append(request_id, EventType.SYSTEM_VERIFIED, {
+        self._append(request_id, EventType.SYSTEM_VERIFIED, {
             "system": system, "proof": proof, "remaining": len(remaining), "retained_as_decided": [],
             "unexpected_remaining": remaining,
-        }, actor=RUNNER)
+        })
         if remaining:
             raise RuntimeError(f"{len(remaining)} record(s) still match the subject in {system} after the manual task")
 
@@ -290,14 +463,14 @@ class RequestRunner:
             return [ref_from_dict(system, r) for r in recorded["refs"]]
         refs = connector.discover(subject)
         by_object = Counter(r.object for r in refs)
-        self.ledger.append(request_id, EventType.SYSTEM_DISCOVERED, {
+        self._append(request_id, EventType.SYSTEM_DISCOVERED, {
             "system": system,
             "connector_version": connector.info.version,
             "identifier": {"kind": "email", "identity_hash": subject.identity_hash, "match": "exact, normalised"},
             "records": len(refs),
             "by_object": dict(sorted(by_object.items())),
             "refs": [ref_to_dict(r) for r in refs],
-        }, actor=RUNNER)
+        })
         return refs
 
     def _export(self, request_id: str, state: RequestState, system: str, connector: Connector,
@@ -315,9 +488,10 @@ class RequestRunner:
                                           "fields": dict(record.fields)}) + "\n")
                 count += 1
         tmp.replace(staging)
-        self.ledger.append(request_id, EventType.SYSTEM_EXPORTED, {
+        crash_point("exported-unrecorded")
+        self._append(request_id, EventType.SYSTEM_EXPORTED, {
             "system": system, "records": count, "sha256": _sha256_file(staging), "file": staging.name,
-        }, actor=RUNNER)
+        })
 
     def _erase(self, request_id: str, state: RequestState, system: str, connector: Connector,
                subject: Subject, refs: Sequence[RecordRef]) -> None:
@@ -329,13 +503,17 @@ class RequestRunner:
             decisions = [decide_erasure(r, regime=state.regime, policy=self.service.policy, today=today)
                          for r in refs]
             planned = {"system": system, "decisions": [_decision_to_dict(d) for d in decisions]}
-            self.ledger.append(request_id, EventType.SYSTEM_ERASE_PLANNED, planned, actor=RUNNER)
+            self._append(request_id, EventType.SYSTEM_ERASE_PLANNED, planned)
         decisions = [_decision_from_dict(system, d) for d in planned["decisions"]]
         if "erase" not in done.steps_done:
             # A write-only audience's refs name lists, not people: it needs the subject to remove.
             receipt = (connector.erase(decisions, subject=subject)  # type: ignore[call-arg]
                        if connector.info.write_only else connector.erase(decisions))
-            self.ledger.append(request_id, EventType.SYSTEM_ERASED, _receipt_payload(system, receipt), actor=RUNNER)
+            # The one window write-ahead cannot close: the vendor acted, the ledger does not know yet.
+            # A re-run repeats the erase; each connector makes that harmless (see chaos/README.md).
+            crash_point("erased-unrecorded")
+            self._append(request_id, EventType.SYSTEM_ERASED, _receipt_payload(system, receipt))
+            crash_point("erased")  # between erase and verify
             if receipt.failed:
                 raise RuntimeError(f"{len(receipt.failed)} record(s) could not be erased in {system}")
         retained = {d.ref.key for d in decisions if d.action == ErasureAction.RETAIN}
@@ -345,17 +523,26 @@ class RequestRunner:
             remaining = [r.key for r in connector.verify_erased(subject)]
             proof = "re-query after erasure"
         unexpected = sorted(set(remaining) - retained)
-        self.ledger.append(request_id, EventType.SYSTEM_VERIFIED, {
+        self._append(request_id, EventType.SYSTEM_VERIFIED, {
             "system": system, "proof": proof, "remaining": len(remaining),
             "retained_as_decided": sorted(set(remaining) & retained), "unexpected_remaining": unexpected,
-        }, actor=RUNNER)
+        })
         if unexpected:
             raise RuntimeError(f"{len(unexpected)} record(s) still match the subject in {system} after erasure")
 
     # -- finish -------------------------------------------------------------------------------
 
-    def finish(self, request_id: str) -> RunOutcome:
-        """Close the run: package for the subject, completion (or what is left), sealed evidence."""
+    def finish(self, request_id: str, lease: str | None = None) -> RunOutcome:
+        """Close the run: package for the subject, completion (or what is left), sealed evidence;
+        then let go of the lease."""
+        with self._as_holder(request_id, lease) as holder:
+            outcome = self._finish(request_id)
+            crash_point("sealed")
+            self._release(request_id, holder)
+        on_status_change(self.service, request_id)
+        return outcome
+
+    def _finish(self, request_id: str) -> RunOutcome:
         state = self.service.state(request_id)
         package_path: Path | None = None
         # Only a run with a plan is finished here (a rectification waiting for the office is not).
@@ -368,26 +555,26 @@ class RequestRunner:
                     f"{n} ({(s.task or {}).get('step')}, {(s.task or {}).get('assignee')}, due {(s.task or {}).get('due')})"
                     for n, s in sorted(waiting.items()))
                 if not (state.status == Status.AWAITING_MANUAL_ACTION and state.outcome_reason == reason):
-                    self.ledger.append(request_id, EventType.MANUAL_ACTION_REQUIRED,
-                                       {"reason": reason, "open_systems": sorted(waiting)}, actor=RUNNER)
+                    self._append(request_id, EventType.MANUAL_ACTION_REQUIRED,
+                                 {"reason": reason, "open_systems": sorted(waiting)})
             elif unfinished:
                 reason = "; ".join(f"{n}: {s.error or s.status.value}" for n, s in sorted(unfinished.items()))
                 if not (state.status == Status.PARTIALLY_COMPLETED and state.outcome_reason == reason):
-                    self.ledger.append(request_id, EventType.PARTIALLY_COMPLETED,
-                                       {"reason": reason, "open_systems": sorted(unfinished)}, actor=RUNNER)
+                    self._append(request_id, EventType.PARTIALLY_COMPLETED,
+                                 {"reason": reason, "open_systems": sorted(unfinished)})
             else:
                 if RequestType(state.type) in EXPORT_TYPES and state.package is None:
                     self._package(request_id, state)
-                self.ledger.append(request_id, EventType.COMPLETED, {
+                crash_point("finishing")
+                self._append(request_id, EventType.COMPLETED, {
                     "systems": sorted(state.systems), "response": "sent to the privacy office for delivery",
-                }, actor=RUNNER)
+                })
         state = self.service.state(request_id)
         bundle_path, bundle_uri = self._seal(request_id, state)
         state = self.service.state(request_id)
         if state.package:
             package_path = self.service.settings.packages_path / request_id / state.package["file"]
         results = tuple(self._result(state, name) for name in sorted(state.systems))
-        on_status_change(self.service, request_id)
         return RunOutcome(request_id, state.status, state.outcome_reason, results, bundle_path, package_path,
                           bundle_uri)
 
@@ -405,10 +592,10 @@ class RequestRunner:
         digest, size = write_package(target, request_id, state.to_view(), exports,
                                      self.service.policy.subject_summary, extra_files=attachments)
         stored = self.store.put_package(request_id, target)
-        self.ledger.append(request_id, EventType.PACKAGE_CREATED, {
+        self._append(request_id, EventType.PACKAGE_CREATED, {
             "sha256": digest, "bytes": size, "file": target.name, "uri": stored.uri,
             "formats": ["json", "csv", "html"], "records": sum(s.exported or 0 for s in state.systems.values()),
-        }, actor=RUNNER)
+        })
 
     def _seal(self, request_id: str, state: RequestState) -> tuple[Path | None, str | None]:
         """Seal evidence of the events up to the latest outcome, once per outcome."""
@@ -419,11 +606,22 @@ class RequestRunner:
             if sealed["through_seq"] == through:
                 return self._bundle_location(request_id, sealed)
         version = len(state.bundles) + 1
+        # The same events give the same bytes, so a re-run after a crash here rewrites the very
+        # file it left (the store accepts identical bytes) and records it once.
         stored = self.store.put_bundle(request_id, version, self.build_bundle_bytes(request_id, through))
+        crash_point("sealing")
         sealed = {"version": version, "sha256": stored.sha256, "through_seq": through,
                   "file": stored.key.rsplit("/", 1)[-1], "uri": stored.uri,
                   "retain_until": stored.retain_until.isoformat() if stored.retain_until else None}
-        self.ledger.append(request_id, EventType.BUNDLE_SEALED, sealed, actor=RUNNER)
+
+        def not_sealed_yet(current: RequestState) -> None:
+            if any(b["through_seq"] == through for b in current.bundles) or len(current.bundles) + 1 != version:
+                raise _SealedMeanwhile()
+
+        try:
+            self._append(request_id, EventType.BUNDLE_SEALED, sealed, not_sealed_yet)
+        except _SealedMeanwhile:
+            return self._seal(request_id, self.service.state(request_id))
         return self._bundle_location(request_id, sealed)
 
     def _bundle_location(self, request_id: str, sealed: dict[str, Any]) -> tuple[Path | None, str]:
@@ -451,6 +649,10 @@ class RequestRunner:
         s = state.system(system)
         return SystemResult(system, s.status.value, s.found, dict(s.actions), s.exported,
                             None if s.remaining is None else len(s.remaining), s.error, skipped)
+
+
+class _SealedMeanwhile(Exception):
+    """Another writer sealed this outcome first (an unleased finish racing one)."""
 
 
 def _last_payload(events: Sequence[LedgerEvent], type: str, system: str) -> dict[str, Any] | None:

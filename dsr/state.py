@@ -29,6 +29,8 @@ class EventType(StrEnum):
     REJECTED = "request.rejected"
     RUN_STARTED = "run.started"
     RUN_REFUSED = "run.refused"
+    RUN_CLAIMED = "run.claimed"  # a run's lease: holder and until (taken, renewed or taken over)
+    RUN_RELEASED = "run.released"  # the holder let go of its lease
     SYSTEM_DISCOVERED = "system.discovered"
     SYSTEM_EXPORTED = "system.exported"
     SYSTEM_ERASE_PLANNED = "system.erase_planned"
@@ -126,6 +128,7 @@ class RequestState:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> alert (+ "delivered")
     last_seq: int = 0
     completed_through_seq: int | None = None  # seq of the completion event: where bundles seal
+    lease: dict[str, Any] | None = None  # the run holding the request ({"holder", "until"}), see dsr.execution
 
     @property
     def verified(self) -> bool:
@@ -222,6 +225,11 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
         for name in state.plan:
             state.system(name)
         state.status = Status.IN_PROGRESS
+    elif kind == EventType.RUN_CLAIMED:
+        state.lease = {"holder": p["holder"], "until": p["until"]}
+    elif kind == EventType.RUN_RELEASED:
+        if state.lease is not None and state.lease["holder"] == p.get("holder"):
+            state.lease = None
     elif kind == EventType.MANUAL_ACTION_REQUIRED:
         state.status, state.outcome_reason = Status.AWAITING_MANUAL_ACTION, p.get("reason")
     elif kind.startswith(("system.", "task.")):

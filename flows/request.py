@@ -21,8 +21,9 @@ MAX_PARALLEL_SYSTEMS = 8
 
 
 @task(name="system-step", task_run_name="{system}", cache_policy=NO_CACHE)
-def system_step(request_id: str, system: str) -> dict[str, Any]:
-    result = runtime.runner().run_system(request_id, system, runtime.connector_factory(system))
+def system_step(request_id: str, system: str, lease: str | None = None) -> dict[str, Any]:
+    # `lease` names the run (not this thread): the step writes only while the run holds the request.
+    result = runtime.runner().run_system(request_id, system, runtime.connector_factory(system), lease=lease)
     return asdict(result)
 
 
@@ -45,10 +46,10 @@ def process_request(request_id: str) -> dict[str, Any]:
     else:
         logger.info("request %s: %s in %d system(s): %s", request_id, plan.action, len(plan.systems),
                     ", ".join(plan.systems) or "none left")
-        futures = [system_step.submit(request_id, system) for system in plan.systems]
+        futures = [system_step.submit(request_id, system, plan.lease) for system in plan.systems]
         for future in futures:
             future.result()
-    outcome = runner.finish(request_id)
+    outcome = runner.finish(request_id, lease=plan.lease)
     logger.info("request %s ended %s", request_id, outcome.status.value)
     return {
         "request_id": outcome.request_id,
