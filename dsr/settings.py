@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     actor: str = Field(default="privacy-office", description="Who the CLI records as the actor of its events.")
     callback_key: SecretStr | None = Field(
         default=None, description="HMAC key for OpenDSR status callbacks; default derived from the identity key.")
+    # 64 KiB holds any OpenDSR body or form many times over; larger ones are refused (413) unread.
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
+                                    description="Largest request body the HTTP API accepts, in bytes.")
 
     # Evidence and package storage (dsr.storage): local directories unless DSR_STORAGE_BACKEND=s3.
     storage_backend: str | None = None

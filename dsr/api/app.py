@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dsr.access import AccessConfig, Principal, Role
 from dsr.api.auth import principal_resolver, request_id_or_400, require
 from dsr.api.intake import router as opendsr_router
+from dsr.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from dsr.api.pages import mount_pages
 from dsr.bundle import verify_bundle
 from dsr.deadlines import DeadlineError
@@ -36,7 +37,7 @@ from dsr.state import RequestState
 from dsr.storage import IntegrityError as StorageIntegrityError
 from dsr.storage import ObjectNotFound
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the default cap; DSR_API_MAX_BODY_BYTES sets another
 
 
 class EvidenceReader(Protocol):
@@ -92,7 +93,8 @@ def _sealed_hash(state: RequestState, version: int) -> str | None:
 
 def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceReader, *,
                intake_smtp: Callable[[], SmtpConfig | None] | None = None,
-               callback_url_prefixes: tuple[str, ...] | None = None) -> FastAPI:
+               callback_url_prefixes: tuple[str, ...] | None = None,
+               max_body_bytes: int | None = None) -> FastAPI:
     app = FastAPI(title="dsr-pipeline", version="0.1.0",
                   description="Data-subject requests: intake, status, evidence bundles and packages.")
     resolve = principal_resolver(service, access)
@@ -100,16 +102,6 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     officer = require(resolve, Role.OFFICER)
     subject = require(resolve, Role.SUBJECT)
     app.state.service, app.state.resolve = service, resolve
-
-    @app.middleware("http")
-    async def refuse_oversized(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length")
-        if request.method == "POST" and "chunked" in request.headers.get("transfer-encoding", "").lower():
-            # A chunked body has no declared size to check against the cap: ask for one.
-            return _error(status.HTTP_411_LENGTH_REQUIRED, None, "a Content-Length is required")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _error(status.HTTP_413_CONTENT_TOO_LARGE, None, f"body over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
 
     @app.exception_handler(RequestInputError)
     async def _input(_: Request, exc: RequestInputError) -> JSONResponse:
@@ -277,4 +269,6 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     app.include_router(routes)
     app.state.intake = routes.intake  # type: ignore[attr-defined]  # the router carries its Intake
     mount_pages(app, service=service, resolve=resolve, evidence=evidence)
+    # Added last, so it is the outermost of our middlewares: bodies are capped before anything reads them.
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes or service.settings.api_max_body_bytes)
     return app

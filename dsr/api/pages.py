@@ -219,7 +219,10 @@ async def _form(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise HTTPException(413, "form too large")
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    except ValueError:  # more fields than max_num_fields: a hostile form, not a server error
+        raise HTTPException(400, "form: too many fields") from None
     return {key: values[0] for key, values in fields.items() if values}
 
 

@@ -1,0 +1,71 @@
+"""A cap on request bodies, enforced before anything reads or parses them.
+
+A pure ASGI middleware (not `@app.middleware("http")`): it must see the body as it streams in, so a
+body that declares no length (chunked) is cut off the moment it passes the cap, never buffered whole.
+
+- A declared ``Content-Length`` over the cap: 413 at once, nothing read.
+- A ``Content-Length`` that is not a number: 400 naming the header.
+- No declared length (chunked): the bytes are counted as they arrive; past the cap the read fails with
+  a 413 (an `HTTPException`, which FastAPI and Starlette turn into the answer: FastAPI re-raises an
+  HTTPException from a body read instead of calling it a parse error).
+"""
+
+import json
+from typing import Any
+
+from fastapi import HTTPException, status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `max_bytes` (413) before they are parsed or held in memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        if max_bytes < 1:
+            raise ValueError("max_bytes: must be at least 1")
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _answer(send, status.HTTP_400_BAD_REQUEST, "Content-Length: not a number of bytes")
+                return
+            if int(declared) > self.max_bytes:
+                await _answer(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _too_large(self) -> str:
+        return f"body: larger than {self.max_bytes} bytes"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+async def _answer(send: Send, code: int, detail: Any) -> None:
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    await send({"type": "http.response.start", "status": code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
