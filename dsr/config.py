@@ -190,6 +190,8 @@ def _load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: file not found (set DSR_CONFIG_DIR, or DSR_SYSTEMS_FILE / DSR_POLICY_FILE)")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
 

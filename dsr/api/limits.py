@@ -5,9 +5,9 @@ body that declares no length (chunked) is cut off the moment it passes the cap, 
 
 - A declared ``Content-Length`` over the cap: 413 at once, nothing read.
 - A ``Content-Length`` that is not a number: 400 naming the header.
-- No declared length (chunked): the bytes are counted as they arrive; past the cap the read fails with
-  a 413 (an `HTTPException`, which FastAPI and Starlette turn into the answer: FastAPI re-raises an
-  HTTPException from a body read instead of calling it a parse error).
+- No declared length (chunked): the bytes are counted as they arrive; past the cap the read fails (an
+  `HTTPException`, so that FastAPI stops parsing) and the answer is a 413, whatever the layers in between
+  made of the failure (Starlette's `BaseHTTPMiddleware` turns it into a 400 "error parsing the body").
 """
 
 import json
@@ -39,18 +39,37 @@ class BodySizeLimit:
             if int(declared) > self.max_bytes:
                 await _answer(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
                 return
-        seen = 0
+        seen, over, started, answered = 0, False, False, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
             return message
 
-        await self.app(scope, counted, send)
+        async def guarded(message: Message) -> None:
+            # Whatever the app makes of the failed read (FastAPI says 413; a middleware in between may
+            # turn it into a 400 or a 500), the caller is told the body was too large.
+            nonlocal started, answered
+            if over and not started:
+                if not answered:
+                    answered = True
+                    await _answer(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started and not answered:
+            await _answer(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
 
     def _too_large(self) -> str:
         return f"body: larger than {self.max_bytes} bytes"
