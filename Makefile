@@ -36,6 +36,23 @@ bench: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not prefect"
 
+# Personal data and secret leak scan (issue #10; docs/reliability.md): `dsr demo` with every log at
+# DEBUG (ours, Prefect's, uvicorn, the clients), then its logs, Prefect database, ledger and bundles
+# are searched for every seeded e-mail, name, phone, address and secret; then the whole suite runs
+# under the same scan (tests/pii_scan_plugin.py). Fails on any hit; reports in var/pii-scan/.
+PII_SCAN_DIR := var/pii-scan
+PII_DEBUG    := DSR_LOG_LEVEL=DEBUG PREFECT_LOGGING_LEVEL=DEBUG PREFECT_LOGGING_ROOT_LEVEL=DEBUG \
+                PREFECT_LOGGING_INTERNAL_LEVEL=DEBUG PREFECT_INTERNAL_LOGGING_LEVEL=DEBUG \
+                PREFECT_SERVER_LOGGING_LEVEL=DEBUG PREFECT_SERVER_ANALYTICS_ENABLED=false
+.PHONY: pii-scan
+pii-scan: install
+	rm -rf $(PII_SCAN_DIR) && mkdir -p $(PII_SCAN_DIR)
+	$(PII_DEBUG) DSR_HOME=$(PII_SCAN_DIR)/home PREFECT_HOME=$(CURDIR)/$(PII_SCAN_DIR)/prefect \
+	  DSR_SYSTEMS_FILE=config/demo/systems.yaml $(BIN)/dsr demo >$(PII_SCAN_DIR)/demo.out 2>$(PII_SCAN_DIR)/demo.err
+	$(BIN)/python tests/pii_scan_plugin.py $(PII_SCAN_DIR)/demo.out $(PII_SCAN_DIR)/demo.err \
+	  --home $(PII_SCAN_DIR)/home --prefect-db $(PII_SCAN_DIR)/prefect/prefect.db --report $(PII_SCAN_DIR)/demo-report.txt
+	$(PII_DEBUG) DSR_PII_SCAN_REPORT=$(PII_SCAN_DIR)/suite-report.txt $(BIN)/python -m pytest -p tests.pii_scan_plugin
+
 clean:
 	rm -rf var .pytest_cache
 
