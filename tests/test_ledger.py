@@ -134,3 +134,55 @@ def test_guard_refusal_inside_the_transaction_appends_nothing(ledger: Ledger) ->
     with pytest.raises(LedgerError, match="refused by guard"):
         ledger.append("r-1", "request.verified", {}, actor="x", guard=refuse)
     assert len(ledger.events("r-1")) == 1
+
+
+def _bulk_chain(ledger: Ledger, request_id: str, events: int, pad: int) -> int:
+    """Write one valid chain with bulk inserts (appending one by one would take minutes); stored bytes."""
+    import json
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from dsr.ledger.events import LedgerEvent
+    from dsr.ledger.schema import events as events_table
+
+    prev, start, rows, stored = GENESIS_HASH, datetime(2026, 1, 1, tzinfo=UTC), [], 0
+    for seq in range(1, events + 1):
+        event = LedgerEvent.create(request_id, seq, start + timedelta(seconds=seq), "retention-purge", "purge.batch",
+                                   {"seq": seq, "keys": "k" * pad}, prev)
+        prev = event.hash
+        payload = json.dumps(event.payload, sort_keys=True, separators=(",", ":"))
+        stored += len(payload)
+        rows.append({"request_id": request_id, "seq": seq, "at": event.at, "actor": event.actor, "type": event.type,
+                     "payload": payload, "prev_hash": event.prev_hash, "hash": event.hash})
+    with ledger.engine.begin() as conn:
+        conn.execute(insert(events_table), rows)
+    return stored
+
+
+def test_verifying_a_long_chain_holds_a_batch_of_events_not_the_chain(ledger: Ledger) -> None:
+    """A retention run's chain can reach a million events: verify streams it (it used to hold
+    3 GB at 1M events). Traced memory while verifying 15,000 events stays a small fraction of the
+    chain itself, and an alteration at the very end is still found."""
+    import tracemalloc
+
+    stored = _bulk_chain(ledger, "purge-long", 15_000, pad=1_500)
+    assert stored > 20_000_000
+    tracemalloc.start()
+    try:
+        assert ledger.verify("purge-long") == 15_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"verify peak traced: {peak / 2**20:.1f} MiB for {stored / 2**20:.1f} MiB of payloads")
+    assert peak < 10 * 2**20, f"verify held {peak / 2**20:.1f} MiB: it loads the chain instead of streaming it"
+
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE dsr_events SET actor = 'mallory' WHERE seq = 15000"))
+    with pytest.raises(ChainError, match="seq 15000 .* altered"):
+        ledger.verify("purge-long")
+
+
+def test_verify_of_an_unknown_request_names_it(ledger: Ledger) -> None:
+    with pytest.raises(UnknownRequest, match="nope"):
+        ledger.verify("nope")

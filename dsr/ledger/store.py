@@ -7,10 +7,11 @@ writers into a retry instead of a fork.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 APPEND_ATTEMPTS = 20
+#: Rows fetched at a time when a chain is streamed (verification): memory is about this many events.
+VERIFY_BATCH = 1_000
 
 #: Computes the derived index row for a request from its whole chain (new event included).
 Projector = Callable[[Sequence[LedgerEvent]], Mapping[str, Any]]
@@ -287,9 +290,28 @@ class Ledger:
             ).values(used_at=now))
             return bool(result.rowcount == 1)
 
+    def iter_events(self, request_id: str, *, batch: int = VERIFY_BATCH) -> Iterator[LedgerEvent]:
+        """A request's events in sequence order, fetched `batch` rows at a time.
+
+        Memory stays constant however long the chain (a retention run's can reach millions of
+        events): PostgreSQL reads through a server-side cursor, SQLite steps its cursor as rows
+        are consumed. Reads one consistent snapshot (a single statement).
+        """
+        query = (select(events_table).where(events_table.c.request_id == request_id)
+                 .order_by(events_table.c.seq))
+        with self.read_engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for partition in result.mappings().partitions():
+                for row in partition:
+                    yield self._event(row)
+
     def verify(self, request_id: str) -> int:
-        """Verify one request's chain; raises ChainError naming the first bad event."""
-        return verify_chain(self.events(request_id), request_id)
+        """Verify one request's chain, streamed; raises ChainError naming the first bad event."""
+        with contextlib.closing(self.iter_events(request_id)) as events:  # a broken chain releases the cursor at once
+            count = verify_chain(events, request_id)
+        if count == 0:
+            raise UnknownRequest(request_id)
+        return count
 
     def verify_all(self) -> dict[str, int]:
         return {rid: self.verify(rid) for rid in self.request_ids()}
