@@ -44,7 +44,7 @@ class Subject:
     logs and evidence use in place of the address.
     """
 
-    email: str
+    email: str = field(repr=False)  # a repr (in a log line, a traceback, a Prefect parameter) shows the hash only
     identity_hash: str
 
 

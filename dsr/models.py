@@ -63,7 +63,7 @@ class NewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: RequestType
-    email: Annotated[str, Field(min_length=3, max_length=320)]
+    email: Annotated[str, Field(min_length=3, max_length=320, repr=False)]  # never in a repr (logs, tracebacks)
     regime: Regime
     country: str | None = None
     received: datetime

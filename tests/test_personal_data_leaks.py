@@ -218,3 +218,16 @@ def test_config_files_name_their_secrets_and_never_hold_them(needles: Needles) -
             # A URL with credentials in it (scheme://user:password@host).
             assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", line), f"{path.name}: credentials in a URL"
     assert named >= 5  # the demo data map does name its vendors' credentials
+
+
+def test_objects_that_carry_the_address_do_not_show_it_in_their_repr() -> None:
+    """A repr ends up in log lines, tracebacks and Prefect's parameter displays: it shows the hash."""
+    from dsr.contract import Subject
+    from dsr.models import parse_new_request
+
+    subject = Subject(ERASURE_SUBJECT, "hmac-sha256:0123")
+    new = parse_new_request(type="erasure", email=ERASURE_SUBJECT, regime="gdpr", received=datetime.now(UTC))
+    assert subject.email == new.email == ERASURE_SUBJECT  # still there for the connectors
+    for text in (repr(subject), str(subject), repr(new), str(new), f"{[subject, new]}"):
+        assert "lovelace" not in text.lower(), text
+    assert "hmac-sha256:0123" in repr(subject)
