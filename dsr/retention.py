@@ -35,6 +35,7 @@ from dateutil.relativedelta import relativedelta
 from dsr.bundle import build_bundle
 from dsr.config import Policy
 from dsr.contract import Connector, DataCategory, RecordRef, Subject
+from dsr.execution import crash_point
 from dsr.files import create_exclusive
 from dsr.holds import held_subjects
 from dsr.models import OPEN_STATUSES
@@ -318,6 +319,7 @@ class Purger:
               tally: Tally, checkpoint: _Checkpoint, progress: ProgressFn | None) -> None:
         """One vendor batch; every CHECKPOINT_RECORDS records, a ledger checkpoint."""
         receipt = purge(batch)
+        crash_point("purge-sent")  # the vendor purged, the ledger does not know yet: a re-run lists what is left
         done = sum(1 for o in receipt.outcomes if o.done)
         tally.purged += done
         tally.failed += len(receipt.outcomes) - done
@@ -338,11 +340,13 @@ class Purger:
         if checkpoint.records:
             self._append(run_id, "purge.batch", {"system": tally.system, "category": tally.category,
                                                  **checkpoint.payload()})
+            crash_point("purge-checkpoint")
         checkpoint.reset()
 
     def _finish(self, run_id: str, dry_run: bool, status: str, tallies: dict[tuple[str, str], Tally],
                 guard: list[dict[str, Any]]) -> PurgeReport:
         views = [t.to_view() for t in tallies.values()]
+        crash_point("purge-finishing")
         self._append(run_id, "purge.completed", {"status": status, "dry_run": dry_run, "tallies": views})
         report = PurgeReport(run_id, dry_run, status, list(tallies.values()), guard)
         report.report_path = self._seal(run_id, dry_run, status, tallies)
@@ -362,6 +366,7 @@ class Purger:
         signer = load_or_create_signing_key(self.service.settings.signing_key_path)
         data = build_bundle(events, request_view=summary, system_views=by_system, signer=signer)
         target = self.service.settings.home / "purge-reports" / f"{run_id}.zip"
+        crash_point("purge-sealing")
         create_exclusive(target, data)
         return target
 

@@ -187,6 +187,18 @@ class Faults:
             return None
 
 
+@dataclass(frozen=True)
+class Written:
+    """One write call a vendor received and what it answered (status 0: the connection was reset)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    status: int
+    answer: bytes
+
+
 class Vendor:
     """What a sandbox module provides: its routes, its error shapes, its limits.
 
@@ -200,6 +212,14 @@ class Vendor:
         self.faults = Faults()
         self.stats: Counter[str] = Counter()
         self.stats_lock = threading.Lock()
+        # Opt-in (chaos campaigns set a list): every write call with its answer, to count which
+        # vendor actions a crash made a client repeat. Off by default: bodies cost memory.
+        self.journal: list[Written] | None = None
+        # A client-side budget to hold the pipeline to (benchmarks, the workers test): calls past it
+        # get the vendor's throttling answer and count as `over_pace`. None: the vendor's own limits only.
+        self.pace: WindowLimiter | None = None
+        # Which calls the pace counts (vendors do not count OAuth token calls against API limits).
+        self.pace_pattern: re.Pattern[str] | None = None
 
     # Hooks ------------------------------------------------------------------------------------
 
@@ -233,6 +253,12 @@ class Vendor:
         """Vendor-specific control actions under /__sandbox__/ (e.g. seed-demo); None if unknown."""
         return None
 
+    def set_pace(self, calls: int | None, period: float = 1.0, path_pattern: str | None = None) -> None:
+        """Hold calls (those whose path matches `path_pattern`, else all) to `calls` per `period`
+        seconds; `calls=None` clears it."""
+        self.pace_pattern = re.compile(path_pattern) if path_pattern else None
+        self.pace = WindowLimiter(calls, period) if calls else None
+
     # Machinery ----------------------------------------------------------------------------------
 
     def count(self, key: str) -> None:
@@ -243,7 +269,23 @@ class Vendor:
         """Answer one call; None means: reset the connection."""
         if request.path.startswith(CONTROL_PREFIX):
             return self._control(request)
+        response = self._answer(request)
+        journal = self.journal
+        if journal is not None and request.method not in ("GET", "HEAD"):
+            with self.stats_lock:
+                journal.append(Written(request.method, request.path, request.query, request.body,
+                                       response.status if response else 0, response.body if response else b""))
+        return response
+
+    def _answer(self, request: Request) -> Response | None:
         self.count("calls")
+        # The pace is checked first, so it counts arrivals (as a vendor does), not this server's own
+        # processing time (auth, faults), which would add jitter to the measurement.
+        pace, metered = self.pace, self.pace_pattern
+        if pace is not None and (metered is None or metered.search(request.path)) and not pace.acquire()[0]:
+            self.count("throttled")
+            self.count("over_pace")
+            return self.throttled(request)
         config = self.faults.config
         if config.latency_ms:
             time.sleep(config.latency_ms / 1000)
@@ -291,9 +333,18 @@ class Vendor:
             except (ValueError, TypeError) as exc:
                 return Response.json({"error": str(exc)}, 400)
             return Response.json(asdict(self.faults.config))
+        if action == "pace" and request.method == "POST":
+            body = request.json() or {}
+            try:
+                self.set_pace(int(body["calls"]), float(body["period_seconds"]), body.get("path_pattern"))
+            except (KeyError, TypeError, ValueError, re.error):
+                return Response.json({"error": "pace: give calls, period_seconds and optionally path_pattern, "
+                                      "or {} to clear"}, 400)
+            return Response.json({"pace": body or None})
         if action == "reset" and request.method == "POST":
             with self.stats_lock:
                 self.stats.clear()
+            self.set_pace(None)
             self.faults.configure(FaultConfig())
             self.reset_state()
             return Response.json({"reset": True})
