@@ -7,8 +7,12 @@ Contents of `package.zip`:
   the words of the privacy policy, plus what was found where.
 
 Records stream from the per-system export files into the zip; nothing holds the whole export in
-memory. The zip is deterministic (fixed timestamps, sorted members), so its hash in the evidence
-bundle identifies exactly what the subject received.
+memory. Each export is parsed once: one pass splits it into a spill file per object (the records'
+fields already serialised for data.json) and learns each object's CSV columns; data.json is then
+copied from the spill files and each CSV written from its own. (Reading the export once per
+object and per CSV made packaging 28 passes over a gigabyte for the CRM's 9 objects.) The zip
+is deterministic (fixed timestamps, sorted members), so its hash in the evidence bundle
+identifies exactly what the subject received.
 """
 
 from __future__ import annotations
@@ -19,21 +23,16 @@ import html
 import io
 import json
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from dsr.config import SubjectSummary
 
 FIXED_TIME = (2000, 1, 1, 0, 0, 0)
-
-
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _member(name: str) -> zipfile.ZipInfo:
@@ -43,58 +42,69 @@ def _member(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def _write_data_json(out: IO[bytes], request_id: str, exports: Mapping[str, Path]) -> dict[str, dict[str, int]]:
-    """Stream data.json; return record counts per system and object."""
-    counts: dict[str, dict[str, int]] = {}
+@dataclass
+class _ObjectSpill:
+    """One object's records of one export: their fields as data.json text, one a line."""
+
+    name: str
+    path: Path
+    count: int = 0
+    columns: dict[str, None] = field(default_factory=dict)  # CSV columns, in first-seen order
+
+
+def _split(export: Path, spill_dir: Path) -> list[_ObjectSpill]:
+    """One pass over an export: a spill file per object, in the order objects first appear."""
+    spills: dict[str, _ObjectSpill] = {}
+    handles: dict[str, IO[str]] = {}
+    try:
+        with export.open(encoding="utf-8") as source:
+            for line in source:
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                obj, fields = record["object"], record["fields"]
+                spill = spills.get(obj)
+                if spill is None:
+                    spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl")
+                    handles[obj] = spill.path.open("w", encoding="utf-8", newline="\n")
+                # Serialised as data.json holds it (no newline can occur: json.dumps escapes them).
+                handles[obj].write(json.dumps(fields, ensure_ascii=False, sort_keys=True) + "\n")
+                spill.columns.update(dict.fromkeys(fields))
+                spill.count += 1
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return list(spills.values())
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8", newline="\n") as handle:
+        for line in handle:
+            yield line.rstrip("\n")
+
+
+def _write_data_json(out: IO[bytes], request_id: str, splits: Mapping[str, list[_ObjectSpill]]) -> None:
+    """Stream data.json: {"request_id", "systems": {system: {object: [fields...]}}}."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="\n")
     text.write('{"request_id": ' + json.dumps(request_id) + ', "systems": {')
-    for s_index, (system, path) in enumerate(sorted(exports.items())):
-        counts[system] = {}
+    for s_index, (system, spills) in enumerate(sorted(splits.items())):
         text.write(("" if s_index == 0 else ", ") + json.dumps(system) + ": {")
-        current: str | None = None
-        for record in _grouped(path):
-            obj = record["object"]
-            if obj != current:
-                text.write(("" if current is None else "], ") + json.dumps(obj) + ": [")
-                current = obj
-            else:
-                text.write(", ")
-            text.write(json.dumps(record["fields"], ensure_ascii=False, sort_keys=True))
-            counts[system][obj] = counts[system].get(obj, 0) + 1
-        text.write(("" if current is None else "]") + "}")
+        for o_index, spill in enumerate(spills):
+            text.write(("" if o_index == 0 else "], ") + json.dumps(spill.name) + ": [")
+            for r_index, fields in enumerate(_lines(spill.path)):
+                text.write(fields if r_index == 0 else ", " + fields)
+        text.write(("" if not spills else "]") + "}")
     text.write("}}\n")
     text.flush()
     text.detach()
-    return counts
 
 
-def _grouped(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of one export grouped by object, in the order objects first appear.
-
-    Connectors export object by object, so this is one pass per object at most; it re-reads the
-    file rather than holding records in memory.
-    """
-    objects: list[str] = []
-    for record in _records(path):
-        if record["object"] not in objects:
-            objects.append(record["object"])
-    for obj in objects:
-        for record in _records(path):
-            if record["object"] == obj:
-                yield record
-
-
-def _write_csv(out: IO[bytes], path: Path, obj: str) -> None:
-    columns: list[str] = []
-    for record in _records(path):
-        if record["object"] == obj:
-            columns.extend(c for c in record["fields"] if c not in columns)
+def _write_csv(out: IO[bytes], spill: _ObjectSpill) -> None:
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
-    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=list(spill.columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for record in _records(path):
-        if record["object"] == obj:
-            writer.writerow({k: "" if v is None else v for k, v in record["fields"].items()})
+    for line in _lines(spill.path):
+        writer.writerow({k: "" if v is None else v for k, v in json.loads(line).items()})
     text.flush()
     text.detach()
 
@@ -145,19 +155,26 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        with archive.open(_member("data.json"), "w") as out:
-            counts = _write_data_json(out, request_id, exports)
-        for system, path in sorted(exports.items()):
-            for obj in sorted(counts[system]):
-                with archive.open(_member(f"csv/{system}/{obj}.csv"), "w") as out:
-                    _write_csv(out, path, obj)
-        for name, source in sorted((extra_files or {}).items()):
-            with source.open("rb") as src, archive.open(_member(name), "w") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-        text = _summary_text(request_id, request_view, summary, counts)
-        archive.writestr(_member("summary.txt"), text)
-        archive.writestr(_member("summary.html"), _summary_html(text))
+    with tempfile.TemporaryDirectory(prefix=".spill-", dir=target.parent) as spill_root:
+        splits = {}
+        for index, (system, path) in enumerate(sorted(exports.items())):
+            spill_dir = Path(spill_root) / str(index)
+            spill_dir.mkdir()
+            splits[system] = _split(path, spill_dir)
+        counts = {system: {spill.name: spill.count for spill in spills} for system, spills in splits.items()}
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            with archive.open(_member("data.json"), "w") as out:
+                _write_data_json(out, request_id, splits)
+            for system, spills in sorted(splits.items()):
+                for spill in sorted(spills, key=lambda s: s.name):
+                    with archive.open(_member(f"csv/{system}/{spill.name}.csv"), "w") as out:
+                        _write_csv(out, spill)
+            for name, source in sorted((extra_files or {}).items()):
+                with source.open("rb") as src, archive.open(_member(name), "w") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            text = _summary_text(request_id, request_view, summary, counts)
+            archive.writestr(_member("summary.txt"), text)
+            archive.writestr(_member("summary.html"), _summary_html(text))
     digest = hashlib.sha256()
     with tmp.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
