@@ -1,4 +1,4 @@
-"""Evidence bundles, format `dsr-evidence-bundle/1`: build, store, verify.
+"""Evidence bundles, format `dsr-evidence-bundle/2`: build, store, verify.
 
 A bundle is a zip holding one request's evidence, sealed by an Ed25519 signature:
 
@@ -6,8 +6,14 @@ A bundle is a zip holding one request's evidence, sealed by an Ed25519 signature
     request.json         the request record, derived from the ledger by the caller
     timeline.jsonl       every ledger event up to the seal, one canonical JSON object a line
     systems/<name>.json  one per system: found, actions, receipts, re-query, exemptions
+    discovered/<name>.jsonl  the refs discovery found in a system (format 2; see dsr.discovery)
     report.html          the same, readable and printable
     manifest.sig         raw 64-byte Ed25519 signature over the exact bytes of manifest.json
+
+Format 2 adds only the `discovered/` members: a `system.discovered` event records the SHA-256 of
+its refs file (`refs_sha256`) instead of the refs themselves, and the file travels in the bundle,
+so the timeline stays small however much a subject owns. Verification checks each such member
+against the hash in the chain. Format 1 bundles (refs inline in the timeline) still verify.
 
 The manifest lists the SHA-256 and size of every other member, the last event's sequence and hash,
 and the signer's fingerprint; the signature over the manifest therefore covers everything.
@@ -16,6 +22,10 @@ Evidence is a pure function of the ledger (DESIGN invariant 5): the same events 
 same bytes, with no wall clock and no randomness anywhere (Ed25519 signatures are deterministic).
 It never holds personal data (invariant 4): sealing refuses anything that looks like an e-mail
 address, because a stored bundle is kept for years, often on write-once storage.
+
+Memory stays bounded by the events, not by what a subject owns: refs files are hashed, screened
+and copied into the zip in chunks, and verification hashes members as a stream, keeping only the
+manifest, request and timeline.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from dsr.discovery import REFS_SHA256
 from dsr.files import create_exclusive
 from dsr.ledger.events import ChainError, LedgerEvent, canonical_json, parse_timestamp, verify_chain
 from dsr.report import render_report
@@ -45,7 +56,9 @@ from dsr.signing import (
     verify_signature,
 )
 
-BUNDLE_FORMAT = "dsr-evidence-bundle/1"
+BUNDLE_FORMAT = "dsr-evidence-bundle/2"
+#: Formats `verify_bundle` accepts: 1 is 2 without `discovered/` members.
+FORMATS = ("dsr-evidence-bundle/1", BUNDLE_FORMAT)
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -53,6 +66,9 @@ REQUEST = "request.json"
 TIMELINE = "timeline.jsonl"
 REPORT = "report.html"
 SYSTEMS_DIR = "systems/"
+DISCOVERED_DIR = "discovered/"
+DISCOVERED_EVENT = "system.discovered"
+_CHUNK = 1 << 20
 
 # Fixed zip settings: any change here changes every rebuilt bundle's bytes, so treat them as part
 # of the format. (The manifest and signature cover member contents, not the compressed stream, so a
@@ -102,12 +118,22 @@ class BundleVerification:
 # --- building -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _FileMember:
+    """A member copied from a file in chunks; its hash and size were taken when it was screened."""
+
+    path: Path
+    sha256: str
+    bytes: int
+
+
 def build_bundle(
     events: Sequence[LedgerEvent],
     *,
     request_view: Mapping[str, Any],
     system_views: Mapping[str, Mapping[str, Any]],
     signer: Signer,
+    discovered: Mapping[str, Path] | None = None,
 ) -> bytes:
     """Seal one request's evidence into a signed, reproducible zip.
 
@@ -118,14 +144,17 @@ def build_bundle(
             another request is refused).
         system_views: System name -> that system's result (JSON-able), one systems/<name>.json each.
         signer: The key that signs the manifest.
+        discovered: System name -> its refs file (`dsr.discovery`), for every system whose
+            `system.discovered` event records a `refs_sha256`; each becomes
+            discovered/<name>.jsonl. Streamed: never held in memory.
 
     Returns:
         The bundle's bytes; the same inputs always give the same bytes.
 
     Raises:
         BundleError: No events, a chain that does not verify, a request view about another request,
-            an unusable system name, a value that is not JSON-able, or anything that looks like an
-            e-mail address.
+            an unusable system name, a value that is not JSON-able, a refs file that is missing or
+            not the one the chain recorded, or anything that looks like an e-mail address.
     """
     events = list(events)
     if not events:
@@ -142,11 +171,12 @@ def build_bundle(
         REQUEST: _json_member(REQUEST, request_doc),
         TIMELINE: _timeline_member(events),
     }
-    for name in system_views:
+    for name in [*system_views, *(discovered or {})]:
         if not isinstance(name, str) or not _SAFE_NAME.match(name):
             raise BundleError(f"system name {name!r} cannot be a bundle member name")
     for name in sorted(system_views):
         members[f"{SYSTEMS_DIR}{name}.json"] = _json_member(f"{SYSTEMS_DIR}{name}.json", system_views[name])
+    files = _discovered_members(events, discovered or {})
     # Report on (and screen) exactly what was written, not the caller's objects before serialising.
     request_doc = json.loads(members[REQUEST])
     system_docs = {name: json.loads(members[f"{SYSTEMS_DIR}{name}.json"]) for name in sorted(system_views)}
@@ -161,17 +191,55 @@ def build_bundle(
         "signature_algorithm": SIGNATURE_ALGORITHM,
     }
     # The report shows the seal and the hashes of the data members; it cannot show its own.
-    report_summary = {**manifest_head, "members": _member_index(members)}
+    report_summary = {**manifest_head, "members": _member_index(members, files)}
     members[REPORT] = render_report(events, request_doc, system_docs, report_summary).encode("utf-8")
 
     _refuse_personal_data(request_doc, system_docs, events, members[REPORT])
 
-    manifest = {**manifest_head, "members": _member_index(members)}
+    manifest = {**manifest_head, "members": _member_index(members, files)}
     manifest_bytes = canonical_json(manifest).encode("utf-8")
     signature = signer.sign(manifest_bytes)
 
-    ordered = [(MANIFEST, manifest_bytes), *_ordered_members(members), (SIGNATURE, signature)]
+    ordered = [(MANIFEST, manifest_bytes), *_ordered_members(members, files), (SIGNATURE, signature)]
     return _zip(ordered, _zip_time(last.at))
+
+
+def discovered_hashes(events: Sequence[LedgerEvent]) -> dict[str, str]:
+    """System -> the refs SHA-256 its (last) `system.discovered` event recorded (format 2 events)."""
+    found: dict[str, str] = {}
+    for event in events:
+        if event.type == DISCOVERED_EVENT and isinstance(event.payload.get(REFS_SHA256), str):
+            found[str(event.payload.get("system"))] = event.payload[REFS_SHA256]
+    return found
+
+
+def _discovered_members(events: Sequence[LedgerEvent], files: Mapping[str, Path]) -> dict[str, _FileMember]:
+    """Screen each refs file the chain names: present, the hash the chain recorded, no address."""
+    recorded = discovered_hashes(events)
+    extra = sorted(set(files) - set(recorded))
+    if extra:
+        raise BundleError(f"refs files given for {', '.join(extra)}, but the chain records no such discovery")
+    members: dict[str, _FileMember] = {}
+    for system, expected in sorted(recorded.items()):
+        name = f"{DISCOVERED_DIR}{system}.jsonl"
+        path = files.get(system)
+        if path is None:
+            raise BundleError(f"{name}: the chain records discovered refs for {system}, but no refs file was given")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with Path(path).open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    digest.update(line)
+                    size += len(line)
+                    if b"@" in line and contains_email_address(line.decode("utf-8", "replace")):
+                        raise BundleError(f"{name} line {number} looks like an e-mail address; evidence carries "
+                                          "only the keyed identity hash (DESIGN invariant 4)")
+        except OSError as exc:
+            raise BundleError(f"{name}: cannot read the refs file ({exc.strerror or exc})") from exc
+        if digest.hexdigest() != expected:
+            raise BundleError(f"{name}: the refs file is not the one the chain recorded at discovery")
+        members[name] = _FileMember(Path(path), expected, size)
+    return members
 
 
 def _request_document(request_view: Mapping[str, Any], request_id: str) -> dict[str, Any]:
@@ -195,15 +263,22 @@ def _timeline_member(events: Sequence[LedgerEvent]) -> bytes:
     return "".join(canonical_json(event.to_dict()) + "\n" for event in events).encode("utf-8")
 
 
-def _member_index(members: Mapping[str, bytes]) -> dict[str, dict[str, Any]]:
-    return {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-            for name, data in members.items()}
+def _member_index(members: Mapping[str, bytes],
+                  files: Mapping[str, _FileMember] | None = None) -> dict[str, dict[str, Any]]:
+    index = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+             for name, data in members.items()}
+    index.update({name: {"sha256": f.sha256, "bytes": f.bytes} for name, f in (files or {}).items()})
+    return index
 
 
-def _ordered_members(members: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+def _ordered_members(members: Mapping[str, bytes],
+                     files: Mapping[str, _FileMember] | None = None) -> list[tuple[str, bytes | _FileMember]]:
     systems = sorted(name for name in members if name.startswith(SYSTEMS_DIR))
-    order = [REQUEST, TIMELINE, *systems, REPORT]
-    return [(name, members[name]) for name in order]
+    order: list[tuple[str, bytes | _FileMember]] = [(REQUEST, members[REQUEST]), (TIMELINE, members[TIMELINE])]
+    order += [(name, members[name]) for name in systems]
+    order += sorted((files or {}).items())
+    order.append((REPORT, members[REPORT]))
+    return order
 
 
 def _zip_time(stamp: str) -> tuple[int, int, int, int, int, int]:
@@ -218,7 +293,7 @@ def _zip_time(stamp: str) -> tuple[int, int, int, int, int, int]:
     return (moment.year, moment.month, moment.day, moment.hour, moment.minute, second)
 
 
-def _zip(members: Sequence[tuple[str, bytes]], date_time: tuple[int, int, int, int, int, int]) -> bytes:
+def _zip(members: Sequence[tuple[str, bytes | _FileMember]], date_time: tuple[int, int, int, int, int, int]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=_COMPRESSION, compresslevel=_COMPRESS_LEVEL) as archive:
         for name, data in members:
@@ -226,8 +301,24 @@ def _zip(members: Sequence[tuple[str, bytes]], date_time: tuple[int, int, int, i
             info.compress_type = _COMPRESSION
             info.create_system = 3  # Unix, whatever the building machine is
             info.external_attr = _FILE_MODE << 16
-            archive.writestr(info, data, compress_type=_COMPRESSION, compresslevel=_COMPRESS_LEVEL)
+            if isinstance(data, bytes):
+                archive.writestr(info, data, compress_type=_COMPRESSION, compresslevel=_COMPRESS_LEVEL)
+            else:
+                _copy_file_member(archive, info, data)
     return buffer.getvalue()
+
+
+def _copy_file_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: _FileMember) -> None:
+    """Copy a screened file into the zip in chunks, re-hashing: it must not change in between."""
+    info.file_size = member.bytes  # as writestr does: lets zipfile decide on zip64 up front
+    info._compresslevel = _COMPRESS_LEVEL  # type: ignore[attr-defined]  # what writestr sets
+    digest = hashlib.sha256()
+    with member.path.open("rb") as src, archive.open(info, "w") as out:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != member.sha256:
+        raise BundleError(f"{info.filename}: the refs file changed while the bundle was being sealed")
 
 
 def _refuse_personal_data(
@@ -415,7 +506,7 @@ def _verify(data: bytes, public_key: Ed25519PublicKey, checks: _Checks, result: 
     result.request_id = request_id
 
     fmt = manifest["format"]
-    checks.add("format", fmt == BUNDLE_FORMAT, fmt if fmt == BUNDLE_FORMAT else f"unknown format {fmt!r}")
+    checks.add("format", fmt in FORMATS, fmt if fmt in FORMATS else f"unknown format {fmt!r}")
 
     # Signer and signature: the signature over the manifest is what makes every hash trustworthy.
     given = public_key_fingerprint(public_key)
@@ -434,20 +525,28 @@ def _verify(data: bytes, public_key: Ed25519PublicKey, checks: _Checks, result: 
         problem = None if valid else "does not verify over manifest.json with the given public key"
     checks.add("signature", problem is None, problem or "Ed25519 signature over manifest.json verifies")
 
-    # Members: each present, the right size, the right hash.
+    # Members: each present, the right size, the right hash. Only the members parsed below are
+    # kept in memory; the others (refs files can be large) are hashed as a stream.
     listed: dict[str, Mapping[str, Any]] = manifest["members"]
     contents: dict[str, bytes] = {}
+    intact: set[str] = set()
     for name in sorted(listed):
         expected = listed[name]
-        content, problem = _read_member(archive, by_name, name, min(expected["bytes"], _MAX_MEMBER_BYTES))
-        if content is not None:
-            digest = hashlib.sha256(content).hexdigest()
-            if len(content) != expected["bytes"]:
-                problem = f"{len(content)} bytes, manifest says {expected['bytes']}"
+        if name in (REQUEST, TIMELINE):
+            content, problem = _read_member(archive, by_name, name, min(expected["bytes"], _MAX_MEMBER_BYTES))
+            digest, size = (hashlib.sha256(content).hexdigest(), len(content)) if content is not None else ("", 0)
+        else:
+            content = None
+            digest, size, problem = _hash_member(archive, by_name, name, expected["bytes"])
+        if problem is None:
+            if size != expected["bytes"]:
+                problem = f"{size} bytes, manifest says {expected['bytes']}"
             elif digest != expected["sha256"]:
                 problem = "SHA-256 differs from the manifest (content altered)"
             else:
-                contents[name] = content
+                intact.add(name)
+                if content is not None:
+                    contents[name] = content
         checks.add(f"member {name}", problem is None, problem or f"sha256 {expected['sha256'][:16]}..., "
                    f"{expected['bytes']} bytes")
 
@@ -475,6 +574,10 @@ def _verify(data: bytes, public_key: Ed25519PublicKey, checks: _Checks, result: 
             mismatch = _seal_mismatch(manifest, last)
             checks.add("timeline matches manifest", mismatch is None,
                        mismatch or f"through seq {manifest['through_seq']}, last hash matches")
+            if fmt != FORMATS[0]:
+                problem = _discovered_mismatch(events, listed, intact)
+                checks.add("discovered refs match the timeline", problem is None,
+                           problem or _discovered_detail(listed))
     else:
         checks.add("timeline chain", False, f"{TIMELINE} missing or altered")
 
@@ -514,6 +617,56 @@ def _read_member(
         return None, f"unreadable ({exc})"
     except Exception as exc:  # noqa: BLE001 - a hostile zip must make a verdict, never a traceback
         return None, f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def _hash_member(
+    archive: zipfile.ZipFile, by_name: Mapping[str, zipfile.ZipInfo], name: str, limit: int
+) -> tuple[str, int, str | None]:
+    """(sha256, size, problem) of a member read in chunks: memory does not grow with its size."""
+    info = by_name.get(name)
+    if info is None:
+        return "", 0, "missing"
+    if info.file_size > limit:
+        return "", 0, f"{info.file_size} bytes, more than expected ({limit})"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with archive.open(info) as handle:
+            while size <= limit:
+                chunk = handle.read(_CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError, zlib.error) as exc:
+        return "", 0, f"unreadable ({exc})"
+    except Exception as exc:  # noqa: BLE001 - a hostile zip must make a verdict, never a traceback
+        return "", 0, f"unreadable ({type(exc).__name__}: {exc})"
+    return digest.hexdigest(), size, None
+
+
+def _discovered_mismatch(events: Sequence[LedgerEvent], listed: Mapping[str, Mapping[str, Any]],
+                         intact: set[str]) -> str | None:
+    """Every refs hash in the chain has its intact member, and every refs member its event."""
+    recorded = discovered_hashes(events)
+    members = {name for name in listed if name.startswith(DISCOVERED_DIR)}
+    for system, expected in sorted(recorded.items()):
+        name = f"{DISCOVERED_DIR}{system}.jsonl"
+        if name not in listed:
+            return f"the timeline records discovered refs for {system}, but {name} is not in the bundle"
+        if listed[name]["sha256"] != expected:
+            return f"{name} is not the refs file the timeline recorded at discovery"
+        if name not in intact:
+            return f"{name} missing or altered"
+    strays = sorted(members - {f"{DISCOVERED_DIR}{system}.jsonl" for system in recorded})
+    if strays:
+        return f"no discovery in the timeline for {', '.join(strays)}"
+    return None
+
+
+def _discovered_detail(listed: Mapping[str, Mapping[str, Any]]) -> str:
+    count = sum(1 for name in listed if name.startswith(DISCOVERED_DIR))
+    return f"{count} refs file(s), each the one its system.discovered event hashed" if count else "no refs files"
 
 
 def _manifest_shape_problem(manifest: Any) -> str | None:

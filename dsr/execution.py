@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dsr.bundle import build_bundle
+from dsr.bundle import build_bundle, discovered_hashes
 from dsr.callbacks import on_status_change
 from dsr.contract import (
     Connector,
@@ -46,6 +46,7 @@ from dsr.contract import (
     RecordRef,
     Subject,
 )
+from dsr.discovery import REFS_FILE, REFS_SHA256, read_refs, refs_file_name, write_refs
 from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
 from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
 from dsr.notify import Notice, deliver
@@ -460,16 +461,23 @@ class RequestRunner:
                   subject: Subject) -> list[RecordRef]:
         recorded = _last_payload(self.service.events(request_id), EventType.SYSTEM_DISCOVERED, system)
         if recorded is not None:
-            return [ref_from_dict(system, r) for r in recorded["refs"]]
+            if "refs" in recorded:  # recorded before refs moved to their own file
+                return [ref_from_dict(system, r) for r in recorded["refs"]]
+            path = self.discovered_dir(request_id) / refs_file_name(system)
+            return [ref_from_dict(system, r) for r in read_refs(path, recorded[REFS_SHA256])]
         refs = connector.discover(subject)
         by_object = Counter(r.object for r in refs)
+        # The refs go to a file and the chain keeps its hash: inline, every later read of the
+        # request would parse them again (dsr/discovery.py). The bundle seals the file.
+        written = write_refs(self.discovered_dir(request_id) / refs_file_name(system), map(ref_to_dict, refs))
         self._append(request_id, EventType.SYSTEM_DISCOVERED, {
             "system": system,
             "connector_version": connector.info.version,
             "identifier": {"kind": "email", "identity_hash": subject.identity_hash, "match": "exact, normalised"},
             "records": len(refs),
             "by_object": dict(sorted(by_object.items())),
-            "refs": [ref_to_dict(r) for r in refs],
+            REFS_FILE: written.path.name,
+            REFS_SHA256: written.sha256,
         })
         return refs
 
@@ -637,12 +645,17 @@ class RequestRunner:
         events = self.ledger.events(request_id, through_seq=through_seq)
         state = derive_state(events)
         signer = load_or_create_signing_key(self.service.settings.signing_key_path)
+        refs = {name: self.discovered_dir(request_id) / refs_file_name(name) for name in discovered_hashes(events)}
         return build_bundle(events, request_view=state.to_view(),
                             system_views={n: s.to_view() for n, s in sorted(state.systems.items())},
-                            signer=signer)
+                            signer=signer, discovered=refs)
 
     def staging_dir(self, request_id: str) -> Path:
         return self.service.settings.packages_path / request_id / "staging"
+
+    def discovered_dir(self, request_id: str) -> Path:
+        """Refs files: evidence (sealed into every bundle version), so kept apart from the package staging."""
+        return self.service.settings.home / "discovered" / request_id
 
     @staticmethod
     def _result(state: RequestState, system: str, *, skipped: bool = False) -> SystemResult:
