@@ -94,7 +94,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "google_ads"
 VERSION = "google_ads/1"
@@ -104,7 +104,6 @@ DEFAULT_DATA_MANAGER_BASE_URL = "https://datamanager.googleapis.com"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DATA_MANAGER_VERSION = "v1"
 MIN_API_VERSION = 20  # what google-ads-python's snapshot still supports (vendor-apis.md section 0)
-LATENCY_MARGIN = 0.02
 FINAL_STATUSES = frozenset({"SUCCESS", "FAILED"})
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

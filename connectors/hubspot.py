@@ -93,7 +93,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "hubspot"
 VERSION = "hubspot/1"
@@ -102,7 +102,6 @@ MAX_BATCH = 100  # batch/read, batch/archive
 SEARCH_PAGE_MAX = 200
 SEARCH_RESULT_CAP = 10_000  # HubSpot answers 400 past this many results of one query
 ASSOCIATIONS_PAGE = 500
-LATENCY_MARGIN = 0.02  # of a window: HubSpot counts a call when it arrives, the limiter when it leaves
 
 ENGAGEMENTS = ("notes", "emails", "calls", "meetings", "tasks")
 SUBSCRIPTIONS_OBJECT = "email_subscriptions"  # object name of opt-out outcomes

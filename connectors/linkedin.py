@@ -73,14 +73,13 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "linkedin"
 VERSION = "linkedin/1"
 OBJECT = "dmp_segment"
 DEFAULT_BASE_URL = "https://api.linkedin.com"
 RESTLI_PROTOCOL_VERSION = "2.0.0"
-LATENCY_MARGIN = 0.02
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _BASE_URL = re.compile(r"^https?://[^\s/@]+(:\d+)?/?$")

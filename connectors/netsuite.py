@@ -102,7 +102,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "netsuite"
 TRANSACTIONS_KEPT = "transactions are never deleted by a DSR: personal fields cleared, amounts and dates kept"
@@ -635,7 +635,7 @@ class NetSuiteConnector(HttpConnector):
         self._stats_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._limiter = limiter_for(budget_key("netsuite", account_id), settings.rate_limit.calls,
-                                    settings.rate_limit.period_seconds)
+                                    settings.rate_limit.period_seconds * (1 + LATENCY_MARGIN))
         self._session = requests.Session()
         self._tokens: _TokenSource | None = None
         self._auth: requests.auth.AuthBase

@@ -100,7 +100,7 @@ from connectors.base import (
 )
 
 # Generic helpers of the first connector (they belong in connectors.base; one copy beats two).
-from connectors.pacing import Limiter, budget_key, limiter_for, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, Limiter, budget_key, limiter_for, vendor_retry
 
 KIND = "salesforce"
 VERSION = "salesforce/1"
@@ -533,7 +533,8 @@ class SalesforceConnector:
         # One budget per org and connected app, whichever request or worker is calling.
         budget = budget_key("salesforce", self._instance_host or settings.auth.login_domain, credentials.client_id,
                             credentials.username)
-        self._limiter = limiter_for(budget, settings.rate_limit.calls, settings.rate_limit.period_seconds)
+        self._limiter = limiter_for(budget, settings.rate_limit.calls,
+                                    settings.rate_limit.period_seconds * (1 + LATENCY_MARGIN))
         self._session = _SalesforceSession(
             limiter=self._limiter, timeout=settings.timeout_seconds, slowdown_at=settings.quota_slowdown_at,
             override=endpoint_override, instance_url=instance_url, stats=self._stats, stats_lock=self._stats_lock,

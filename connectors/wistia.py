@@ -83,14 +83,13 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
 
 KIND = "wistia"
 VERSION = "wistia/1"
 DEFAULT_BASE_URL = "https://api.wistia.com"
 API_PATH = "/modern"
 PAGE_MAX = 100  # Wistia caps per_page at 100
-LATENCY_MARGIN = 0.02  # of a window: Wistia counts a call when it arrives, the limiter when it leaves
 OBJECTS = ("visitor", "event")
 MANUAL_STEPS = frozenset({"erase"})
 NO_DELETE_API = "Wistia has no delete API: done by hand (manual task)"

@@ -129,8 +129,12 @@ class PrefectServer:
 
 
 def start_prefect_server(*, home: Path, port: int | None = None, host: str = "127.0.0.1", ui: bool = True,
-                         timeout: float = SERVER_STARTUP_TIMEOUT) -> PrefectServer:
-    """Start `prefect server start` (SQLite under `home`) and wait until `/api/health` answers."""
+                         timeout: float = SERVER_STARTUP_TIMEOUT, database_url: str | None = None) -> PrefectServer:
+    """Start `prefect server start` and wait until `/api/health` answers.
+
+    Its database is SQLite under `home`, or `database_url` (a fleet's PostgreSQL:
+    ``postgresql+asyncpg://...``), which many workers can share.
+    """
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
@@ -139,7 +143,7 @@ def start_prefect_server(*, home: Path, port: int | None = None, host: str = "12
     env.update({
         "PREFECT_HOME": str(home),
         # Its own file: an ephemeral `dsr run` elsewhere uses prefect.db in the same home.
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'serve.db'}",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home / 'serve.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": api_url,
     })

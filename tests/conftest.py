@@ -79,6 +79,7 @@ def sandboxes(_sandbox_servers, monkeypatch: pytest.MonkeyPatch) -> dict[str, Sa
     for server in servers.values():
         vendor = server.vendor
         vendor.faults.configure(FaultConfig())
+        vendor.set_pace(None)
         vendor.reset_state()
         with vendor.stats_lock:
             vendor.stats.clear()
