@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench chaos lint clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ bench: install
 	$(BIN)/python -m bench.purge
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.workers
+
+# Chaos campaigns (issue #10; docs/reliability.md): crash-and-resume trials of request runs and
+# retention purges, seeded; prints failures and a JSON summary, exits 1 on any failure.
+chaos: install
+	$(BIN)/python -m chaos.crash --requests 200 --purges 100 --seed 1
 
 # Skips the tests that start Prefect (about 15 s of harness start-up).
 test-fast: install

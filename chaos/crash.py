@@ -52,8 +52,8 @@ class Campaign:
 
     # -- baselines ------------------------------------------------------------------------------
 
-    def measure_baselines(self) -> None:
-        for kind in ("erasure", "access"):
+    def measure_baselines(self, kinds: tuple[str, ...] = ("erasure", "access", "purge")) -> None:
+        for kind in [k for k in kinds if k != "purge"]:
             trial = self.w.trial(f"baseline-{kind}")
             request_id = submit(trial.service, kind, _subject(kind))
             run = run_child(trial.env, ["request", request_id])
@@ -61,6 +61,8 @@ class Campaign:
             self.baseline[kind] = {"outcome": outcome(state), "vendors": vendor_state(trial.service, self.w.servers),
                                    "seconds": run.seconds}
             trial.close()
+        if "purge" not in kinds:
+            return
         trial = self.w.trial("baseline-purge")
         run = run_child(trial.env, ["purge"], extra_env={"CHAOS_PURGE_SYSTEMS": PURGE_SYSTEMS})
         self.baseline["purge"] = {"vendors": vendor_state(trial.service, self.w.servers, purge=True),
@@ -69,14 +71,16 @@ class Campaign:
 
     # -- one request trial ------------------------------------------------------------------------
 
-    def request_trial(self, index: int) -> None:
+    def request_trial(self, index: int, kind: str | None = None, crashes: int | None = None) -> None:
         rng = random.Random(self.seed * 100_003 + index)
-        kind = "erasure" if rng.random() < 0.75 else "access"
+        drawn = "erasure" if rng.random() < 0.75 else "access"
+        kind = kind or drawn
         trial = self.w.trial(f"request-{index}")
         label = f"request trial {index} ({kind}"
         try:
             request_id = submit(trial.service, kind, _subject(kind))
-            crashes = 1 + (rng.random() < 0.25)  # a quarter of the trials crash twice before resuming
+            twice = rng.random() < 0.25  # a quarter of the trials crash twice before resuming
+            crashes = crashes or 1 + twice
             for _ in range(crashes):
                 point, kill_after = self._pick(rng, REQUEST_POINTS[kind], self.baseline[kind]["seconds"])
                 label += f", {point or f'kill at {kill_after:.2f}s'}"
@@ -112,8 +116,10 @@ class Campaign:
         except Exception as exc:  # noqa: BLE001 - any failure is the finding
             self._fail(label, f"ledger chain does not verify: {exc}")
         self._check_bundle(label, service, state)
-        if vendor_state(service, self.w.servers) != expected["vendors"]:
-            self._fail(label, "vendors hold something other than after the uninterrupted run")
+        now = vendor_state(service, self.w.servers)
+        if now != expected["vendors"]:
+            differ = sorted(f"{n}.{k}" for n in now for k in now[n] if now[n][k] != expected["vendors"].get(n, {}).get(k))
+            self._fail(label, f"vendors hold something other than after the uninterrupted run: {differ}")
         self._check_effects(label)
 
     def _check_bundle(self, label: str, service: Any, state: Any) -> None:
