@@ -57,7 +57,8 @@ from dsr.signing import (
 )
 
 BUNDLE_FORMAT = "dsr-evidence-bundle/2"
-#: Formats `verify_bundle` accepts: 1 is 2 without `discovered/` members.
+#: Formats `verify_bundle` accepts. A bundle without `discovered/` members is still written as
+#: format 1, byte for byte as before (old chains, retention runs), so it rebuilds identically.
 FORMATS = ("dsr-evidence-bundle/1", BUNDLE_FORMAT)
 
 MANIFEST = "manifest.json"
@@ -182,7 +183,7 @@ def build_bundle(
     system_docs = {name: json.loads(members[f"{SYSTEMS_DIR}{name}.json"]) for name in sorted(system_views)}
 
     manifest_head = {
-        "format": BUNDLE_FORMAT,
+        "format": BUNDLE_FORMAT if files else FORMATS[0],
         "request_id": request_id,
         "through_seq": last.seq,
         "last_event_hash": last.hash,

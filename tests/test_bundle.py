@@ -186,7 +186,7 @@ def test_bundle_layout_and_manifest(bundle: bytes, events: list[LedgerEvent], si
     members = members_of(bundle)
     manifest = json.loads(members["manifest.json"])
     assert members["manifest.json"].decode() == canonical_json(manifest)
-    assert manifest["format"] == BUNDLE_FORMAT
+    assert manifest["format"] == "dsr-evidence-bundle/1"  # no refs files: written exactly as format 1 was
     assert manifest["through_seq"] == events[-1].seq
     assert manifest["last_event_hash"] == events[-1].hash
     assert manifest["generated_at"] == events[-1].at
@@ -485,3 +485,83 @@ def test_report_is_deterministic(events: list[LedgerEvent]) -> None:
     summary: Mapping[str, Any] = {"request_id": REQUEST_ID, "through_seq": len(STEPS)}
     assert render_report(events, REQUEST_VIEW, SYSTEM_VIEWS, summary) == render_report(
         events, dict(REQUEST_VIEW), dict(reversed(SYSTEM_VIEWS.items())), summary)
+
+
+# --- format 2: discovery refs sealed beside the chain -------------------------------------------
+
+REFS = [{"object": "Contact", "id": "003A1", "categories": ["contact"], "anchor_date": None},
+        {"object": "Lead", "id": "00QB2", "categories": ["marketing"], "anchor_date": None}]
+
+
+def refs_chain(tmp_path: Path, refs: list[dict[str, Any]] = REFS) -> tuple[list[LedgerEvent], Path]:
+    """STEPS with the crm discovery recorded as dsr.execution now records it: a refs file's hash."""
+    from dsr.discovery import REFS_FILE, REFS_SHA256, write_refs
+
+    written = write_refs(tmp_path / "discovered" / "crm.refs.jsonl", refs)
+    steps = [(a, t, dict(p)) for a, t, p in STEPS]
+    discovered = steps[3][2]
+    del discovered["refs"]
+    discovered.update({REFS_FILE: written.path.name, REFS_SHA256: written.sha256})
+    return make_chain(steps), written.path
+
+
+def test_discovered_refs_are_sealed_as_a_member_the_timeline_vouches_for(tmp_path: Path, signer) -> None:
+    events, refs_file = refs_chain(tmp_path)
+    data = build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                        discovered={"crm": refs_file})
+
+    members = members_of(data)
+    assert json.loads(members["manifest.json"])["format"] == BUNDLE_FORMAT == "dsr-evidence-bundle/2"
+    assert [json.loads(line) for line in members["discovered/crm.jsonl"].splitlines()] == REFS
+    timeline = [json.loads(line) for line in members["timeline.jsonl"].splitlines()]
+    assert [e["payload"].get("refs") for e in timeline if e["type"] == "system.discovered"] == [None, None]
+    result = verify_bundle(data, signer.public_key)
+    assert result.ok, result.reason
+    assert ("discovered refs match the timeline", True,
+            "1 refs file(s), each the one its system.discovered event hashed") in result.checks
+    assert build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                        discovered={"crm": refs_file}) == data  # still a pure function of its inputs
+
+
+def test_refs_changed_or_lost_after_discovery_cannot_be_sealed(tmp_path: Path, signer) -> None:
+    events, refs_file = refs_chain(tmp_path)
+    with pytest.raises(BundleError, match="crm, but no refs file was given"):
+        build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer)
+    refs_file.write_text(refs_file.read_text().replace("003A1", "003A9"))
+    with pytest.raises(BundleError, match="not the one the chain recorded at discovery"):
+        build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                     discovered={"crm": refs_file})
+    refs_file.unlink()
+    with pytest.raises(BundleError, match="cannot read the refs file"):
+        build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                     discovered={"crm": refs_file})
+
+
+def test_refs_holding_an_address_are_refused(tmp_path: Path, signer) -> None:
+    events, refs_file = refs_chain(tmp_path, [*REFS, {"object": "Lead", "id": "ada@example.com",
+                                                      "categories": [], "anchor_date": None}])
+    with pytest.raises(BundleError, match="discovered/crm.jsonl line 3 looks like an e-mail address"):
+        build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                     discovered={"crm": refs_file})
+
+
+def test_swapped_refs_are_caught_by_the_chain_even_under_a_valid_signature(tmp_path: Path, signer) -> None:
+    """Someone holding the signing key swaps what was found and re-signs: the timeline's hash,
+    recorded at discovery, still disagrees."""
+    events, refs_file = refs_chain(tmp_path)
+    data = build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                        discovered={"crm": refs_file})
+
+    def swap_and_resign(members: dict[str, bytes]) -> None:
+        members["discovered/crm.jsonl"] = members["discovered/crm.jsonl"].splitlines(keepends=True)[0]
+        manifest = json.loads(members["manifest.json"])
+        content = members["discovered/crm.jsonl"]
+        manifest["members"]["discovered/crm.jsonl"] = {"sha256": hashlib.sha256(content).hexdigest(),
+                                                       "bytes": len(content)}
+        members["manifest.json"] = canonical_json(manifest).encode()
+        members["manifest.sig"] = signer.sign(members["manifest.json"])
+
+    result = verify_bundle(rezip(data, swap_and_resign), signer.public_key)
+    assert not result.ok
+    assert set(failed(result)) == {"discovered refs match the timeline"}
+    assert "not the refs file the timeline recorded" in failed(result)["discovered refs match the timeline"]
