@@ -102,7 +102,7 @@ from connectors.base import (
     subject_email,
     unique_decisions,
 )
-from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, slots_for, vendor_retry
 
 KIND = "netsuite"
 TRANSACTIONS_KEPT = "transactions are never deleted by a DSR: personal fields cleared, amounts and dates kept"
@@ -633,7 +633,7 @@ class NetSuiteConnector(HttpConnector):
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
+        self._slots = slots_for(budget_key("netsuite", account_id), settings.max_concurrency)
         self._limiter = limiter_for(budget_key("netsuite", account_id), settings.rate_limit.calls,
                                     settings.rate_limit.period_seconds * (1 + LATENCY_MARGIN))
         self._session = requests.Session()

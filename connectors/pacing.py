@@ -126,10 +126,24 @@ def limiter_for(budget: str, calls: int, period: float) -> Limiter:
     return limiter
 
 
+_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+
+
+def slots_for(budget: str, size: int) -> threading.BoundedSemaphore:
+    """The calls-in-flight cap of one vendor account in this process (NetSuite counts concurrent
+    calls per account): shared by every connector of the process, like `limiter_for`."""
+    with _registry_lock:
+        slots = _slots.get((budget, size))
+        if slots is None:
+            slots = _slots[(budget, size)] = threading.BoundedSemaphore(size)
+    return slots
+
+
 def forget_limiters() -> None:
     """Drop every limiter of this process (tests; a worker whose configuration changed)."""
     with _registry_lock:
         _limiters.clear()
+        _slots.clear()
         for store in _stores.values():
             store.close()
         _stores.clear()

@@ -300,6 +300,11 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
     """
     settings = service.settings if service is not None else (settings or Settings())
     home = prefect_home or settings.home / "prefect"
+    # Each flow run is a subprocess: without a shared store, each would pace itself to a vendor's
+    # whole limit. A SQLite file beside the ledger is enough on one machine (a fleet sets its own).
+    from connectors.pacing import RATE_LIMIT_URL_ENV
+
+    os.environ.setdefault(RATE_LIMIT_URL_ENV, f"sqlite:///{(settings.home / 'rate-limits.sqlite').resolve()}")
     stop = stop or threading.Event()
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if on_main_thread else None

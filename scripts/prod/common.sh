@@ -1,0 +1,23 @@
+# Sourced by the scripts here: loads ./env (or $DSR_ENV_FILE) and checks what every process needs.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+env_file="${DSR_ENV_FILE:-$here/env}"
+if [[ -f "$env_file" ]]; then
+  # shellcheck disable=SC1090
+  source "$env_file"
+fi
+require() {
+  for name in "$@"; do
+    if [[ -z "${!name:-}" ]]; then
+      echo "$(basename "$0"): $name is not set (see scripts/prod/env.example)" >&2
+      exit 2
+    fi
+  done
+}
+if [[ -n "${DSR_IDENTITY_KEY_FILE:-}" && -z "${DSR_IDENTITY_KEY:-}" ]]; then
+  DSR_IDENTITY_KEY="$(cat "$DSR_IDENTITY_KEY_FILE")"
+  export DSR_IDENTITY_KEY
+fi
+PREFECT="${PREFECT:-prefect}"
+DSR="${DSR:-dsr}"
+POOL="${DSR_POOL:-dsr-pool}"
