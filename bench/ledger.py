@@ -15,8 +15,10 @@ over the same rows isolate the costs:
   chained / plain.
 
 Verification: one chain of N events (default 1,000,000, purge-checkpoint-like payloads) is written
-with bulk inserts (precomputed hashes), then `Ledger.verify` runs in a child process: seconds,
-events per second and the child's peak RSS (verify loads the whole chain).
+with bulk inserts (precomputed hashes), on SQLite and on PostgreSQL, then `Ledger.verify` runs in a
+child process: seconds, events per second and the child's peak RSS. Verify streams the chain
+(`Ledger.iter_events`, 1,000 rows a batch), so a chain of a tenth the length is verified the same
+way, and the ratio of the two peaks says whether memory grows with the chain (aim <= 1.2).
 
     python -m bench.ledger [--quick] [--size EVENTS] [--verify-events N] [--no-postgres]
 """
@@ -45,6 +47,8 @@ from bench.common import (
 
 APPEND_EVENTS = 20_000  # per database and pass
 VERIFY_EVENTS = 1_000_000  # the issue's size
+FLAT_AIM = 1.2  # peak RSS verifying N events / verifying N/10: constant memory means ~1
+LONG_CHAIN, SHORT_CHAIN = "purge-bench-long-chain", "purge-bench-short-chain"
 QUICK_APPEND, QUICK_VERIFY = 300, 2_000
 
 
@@ -182,6 +186,29 @@ def verify_in_child(url: str, request_id: str) -> dict[str, Any]:
     return {"events": count, "seconds": seconds}
 
 
+def measure_verify(report: Report, label: str, url: str, events: int) -> None:
+    """Verify a chain of `events` and one of a tenth of that in child processes; emit the figures."""
+    short = max(events // 10, 1)
+    log(f"ledger/{label}: writing one chain of {events:,} events and one of {short:,} (bulk inserts)")
+    build_seconds = build_long_chain(url, events, LONG_CHAIN)
+    build_long_chain(url, short, SHORT_CHAIN)
+    log(f"ledger/{label}: chains written in {build_seconds:.0f} s; verifying each in a child process")
+    long_child = run_in_child(verify_in_child, url, LONG_CHAIN)
+    short_child = run_in_child(verify_in_child, url, SHORT_CHAIN)
+    verified = long_child.value
+    size: dict[str, Any] = {"events": verified["events"]}
+    if verified["events"] < VERIFY_EVENTS:
+        size["reduced_from"] = VERIFY_EVENTS
+    report.emit(f"ledger.{label}.verify_seconds", verified["seconds"], "s", size=size,
+                note=f"Ledger.verify of one chain ({label}): stream every event, recompute every hash")
+    report.emit(f"ledger.{label}.verify_rate", verified["events"] / verified["seconds"], "events/s", size=size)
+    report.emit(f"ledger.{label}.verify_peak_rss", long_child.peak_rss_mb, "MiB",
+                long_child.peak_rss_mb / short_child.peak_rss_mb, f"<= {FLAT_AIM}", size=size,
+                note=f"peak RSS of the verifying process; ratio = against verifying {short:,} events "
+                     "(1.0 = memory does not grow with the chain)",
+                peak_rss_tenth_mb=round(short_child.peak_rss_mb, 1))
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-events", type=int, default=None, help=f"length of the verified chain ({VERIFY_EVENTS:,})")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
@@ -223,24 +250,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     report.emit(f"ledger.{label}.append_rate_no_index", rate, "events/s", rate / plain_rate, None,
                                 size=size, note="Ledger.append(project=False): chain head + hash only, no index")
-        url = f"sqlite:///{root / 'long-chain.sqlite'}"
-        log(f"ledger: writing one chain of {verify_events:,} events (bulk inserts, precomputed hashes)")
-        build_seconds = build_long_chain(url, verify_events)
-        log(f"ledger: chain written in {build_seconds:.0f} s; verifying it in a child process")
-        child = run_in_child(verify_in_child, url, "purge-bench-long-chain")
-        verified = child.value
-        vsize: dict[str, Any] = {"events": verified["events"]}
-        if verified["events"] < VERIFY_EVENTS:
-            vsize["reduced_from"] = VERIFY_EVENTS
-        report.emit("ledger.sqlite.verify_seconds", verified["seconds"], "s", size=vsize,
-                    note="Ledger.verify of one chain (SQLite): load every event, recompute every hash")
-        report.emit("ledger.sqlite.verify_rate", verified["events"] / verified["seconds"], "events/s", size=vsize)
-        report.emit("ledger.sqlite.verify_peak_rss", child.peak_rss_mb, "MiB", size=vsize,
-                    note="peak RSS of the verifying process: Ledger.verify holds the whole chain in memory")
+        for label, base in databases:
+            if base is None:
+                measure_verify(report, label, f"sqlite:///{root / 'long-chain.sqlite'}", verify_events)
+            else:
+                with postgres_schema(base) as url:
+                    measure_verify(report, label, url, verify_events)
         if pg is None:
             report.note("chain verification was measured on SQLite only")
-        else:
-            report.note("chain verification was measured on SQLite only (PostgreSQL loads the same way)")
     report.summary()
     return 0
 

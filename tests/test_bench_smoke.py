@@ -54,7 +54,7 @@ EXPECTED = {
 def test_benchmark_prints_its_figures_as_json_lines(bench: str, capsys: pytest.CaptureFixture[str]) -> None:
     module, argv, names = EXPECTED[bench]
     if bench == "ledger" and common.postgres_url()[0] is not None:  # PostgreSQL figures only with a server
-        names = names | {n.replace(".sqlite.", ".postgresql.") for n in names if "append" in n or "plain" in n}
+        names = names | {n.replace(".sqlite.", ".postgresql.") for n in names}
     assert module.main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     figures = [json.loads(line) for line in out if line.startswith("{")]
