@@ -226,7 +226,7 @@ def add_test_literals(needles: Needles, tests_dir: Path = REPO / "tests") -> Non
             for name, value in pairs:
                 if not (_SECRET_NAME.search(name) and not _NOT_SECRET_NAME.search(name)):
                     continue
-                if isinstance(value, ast.Constant) and isinstance(value.value, (str, bytes)):  # noqa: SIM102
+                if isinstance(value, ast.Constant) and isinstance(value.value, (str, bytes)):
                     text = value.value.decode() if isinstance(value.value, bytes) else value.value
                     if not text.startswith("/") and " " not in text:  # paths and prose are not secrets
                         needles.add_secret(text)
@@ -652,8 +652,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 # Tokens the code issues at run time (API and subject tokens) are secrets too: note each one as it
-# is made. The wrapper returns exactly what `new_token` returns; it is installed before any test
-# module imports `dsr.access`, so `from dsr.access import new_token` gets it too.
+# is made. The wrapper returns exactly what `new_token` returns, wherever `new_token` was imported.
 _issued_tokens: list[str] = []
 
 
@@ -667,7 +666,10 @@ def _watch_tokens() -> None:
         _issued_tokens.append(token)
         return token
 
-    dsr.access.new_token = new_token  # type: ignore[assignment]
+    # Modules imported before this (through conftest.py) hold the original under their own name.
+    for module in list(sys.modules.values()):
+        if getattr(module, "new_token", None) is original:
+            module.new_token = new_token  # type: ignore[attr-defined]
 
 
 def pytest_sessionstart(session: Any) -> None:
