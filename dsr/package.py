@@ -41,6 +41,8 @@ COMPRESS_LEVEL = 1
 def _member(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
     info.compress_type = zipfile.ZIP_DEFLATED
+    # A ZipInfo passed to ZipFile.open/writestr keeps its own level (None: zlib's 6), not the archive's.
+    info._compresslevel = COMPRESS_LEVEL  # type: ignore[attr-defined]
     info.external_attr = 0o644 << 16
     return info
 
@@ -165,7 +167,7 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
             spill_dir.mkdir()
             splits[system] = _split(path, spill_dir)
         counts = {system: {spill.name: spill.count for spill in spills} for system, spills in splits.items()}
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             with archive.open(_member("data.json"), "w") as out:
                 _write_data_json(out, request_id, splits)
             for system, spills in sorted(splits.items()):
