@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 POOL = "dsr-pool"
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
-_SUBMITTING = re.compile(r"Worker '(?P<worker>[^']+)' submitting flow run '(?P<run>[0-9a-f-]+)'")
+# Logged once the worker has won the run (its Pending state accepted); every worker polling the pool
+# logs "submitting" for runs another may win, and "Aborted submission" when it loses.
+_SUBMITTED = re.compile(r"Flow run '(?P<run>[^']+)' submitted to infrastructure")
 
 
 class FleetError(RuntimeError):
@@ -87,9 +89,9 @@ class Worker:
         return self.process.poll() is None
 
     def submitted_runs(self) -> list[str]:
-        """The flow runs this worker took (from its log)."""
+        """The names of the flow runs this worker started (from its own log)."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return [m["run"] for m in _SUBMITTING.finditer(text) if m["worker"] == self.name]
+        return [m["run"] for m in _SUBMITTED.finditer(text)]
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the group (the worker lets its runs finish or marks them), then SIGKILL."""
@@ -123,7 +125,9 @@ def start_worker(api_url: str, name: str, *, log_dir: Path, env: Mapping[str, st
                "--type", "process"]
     if limit is not None:
         command += ["--limit", str(limit)]
-    full_env = {**os.environ, **(env or {}), "PREFECT_API_URL": api_url, "DSR_REPO_DIR": str(repo_dir)}
+    # INFO at least: the worker's "submitting flow run" lines are how `submitted_runs` knows its work.
+    full_env = {**os.environ, **(env or {}), "PREFECT_API_URL": api_url, "DSR_REPO_DIR": str(repo_dir),
+                "PREFECT_LOGGING_LEVEL": "INFO"}
     if query_seconds is not None:
         full_env["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -45,11 +45,13 @@ EXPECTED = {
         *(f"fanout.call_rate.{budget}" for budget in ("google_ads", "hubspot", "hubspot:search", "linkedin",
                                                        "netsuite", "salesforce", "wistia")),
     }),
-    "workers": (workers, [], {"workers.scale_out"}),
+    # One worker, one request: the fleet's start-up is the cost (tests/test_workers_e2e.py runs two).
+    "workers": (workers, ["--quick", "--size", "1", "--workers", "1"], {
+        "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out"}),
 }
 
 
-@pytest.mark.parametrize("bench", [pytest.param(name, marks=[pytest.mark.prefect] if name == "fanout" else [])
+@pytest.mark.parametrize("bench", [pytest.param(name, marks=[pytest.mark.prefect] if name in ("fanout", "workers") else [])
                                    for name in sorted(EXPECTED)])
 def test_benchmark_prints_its_figures_as_json_lines(bench: str, capsys: pytest.CaptureFixture[str]) -> None:
     module, argv, names = EXPECTED[bench]
