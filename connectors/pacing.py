@@ -139,8 +139,19 @@ def slots_for(budget: str, size: int) -> threading.BoundedSemaphore:
     return slots
 
 
+_caches: list[Callable[[], None]] = []
+
+
+def register_cache(clear: Callable[[], None]) -> None:
+    """A connector's per-process cache of a vendor account (e.g. a login session), cleared with the limiters."""
+    with _registry_lock:
+        _caches.append(clear)
+
+
 def forget_limiters() -> None:
-    """Drop every limiter of this process (tests; a worker whose configuration changed)."""
+    """Drop every limiter and vendor cache of this process (tests; a worker whose configuration changed)."""
+    for clear in list(_caches):
+        clear()
     with _registry_lock:
         _limiters.clear()
         _slots.clear()

@@ -100,7 +100,7 @@ from connectors.base import (
 )
 
 # Generic helpers of the first connector (they belong in connectors.base; one copy beats two).
-from connectors.pacing import LATENCY_MARGIN, Limiter, budget_key, limiter_for, vendor_retry
+from connectors.pacing import LATENCY_MARGIN, Limiter, budget_key, limiter_for, register_cache, vendor_retry
 
 KIND = "salesforce"
 VERSION = "salesforce/1"
@@ -349,6 +349,36 @@ class _Credentials:
     private_key: str | None = None
 
 
+class _SessionCache:
+    """Salesforce sessions by org and connected app (a budget key), shared by the connectors of a process."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, budget: str) -> tuple[str, str] | None:
+        with self._lock:
+            return self._sessions.get(budget)
+
+    def put(self, budget: str, session: tuple[str, str]) -> None:
+        with self._lock:
+            self._sessions[budget] = session
+
+    def discard(self, budget: str, session_id: str) -> None:
+        """Forget an expired session (only that one: another thread may have logged in anew already)."""
+        with self._lock:
+            if self._sessions.get(budget, ("", ""))[0] == session_id:
+                del self._sessions[budget]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+
+_SESSIONS = _SessionCache()
+register_cache(_SESSIONS.clear)
+
+
 def create(system: str, settings: Mapping[str, Any]) -> SalesforceConnector:
     """Build the connector for one system (the registry's entry point). It logs in on first use.
 
@@ -533,6 +563,7 @@ class SalesforceConnector:
         # One budget per org and connected app, whichever request or worker is calling.
         budget = budget_key("salesforce", self._instance_host or settings.auth.login_domain, credentials.client_id,
                             credentials.username)
+        self._budget = budget
         self._limiter = limiter_for(budget, settings.rate_limit.calls,
                                     settings.rate_limit.period_seconds * (1 + LATENCY_MARGIN))
         self._session = _SalesforceSession(
@@ -955,6 +986,19 @@ class SalesforceConnector:
             return self._sf
 
     def _login(self) -> Salesforce:
+        """A client on the org's session: the one this process already holds for the same org and
+        connected app (one login serves every request; Salesforce limits logins per user and hour),
+        else a new login."""
+        cached = _SESSIONS.get(self._budget)
+        if cached is not None:
+            session_id, instance = cached
+            return Salesforce(session_id=session_id, instance=instance, session=self._session,
+                              version=self._settings.api_version)
+        client = self._new_login()
+        _SESSIONS.put(self._budget, (client.session_id, client.sf_instance))
+        return client
+
+    def _new_login(self) -> Salesforce:
         auth, creds = self._settings.auth, self._credentials
         kwargs: dict[str, Any] = {"version": self._settings.api_version, "session": self._session,
                                   "domain": auth.login_domain, "consumer_key": creds.client_id}
@@ -991,6 +1035,8 @@ class SalesforceConnector:
                 if attempt == 1:  # Bulk API 2.0 calls do not log in again by themselves
                     self._count("relogins")
                     with self._login_lock:
+                        if self._sf is not None:
+                            _SESSIONS.discard(self._budget, self._sf.session_id)
                         self._sf = None
                     continue
                 failure = self._failure(operation, obj, exc)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import connectors.salesforce as salesforce_module
 from connectors.base import ConnectorConfigError, ConnectorError, DataCategory, ErasureAction, ErasureDecision, Subject
+from connectors.pacing import forget_limiters
 from connectors.registry import build_connector
 from connectors.salesforce import SalesforceConnector, create
 from sandbox.kit import SandboxServer
@@ -89,6 +90,7 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def org(server: SandboxServer) -> Iterator[OrgClient]:
+    forget_limiters()  # the org is reset: this process's sessions and budgets for it go too
     client = OrgClient(server.url)
     client.control("reset")
     client.control("seed-demo", {"seed": 7})
@@ -344,6 +346,14 @@ def test_expired_prefers_the_last_activity(org: OrgClient) -> None:
 
 
 # --- resilience ------------------------------------------------------------------------------------------------
+
+
+def test_requests_of_one_process_share_one_login_to_the_org(org: OrgClient, connector: SalesforceConnector) -> None:
+    """Each request builds its own connector; logging in for each would spend the user's hourly logins."""
+    connector.discover(GRACE)
+    with create(SYSTEM, settings_for(org.base_url)) as second:
+        assert by_object(second.discover(ADA))["Contact"] == 1
+    assert org.stats()["logins"] == 1
 
 
 def test_session_expiry_mid_run_logs_in_again(org: OrgClient, connector: SalesforceConnector) -> None:
