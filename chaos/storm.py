@@ -3,15 +3,18 @@
 session), while several requests of mixed types run through the real RequestRunner. Then the
 faults stop and the unfinished requests are run again.
 
-    python -m chaos.storm --trials 40 --rate 0.4 --seed 1
+    python -m chaos.storm --trials 50 --outages 15 --rate 0.4 --seed 1
 
 A trial passes when, during the storm: every request ends `completed` or `partially_completed`;
 no request is `completed` while one of its systems is not; a `partially_completed` request's
 reason names every unfinished system with its error; and, once the faults stop, a re-run completes
 every request, each ledger chain and each sealed bundle verifies, and the vendors hold exactly what
 an uninterrupted run of the same requests leaves (the subjects, look-alike decoys, audience
-members). Faults are counted from the sandboxes' own `fault_*` counters. Prints one line per
-failure and a JSON summary; exit 1 on any failure.
+members). An outage trial takes one vendor down (every call a 5xx) past the retry budget: the
+erasure must stay open (partially_completed, that system named), the deadline sweep on a clock past
+the due date must escalate it naming the system, and once the vendor is back a run must complete
+it with a bundle that verifies. Faults are counted from the sandboxes' own `fault_*` counters.
+Prints one line per failure and a JSON summary; exit 1 on any failure.
 
 Retries are made quick (the storm is about what the pipeline concludes, not how long it waits):
 every connector gets `STORM_SETTINGS` (short timeouts, a short cap on each retry wait) and the
@@ -29,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +40,15 @@ import yaml
 
 from chaos.checks import outcome, unfinished_but_completed, vendor_state
 from chaos.child import run_request
-from chaos.world import Trial, World, submit, world
+from chaos.world import MANUAL_SYSTEMS, Trial, World, submit, world
 from connectors.pacing import forget_limiters
 from dsr.bundle import verify_bundle
 from dsr.models import Status
+from dsr.notify import Notice
 from dsr.service import DsrService
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState, SystemStatus
+from dsr.sweep import sweep
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.kit import FaultConfig, SandboxServer
 
@@ -150,6 +156,18 @@ def bundle_problem(service: DsrService, state: RequestState) -> str | None:
     return None
 
 
+class _Inbox:
+    """The escalation channel of a trial: keeps what it was sent."""
+
+    name = "inbox"
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] = []
+
+    def send(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+
 # -- the campaign --------------------------------------------------------------------------------
 
 
@@ -237,6 +255,42 @@ class StormCampaign:
             trial.close()
             self.figures["trials"] += 1
 
+    def outage_trial(self, index: int) -> None:
+        """One vendor down (every call a 5xx) for longer than the retry budget: the erasure stays open,
+        the deadline sweep (on a clock past the due date) escalates it naming that system, and once
+        the vendor is back a run completes it."""
+        rng = random.Random(self.seed * 2_000_003 + index)
+        down = rng.choice(sorted(set(self.w.servers) - MANUAL_SYSTEMS))  # Wistia waits for a person
+        label = f"outage trial {index} ({down} down)"
+        trial = self._trial(f"outage-{index}", {down: FaultConfig(error_rate=1.0)})
+        service = trial.service
+        try:
+            request_id = submit(service, "erasure", ERASURE_SUBJECT)
+            run_request(service, request_id)
+            state = service.state(request_id)
+            self.faults.update(fault_counts(self.w.servers))
+            open_systems = sorted(n for n, s in state.systems.items() if s.status != SystemStatus.COMPLETED)
+            if state.status != Status.PARTIALLY_COMPLETED or open_systems != [down]:
+                self._fail(label, f"ended {state.status.value} with {open_systems} unfinished")
+            late = datetime.combine(service.deadline(state).due + timedelta(days=1), datetime.min.time(), UTC)
+            channel = _Inbox()
+            report = sweep(service, [channel], now=late + timedelta(hours=12))
+            if [level for rid, level, _ in report.raised if rid == request_id] != ["escalation"] or not any(
+                    item.startswith(f"{down} (failed") for n in channel.notices for item in n.fields["open"]):
+                self._fail(label, f"not escalated naming {down}: {report.raised}")
+            self.figures["escalated"] += len(report.raised)
+            self.w.servers[down].vendor.faults.configure(FaultConfig())
+            run_request(service, request_id)
+            state = service.state(request_id)
+            if state.status != Status.COMPLETED or unfinished_but_completed(state):
+                self._fail(label, f"the run after the outage ended {state.status.value}")
+            if problem := bundle_problem(service, state):
+                self._fail(label, problem)
+            self.figures["requests"] += 1
+        finally:
+            trial.close()
+            self.figures["outage_trials"] += 1
+
     def _fail(self, label: str, why: str) -> None:
         self.failures.append(f"{label}: {why}")
         print(f"FAIL {label}: {why}", file=sys.stderr, flush=True)
@@ -244,7 +298,8 @@ class StormCampaign:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--outages", type=int, default=15, help="trials with one vendor down past the retry budget")
     parser.add_argument("--rate", type=float, default=0.4, help="share of each vendor's calls that fault")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--root", type=Path, default=None, help="where trial directories go (default: a temp dir)")
@@ -260,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                 if (i + 1) % 5 == 0:
                     print(f"# {i + 1}/{args.trials} storm trials, {sum(campaign.faults.values())} faults, "
                           f"{len(campaign.failures)} failure(s)", file=sys.stderr, flush=True)
+            for i in range(args.outages):
+                campaign.outage_trial(i)
         finally:
             restore_vendor_waits(w.servers, before)
     summary = {"campaign": "storm", "seed": args.seed, "rate": args.rate, **campaign.figures,
