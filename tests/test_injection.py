@@ -220,6 +220,6 @@ def test_audience_removals_take_only_the_exact_hash(system: str, systems_file: P
                 assert all(hash_email(address) in after[lid] for lid, hashes in before.items()
                            if hash_email(address) in hashes), address
         TALLY.append(f"injection {system}: {len(tried)} hostile identities, "
-                     f"{sum(len(h - after[l]) for l, h in before.items())} memberships removed (exact hashes only)")
+                     f"{sum(len(h - after[key]) for key, h in before.items())} memberships removed (exact hashes only)")
     finally:
         getattr(connector, "close", lambda: None)()
