@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pii_scan_plugin import LogTap, Needles, Scanner, add_identity_key, collect_needles
 
 from connectors.registry import build_connector
 from dsr.callbacks import callback_key, register_callbacks
@@ -25,7 +26,6 @@ from dsr.identity import identity_hash
 from dsr.models import Status, parse_new_request
 from dsr.service import DsrService
 from dsr.settings import Settings
-from pii_scan_plugin import LogTap, Needles, Scanner, add_identity_key, collect_needles
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.kit import FaultConfig, Request, Response, SandboxServer, Vendor
 
