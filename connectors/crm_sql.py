@@ -15,7 +15,7 @@ and the engine hides bound parameters from its own error messages.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -404,33 +404,49 @@ class CrmSqlConnector:
         Objects without `retention_date` never expire here (nothing says how old they are).
         """
         wanted = DataCategory(category)
-        bound = cutoff if isinstance(cutoff, datetime) else datetime.combine(cutoff, datetime.min.time())
         for name in self._children_first():
-            obj = self._objects[name]
-            if wanted not in obj.spec.categories or not obj.retention:
-                continue
-            age = sa.func.coalesce(*obj.retention) if len(obj.retention) > 1 else obj.retention[0]
-            columns = [obj.key] + ([obj.anchor] if obj.anchor is not None else [])
-            last: Any = None
-            while True:
-                query = sa.select(*columns).where(age.is_not(None), age < bound)
-                if obj.anonymise is not None:
-                    # A row anonymised in place (kept for a record that still needs it) has no
-                    # person left in it: it is not purged again every night.
-                    erased = obj.anonymise[obj.spec.match.column]
-                    query = query.where(obj.match.is_not(None) if erased is None else
-                                        sa.or_(obj.match.is_(None), obj.match != erased))
-                if last is not None:
-                    query = query.where(obj.key > last)
-                query = query.order_by(obj.key).limit(MAX_BATCH)
-                with self._guard("finding expired rows", name), self._engine.connect() as conn:
-                    rows = conn.execute(query).all()
-                for row in rows:
-                    anchor = self._anchor(obj, row[0], row[1]) if obj.anchor is not None else None
-                    yield RecordRef(self._system, name, str(row[0]), obj.spec.categories, anchor)
-                if len(rows) < MAX_BATCH:
-                    break
-                last = rows[-1][0]
+            if wanted in self._objects[name].spec.categories:
+                yield from self._expired_rows(name, cutoff)
+
+    def expired_all(self, cutoff_of: Callable[[tuple[DataCategory, ...]], date | datetime | None],
+                    ) -> Iterator[RecordRef]:
+        """Expired rows of every object, each object listed once (whatever categories it holds).
+
+        `cutoff_of(categories)` gives an object's cutoff (the retention purge: that of the category
+        governing its records), or None to leave the object out. Same order and paging as `expired`.
+        """
+        for name in self._children_first():
+            cutoff = cutoff_of(tuple(self._objects[name].spec.categories))
+            if cutoff is not None:
+                yield from self._expired_rows(name, cutoff)
+
+    def _expired_rows(self, name: str, cutoff: date | datetime) -> Iterator[RecordRef]:
+        bound = cutoff if isinstance(cutoff, datetime) else datetime.combine(cutoff, datetime.min.time())
+        obj = self._objects[name]
+        if not obj.retention:
+            return
+        age = sa.func.coalesce(*obj.retention) if len(obj.retention) > 1 else obj.retention[0]
+        columns = [obj.key] + ([obj.anchor] if obj.anchor is not None else [])
+        last: Any = None
+        while True:
+            query = sa.select(*columns).where(age.is_not(None), age < bound)
+            if obj.anonymise is not None:
+                # A row anonymised in place (kept for a record that still needs it) has no
+                # person left in it: it is not purged again every night.
+                erased = obj.anonymise[obj.spec.match.column]
+                query = query.where(obj.match.is_not(None) if erased is None else
+                                    sa.or_(obj.match.is_(None), obj.match != erased))
+            if last is not None:
+                query = query.where(obj.key > last)
+            query = query.order_by(obj.key).limit(MAX_BATCH)
+            with self._guard("finding expired rows", name), self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                anchor = self._anchor(obj, row[0], row[1]) if obj.anchor is not None else None
+                yield RecordRef(self._system, name, str(row[0]), obj.spec.categories, anchor)
+            if len(rows) < MAX_BATCH:
+                break
+            last = rows[-1][0]
 
     def purge(self, refs: Sequence[RecordRef]) -> Receipt:
         """Delete expired rows (children first, in batches); a row that a kept row still

@@ -516,14 +516,27 @@ class HubSpotConnector:
         iterating do not make it skip others.
         """
         wanted = DataCategory(category)
-        millis = _epoch_millis(cutoff)
         for obj in self._objects:
-            if wanted not in self._settings.categories_of(obj):
-                continue
-            prop = self._settings.retention_of(obj)
-            filters = [Filter(property_name=prop, operator="LT", value=str(millis))]
-            for hit in self._search_all("expired", obj, filters, [prop]):
-                yield replace(self._ref(obj, hit.id), anchor_date=_date_of((hit.properties or {}).get(prop)))
+            if wanted in self._settings.categories_of(obj):
+                yield from self._expired_hits(obj, cutoff)
+
+    def expired_all(self, cutoff_of: Callable[[tuple[DataCategory, ...]], date | datetime | None],
+                    ) -> Iterator[RecordRef]:
+        """Expired records of every object, each object searched once (whatever categories it holds).
+
+        `cutoff_of(categories)` gives an object's cutoff (the retention purge: that of the category
+        governing its records), or None to leave the object out. Otherwise as `expired`.
+        """
+        for obj in self._objects:
+            cutoff = cutoff_of(tuple(self._settings.categories_of(obj)))
+            if cutoff is not None:
+                yield from self._expired_hits(obj, cutoff)
+
+    def _expired_hits(self, obj: str, cutoff: date | datetime) -> Iterator[RecordRef]:
+        prop = self._settings.retention_of(obj)
+        filters = [Filter(property_name=prop, operator="LT", value=str(_epoch_millis(cutoff)))]
+        for hit in self._search_all("expired", obj, filters, [prop]):
+            yield replace(self._ref(obj, hit.id), anchor_date=_date_of((hit.properties or {}).get(prop)))
 
     def purge(self, refs: Sequence[RecordRef]) -> Receipt:
         """Archive the records, 100 per call (HubSpot's batch/archive; restorable by HubSpot for 90 days).

@@ -107,6 +107,9 @@ VERSION = "salesforce/1"
 MAX_BATCH = 200  # ids per sObject Collections call (Salesforce's limit)
 BULK_JOB_MAX = 10_000  # ids per Bulk API 2.0 job
 MIN_API_VERSION = 42.0  # sObject Collections delete
+# `purge` calls the retention purge may have in flight at once: one call at a time cannot use the
+# rate limit (25/s) at any latency past 40 ms; every call still waits for the one shared limiter.
+PURGE_WORKERS = 4
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _API_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"  # Salesforce API names; they go into SOQL unquoted
@@ -455,6 +458,7 @@ class _SalesforceSession(requests.Session):
         self._override: SplitResult | None = urlsplit(override) if override else None
         self._sandbox_netlocs = {urlsplit(u).netloc.lower() for u in (override, instance_url) if u}
         self._stats, self._stats_lock = stats, stats_lock
+        self._thread = threading.local()  # calls made by the current thread (concurrent erase/purge calls)
         self.usage: tuple[int, int] | None = None  # (used, daily quota) from the latest answer
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
@@ -464,6 +468,7 @@ class _SalesforceSession(requests.Session):
             kwargs["timeout"] = self._timeout
         self._pace()
         self._count("http_calls")
+        self._thread.calls = self.calls_in_thread() + 1
         if urlsplit(url).path.endswith("/services/oauth2/token"):
             self._count("logins")
         response = super().request(method, url, *args, **kwargs)
@@ -508,6 +513,11 @@ class _SalesforceSession(requests.Session):
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self._stats[key] += 1
+
+    def calls_in_thread(self) -> int:
+        """HTTP calls made so far by the calling thread (an operation's own calls, whatever other
+        threads of the connector do meanwhile)."""
+        return int(getattr(self._thread, "calls", 0))
 
 
 # --- the connector ------------------------------------------------------------------------------------
@@ -593,6 +603,7 @@ class SalesforceConnector:
             system=system, kind=KIND, version=VERSION, rate_limit_per_second=rate, max_batch=MAX_BATCH,
             objects=tuple(settings.objects),
         )
+        self.purge_workers = PURGE_WORKERS  # `purge` is thread-safe: each receipt counts its own calls
 
     @property
     def info(self) -> ConnectorInfo:
@@ -708,17 +719,31 @@ class SalesforceConnector:
         except ValueError:
             raise ConnectorError(f"systems.{self._system}: unknown data category {category!r}") from None
         for name in self._discover_order:
-            spec = self._settings.objects[name]
-            if wanted not in spec.categories:
-                continue
-            schema = self._schema(name)
-            if schema is None:
-                continue
-            condition = self._retention_condition(name, spec, schema, cutoff)
-            columns = self._columns(name, schema, with_links=False)
-            soql = format_soql("SELECT {:literal} FROM {:literal} WHERE {:literal}", columns, name, condition)
-            for record in self._query(soql, "expired", name):
-                yield self._ref(name, spec, schema, record)
+            if wanted in self._settings.objects[name].categories:
+                yield from self._expired_records(name, cutoff)
+
+    def expired_all(self, cutoff_of: Callable[[tuple[DataCategory, ...]], date | datetime | None],
+                    ) -> Iterator[RecordRef]:
+        """Expired records of every object, each object queried once (whatever categories it holds).
+
+        `cutoff_of(categories)` gives an object's cutoff (the retention purge: that of the category
+        governing its records), or None to leave the object out. Otherwise as `expired`.
+        """
+        for name in self._discover_order:
+            cutoff = cutoff_of(tuple(self._settings.objects[name].categories))
+            if cutoff is not None:
+                yield from self._expired_records(name, cutoff)
+
+    def _expired_records(self, name: str, cutoff: date | datetime) -> Iterator[RecordRef]:
+        spec = self._settings.objects[name]
+        schema = self._schema(name)
+        if schema is None:
+            return
+        condition = self._retention_condition(name, spec, schema, cutoff)
+        columns = self._columns(name, schema, with_links=False)
+        soql = format_soql("SELECT {:literal} FROM {:literal} WHERE {:literal}", columns, name, condition)
+        for record in self._query(soql, "expired", name):
+            yield self._ref(name, spec, schema, record)
 
     def purge(self, refs: Sequence[RecordRef]) -> Receipt:
         """Delete expired records in the vendor's largest batches (as `erase` with DELETE decisions)."""
@@ -1108,8 +1133,9 @@ class SalesforceConnector:
             self._stats[key] += 1
 
     def _calls(self) -> int:
-        with self._stats_lock:
-            return self._stats["http_calls"]
+        # Per thread: `erase`/`purge` may run in several threads at once (the retention purge), and
+        # each receipt counts its own calls only.
+        return self._session.calls_in_thread()
 
     def _problem_with(self, ref: RecordRef) -> str | None:
         if ref.system != self._system:

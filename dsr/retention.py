@@ -10,20 +10,31 @@ How a run goes:
    retention; each record is considered once, under that category.
 2. Protected records: every record of a subject under an active legal hold or with an open
    request is found by exact discovery and skipped (PIPEDA s.8(8); DPA 2018 s.173).
-3. Counting pass: if a system would lose more than `max_share` of its records or more than
-   `max_count`, the run stops before deleting anything (`purge.guard_stopped`) until approved.
-4. Purge pass, streamed: refs come from the connector page by page and go back in the vendor's
-   largest batches; nothing holds the whole set in memory. A crash loses nothing: a re-run
-   finds only what is still there (already purged batches are never re-sent).
+3. Counting pass: each system's expired records are listed once for all categories (a
+   connector's `expired_all`: every object queried once, at the cutoff of the category that
+   governs it; else `expired` once per category), counted per governing category, and the ones
+   to purge are spilled to a file per system and category as they stream by. If a system would
+   lose more than `max_share` of its records or more than `max_count`, the run stops before
+   deleting anything (`purge.guard_stopped`) until approved.
+4. Purge pass, streamed: refs are read back from the spill files (not listed again) and go back
+   in the vendor's largest batches; nothing holds the whole set in memory. A connector that says
+   so (`purge_workers`, Salesforce) gets that many batches in flight at once, all paced by its one
+   shared limiter; results are recorded in the order sent. A crash loses nothing: a re-run finds
+   only what is still there (already purged batches are never re-sent).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import shutil
+import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -155,6 +166,52 @@ class _Checkpoint:
                 "last": self.last, "keys_sha256": self.digest.hexdigest()}
 
 
+class _Spill:
+    """The refs the purge pass will send, per system and category, in files (memory stays flat).
+
+    Written by the counting pass in listing order, read back by the purge pass; one line per ref
+    (object, id, anchor date; an object's categories are kept once). Ids and object names only,
+    no personal data; the directory goes when the run ends.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="purge-", dir=root))
+        self._files: dict[tuple[str, str], Any] = {}
+        self._names: dict[tuple[str, str], str] = {}
+        self._kinds: dict[tuple[str, str], tuple[str, tuple[DataCategory, ...]]] = {}
+
+    def _path(self, system: str, category: str) -> Path:
+        name = self._names.setdefault((system, category), f"{len(self._names)}.jsonl")
+        return self.dir / name
+
+    def write(self, system: str, category: str, ref: RecordRef) -> None:
+        key = (system, category)
+        out = self._files.get(key)
+        if out is None:
+            out = self._files[key] = self._path(system, category).open("w", encoding="utf-8")
+        self._kinds.setdefault((system, ref.object), (ref.system, ref.categories))
+        anchor = ref.anchor_date.isoformat() if ref.anchor_date else None
+        out.write(json.dumps([ref.object, ref.id, anchor], separators=(",", ":")) + "\n")
+
+    def close_writes(self) -> None:
+        for out in self._files.values():
+            out.close()
+
+    def read(self, system: str, category: str) -> Iterator[RecordRef]:
+        if (system, category) not in self._files:
+            return
+        with self._path(system, category).open(encoding="utf-8") as lines:
+            for line in lines:
+                obj, ident, anchor = json.loads(line)
+                ref_system, categories = self._kinds[(system, obj)]
+                yield RecordRef(ref_system, obj, ident, categories, date.fromisoformat(anchor) if anchor else None)
+
+    def remove(self) -> None:
+        self.close_writes()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 ConnectFn = Callable[[str], Connector]
 ProgressFn = Callable[[str, str, int, int], None]  # system, category, done, expected
 
@@ -199,18 +256,22 @@ class Purger:
                 close = getattr(connectors.pop(name), "close", None)
                 if callable(close):
                     close()
+        spill = None if dry_run else _Spill(self.service.settings.home / "purge-spill")
         try:
             protected = {name: self._protected(c) for name, c in connectors.items()}
             tallies = {(s, c.value): Tally(s, c.value, d.isoformat()) for s in connectors
                        for c, d in sorted(limits.items())}
-            guard = self._count(connectors, limits, protected, tallies, approved)
+            guard = self._count(connectors, limits, protected, tallies, approved, spill)
             if guard and not approved:
                 for trip in guard:
                     self._append(run_id, "purge.guard_stopped", trip)
                 return self._finish(run_id, dry_run, "needs_approval", tallies, guard)
-            if not dry_run:
-                self._purge(run_id, connectors, limits, protected, tallies, progress)
+            if spill is not None:
+                spill.close_writes()
+                self._purge(run_id, connectors, limits, spill, tallies, progress)
         finally:
+            if spill is not None:
+                spill.remove()
             for connector in connectors.values():
                 close = getattr(connector, "close", None)
                 if callable(close):
@@ -256,30 +317,59 @@ class Purger:
                 keep.setdefault(ref.key, why)
         return keep
 
-    def _candidates(self, connector: Connector, category: DataCategory, limits: dict[DataCategory, date],
-                    ) -> Iterator[RecordRef]:
+    def _listing(self, connector: Connector, limits: dict[DataCategory, date],
+                 ) -> Iterator[tuple[DataCategory, RecordRef]]:
+        """Each expired record of the system once, with the category governing it (one of `limits`).
+
+        With the connector's `expired_all`, every object is listed once at the cutoff of its
+        governing category; else `expired` once per category, keeping the records it governs.
+        """
+        every = self._every
+        expired_all = getattr(connector, "expired_all", None)
+        if callable(expired_all):
+            governed: dict[tuple[DataCategory, ...], DataCategory | None] = {}
+
+            def govern(categories: tuple[DataCategory, ...]) -> DataCategory | None:
+                if categories not in governed:
+                    category = governing(categories, every)
+                    governed[categories] = category if category in limits else None
+                return governed[categories]
+
+            def cutoff_of(categories: tuple[DataCategory, ...]) -> date | None:
+                category = govern(tuple(categories))
+                return limits[category] if category is not None else None
+
+            for ref in expired_all(cutoff_of):
+                category = govern(ref.categories)
+                if category is not None:
+                    yield category, ref
+            return
         expired = getattr(connector, "expired", None)
         if not callable(expired):
-            return iter(())
-        return (ref for ref in expired(category, limits[category])
-                if governing(ref.categories, self._every) == category)
+            return
+        for category in sorted(limits):
+            for ref in expired(category, limits[category]):
+                if governing(ref.categories, every) == category:
+                    yield category, ref
 
     def _count(self, connectors: dict[str, Connector], limits: dict[DataCategory, date],
                protected: dict[str, dict[str, str]], tallies: dict[tuple[str, str], Tally],
-               approved: dict[str, Any] | None) -> list[dict[str, Any]]:
+               approved: dict[str, Any] | None, spill: _Spill | None) -> list[dict[str, Any]]:
         policy = self.service.policy.retention
         trips = []
         for name, connector in connectors.items():
             total_candidates = 0
-            for category in sorted(limits):
+            keep = protected[name]
+            for category, ref in self._listing(connector, limits):
                 tally = tallies[(name, category.value)]
-                for ref in self._candidates(connector, category, limits):
-                    tally.candidates += 1
-                    if ref.key in protected[name]:
-                        tally.held_back += 1
-                        tally.hold_refs.add(protected[name][ref.key])
-                    else:
-                        total_candidates += 1
+                tally.candidates += 1
+                if ref.key in keep:
+                    tally.held_back += 1
+                    tally.hold_refs.add(keep[ref.key])
+                else:
+                    total_candidates += 1
+                    if spill is not None:
+                        spill.write(name, category.value, ref)
             counter = getattr(connector, "total_records", None)
             total = counter() if callable(counter) else None
             share = (total_candidates / total) if total else None
@@ -290,35 +380,66 @@ class Purger:
         return trips
 
     def _purge(self, run_id: str, connectors: dict[str, Connector], limits: dict[DataCategory, date],
-               protected: dict[str, dict[str, str]], tallies: dict[tuple[str, str], Tally],
-               progress: ProgressFn | None) -> None:
+               spill: _Spill, tallies: dict[tuple[str, str], Tally], progress: ProgressFn | None) -> None:
         for name, connector in connectors.items():
             size = max(1, connector.info.max_batch)
             purge = getattr(connector, "purge", None)
             if not callable(purge):
                 continue
-            for category in sorted(limits):
-                tally = tallies[(name, category.value)]
-                started = time.monotonic()
-                expected = max(0, tally.candidates - tally.held_back)
-                checkpoint = _Checkpoint(every=max(CHECKPOINT_RECORDS, -(-expected // MAX_CHECKPOINTS)))
-                batch: list[RecordRef] = []
-                for ref in self._candidates(connector, category, limits):
-                    if ref.key in protected[name]:
-                        continue
-                    batch.append(ref)
-                    if len(batch) >= size:
-                        self._send(run_id, purge, batch, tally, checkpoint, progress)
-                        batch = []
-                if batch:
-                    self._send(run_id, purge, batch, tally, checkpoint, progress)
-                self._checkpoint(run_id, tally, checkpoint)
-                tally.seconds += time.monotonic() - started
+            workers = max(1, int(getattr(connector, "purge_workers", 1) or 1))
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"purge-{name}") if workers > 1 else None
+            try:
+                for category in sorted(limits):
+                    tally = tallies[(name, category.value)]
+                    started = time.monotonic()
+                    expected = max(0, tally.candidates - tally.held_back)
+                    checkpoint = _Checkpoint(every=max(CHECKPOINT_RECORDS, -(-expected // MAX_CHECKPOINTS)))
+                    batches = self._batches(spill.read(name, category.value), size)
+                    if pool is None:
+                        for batch in batches:
+                            self._record(run_id, batch, purge(batch), tally, checkpoint, progress)
+                    else:
+                        self._overlapped(run_id, pool, workers, purge, batches, tally, checkpoint, progress)
+                    self._checkpoint(run_id, tally, checkpoint)
+                    tally.seconds += time.monotonic() - started
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
 
-    def _send(self, run_id: str, purge: Callable[[Sequence[RecordRef]], Any], batch: list[RecordRef],
-              tally: Tally, checkpoint: _Checkpoint, progress: ProgressFn | None) -> None:
-        """One vendor batch; every CHECKPOINT_RECORDS records, a ledger checkpoint."""
-        receipt = purge(batch)
+    @staticmethod
+    def _batches(refs: Iterator[RecordRef], size: int) -> Iterator[list[RecordRef]]:
+        batch: list[RecordRef] = []
+        for ref in refs:
+            batch.append(ref)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _overlapped(self, run_id: str, pool: ThreadPoolExecutor, workers: int,
+                    purge: Callable[[Sequence[RecordRef]], Any], batches: Iterator[list[RecordRef]],
+                    tally: Tally, checkpoint: _Checkpoint, progress: ProgressFn | None) -> None:
+        """Up to `workers` vendor calls in flight (a few more queued, so none waits for the reader);
+        each answer recorded in the order its batch was sent, as a sequential purge would."""
+        pending: deque[tuple[list[RecordRef], Future[Any]]] = deque()
+        try:
+            for batch in batches:
+                pending.append((batch, pool.submit(purge, batch)))
+                if len(pending) >= 2 * workers:
+                    sent, future = pending.popleft()
+                    self._record(run_id, sent, future.result(), tally, checkpoint, progress)
+            while pending:
+                sent, future = pending.popleft()
+                self._record(run_id, sent, future.result(), tally, checkpoint, progress)
+        except BaseException:
+            for _, future in pending:
+                future.cancel()  # not sent yet: the next run lists them again
+            raise
+
+    def _record(self, run_id: str, batch: list[RecordRef], receipt: Any, tally: Tally, checkpoint: _Checkpoint,
+                progress: ProgressFn | None) -> None:
+        """One vendor batch's answer; every CHECKPOINT_RECORDS records, a ledger checkpoint."""
         crash_point("purge-sent")  # the vendor purged, the ledger does not know yet: a re-run lists what is left
         done = sum(1 for o in receipt.outcomes if o.done)
         tally.purged += done
