@@ -62,10 +62,25 @@ def prefect_database(postgres_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def fleet_env(tmp_path: Path, systems_file: Path, sandboxes: dict[str, SandboxServer], ledger_url: str) -> dict[str, str]:
+def fleet_ledger_url(postgres_url: str) -> Iterator[str]:
+    """The fleet's ledger: a private schema on PostgreSQL (a fleet's ledger is never SQLite)."""
+    schema = f"dsr_fleet_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def fleet_env(tmp_path: Path, systems_file: Path, sandboxes: dict[str, SandboxServer],
+              fleet_ledger_url: str) -> dict[str, str]:
     """The DSR_* settings the API and every worker share: one ledger and one rate-limit store."""
-    if not ledger_url.startswith("postgresql"):
-        pytest.skip("the fleet runs on the PostgreSQL ledger (the SQLite ledger is for one machine)")
+    ledger_url = fleet_ledger_url
     data = yaml.safe_load(systems_file.read_text())
     for system, (calls, period, metered) in TIGHT.items():
         data["systems"][system]["settings"]["rate_limit"] = {"calls": calls, "period_seconds": period}
