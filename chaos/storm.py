@@ -71,7 +71,7 @@ REQUESTS = (("erasure", ERASURE_SUBJECT), ("access", ACCESS_SUBJECT), ("portabil
 
 def storm_systems(data: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """A systems.yaml mapping whose connectors retry quickly (STORM_SETTINGS, then `overrides`)."""
-    for name, system in data["systems"].items():
+    for system in data["systems"].values():
         if system["kind"] in ("crm_sql", "manual"):
             continue  # a local database and a person: nothing of theirs goes over a vendor's wire
         settings = system.setdefault("settings", {})
