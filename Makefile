@@ -65,5 +65,5 @@ clean:
 
 lint: install
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/ruff check dsr connectors flows sandbox tests
+	$(BIN)/ruff check dsr connectors flows sandbox tests bench chaos
 	$(BIN)/mypy

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,7 +290,7 @@ class Ledger:
             ).values(used_at=now))
             return bool(result.rowcount == 1)
 
-    def iter_events(self, request_id: str, *, batch: int = VERIFY_BATCH) -> Iterator[LedgerEvent]:
+    def iter_events(self, request_id: str, *, batch: int = VERIFY_BATCH) -> Generator[LedgerEvent, None, None]:
         """A request's events in sequence order, fetched `batch` rows at a time.
 
         Memory stays constant however long the chain (a retention run's can reach millions of
