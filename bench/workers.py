@@ -12,10 +12,12 @@ is searched and each run does the same work) are started with `run_deployment` (
 completed in the ledger.
 
 Reports requests per minute for W=1 and W=2, the ratio (2 workers / 1), the runs each worker took,
-and throttling answers (aim 0). On a 2-core machine every flow run is a new Python process that
+and throttling answers (aim 0). Then the shared-budget phase: two workers against one binding
+limit (Salesforce held to 20 calls per 4 s, in the data map and by its sandbox): the rate they
+achieved together over the limit (aim 0.9 to 1.05) and the calls the sandbox saw past it (aim 0). On a 2-core machine every flow run is a new Python process that
 imports Prefect (~2-4 s of CPU), so the ratio says how much of a second worker the CPU leaves.
 
-    python -m bench.workers [--quick] [--size R] [--limit L] [--workers 1,2]
+    python -m bench.workers [--quick] [--size R] [--limit L] [--workers 1,2] [--no-shared]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from bench.common import (
     IDENTITY_KEY,
     REPO,
+    CallLog,
     Report,
     ServiceSpec,
     demo_stack,
@@ -43,9 +46,14 @@ from bench.common import (
     scratch_dir,
     submit_verified,
     vendor_limits,
+    write_data_map,
 )
+from bench.fanout import budget_rates
 
 SYSTEMS = ("crm", "salesforce", "netsuite", "google_ads", "linkedin")
+# The shared-budget phase: Salesforce held to 5 calls/s (in 4-s windows, so that the limiter's 5%
+# margin is 200 ms of jitter), low enough that it binds two process workers on 2 cores.
+SHARED_LIMIT: tuple[int, float, str | None] = (20, 4.0, "^/services/data/")
 RAISE = 20
 KINDS = ("access", "erasure", "portability")
 
@@ -81,22 +89,29 @@ def _start_runs(api_url: str, request_ids: list[str]) -> None:
         asyncio.run(start_all())
 
 
-def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, root: Path) -> dict[str, Any]:
+def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, root: Path, tag: str = "",
+              systems_file: str | None = None, pace: dict[str, tuple[int, float, str | None]] | None = None,
+              ) -> dict[str, Any]:
+    """R requests on a fresh fleet of `workers`; `pace`: sandboxes held to (calls, seconds, metered paths)."""
     from flows.fleet import runs_per_worker, start_fleet
 
+    tag = tag or str(workers)
     with postgres_schema(base_pg, prefix="dsr_bench_workers") as ledger_url, prefect_database(base_pg) as prefect_db:
-        spec = ServiceSpec(home=str(root / f"var-{workers}"), systems_file=stack.spec.systems_file,
+        spec = ServiceSpec(home=str(root / f"var-{tag}"), systems_file=systems_file or stack.spec.systems_file,
                            env=stack.spec.env, ledger_url=ledger_url)
         env = {**stack.env, "DSR_HOME": spec.home, "DSR_CONFIG_DIR": str(REPO / "config"),
                "DSR_SYSTEMS_FILE": spec.systems_file, "DSR_DATABASE_URL": ledger_url,
                "DSR_RATE_LIMIT_URL": ledger_url, "DSR_IDENTITY_KEY": IDENTITY_KEY,
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
         stack.reset(latency_ms=50)
-        fleet = start_fleet(home=root / f"fleet-{workers}", workers=workers, database_url=prefect_db, env=env,
+        for system, (calls, period, metered) in (pace or {}).items():
+            stack.servers[system].vendor.set_pace(calls, period, metered)
+        fleet = start_fleet(home=root / f"fleet-{tag}", workers=workers, database_url=prefect_db, env=env,
                             limit=limit, query_seconds=1)
+        call_log = CallLog(stack.servers)
         try:
             with open_service(spec) as service:
-                ids = [submit_verified(service, KINDS[n % 3], f"scale-{workers}-{n}@example.net") for n in range(size)]
+                ids = [submit_verified(service, KINDS[n % 3], f"scale-{tag}-{n}@example.net") for n in range(size)]
                 log(f"{workers} worker(s): starting {size} runs")
                 started = time.monotonic()
                 _start_runs(fleet.server.api_url, ids)
@@ -111,16 +126,20 @@ def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, 
             per_worker = dict(runs_per_worker(fleet.workers))
         finally:
             fleet.stop()
+            call_log.close()
         stats = stack.stats()
     throttled = sum(s.get("throttled", 0) for s in stats.values())
     return {"workers": workers, "seconds": elapsed, "completed": statuses.count("completed"),
             "not_finished": len(open_left), "per_worker": per_worker, "throttled": throttled,
-            "per_minute": size / elapsed * 60}
+            "over_pace": {name: s.get("over_pace", 0) for name, s in stats.items()},
+            "per_minute": size / elapsed * 60, "calls": call_log.snapshot()}
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once (default 4)")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (default 1,2)")
+    parser.add_argument("--no-shared", action="store_true",
+                        help="skip the shared-budget phase (2 workers against one binding vendor limit)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_dir("workers") as root, \
             demo_stack(root, systems=SYSTEMS, latency_ms=50, crm_contacts=100, settings=raised) as stack:
         phases = [one_phase(stack, base_pg, workers=w, size=size, limit=args.limit, root=root) for w in counts]
+        shared = None
+        if not args.no_shared:
+            calls, period, metered = SHARED_LIMIT
+            shared_map = write_data_map(root / "systems-shared.yaml", crm_url=stack.crm_url, systems=SYSTEMS,
+                                        settings={**raised, "salesforce": {"rate_limit": {
+                                            "calls": calls, "period_seconds": period}}})
+            shared = one_phase(stack, base_pg, workers=2, size=size, limit=args.limit, root=root, tag="shared",
+                               systems_file=str(shared_map), pace={"salesforce": SHARED_LIMIT})
     for phase in phases:
         w = phase["workers"]
         report.emit(f"workers.{w}.requests_per_minute", phase["per_minute"], "requests/min", size={"requests": size, "limit_per_worker": args.limit},
@@ -160,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"throttled {one['throttled']} / {two['throttled']}")
     else:
         report.emit("workers.scale_out", None, "ratio", note="needs both 1 and 2 workers (--workers 1,2)")
+    if shared is not None:
+        rates = budget_rates(shared["calls"], {"salesforce": SHARED_LIMIT[:2]})["salesforce"]
+        over = shared["over_pace"].get("salesforce", 0)
+        report.emit("workers.shared.budget_use", rates["rate"], "calls/s", rates["ratio"], ">= 0.9 and <= 1.05",
+                    size={"requests": size, "workers": 2}, calls=rates["calls"], seconds=shared["seconds"],
+                    runs_per_worker=shared["per_worker"],
+                    note=f"two workers against one Salesforce budget of {SHARED_LIMIT[0]} calls per "
+                         f"{SHARED_LIMIT[1]:g} s: achieved rate / limit (5th-95th percentile of its calls)")
+        report.emit("workers.shared.over_limit", over, "calls", float(over), "<= 0",
+                    note="calls the Salesforce sandbox saw past that limit, counted at arrival")
+        report.note(f"shared budget: two workers used {rates['ratio'] or 0:.2f} of Salesforce's limit, "
+                    f"{over} call(s) past it; runs per worker {shared['per_worker']}")
     report.summary()
     return 0
 

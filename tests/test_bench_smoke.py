@@ -46,7 +46,7 @@ EXPECTED = {
                                                        "netsuite", "salesforce", "wistia")),
     }),
     # One worker, one request: the fleet's start-up is the cost (tests/test_workers_e2e.py runs two).
-    "workers": (workers, ["--quick", "--size", "1", "--workers", "1"], {
+    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--no-shared"], {
         "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out"}),
 }
 
