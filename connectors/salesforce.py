@@ -54,6 +54,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
@@ -729,20 +730,39 @@ class SalesforceConnector:
         `cutoff_of(categories)` gives an object's cutoff (the retention purge: that of the category
         governing its records), or None to leave the object out. Otherwise as `expired`.
         """
-        for name in self._discover_order:
-            cutoff = cutoff_of(tuple(self._settings.objects[name].categories))
-            if cutoff is not None:
-                yield from self._expired_records(name, cutoff)
+        wanted = [(name, cutoff) for name in self._discover_order
+                  if (cutoff := cutoff_of(tuple(self._settings.objects[name].categories))) is not None]
+        if not wanted:
+            return
+        # Every object's describe and first query page at once (a few calls in flight, all paced by
+        # the one limiter), not one round trip after the other; records still come object by object.
+        with ThreadPoolExecutor(min(PURGE_WORKERS, len(wanted)), thread_name_prefix="salesforce-expired") as pool:
+            opened = [(name, pool.submit(self._expired_open, name, cutoff)) for name, cutoff in wanted]
+            for name, future in opened:
+                first = future.result()
+                if first is None:
+                    continue
+                spec, schema, page = first
+                for record in self._pages(page, "expired", name, prefetch=True):
+                    yield self._ref(name, spec, schema, record)
 
-    def _expired_records(self, name: str, cutoff: date | datetime) -> Iterator[RecordRef]:
+    def _expired_open(self, name: str, cutoff: date | datetime) -> tuple[ObjectSpec, _Schema, Any] | None:
+        """The object's spec, schema and first page of its expired records (None: an optional object the org lacks)."""
         spec = self._settings.objects[name]
         schema = self._schema(name)
         if schema is None:
-            return
+            return None
         condition = self._retention_condition(name, spec, schema, cutoff)
         columns = self._columns(name, schema, with_links=False)
         soql = format_soql("SELECT {:literal} FROM {:literal} WHERE {:literal}", columns, name, condition)
-        for record in self._query(soql, "expired", name):
+        return spec, schema, self._call("expired", name, partial(self._soql, soql))
+
+    def _expired_records(self, name: str, cutoff: date | datetime) -> Iterator[RecordRef]:
+        first = self._expired_open(name, cutoff)
+        if first is None:
+            return
+        spec, schema, page = first
+        for record in self._pages(page, "expired", name, prefetch=True):
             yield self._ref(name, spec, schema, record)
 
     def purge(self, refs: Sequence[RecordRef]) -> Receipt:
@@ -1102,14 +1122,32 @@ class SalesforceConnector:
         if isinstance(exc, SalesforceRefusedRequest):
             self._limiter.hold_off(wait)  # every caller of this connector backs off, not just this one
 
-    def _query(self, soql: str, operation: str, obj: str) -> Iterator[Mapping[str, Any]]:
-        """Every record of a SOQL query, following `nextRecordsUrl` to the end (each page retried)."""
-        page = self._call(operation, obj, partial(self._soql, soql))
-        while True:
-            yield from page["records"]
-            if page.get("done", True):
-                return
-            page = self._call(operation, obj, partial(self._soql_more, page["nextRecordsUrl"]))
+    def _query(self, soql: str, operation: str, obj: str, *, prefetch: bool = False) -> Iterator[Mapping[str, Any]]:
+        """Every record of a SOQL query, following `nextRecordsUrl` to the end (each page retried).
+
+        With `prefetch` (long listings: the retention purge), the next page is fetched in a second
+        thread while the caller works through this one (still one page after the other, paced).
+        """
+        yield from self._pages(self._call(operation, obj, partial(self._soql, soql)), operation, obj, prefetch=prefetch)
+
+    def _pages(self, page: Any, operation: str, obj: str, *, prefetch: bool = False) -> Iterator[Mapping[str, Any]]:
+        """The records of a query's first page and of every page after it (`nextRecordsUrl`)."""
+        if not prefetch:
+            while True:
+                yield from page["records"]
+                if page.get("done", True):
+                    return
+                page = self._call(operation, obj, partial(self._soql_more, page["nextRecordsUrl"]))
+        with ThreadPoolExecutor(1, thread_name_prefix="salesforce-prefetch") as pool:
+            while True:
+                following = None
+                if not page.get("done", True):
+                    following = pool.submit(self._call, operation, obj,
+                                            partial(self._soql_more, page["nextRecordsUrl"]))
+                yield from page["records"]
+                if following is None:
+                    return
+                page = following.result()
 
     def _soql(self, soql: str) -> Any:
         return self._client().query(soql)
