@@ -12,12 +12,14 @@ is searched and each run does the same work) are started with `run_deployment` (
 completed in the ledger.
 
 Reports requests per minute for W=1 and W=2, the ratio (2 workers / 1), the runs each worker took,
-and throttling answers (aim 0). Then the shared-budget phase: two workers against one binding
+and throttling answers (aim 0). Then volume mode: the same R requests carried out by one
+`process-verified` flow run on one worker (flows/batch.py), against one process-request run per
+request. Then the shared-budget phase: two workers against one binding
 limit (Salesforce held to 20 calls per 4 s, in the data map and by its sandbox): the rate they
 achieved together over the limit (aim 0.9 to 1.05) and the calls the sandbox saw past it (aim 0). On a 2-core machine every flow run is a new Python process that
 imports Prefect (~2-4 s of CPU), so the ratio says how much of a second worker the CPU leaves.
 
-    python -m bench.workers [--quick] [--size R] [--limit L] [--workers 1,2] [--no-shared]
+    python -m bench.workers [--quick] [--size R] [--limit L] [--workers 1,2] [--no-batch] [--no-shared]
 """
 
 from __future__ import annotations
@@ -75,12 +77,16 @@ def prefect_database(base_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _start_runs(api_url: str, request_ids: list[str]) -> None:
+def _start_runs(api_url: str, request_ids: list[str], *, batch: bool = False) -> None:
+    """One process-request run per request (what the verified trigger does), or one process-verified run."""
     from prefect.deployments import run_deployment
 
     from flows.serve import use_prefect_api
 
     async def start_all() -> None:
+        if batch:
+            await run_deployment("process-verified/process-verified", timeout=0)  # type: ignore[misc]
+            return
         for request_id in request_ids:
             await run_deployment("process-request/process-request",  # type: ignore[misc]
                                  parameters={"request_id": request_id}, timeout=0)
@@ -91,7 +97,7 @@ def _start_runs(api_url: str, request_ids: list[str]) -> None:
 
 def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, root: Path, tag: str = "",
               systems_file: str | None = None, pace: dict[str, tuple[int, float, str | None]] | None = None,
-              ) -> dict[str, Any]:
+              batch: bool = False) -> dict[str, Any]:
     """R requests on a fresh fleet of `workers`; `pace`: sandboxes held to (calls, seconds, metered paths)."""
     from flows.fleet import runs_per_worker, start_fleet
 
@@ -114,7 +120,7 @@ def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, 
                 ids = [submit_verified(service, KINDS[n % 3], f"scale-{tag}-{n}@example.net") for n in range(size)]
                 log(f"{workers} worker(s): starting {size} runs")
                 started = time.monotonic()
-                _start_runs(fleet.server.api_url, ids)
+                _start_runs(fleet.server.api_url, ids, batch=batch)
                 deadline = started + 120 + 60 * size
                 while True:
                     statuses = [service.state(rid).status.value for rid in ids]
@@ -138,6 +144,8 @@ def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once (default 4)")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (default 1,2)")
+    parser.add_argument("--no-batch", action="store_true",
+                        help="skip the volume-mode phase (one process-verified run for all requests, 1 worker)")
     parser.add_argument("--no-shared", action="store_true",
                         help="skip the shared-budget phase (2 workers against one binding vendor limit)")
 
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_dir("workers") as root, \
             demo_stack(root, systems=SYSTEMS, latency_ms=50, crm_contacts=100, settings=raised) as stack:
         phases = [one_phase(stack, base_pg, workers=w, size=size, limit=args.limit, root=root) for w in counts]
+        batch = None if args.no_batch else one_phase(stack, base_pg, workers=1, size=size, limit=args.limit,
+                                                     root=root, tag="batch", batch=True)
         shared = None
         if not args.no_shared:
             calls, period, metered = SHARED_LIMIT
@@ -187,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"throttled {one['throttled']} / {two['throttled']}")
     else:
         report.emit("workers.scale_out", None, "ratio", note="needs both 1 and 2 workers (--workers 1,2)")
+    if batch is not None:
+        report.emit("workers.batch.requests_per_minute", batch["per_minute"], "requests/min",
+                    size={"requests": size, "workers": 1}, seconds=batch["seconds"], completed=batch["completed"],
+                    not_finished=batch["not_finished"], throttled=batch["throttled"],
+                    note="volume mode: one process-verified flow run carries out every verified request")
+        if 1 in by_count:
+            report.emit("workers.batch_speedup", batch["per_minute"] / by_count[1]["per_minute"], "x",
+                        note="one process-verified run / one process-request run per request, 1 worker each")
+            report.note(f"volume mode: {batch['per_minute']:.1f} requests/min in one flow run against "
+                        f"{by_count[1]['per_minute']:.1f} with a flow run per request "
+                        f"(x{batch['per_minute'] / by_count[1]['per_minute']:.1f})")
     if shared is not None:
         rates = budget_rates(shared["calls"], {"salesforce": SHARED_LIMIT[:2]})["salesforce"]
         over = shared["over_pace"].get("salesforce", 0)

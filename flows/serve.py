@@ -249,13 +249,14 @@ def _schedule(cron: str, every: Every | None, timezone: str) -> Any:
 def build_deployments(*, purge_timezone: str, sweep_cron: str = SWEEP_CRON, sweep_every: Every | None = None,
                       purge_cron: str = PURGE_CRON, purge_every: Every | None = None,
                       serve_purge: bool = True) -> list[RunnerDeployment]:
-    """The three deployments of deployments/prefect.yaml, for `serve` (no work pool).
+    """The deployments of deployments/prefect.yaml, for `serve` (no work pool).
 
     `sweep_every` / `purge_every` (seconds or a timedelta) replace the cron (tests use a few
     seconds). Entrypoints are module paths, so runs work from any directory.
     """
     from prefect.deployments.runner import EntrypointType
 
+    from flows.batch import process_verified
     from flows.deadlines import deadline_sweep
     from flows.request import process_request
     from flows.retention import retention_purge
@@ -264,6 +265,8 @@ def build_deployments(*, purge_timezone: str, sweep_cron: str = SWEEP_CRON, swee
     deployments: list[Any] = [  # to_deployment is typed sync-or-async; called here, it is sync
         process_request.to_deployment(name="process-request", triggers=[verified_trigger()],
                                       concurrency_limit=10, entrypoint_type=module),
+        # Volume mode, run on demand (`prefect deployment run process-verified/process-verified`).
+        process_verified.to_deployment(name="process-verified", concurrency_limit=1, entrypoint_type=module),
         deadline_sweep.to_deployment(name="deadline-sweep", schedules=[_schedule(sweep_cron, sweep_every, "UTC")],
                                      concurrency_limit=1, entrypoint_type=module),
     ]

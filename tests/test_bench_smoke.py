@@ -34,7 +34,8 @@ EXPECTED = {
     "purge": (purge, ["--quick"], {
         *(f"purge.{figure}.{system}" for figure in ("records_per_call", "throughput", "left_behind")
           for system in ("crm", "salesforce", "hubspot")),
-        *(f"purge.{figure}.{system}" for figure in ("budget_use", "throttled") for system in ("salesforce", "hubspot")),
+        *(f"purge.{figure}.{system}" for figure in ("throughput_guarded", "budget_use", "throttled")
+          for system in ("salesforce", "hubspot")),
         "purge.peak_rss_small", "purge.peak_rss_large", "purge.total_seconds",
     }),
     "fanout": (fanout, ["--quick"], {
@@ -46,7 +47,7 @@ EXPECTED = {
                                                        "netsuite", "salesforce", "wistia")),
     }),
     # One worker, one request: the fleet's start-up is the cost (tests/test_workers_e2e.py runs two).
-    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--no-shared"], {
+    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--no-batch", "--no-shared"], {
         "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out"}),
 }
 

@@ -136,7 +136,8 @@ def test_prefect_yaml_and_dsr_serve_declare_the_same_deployments() -> None:
     declared = {d["name"]: d for d in doc["deployments"]}
     timezone = load_policy(REPO / "config" / "policy.yaml").retention.timezone
     served = {d.name: d for d in build_deployments(purge_timezone=timezone)}
-    assert set(declared) == set(served) == {"process-request", "deadline-sweep", "retention-purge"}
+    assert set(declared) == set(served) == {"process-request", "process-verified", "deadline-sweep",
+                                             "retention-purge"}
     assert {d["work_pool"]["name"] for d in declared.values()} == {"dsr-pool"}
 
     triggers = declared["process-request"]["triggers"]

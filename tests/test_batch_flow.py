@@ -1,0 +1,52 @@
+"""The `process-verified` flow (volume mode): every verified request waiting, in one flow run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from dsr.models import parse_new_request
+from dsr.service import DsrService
+from flows import runtime
+from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture
+def flow_service(sqlite_service: DsrService):
+    runtime.use_service(sqlite_service)
+    yield sqlite_service
+    runtime.use_service(None)
+
+
+def _submit(service: DsrService, kind: str, email: str, *, verify: bool = True) -> str:
+    new = parse_new_request(type=kind, email=email, regime="gdpr", received=datetime.now(UTC))
+    request_id = service.submit(new).state.request_id
+    if verify:
+        service.verify(request_id, method="email-code", note="code returned")
+    return request_id
+
+
+def test_one_flow_run_carries_out_every_verified_request_and_leaves_the_rest(flow_service: DsrService) -> None:
+    from flows.batch import process_verified
+
+    erasure = _submit(flow_service, "erasure", ERASURE_SUBJECT)
+    access = _submit(flow_service, "access", ACCESS_SUBJECT)
+    nobody = _submit(flow_service, "portability", "nobody-held@example.net")
+    unverified = _submit(flow_service, "erasure", "not-yet@example.net", verify=False)
+
+    result = process_verified()
+
+    assert result["requests"] == {erasure: "completed", access: "completed", nobody: "completed"}
+    assert flow_service.state(unverified).status.value == "awaiting_verification"
+    assert flow_service.state(erasure).systems["crm"].status.value == "completed"
+    assert flow_service.state(access).package is not None  # the subject's package was written
+    assert all(flow_service.state(rid).bundles for rid in (erasure, access, nobody))  # each sealed
+    for request_id in (erasure, access, nobody):
+        assert flow_service.ledger.verify(request_id) > 0  # raises on a broken chain
+    # Nothing is waiting any more: a second batch finds nothing and repeats nothing.
+    counts = {rid: len(flow_service.events(rid)) for rid in (erasure, access, nobody)}
+    assert process_verified() == {"requests": {}}
+    assert {rid: len(flow_service.events(rid)) for rid in counts} == counts
