@@ -395,23 +395,11 @@ def postgres_url() -> tuple[str | None, str | None]:
         return None, f"no PostgreSQL answers at {POSTGRES_URL} ({type(exc).__name__}); set DSR_TEST_POSTGRES_URL"
 
 
-@contextlib.contextmanager
-def postgres_schema(base_url: str, prefix: str = "dsr_bench") -> Iterator[str]:
+def postgres_schema(base_url: str, prefix: str = "dsr_bench") -> contextlib.AbstractContextManager[str]:
     """A private schema on the server (dropped on exit); yields a URL whose search_path is it."""
-    import uuid
+    from sandbox.scratch_db import private_schema
 
-    from sqlalchemy import create_engine, text
-
-    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    return private_schema(base_url, prefix)
 
 
 class Sampler:

@@ -15,7 +15,7 @@ Reports requests per minute for W=1 and W=2, the ratio (2 workers / 1), the runs
 and throttling answers (aim 0). Then volume mode: the same R requests carried out by one
 `process-verified` flow run on one worker (flows/batch.py), against one process-request run per
 request. Then the shared-budget phase: two workers against one binding
-limit (Salesforce held to 20 calls per 4 s, in the data map and by its sandbox): the rate they
+limit (Salesforce held to 12 calls per 6 s, in the data map and by its sandbox): the rate they
 achieved together over the limit (aim 0.9 to 1.05) and the calls the sandbox saw past it (aim 0). On a 2-core machine every flow run is a new Python process that
 imports Prefect (~2-4 s of CPU), so the ratio says how much of a second worker the CPU leaves.
 
@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +51,19 @@ from bench.common import (
 from bench.fanout import budget_rates
 
 SYSTEMS = ("crm", "salesforce", "netsuite", "google_ads", "linkedin")
-# The shared-budget phase: Salesforce held to 5 calls/s (in 4-s windows, so that the limiter's 5%
-# margin is 200 ms of jitter), low enough that it binds two process workers on 2 cores.
-SHARED_LIMIT: tuple[int, float, str | None] = (20, 4.0, "^/services/data/")
+# The shared-budget phase: Salesforce held to 2 calls/s (in 6-s windows, so that the limiter's 5%
+# margin is 300 ms of jitter). Low enough that it binds two process workers on 2 cores: at 5/s the
+# CPU (a process per flow run) bound first, and Salesforce's calls came in gaps (0.76 of its limit).
+SHARED_LIMIT: tuple[int, float, str | None] = (12, 6.0, "^/services/data/")
 RAISE = 20
 KINDS = ("access", "erasure", "portability")
 
 
-@contextmanager
-def prefect_database(base_url: str) -> Iterator[str]:
+def prefect_database(base_url: str) -> AbstractContextManager[str]:
     """A fresh PostgreSQL database for the Prefect server (asyncpg URL), dropped after."""
-    from sqlalchemy import create_engine, text
+    from sandbox.scratch_db import scratch_database
 
-    name = f"prefect_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base_url.replace("postgresql+psycopg://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch_database(base_url, "prefect_bench")
 
 
 def _start_runs(api_url: str, request_ids: list[str], *, batch: bool = False) -> None:
@@ -143,7 +132,7 @@ def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once (default 4)")
-    parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (default 1,2)")
+    parser.add_argument("--workers", default="1,2", help="worker counts of the scale-out phases, comma-separated, or none (default 1,2)")
     parser.add_argument("--no-batch", action="store_true",
                         help="skip the volume-mode phase (one process-verified run for all requests, 1 worker)")
     parser.add_argument("--no-shared", action="store_true",
@@ -154,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args("Scale-out: the fan-out on 1 and 2 Prefect process workers.", argv, _add_arguments)
     size = args.size or (4 if args.quick else 24)  # requests per phase
     try:
-        counts = [int(part) for part in args.workers.split(",")]
+        counts = [] if args.workers == "none" else [int(part) for part in args.workers.split(",")]
     except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise SystemExit("--workers: worker counts such as 1,2")
+        counts = [0]
+    if counts and min(counts) < 1:
+        raise SystemExit("--workers: worker counts such as 1,2 (or none)")
     report = Report("workers")
     base_pg, why = postgres_url()
     if base_pg is None:

@@ -16,11 +16,9 @@ connectors/shared_pacing.py), so two workers together stay within a vendor's lim
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.serve import PrefectServer, _die_with_parent, start_prefect_server
+from flows.serve import PrefectServer, _die_with_parent, start_prefect_server, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +94,7 @@ class Worker:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the group (the worker lets its runs finish or marks them), then SIGKILL."""
         try:
-            if self.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
+            stop_process_group(self.process, f"worker {self.name}", timeout)
         finally:
             if self._log_file is not None:
                 self._log_file.close()

@@ -110,22 +110,27 @@ class PrefectServer:
     def stop(self, timeout: float = 15.0) -> None:
         """Terminate the whole process group (SIGTERM, then SIGKILL); safe to call twice."""
         try:
-            if self.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("Prefect server (pid %d) ignored SIGTERM; killing it", self.process.pid)
-            # Whatever the server itself started goes too, even if the leader already exited.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
+            stop_process_group(self.process, "Prefect server", timeout)
         finally:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+
+
+def stop_process_group(process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """SIGTERM a child's process group, wait `timeout`, then SIGKILL what is left of the group."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) ignored SIGTERM; killing it", what, process.pid)
+    # Whatever the child itself started goes too, even if the leader already exited.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
 
 
 def start_prefect_server(*, home: Path, port: int | None = None, host: str = "127.0.0.1", ui: bool = True,

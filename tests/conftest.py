@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from dsr.state import index_row
 from sandbox.crm_seed import seed_crm
 from sandbox.demo import demo_sandboxes
 from sandbox.kit import FaultConfig, SandboxServer
+from sandbox.scratch_db import private_schema
 
 REPO = Path(__file__).resolve().parent.parent
 MANUAL_SYSTEMS = {"portal", "wistia"}
@@ -45,17 +45,8 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"dsr_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(request.getfixturevalue("postgres_url"), "dsr_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,19 +12,18 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
 
 from dsr.access import token_hash
 from dsr.ledger.store import Ledger
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.kit import SandboxServer
+from sandbox.scratch_db import private_schema, scratch_database
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 REPO = Path(__file__).resolve().parent.parent
@@ -48,32 +47,15 @@ def _free_port() -> int:
 @pytest.fixture
 def prefect_database(postgres_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for the Prefect server (its own, as in production)."""
-    name = f"prefect_e2e_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = postgres_url.replace("postgresql+psycopg://", "postgresql+asyncpg://").rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(postgres_url, "prefect_e2e") as url:
+        yield url
 
 
 @pytest.fixture
 def fleet_ledger_url(postgres_url: str) -> Iterator[str]:
     """The fleet's ledger: a private schema on PostgreSQL (a fleet's ledger is never SQLite)."""
-    schema = f"dsr_fleet_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(postgres_url, "dsr_fleet") as url:
+        yield url
 
 
 @pytest.fixture
