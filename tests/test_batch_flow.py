@@ -50,3 +50,20 @@ def test_one_flow_run_carries_out_every_verified_request_and_leaves_the_rest(flo
     counts = {rid: len(flow_service.events(rid)) for rid in (erasure, access, nobody)}
     assert process_verified() == {"requests": {}}
     assert {rid: len(flow_service.events(rid)) for rid in counts} == counts
+
+
+def test_a_request_another_run_holds_is_left_to_that_run(flow_service: DsrService) -> None:
+    """A worker already carrying out a request keeps it: the batch skips it, acts on it not at all."""
+    from dsr.execution import RequestRunner
+    from flows.batch import process_verified
+
+    held = _submit(flow_service, "erasure", ERASURE_SUBJECT)
+    free = _submit(flow_service, "access", ACCESS_SUBJECT)
+    RequestRunner(flow_service).begin(held)  # another run took it (its lease is live, its process is this one)
+    before = len(flow_service.events(held))
+
+    result = process_verified()
+
+    assert result["requests"] == {free: "completed"}
+    assert len(flow_service.events(held)) == before
+    assert flow_service.state(held).status.value == "in_progress"
