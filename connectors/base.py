@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -59,10 +59,12 @@ __all__ = [
     "subject_email",
     "topological_order",
     "unique_decisions",
+    "validate_settings",
 ]
 
 T = TypeVar("T")
 S = TypeVar("S", bound="HttpConnector")
+M = TypeVar("M", bound=BaseModel)
 
 # Vendor client libraries log request URLs and bodies at DEBUG, and ours carry the subject's
 # address (a SOQL or SuiteQL filter, a search URL). Logs must never hold personal data, so these
@@ -247,3 +249,18 @@ def describe_validation_error(base: str, exc: ValidationError) -> str:
         else:
             messages.append(f"{where}: {error['msg']}")
     return "; ".join(messages)
+
+
+def validate_settings(model: type[M], system: str, settings: Mapping[str, Any], *,
+                      describe: Callable[[str, ValidationError], str] = describe_validation_error) -> M:
+    """A system's settings, validated by its connector's `model`.
+
+    Raises:
+        ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``
+            (`from None`: pydantic's own text may echo input values, and a value may be a secret).
+    """
+    raw = dict(settings) if isinstance(settings, Mapping) else settings
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConnectorConfigError(describe(f"systems.{system}.settings", exc)) from None

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchTableError, SQLAlchemyError
 
@@ -41,13 +41,13 @@ from connectors.base import (
     RecordRef,
     Subject,
     chunks,
-    describe_validation_error,
     json_friendly,
     outcome_for,
     receipt_id,
     subject_email,
     topological_order,
     unique_decisions,
+    validate_settings,
 )
 
 KIND = "crm_sql"
@@ -150,12 +150,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> CrmSqlSettings:
     Raises:
         ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
     """
-    raw = dict(settings) if isinstance(settings, Mapping) else settings
-    try:
-        return CrmSqlSettings.model_validate(raw)
-    except ValidationError as exc:
-        # `from None`: pydantic's own text echoes input values, and a URL may carry a secret.
-        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
+    return validate_settings(CrmSqlSettings, system, settings)
 
 
 def _config_parents(objects: Mapping[str, ObjectSpec]) -> dict[str, set[str]]:

@@ -92,6 +92,7 @@ from connectors.base import (
     receipt_id,
     subject_email,
     unique_decisions,
+    validate_settings,
 )
 from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
 
@@ -218,12 +219,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> HubSpotSettings:
     Raises:
         ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
     """
-    raw = dict(settings) if isinstance(settings, Mapping) else settings
-    try:
-        return HubSpotSettings.model_validate(raw)
-    except ValidationError as exc:
-        # `from None`: pydantic's own text may echo input values, and a value may be a secret.
-        raise ConnectorConfigError(_describe(f"systems.{system}.settings", exc)) from None
+    return validate_settings(HubSpotSettings, system, settings, describe=_describe)
 
 
 def _describe(base: str, exc: ValidationError) -> str:

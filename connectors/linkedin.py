@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
     ConnectorConfigError,
@@ -66,12 +66,12 @@ from connectors.base import (
     RecordOutcome,
     RecordRef,
     Subject,
-    describe_validation_error,
     env_secret,
     outcome_for,
     receipt_id,
     subject_email,
     unique_decisions,
+    validate_settings,
 )
 from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, vendor_retry
 
@@ -150,11 +150,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> LinkedInSettings
     Raises:
         ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
     """
-    raw = dict(settings) if isinstance(settings, Mapping) else settings
-    try:
-        return LinkedInSettings.model_validate(raw)
-    except ValidationError as exc:
-        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
+    return validate_settings(LinkedInSettings, system, settings)
 
 
 def create(system: str, settings: Mapping[str, Any]) -> LinkedInConnector:

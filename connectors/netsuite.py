@@ -77,7 +77,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from dateutil.relativedelta import relativedelta
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from requests_oauthlib import OAuth1
 
 from connectors.base import (
@@ -95,12 +95,12 @@ from connectors.base import (
     RecordRef,
     Subject,
     chunks,
-    describe_validation_error,
     env_secret,
     outcome_for,
     receipt_id,
     subject_email,
     unique_decisions,
+    validate_settings,
 )
 from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, slots_for, vendor_retry
 
@@ -413,12 +413,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> NetSuiteSettings
     Raises:
         ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
     """
-    raw = dict(settings) if isinstance(settings, Mapping) else settings
-    try:
-        return NetSuiteSettings.model_validate(raw)
-    except ValidationError as exc:
-        # `from None`: pydantic's own text may echo input values, and a value may be a secret.
-        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
+    return validate_settings(NetSuiteSettings, system, settings)
 
 
 # --- SuiteQL literals ---------------------------------------------------------------------------------

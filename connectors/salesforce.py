@@ -64,7 +64,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from simple_salesforce import (
     Salesforce,
     SalesforceAuthenticationFailed,
@@ -91,13 +91,13 @@ from connectors.base import (
     RecordRef,
     Subject,
     chunks,
-    describe_validation_error,
     env_secret,
     outcome_for,
     receipt_id,
     subject_email,
     topological_order,
     unique_decisions,
+    validate_settings,
 )
 
 # Generic helpers of the first connector (they belong in connectors.base; one copy beats two).
@@ -333,12 +333,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> SalesforceSettin
     Raises:
         ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
     """
-    raw = dict(settings) if isinstance(settings, Mapping) else settings
-    try:
-        return SalesforceSettings.model_validate(raw)
-    except ValidationError as exc:
-        # `from None`: pydantic's own text may echo input values.
-        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
+    return validate_settings(SalesforceSettings, system, settings)
 
 
 # --- construction -----------------------------------------------------------------------------------

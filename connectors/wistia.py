@@ -59,7 +59,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import requests.auth
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
     ConnectorConfigError,
@@ -75,13 +75,13 @@ from connectors.base import (
     RecordOutcome,
     RecordRef,
     Subject,
-    describe_validation_error,
     env_secret,
     json_friendly,
     outcome_for,
     receipt_id,
     subject_email,
     unique_decisions,
+    validate_settings,
 )
 from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
 
@@ -185,12 +185,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> WistiaSettings:
     Raises:
         ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
     """
-    raw = dict(settings) if isinstance(settings, Mapping) else settings
-    try:
-        return WistiaSettings.model_validate(raw)
-    except ValidationError as exc:
-        # `from None`: pydantic's own text may echo input values, and a value may be a secret.
-        raise ConnectorConfigError(describe_validation_error(f"systems.{system}.settings", exc)) from None
+    return validate_settings(WistiaSettings, system, settings)
 
 
 # --- construction -----------------------------------------------------------------------------------
