@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +36,7 @@ from dsr.contract import (
 )
 
 __all__ = [
+    "AudienceConnector",
     "Connector",
     "HttpConnector",
     "ConnectorConfigError",
@@ -205,6 +206,10 @@ class HttpConnector:
         with self._stats_lock:
             return dict(self._stats)
 
+    def _count(self, key: str, amount: float = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += amount  # type: ignore[assignment]
+
     def close(self) -> None:
         """Release the HTTP session's pooled connections."""
         self._session.close()
@@ -214,6 +219,43 @@ class HttpConnector:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class AudienceConnector(HttpConnector):
+    """What the write-only audience connectors share (Google Ads user lists, LinkedIn DMP segments).
+
+    An audience ref names a list, not a person: erasing it needs the subject's address, which
+    `discover` keeps (`_subjects`, identity hash -> address) or `erase(..., subject=)` gives.
+    Subclasses set `_system`, `_settings` (with `categories`), `_subjects`, and the class
+    attributes `OBJECT` (the ref's object name) and `REFS` (what its refs are called, for errors).
+    """
+
+    OBJECT: ClassVar[str]
+    REFS: ClassVar[str]
+    _system: str
+    _settings: Any
+    _subjects: dict[str, str]
+
+    def _subject_email(self, subject: Subject | None) -> str:
+        if subject is not None:
+            return subject_email(subject)
+        if len(self._subjects) == 1:
+            return next(iter(self._subjects.values()))
+        raise ConnectorError(
+            f"systems.{self._system}: erase needs the subject ({self.REFS} do not say whom to remove): call "
+            "discover(subject) on this connector first, or pass erase(decisions, subject=...)"
+            + (" (discover saw more than one subject)" if self._subjects else ""))
+
+    def _ref(self, audience: str) -> RecordRef:
+        return RecordRef(self._system, self.OBJECT, audience, tuple(self._settings.categories))
+
+    def _foreign(self, ref: RecordRef) -> str | None:
+        """Why `ref` is not one of this system's audiences (another system's, another object), or None."""
+        if ref.system != self._system:
+            return f"record belongs to system {ref.system!r}, not {self._system!r}"
+        if ref.object != self.OBJECT:
+            return f"unknown object {ref.object!r} in systems.{self._system} (only {self.OBJECT!r})"
+        return None
 
 
 class RateLimitSpec(BaseModel):

@@ -74,13 +74,13 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
+    AudienceConnector,
     ConnectorConfigError,
     ConnectorError,
     ConnectorInfo,
     DataCategory,
     ErasureAction,
     ErasureDecision,
-    HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
@@ -394,12 +394,15 @@ _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
 # --- the connector ----------------------------------------------------------------------------------------
 
 
-class GoogleAdsConnector(HttpConnector):
+class GoogleAdsConnector(AudienceConnector):
     """Remove a subject's hashed e-mail from configured Customer Match lists (write-only audiences).
 
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
     `stats` counts calls, retries, throttling answers, token refreshes, polls and waits.
     """
+
+    OBJECT = OBJECT  # the module constant, for AudienceConnector
+    REFS = "audience refs"
 
     def __init__(self, system: str, settings: GoogleAdsSettings, *, base_url: str, token_url: str,
                  credentials: _Credentials) -> None:
@@ -806,28 +809,10 @@ class GoogleAdsConnector(HttpConnector):
 
     # --- helpers ---
 
-    def _subject_email(self, subject: Subject | None) -> str:
-        if subject is not None:
-            return subject_email(subject)
-        if len(self._subjects) == 1:
-            return next(iter(self._subjects.values()))
-        raise ConnectorError(
-            f"systems.{self._system}: erase needs the subject (audience refs do not say whom to remove): call "
-            "discover(subject) on this connector first, or pass erase(decisions, subject=...)"
-            + (" (discover saw more than one subject)" if self._subjects else ""))
-
-    def _count(self, key: str, amount: float = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount  # type: ignore[assignment]
-
-    def _ref(self, resource: str) -> RecordRef:
-        return RecordRef(self._system, OBJECT, resource, tuple(self._settings.categories))
-
     def _problem_with(self, ref: RecordRef) -> str | None:
-        if ref.system != self._system:
-            return f"record belongs to system {ref.system!r}, not {self._system!r}"
-        if ref.object != OBJECT:
-            return f"unknown object {ref.object!r} in systems.{self._system} (only {OBJECT!r})"
+        foreign = self._foreign(ref)
+        if foreign is not None:
+            return foreign
         if not _RESOURCE.match(ref.id):
             return f"id is not a user list resource name (customers/<id>/userLists/<id>) of systems.{self._system}"
         if ref.id not in self._lists:

@@ -53,13 +53,13 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
+    AudienceConnector,
     ConnectorConfigError,
     ConnectorError,
     ConnectorInfo,
     DataCategory,
     ErasureAction,
     ErasureDecision,
-    HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
@@ -220,11 +220,14 @@ _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
 # --- the connector ----------------------------------------------------------------------------------------
 
 
-class LinkedInConnector(HttpConnector):
+class LinkedInConnector(AudienceConnector):
     """Remove a subject's ``SHA256_EMAIL`` from configured DMP segments (write-only audiences).
 
     Build it with `create`; call `close()` when done. `stats` counts calls, retries and throttling.
     """
+
+    OBJECT = OBJECT  # the module constant, for AudienceConnector
+    REFS = "segment refs"
 
     def __init__(self, system: str, settings: LinkedInSettings, *, base_url: str, token: str) -> None:
         self._system = system
@@ -408,28 +411,10 @@ class LinkedInConnector(HttpConnector):
 
     # --- helpers ---
 
-    def _subject_email(self, subject: Subject | None) -> str:
-        if subject is not None:
-            return subject_email(subject)
-        if len(self._subjects) == 1:
-            return next(iter(self._subjects.values()))
-        raise ConnectorError(
-            f"systems.{self._system}: erase needs the subject (segment refs do not say whom to remove): call "
-            "discover(subject) on this connector first, or pass erase(decisions, subject=...)"
-            + (" (discover saw more than one subject)" if self._subjects else ""))
-
-    def _count(self, key: str, amount: float = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount  # type: ignore[assignment]
-
-    def _ref(self, segment_id: str) -> RecordRef:
-        return RecordRef(self._system, OBJECT, segment_id, tuple(self._settings.categories))
-
     def _problem_with(self, ref: RecordRef) -> str | None:
-        if ref.system != self._system:
-            return f"record belongs to system {ref.system!r}, not {self._system!r}"
-        if ref.object != OBJECT:
-            return f"unknown object {ref.object!r} in systems.{self._system} (only {OBJECT!r})"
+        foreign = self._foreign(ref)
+        if foreign is not None:
+            return foreign
         if ref.id not in self._segments:
             return f"segment {ref.id!r} is not configured in systems.{self._system}.settings.segments"
         return None

@@ -1036,10 +1036,6 @@ class NetSuiteConnector(HttpConnector):
 
     # --- helpers ---
 
-    def _count(self, key: str, amount: float = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount  # type: ignore[assignment]
-
     def _calls(self) -> int:
         with self._stats_lock:
             return int(self._stats["calls"])

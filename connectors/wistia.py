@@ -598,10 +598,6 @@ class WistiaConnector(HttpConnector):
 
     # --- helpers ---
 
-    def _count(self, key: str, amount: float = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount  # type: ignore[assignment]
-
     def _ref(self, obj: str, key: str) -> RecordRef:
         return RecordRef(self._system, obj, key, self._settings.categories_of(obj))
 
