@@ -23,6 +23,7 @@ import random
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -399,13 +400,23 @@ class _HttpHandler(BaseHTTPRequestHandler):
         return
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that vanishes mid-call (a killed worker, a client timeout) is the vendor's everyday
+    life, not an error worth a traceback on stderr; anything else still prints one."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
+
+
 class SandboxServer:
     """Serves a `Vendor` on 127.0.0.1 in a background thread; use as a context manager."""
 
     def __init__(self, vendor: Vendor, port: int = 0) -> None:
         self.vendor = vendor
         handler = type(f"{vendor.name}Handler", (_HttpHandler,), {"vendor": vendor})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _QuietServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         # A short poll interval so that stop() returns promptly (the default is 0.5 s).
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
