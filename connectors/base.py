@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import logging
 import os
 import threading
@@ -17,6 +18,7 @@ from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,7 +56,9 @@ __all__ = [
     "RateLimitSpec",
     "describe_validation_error",
     "env_secret",
+    "is_loopback",
     "json_friendly",
+    "origin_problem",
     "outcome_for",
     "receipt_id",
     "subject_email",
@@ -306,3 +310,42 @@ def validate_settings(model: type[M], system: str, settings: Mapping[str, Any], 
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConnectorConfigError(describe(f"systems.{system}.settings", exc)) from None
+
+
+# --- endpoints ---------------------------------------------------------------------------------------
+
+LOOPBACK_HOSTS = "(127.0.0.1, ::1, localhost)"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def origin_problem(url: str, *, https_only: bool = False, loopback_only: bool = False) -> str | None:
+    """Why `url` is not a bare API origin (``scheme://host[:port]``), or None.
+
+    Args:
+        https_only: a vendor's production endpoint: https and a host, nothing else.
+        loopback_only: a sandbox override: any scheme, but only on this machine. Otherwise plain
+            http is still allowed on loopback only (the sandboxes), never across a network.
+    """
+    parts = urlsplit(url)
+    extra = parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment
+    if https_only:
+        if parts.scheme != "https" or not parts.hostname:
+            return "not an https:// URL"
+        return "give https://host only (no credentials, path or query)" if extra else None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL"
+    if extra:
+        return "give scheme, host and port only (no credentials, path or query)"
+    if loopback_only and not is_loopback(parts.hostname):
+        return f"overrides are for loopback sandboxes only {LOOPBACK_HOSTS}"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return f"plain http is for loopback sandboxes only {LOOPBACK_HOSTS}"
+    return None

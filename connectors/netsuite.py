@@ -58,7 +58,6 @@ name and never appear in a message.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import threading
 import time
@@ -70,7 +69,6 @@ from datetime import date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -96,6 +94,7 @@ from connectors.base import (
     Subject,
     chunks,
     env_secret,
+    origin_problem,
     outcome_for,
     receipt_id,
     subject_email,
@@ -360,11 +359,11 @@ class NetSuiteSettings(BaseModel):
         if self.base_url_override is not None and self.base_url_override_env is not None:
             raise ValueError("base_url_override_env: give either base_url_override or base_url_override_env")
         if self.base_url is not None:
-            problem = _base_url_problem(self.base_url)
+            problem = origin_problem(self.base_url, https_only=True)
             if problem:
                 raise ValueError(f"base_url: {problem}")
         if self.base_url_override is not None:
-            problem = _override_problem(self.base_url_override)
+            problem = origin_problem(self.base_url_override, loopback_only=True)
             if problem:
                 raise ValueError(f"base_url_override: {problem}")
         for name in self.objects:
@@ -378,33 +377,10 @@ class NetSuiteSettings(BaseModel):
         return self
 
 
-def _base_url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        return "not an https:// URL"
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "give https://host only (no credentials, path or query)"
-    return None
 
 
-def _override_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "not an http(s) URL"
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "give scheme, host and port only"
-    if not _is_loopback(parts.hostname):
-        return "overrides are for loopback sandboxes only (127.0.0.1, ::1, localhost)"
-    return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_settings(system: str, settings: Mapping[str, Any]) -> NetSuiteSettings:
@@ -494,7 +470,7 @@ def create(system: str, settings: Mapping[str, Any]) -> NetSuiteConnector:
     override = parsed.base_url_override
     if override is None and parsed.base_url_override_env is not None:
         override = env_secret(f"{where}.base_url_override_env", parsed.base_url_override_env)
-        problem = _override_problem(override)
+        problem = origin_problem(override, loopback_only=True)
         if problem:
             raise ConnectorConfigError(f"{where}.base_url_override_env: {problem}")
     base_url = (override or parsed.base_url or

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import csv
 import io
-import ipaddress
 import json
 import re
 import threading
@@ -92,6 +91,7 @@ from connectors.base import (
     Subject,
     chunks,
     env_secret,
+    origin_problem,
     outcome_for,
     receipt_id,
     subject_email,
@@ -255,11 +255,11 @@ class SalesforceSettings(BaseModel):
             if getattr(self, base) is not None and getattr(self, f"{base}_env") is not None:
                 raise ValueError(f"{base}_env: give either {base} or {base}_env, not both")
         if self.instance_url is not None:
-            problem = _instance_url_problem(self.instance_url)
+            problem = origin_problem(self.instance_url, https_only=True)
             if problem:
                 raise ValueError(f"instance_url: {problem}")
         if self.endpoint_override is not None:
-            problem = _override_problem(self.endpoint_override)
+            problem = origin_problem(self.endpoint_override)
             if problem:
                 raise ValueError(f"endpoint_override: {problem}")
         if float(self.api_version) < MIN_API_VERSION:
@@ -276,33 +276,10 @@ class SalesforceSettings(BaseModel):
         return self
 
 
-def _instance_url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        return "not an https:// URL"
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "give https://host only (no credentials, path or query)"
-    return None
 
 
-def _override_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "not an http(s) URL"
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "give scheme, host and port only"
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        return "plain http is for loopback sandboxes only (127.0.0.1, ::1, localhost)"
-    return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _discovery_parents(objects: Mapping[str, ObjectSpec]) -> dict[str, set[str]]:
@@ -387,11 +364,11 @@ def create(system: str, settings: Mapping[str, Any]) -> SalesforceConnector:
     parsed = parse_settings(system, settings)
     where = f"systems.{system}.settings"
     instance = _setting_or_env(where, parsed.instance_url, parsed.instance_url_env, "instance_url")
-    problem = _instance_url_problem(instance) if instance is not None else None
+    problem = origin_problem(instance, https_only=True) if instance is not None else None
     if problem:  # only an environment variable's value can get here unchecked
         raise ConnectorConfigError(f"{where}.instance_url_env: {problem}")
     override = _setting_or_env(where, parsed.endpoint_override, parsed.endpoint_override_env, "endpoint_override")
-    problem = _override_problem(override) if override is not None else None
+    problem = origin_problem(override) if override is not None else None
     if problem:
         raise ConnectorConfigError(f"{where}.endpoint_override_env: {problem}")
     return SalesforceConnector(

@@ -45,7 +45,6 @@ DEBUG level: keep ``urllib3`` logging at INFO or above in production.)
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -55,7 +54,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 import requests.auth
@@ -77,6 +76,7 @@ from connectors.base import (
     Subject,
     env_secret,
     json_friendly,
+    origin_problem,
     outcome_for,
     receipt_id,
     subject_email,
@@ -144,7 +144,7 @@ class WistiaSettings(BaseModel):
         if self.base_url is not None and self.base_url_env is not None:
             raise ValueError("base_url_env: give either base_url or base_url_env, not both")
         if self.base_url is not None:
-            problem = _base_url_problem(self.base_url)
+            problem = origin_problem(self.base_url)
             if problem:
                 raise ValueError(f"base_url: {problem}")
         for name, cats in self.categories.items():
@@ -158,25 +158,8 @@ class WistiaSettings(BaseModel):
         return self.categories.get(obj) or _DEFAULT_CATEGORIES[obj]
 
 
-def _base_url_problem(url: str) -> str | None:
-    """Why `url` is not a usable API host, or None. Plain http only on loopback (the sandboxes)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be http(s)://host[:port]"
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "give scheme, host and port only (no credentials, path or query; /modern is added)"
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        return "plain http is for loopback sandboxes only (127.0.0.1, ::1, localhost)"
-    return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_settings(system: str, settings: Mapping[str, Any]) -> WistiaSettings:
@@ -213,7 +196,7 @@ def _resolve_base_url(system: str, settings: WistiaSettings) -> str:
         raise ConnectorConfigError(
             f"systems.{system}.settings.base_url_env: environment variable {settings.base_url_env} is not set or empty"
         )
-    problem = _base_url_problem(url)
+    problem = origin_problem(url)
     if problem:
         raise ConnectorConfigError(
             f"systems.{system}.settings.base_url_env: environment variable {settings.base_url_env}: {problem}"
