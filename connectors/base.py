@@ -61,6 +61,7 @@ __all__ = [
     "origin_problem",
     "outcome_for",
     "receipt_id",
+    "resolve_origin",
     "subject_email",
     "topological_order",
     "unique_decisions",
@@ -349,3 +350,20 @@ def origin_problem(url: str, *, https_only: bool = False, loopback_only: bool = 
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return f"plain http is for loopback sandboxes only {LOOPBACK_HOSTS}"
     return None
+
+
+def resolve_origin(where: str, base_url: str | None, base_url_env: str | None, default: str) -> str:
+    """The API origin a connector calls: `base_url` as the settings give it (their model checked
+    it), else the one in the environment variable `base_url_env` names (checked here, as it is
+    read when the connector is built), else the vendor's own."""
+    if base_url is not None:
+        return base_url.rstrip("/")
+    if base_url_env is None:
+        return default
+    url = os.environ.get(base_url_env, "").strip()
+    if not url:
+        raise ConnectorConfigError(f"{where}.base_url_env: environment variable {base_url_env} is not set or empty")
+    problem = origin_problem(url)
+    if problem:
+        raise ConnectorConfigError(f"{where}.base_url_env: environment variable {base_url_env}: {problem}")
+    return url.rstrip("/")

@@ -47,7 +47,6 @@ status and category only, raised outside the ``except`` block so that it is not 
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from collections import Counter
@@ -73,7 +72,6 @@ from hubspot.crm.objects import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.base import (
-    ConnectorConfigError,
     ConnectorError,
     ConnectorInfo,
     DataCategory,
@@ -88,8 +86,10 @@ from connectors.base import (
     chunks,
     env_secret,
     json_friendly,
+    origin_problem,
     outcome_for,
     receipt_id,
+    resolve_origin,
     subject_email,
     unique_decisions,
     validate_settings,
@@ -176,8 +176,9 @@ class HubSpotSettings(BaseModel):
     def _check(self) -> HubSpotSettings:
         if self.base_url is not None and self.base_url_env is not None:
             raise ValueError("base_url_env: give either base_url or base_url_env, not both")
-        if self.base_url is not None and not re.match(r"^https?://[^\s/@]+(:\d+)?/?$", self.base_url):
-            raise ValueError("base_url: must be http(s)://host[:port], without a path or credentials")
+        problem = origin_problem(self.base_url) if self.base_url is not None else None
+        if problem:
+            raise ValueError(f"base_url: {problem}")
         objects = ("contacts", *self.engagements)
         for name, cats in self.categories.items():
             if name not in objects:
@@ -246,27 +247,11 @@ def create(system: str, settings: Mapping[str, Any]) -> HubSpotConnector:
         ConnectorConfigError: bad settings, or an environment variable they name is unset.
     """
     parsed = parse_settings(system, settings)
-    base_url = _resolve_base_url(system, parsed)
+    base_url = resolve_origin(f"systems.{system}.settings", parsed.base_url, parsed.base_url_env, DEFAULT_BASE_URL)
     token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return HubSpotConnector(system, parsed, base_url=base_url, token=token)
 
 
-def _resolve_base_url(system: str, settings: HubSpotSettings) -> str:
-    if settings.base_url is not None:
-        return settings.base_url.rstrip("/")
-    if settings.base_url_env is None:
-        return DEFAULT_BASE_URL
-    url = os.environ.get(settings.base_url_env, "").strip()
-    if not url:
-        raise ConnectorConfigError(
-            f"systems.{system}.settings.base_url_env: environment variable {settings.base_url_env} is not set or empty"
-        )
-    if not re.match(r"^https?://[^\s/@]+(:\d+)?/?$", url):
-        raise ConnectorConfigError(
-            f"systems.{system}.settings.base_url_env: environment variable {settings.base_url_env} must hold "
-            "http(s)://host[:port]"
-        )
-    return url.rstrip("/")
 
 
 # --- errors -----------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ and are raised outside ``except`` blocks (nothing chained).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections import Counter
@@ -54,7 +53,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
     AudienceConnector,
-    ConnectorConfigError,
     ConnectorError,
     ConnectorInfo,
     DataCategory,
@@ -67,8 +65,10 @@ from connectors.base import (
     RecordRef,
     Subject,
     env_secret,
+    origin_problem,
     outcome_for,
     receipt_id,
+    resolve_origin,
     subject_email,
     unique_decisions,
     validate_settings,
@@ -82,7 +82,6 @@ DEFAULT_BASE_URL = "https://api.linkedin.com"
 RESTLI_PROTOCOL_VERSION = "2.0.0"
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_BASE_URL = re.compile(r"^https?://[^\s/@]+(:\d+)?/?$")
 _SEGMENT_URN = re.compile(r"^urn:li:dmpSegment:(?P<id>\d{1,20})$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,79}$")
 _THROTTLE = re.compile(r"throttle (?P<scope>[A-Z]+) (?P<period>[A-Z]+) limit")
@@ -130,8 +129,9 @@ class LinkedInSettings(BaseModel):
     def _check(self) -> LinkedInSettings:
         if self.base_url is not None and self.base_url_env is not None:
             raise ValueError("base_url_env: give either base_url or base_url_env, not both")
-        if self.base_url is not None and not _BASE_URL.match(self.base_url):
-            raise ValueError("base_url: must be http(s)://host[:port], without a path or credentials")
+        problem = origin_problem(self.base_url) if self.base_url is not None else None
+        if problem:
+            raise ValueError(f"base_url: {problem}")
         if not re.fullmatch(r"20\d{2}(0[1-9]|1[0-2])(\.\d{2})?", self.version):
             raise ValueError("version: must be a LinkedIn-Version YYYYMM (or YYYYMM.RR), e.g. \"202604\"")
         for index, urn in enumerate(self.segments):
@@ -160,20 +160,7 @@ def create(system: str, settings: Mapping[str, Any]) -> LinkedInConnector:
         ConnectorConfigError: bad settings, or an environment variable they name is unset.
     """
     parsed = parse_settings(system, settings)
-    where = f"systems.{system}.settings"
-    if parsed.base_url is not None:
-        base_url = parsed.base_url.rstrip("/")
-    elif parsed.base_url_env is None:
-        base_url = DEFAULT_BASE_URL
-    else:
-        base_url = os.environ.get(parsed.base_url_env, "").strip()
-        if not base_url:
-            raise ConnectorConfigError(f"{where}.base_url_env: environment variable {parsed.base_url_env} is not "
-                                       "set or empty")
-        if not _BASE_URL.match(base_url):
-            raise ConnectorConfigError(f"{where}.base_url_env: environment variable {parsed.base_url_env} must hold "
-                                       "http(s)://host[:port]")
-        base_url = base_url.rstrip("/")
+    base_url = resolve_origin(f"systems.{system}.settings", parsed.base_url, parsed.base_url_env, DEFAULT_BASE_URL)
     token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return LinkedInConnector(system, parsed, base_url=base_url, token=token)
 

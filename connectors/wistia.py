@@ -46,7 +46,6 @@ DEBUG level: keep ``urllib3`` logging at INFO or above in production.)
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from collections import Counter
@@ -61,7 +60,6 @@ import requests.auth
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
-    ConnectorConfigError,
     ConnectorError,
     ConnectorInfo,
     DataCategory,
@@ -79,6 +77,7 @@ from connectors.base import (
     origin_problem,
     outcome_for,
     receipt_id,
+    resolve_origin,
     subject_email,
     unique_decisions,
     validate_settings,
@@ -181,27 +180,11 @@ def create(system: str, settings: Mapping[str, Any]) -> WistiaConnector:
         ConnectorConfigError: bad settings, or an environment variable they name is unset.
     """
     parsed = parse_settings(system, settings)
-    base_url = _resolve_base_url(system, parsed)
+    base_url = resolve_origin(f"systems.{system}.settings", parsed.base_url, parsed.base_url_env, DEFAULT_BASE_URL)
     token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return WistiaConnector(system, parsed, base_url=base_url, token=token)
 
 
-def _resolve_base_url(system: str, settings: WistiaSettings) -> str:
-    if settings.base_url is not None:
-        return settings.base_url.rstrip("/")
-    if settings.base_url_env is None:
-        return DEFAULT_BASE_URL
-    url = os.environ.get(settings.base_url_env, "").strip()
-    if not url:
-        raise ConnectorConfigError(
-            f"systems.{system}.settings.base_url_env: environment variable {settings.base_url_env} is not set or empty"
-        )
-    problem = origin_problem(url)
-    if problem:
-        raise ConnectorConfigError(
-            f"systems.{system}.settings.base_url_env: environment variable {settings.base_url_env}: {problem}"
-        )
-    return url.rstrip("/")
 
 
 # --- errors -----------------------------------------------------------------------------------------
