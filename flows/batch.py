@@ -32,8 +32,12 @@ MAX_PARALLEL_STEPS = 32
 @flow(name="process-verified",
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
       validate_parameters=True)
-def process_verified(max_requests: int = 200, max_rounds: int = 20) -> dict[str, Any]:
+def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, Any]:
     """Run every verified request that has not started, up to `max_requests` a round, until none is left.
+
+    A round takes the leases of all its requests at once, and a lease is renewed only when one of
+    its system steps starts: rounds are kept small enough that the last request's steps start
+    well within a lease (DSR_RUN_LEASE_SECONDS, 15 min) even at a slow vendor's limit.
 
     Returns each request's final status ("skipped" when another run held it or it could not run).
     """
