@@ -23,6 +23,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.pacing import Limiter
 from dsr.contract import (
     Connector,
     ConnectorError,
@@ -41,6 +42,7 @@ __all__ = [
     "AudienceConnector",
     "Connector",
     "HttpConnector",
+    "HttpFailure",
     "ConnectorConfigError",
     "ConnectorError",
     "ConnectorInfo",
@@ -59,6 +61,7 @@ __all__ = [
     "is_loopback",
     "json_friendly",
     "origin_problem",
+    "origin_setting_problem",
     "outcome_for",
     "receipt_id",
     "resolve_origin",
@@ -226,6 +229,12 @@ class HttpConnector:
         self.close()
 
 
+class HttpFailure(Exception):
+    """An error answer of an HTTP connector, reduced to what may be repeated (subclassed per vendor)."""
+
+    status: int
+
+
 class AudienceConnector(HttpConnector):
     """What the write-only audience connectors share (Google Ads user lists, LinkedIn DMP segments).
 
@@ -240,6 +249,7 @@ class AudienceConnector(HttpConnector):
     _system: str
     _settings: Any
     _subjects: dict[str, str]
+    _limiter: Limiter
 
     def _subject_email(self, subject: Subject | None) -> str:
         if subject is not None:
@@ -253,6 +263,19 @@ class AudienceConnector(HttpConnector):
 
     def _ref(self, audience: str) -> RecordRef:
         return RecordRef(self._system, self.OBJECT, audience, tuple(self._settings.categories))
+
+    def _on_retry(self, exc: BaseException, wait: float) -> None:
+        """Count a retry by kind; a vendor's wait of a whole window or more holds the shared limiter."""
+        self._count("retries")
+        self._count("waited_seconds", wait)
+        if isinstance(exc, HttpFailure) and exc.status == 429:
+            self._count("throttled")
+            if wait >= self._limiter.period:
+                self._limiter.hold_off(wait)
+        elif isinstance(exc, HttpFailure):
+            self._count("server_errors")
+        else:
+            self._count("network_errors")
 
     def _foreign(self, ref: RecordRef) -> str | None:
         """Why `ref` is not one of this system's audiences (another system's, another object), or None."""
@@ -352,18 +375,29 @@ def origin_problem(url: str, *, https_only: bool = False, loopback_only: bool = 
     return None
 
 
-def resolve_origin(where: str, base_url: str | None, base_url_env: str | None, default: str) -> str:
-    """The API origin a connector calls: `base_url` as the settings give it (their model checked
-    it), else the one in the environment variable `base_url_env` names (checked here, as it is
-    read when the connector is built), else the vendor's own."""
+def origin_setting_problem(value: str | None, env: str | None, *, key: str = "base_url",
+                           check: Callable[[str], str | None] = origin_problem) -> str | None:
+    """For a settings model: why `key` / `key_env` are wrong (both given, or `key` fails `check`),
+    as ``"<field>: <why>"``, or None."""
+    if value is not None and env is not None:
+        return f"{key}_env: give either {key} or {key}_env, not both"
+    problem = check(value) if value is not None else None
+    return f"{key}: {problem}" if problem else None
+
+
+def resolve_origin(where: str, base_url: str | None, base_url_env: str | None, default: str, *,
+                   key: str = "base_url", check: Callable[[str], str | None] = origin_problem) -> str:
+    """The URL a connector calls: `base_url` as the settings give it (their model checked it), else
+    the one in the environment variable `base_url_env` names (checked here with `check`, as it is
+    read when the connector is built), else the vendor's own. `key` names the setting in errors."""
     if base_url is not None:
         return base_url.rstrip("/")
     if base_url_env is None:
         return default
     url = os.environ.get(base_url_env, "").strip()
     if not url:
-        raise ConnectorConfigError(f"{where}.base_url_env: environment variable {base_url_env} is not set or empty")
-    problem = origin_problem(url)
+        raise ConnectorConfigError(f"{where}.{key}_env: environment variable {base_url_env} is not set or empty")
+    problem = check(url)
     if problem:
-        raise ConnectorConfigError(f"{where}.base_url_env: environment variable {base_url_env}: {problem}")
+        raise ConnectorConfigError(f"{where}.{key}_env: environment variable {base_url_env}: {problem}")
     return url.rstrip("/")

@@ -62,7 +62,6 @@ text), and are raised outside ``except`` blocks so the `requests` exception is n
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 import time
@@ -75,12 +74,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
     AudienceConnector,
-    ConnectorConfigError,
     ConnectorError,
     ConnectorInfo,
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    HttpFailure,
     RateLimitSpec,
     Receipt,
     Record,
@@ -88,8 +87,10 @@ from connectors.base import (
     RecordRef,
     Subject,
     env_secret,
+    origin_setting_problem,
     outcome_for,
     receipt_id,
+    resolve_origin,
     subject_email,
     unique_decisions,
     validate_settings,
@@ -107,8 +108,12 @@ MIN_API_VERSION = 20  # what google-ads-python's snapshot still supports (vendor
 FINAL_STATUSES = frozenset({"SUCCESS", "FAILED"})
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_BASE_URL = re.compile(r"^https?://[^\s/@]+(:\d+)?/?$")
 _TOKEN_URL = re.compile(r"^https?://[^\s@]+$")
+
+
+def _token_url_problem(url: str) -> str | None:
+    """Google's token endpoint has a path, so it is checked as a URL, not as an origin."""
+    return None if _TOKEN_URL.match(url) else "must be an http(s) URL without credentials"
 _RESOURCE = re.compile(r"^customers/(?P<cid>\d{10})/userLists/(?P<list>\d+)$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,79}$")
 _CATEGORY = re.compile(r"^[a-z][A-Za-z]{1,60}Error$")
@@ -168,10 +173,9 @@ class OAuthSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> OAuthSpec:
-        if self.token_url is not None and self.token_url_env is not None:
-            raise ValueError("token_url_env: give either token_url or token_url_env, not both")
-        if self.token_url is not None and not _TOKEN_URL.match(self.token_url):
-            raise ValueError("token_url: must be an http(s) URL without credentials")
+        problem = origin_setting_problem(self.token_url, self.token_url_env, key="token_url", check=_token_url_problem)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -225,10 +229,9 @@ class GoogleAdsSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> GoogleAdsSettings:
-        if self.base_url is not None and self.base_url_env is not None:
-            raise ValueError("base_url_env: give either base_url or base_url_env, not both")
-        if self.base_url is not None and not _BASE_URL.match(self.base_url):
-            raise ValueError("base_url: must be http(s)://host[:port], without a path or credentials")
+        problem = origin_setting_problem(self.base_url, self.base_url_env)
+        if problem:
+            raise ValueError(problem)
         if self.api_version is not None:
             match = re.fullmatch(r"v(\d+)", self.api_version)
             if match is None or int(match.group(1)) < MIN_API_VERSION:
@@ -290,10 +293,9 @@ def create(system: str, settings: Mapping[str, Any]) -> GoogleAdsConnector:
     parsed = parse_settings(system, settings)
     where = f"systems.{system}.settings"
     default = DEFAULT_ADS_BASE_URL if parsed.mode == "offline_user_data_job" else DEFAULT_DATA_MANAGER_BASE_URL
-    base_url = _url_from(where, "base_url", parsed.base_url, parsed.base_url_env, default, _BASE_URL,
-                         "http(s)://host[:port]")
-    token_url = _url_from(f"{where}.oauth", "token_url", parsed.oauth.token_url, parsed.oauth.token_url_env,
-                          DEFAULT_TOKEN_URL, _TOKEN_URL, "an http(s) URL")
+    base_url = resolve_origin(where, parsed.base_url, parsed.base_url_env, default)
+    token_url = resolve_origin(f"{where}.oauth", parsed.oauth.token_url, parsed.oauth.token_url_env, DEFAULT_TOKEN_URL,
+                               key="token_url", check=_token_url_problem)
     credentials = _Credentials(
         client_id=env_secret(f"{where}.oauth.client_id_env", parsed.oauth.client_id_env),
         client_secret=env_secret(f"{where}.oauth.client_secret_env", parsed.oauth.client_secret_env),
@@ -302,20 +304,6 @@ def create(system: str, settings: Mapping[str, Any]) -> GoogleAdsConnector:
                          if parsed.mode == "offline_user_data_job" and parsed.developer_token_env else None),
     )
     return GoogleAdsConnector(system, parsed, base_url=base_url, token_url=token_url, credentials=credentials)
-
-
-def _url_from(where: str, key: str, value: str | None, env: str | None, default: str, pattern: re.Pattern[str],
-              shape: str) -> str:
-    if value is not None:
-        return value.rstrip("/")
-    if env is None:
-        return default
-    url = os.environ.get(env, "").strip()
-    if not url:
-        raise ConnectorConfigError(f"{where}.{key}_env: environment variable {env} is not set or empty")
-    if not pattern.match(url):
-        raise ConnectorConfigError(f"{where}.{key}_env: environment variable {env} must hold {shape}")
-    return url.rstrip("/")
 
 
 # --- errors -----------------------------------------------------------------------------------------------
@@ -333,7 +321,7 @@ class GoogleAdsApiError(ConnectorError):
         self.status, self.codes, self.fatal = status, codes, fatal
 
 
-class _HttpFailure(Exception):
+class _HttpFailure(HttpFailure):
     """An error answer, reduced to what may be repeated: status, Google status, error codes, waits.
 
     Internal: never leaves the connector (its `requests` origin stays out of every `ConnectorError`).
@@ -695,18 +683,6 @@ class GoogleAdsConnector(AudienceConnector):
                 return exc.retry_delay is None or exc.retry_delay <= self._settings.retry_max_wait
             return exc.status in (500, 502, 503, 504)
         return isinstance(exc, _NETWORK_ERRORS)
-
-    def _on_retry(self, exc: BaseException, wait: float) -> None:
-        self._count("retries")
-        self._count("waited_seconds", wait)
-        if isinstance(exc, _HttpFailure) and exc.status == 429:
-            self._count("throttled")
-            if wait >= self._limiter.period:
-                self._limiter.hold_off(wait)
-        elif isinstance(exc, _HttpFailure):
-            self._count("server_errors")
-        else:
-            self._count("network_errors")
 
     def _failure(self, operation: str, what: str, exc: _HttpFailure) -> GoogleAdsApiError:
         where = f"systems.{self._system}: {operation} of {what!r} failed"

@@ -86,7 +86,7 @@ from connectors.base import (
     chunks,
     env_secret,
     json_friendly,
-    origin_problem,
+    origin_setting_problem,
     outcome_for,
     receipt_id,
     resolve_origin,
@@ -174,11 +174,9 @@ class HubSpotSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> HubSpotSettings:
-        if self.base_url is not None and self.base_url_env is not None:
-            raise ValueError("base_url_env: give either base_url or base_url_env, not both")
-        problem = origin_problem(self.base_url) if self.base_url is not None else None
+        problem = origin_setting_problem(self.base_url, self.base_url_env)
         if problem:
-            raise ValueError(f"base_url: {problem}")
+            raise ValueError(problem)
         objects = ("contacts", *self.engagements)
         for name, cats in self.categories.items():
             if name not in objects:
@@ -250,8 +248,6 @@ def create(system: str, settings: Mapping[str, Any]) -> HubSpotConnector:
     base_url = resolve_origin(f"systems.{system}.settings", parsed.base_url, parsed.base_url_env, DEFAULT_BASE_URL)
     token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return HubSpotConnector(system, parsed, base_url=base_url, token=token)
-
-
 
 
 # --- errors -----------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    HttpFailure,
     RateLimitSpec,
     Receipt,
     Record,
@@ -65,7 +66,7 @@ from connectors.base import (
     RecordRef,
     Subject,
     env_secret,
-    origin_problem,
+    origin_setting_problem,
     outcome_for,
     receipt_id,
     resolve_origin,
@@ -127,11 +128,9 @@ class LinkedInSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LinkedInSettings:
-        if self.base_url is not None and self.base_url_env is not None:
-            raise ValueError("base_url_env: give either base_url or base_url_env, not both")
-        problem = origin_problem(self.base_url) if self.base_url is not None else None
+        problem = origin_setting_problem(self.base_url, self.base_url_env)
         if problem:
-            raise ValueError(f"base_url: {problem}")
+            raise ValueError(problem)
         if not re.fullmatch(r"20\d{2}(0[1-9]|1[0-2])(\.\d{2})?", self.version):
             raise ValueError("version: must be a LinkedIn-Version YYYYMM (or YYYYMM.RR), e.g. \"202604\"")
         for index, urn in enumerate(self.segments):
@@ -180,7 +179,7 @@ class LinkedInApiError(ConnectorError):
         self.status, self.code, self.fatal = status, code, fatal
 
 
-class _HttpFailure(Exception):
+class _HttpFailure(HttpFailure):
     """An error answer reduced to what may be repeated. Internal: never leaves the connector."""
 
     def __init__(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
@@ -354,18 +353,6 @@ class LinkedInConnector(AudienceConnector):
             return _json_or_none(response)
 
         return attempt
-
-    def _on_retry(self, exc: BaseException, wait: float) -> None:
-        self._count("retries")
-        self._count("waited_seconds", wait)
-        if isinstance(exc, _HttpFailure) and exc.status == 429:
-            self._count("throttled")
-            if wait >= self._limiter.period:
-                self._limiter.hold_off(wait)
-        elif isinstance(exc, _HttpFailure):
-            self._count("server_errors")
-        else:
-            self._count("network_errors")
 
     def _failure(self, operation: str, what: str, exc: _HttpFailure) -> LinkedInApiError:
         where = f"systems.{self._system}: {operation} of {what!r} failed"

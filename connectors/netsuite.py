@@ -377,12 +377,6 @@ class NetSuiteSettings(BaseModel):
         return self
 
 
-
-
-
-
-
-
 def parse_settings(system: str, settings: Mapping[str, Any]) -> NetSuiteSettings:
     """Validate a system's settings.
 

@@ -276,12 +276,6 @@ class SalesforceSettings(BaseModel):
         return self
 
 
-
-
-
-
-
-
 def _discovery_parents(objects: Mapping[str, ObjectSpec]) -> dict[str, set[str]]:
     return {name: {m.parent for m in spec.match if m.parent} for name, spec in objects.items()}
 

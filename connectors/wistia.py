@@ -74,7 +74,7 @@ from connectors.base import (
     Subject,
     env_secret,
     json_friendly,
-    origin_problem,
+    origin_setting_problem,
     outcome_for,
     receipt_id,
     resolve_origin,
@@ -140,12 +140,9 @@ class WistiaSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> WistiaSettings:
-        if self.base_url is not None and self.base_url_env is not None:
-            raise ValueError("base_url_env: give either base_url or base_url_env, not both")
-        if self.base_url is not None:
-            problem = origin_problem(self.base_url)
-            if problem:
-                raise ValueError(f"base_url: {problem}")
+        problem = origin_setting_problem(self.base_url, self.base_url_env)
+        if problem:
+            raise ValueError(problem)
         for name, cats in self.categories.items():
             if name not in OBJECTS:
                 raise ValueError(f"categories.{name}: not an object of this system (visitor or event)")
@@ -155,10 +152,6 @@ class WistiaSettings(BaseModel):
 
     def categories_of(self, obj: str) -> tuple[DataCategory, ...]:
         return self.categories.get(obj) or _DEFAULT_CATEGORIES[obj]
-
-
-
-
 
 
 def parse_settings(system: str, settings: Mapping[str, Any]) -> WistiaSettings:
@@ -183,8 +176,6 @@ def create(system: str, settings: Mapping[str, Any]) -> WistiaConnector:
     base_url = resolve_origin(f"systems.{system}.settings", parsed.base_url, parsed.base_url_env, DEFAULT_BASE_URL)
     token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
     return WistiaConnector(system, parsed, base_url=base_url, token=token)
-
-
 
 
 # --- errors -----------------------------------------------------------------------------------------
