@@ -433,10 +433,12 @@ class _SalesforceSession(requests.Session):
         url = self._route(url if isinstance(url, str) else url.decode())
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        self._pace()
+        login = urlsplit(url).path.endswith("/services/oauth2/token")
+        if not login:  # a login counts against the user's hourly logins, not the org's API budget
+            self._pace()
         self._count("http_calls")
         self._thread.calls = self.calls_in_thread() + 1
-        if urlsplit(url).path.endswith("/services/oauth2/token"):
+        if login:
             self._count("logins")
         response = super().request(method, url, *args, **kwargs)
         self._observe(response)
