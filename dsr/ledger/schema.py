@@ -61,3 +61,31 @@ subject_tokens = Table(
     Column("expires_at", String(32), nullable=False),
     Column("used_at", String(32), nullable=True),
 )
+
+# Signed chain heads (append-only log, itself hash-linked): what a table edit cannot forge.
+# A chain shorter than its newest signed head was truncated; a signed head with no chain was deleted.
+chain_heads = Table(
+    "dsr_chain_heads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("prev_entry_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("key_fingerprint", String(64), nullable=False),
+)
+
+# Free text referenced from events by SHA-256: redactable without breaking the chain.
+free_texts = Table(
+    "dsr_free_texts",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("text", Text, nullable=True),
+    Column("redacted_at", String(32), nullable=True),
+    Column("redacted_reason", String(200), nullable=True),
+)
