@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connectors.base import ConnectorConfigError
 from dsr.config import ConfigError
 from dsr.deadlines import DeadlineError, due_date
 from dsr.identity import IdentityError
@@ -59,6 +61,32 @@ def _fail(code: int, message: str) -> NoReturn:
     raise typer.Exit(code)
 
 
+# The environment prefix of each settings model whose validation errors are configuration problems.
+_ENV_PREFIXES = {"Settings": "DSR_", "StorageConfig": "DSR_STORAGE_"}
+
+
+def config_problem(exc: BaseException) -> str | None:
+    """The message for a configuration problem (bad input, exit 2), or None for anything else.
+
+    A setting that is missing or wrong is the operator's to fix, never an "internal error": a data map
+    or policy entry, a connector's settings (the environment variables they name), a key file, or a
+    DSR_* variable (named, without its value: it may be a secret).
+    """
+    if isinstance(exc, ConfigError | ConnectorConfigError):
+        return str(exc)
+    from dsr.signing import SigningKeyError  # cryptography is heavy: only when something failed
+
+    if isinstance(exc, SigningKeyError):
+        return str(exc)
+    if isinstance(exc, ValidationError) and exc.title in _ENV_PREFIXES:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a rule across fields: its message names them
+            return f"{_ENV_PREFIXES[exc.title]}* settings: {message}"
+        return f"{_ENV_PREFIXES[exc.title]}{'_'.join(str(p) for p in first['loc']).upper()}: {message}"
+    return None
+
+
 @contextmanager
 def _service() -> Iterator[DsrService]:
     """Open the service and turn every known failure into a clear message and exit code."""
@@ -68,12 +96,20 @@ def _service() -> Iterator[DsrService]:
         yield service
     except (RequestInputError, IdentityError, DeadlineError, ConfigError) as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
+    except ConnectorConfigError as exc:
+        where = f" (data map: {service.settings.systems_path})" if service is not None else ""
+        _fail(EXIT_BAD_INPUT, f"{exc}{where}")
     except UnknownRequest as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
     except RequestStateError as exc:
         _fail(EXIT_REFUSED, str(exc))
     except (LedgerError, ChainError) as exc:
         _fail(EXIT_NOT_COMPLETED, str(exc))
+    except Exception as exc:
+        problem = config_problem(exc)
+        if problem is None:
+            raise
+        _fail(EXIT_BAD_INPUT, problem)
     finally:
         if service is not None:
             service.close()
@@ -323,11 +359,51 @@ def run(request_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     with _service() as service:
         from dsr.execution import RequestRunner
 
-        RequestRunner(service).check_runnable(request_id)  # refuse before a 10 s orchestrator start
+        state = RequestRunner(service).check_runnable(request_id)  # refuse before a 10 s orchestrator start
+        _check_connector_settings(service, state)
         result = run_with_progress(service, request_id)
         _print_outcome(result)
         if result["status"] != "completed":
             _fail(EXIT_NOT_COMPLETED, f"request {request_id} is {result['status']}: {result.get('reason') or 'see dsr status'}")
+
+
+def _connector_setting_problems(service: DsrService, systems: list[str]) -> list[str]:
+    """What is wrong with these systems' connector settings (each message names the setting).
+
+    Only settings are checked: a vendor or database that cannot be reached is the run's to record.
+    """
+    connect = _connect_by_name(service)
+    problems: list[str] = []
+    for name in systems:
+        try:
+            connector = connect(name)
+        except ConnectorConfigError as exc:
+            problems.append(str(exc))
+            continue
+        except Exception:  # noqa: BLE001 - not a settings problem (a database that is down)
+            continue
+        close = getattr(connector, "close", None)
+        if callable(close):
+            close()
+    return problems
+
+
+def _check_connector_settings(service: DsrService, state: Any) -> None:
+    """Refuse (exit 2, nothing recorded) a run whose systems' settings are wrong or missing.
+
+    Run unchecked, each such system would be recorded as failed and the request sealed as partially
+    completed, for want of a setting the operator can fix in a minute.
+    """
+    from dsr.state import SystemStatus
+
+    if state.closed:
+        return
+    todo = [name for name, config in sorted(service.data_map.enabled().items())
+            if RequestType(state.type) in config.request_types
+            and (state.systems.get(name) is None or state.systems[name].status != SystemStatus.COMPLETED)]
+    problems = _connector_setting_problems(service, todo)
+    if problems:
+        _fail(EXIT_BAD_INPUT, "; ".join(problems) + f" (data map: {service.settings.systems_path}); nothing was run")
 
 
 def _print_outcome(result: dict[str, Any]) -> None:
@@ -432,8 +508,17 @@ def serve(
         if not access.tokens:
             err.print(f"[yellow]no officer or auditor tokens in {service.settings.access_path}: "
                       "create one with `dsr token create`[/yellow]")
+        # The API and intake work without them, but every run would record these systems as failed.
+        for problem in _connector_setting_problems(service, sorted(service.data_map.enabled())):
+            err.print(f"[yellow]warning:[/yellow] {problem} (data map: {service.settings.systems_path})")
+        from dsr.api.limits import uvicorn_proxy_options
+
+        try:  # forwarded headers are believed from the configured proxies only (DSR_TRUSTED_PROXIES)
+            proxies = uvicorn_proxy_options(service.settings.trusted_proxies)
+        except ValueError as exc:
+            _fail(EXIT_BAD_INPUT, str(exc))
         api = uvicorn.Server(uvicorn.Config(create_app(service, access, store), host=host, port=port,
-                                            log_level="warning"))
+                                            log_level="warning", **proxies))
         if api_only:
             from flows.events import install
 
@@ -691,6 +776,10 @@ def main() -> None:
         err.print("interrupted; a re-run resumes where this one stopped")
         sys.exit(130)
     except Exception as exc:  # last resort: a message, not a stack trace (DSR_DEBUG=1 shows it)
+        problem = config_problem(exc)
+        if problem is not None:  # raised outside `_service` (a command that reads settings itself)
+            err.print(f"[red]error:[/red] {problem}")
+            sys.exit(EXIT_BAD_INPUT)
         if os.environ.get("DSR_DEBUG"):
             raise
         err.print(f"[red]internal error:[/red] {type(exc).__name__}: {str(exc)[:500]}\n"
