@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dsr.callbacks import (
@@ -77,6 +77,11 @@ ACTOR = "opendsr-intake"
 SUBJECT_ACTOR = "subject"
 CODE_SENT = "verification.code_sent"
 CODE_FAILED = "verification.code_failed"
+#: Why a request is cancelled after too many wrong codes: a fixed text, no personal data.
+TOO_MANY_FAILURES = ("identity not verified: too many wrong verification codes; the request is cancelled "
+                     "(the subject may submit a new request)")
+#: The controller of requests that arrive unsigned (the company's own web form backend).
+DEFAULT_CONTROLLER_ID = "web-form"
 LINKED = "request.linked"
 VERIFY_METHOD = "email-code"
 VERIFY_NOTE = "6-digit code e-mailed to the address on file was returned"
@@ -115,6 +120,7 @@ intake_requests = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("duplicate_of", String(64), nullable=True),
     Column("created_at", String(32), nullable=False),
+    Column("controller_id", String(200), nullable=True),
 )
 intake_primaries = Table(
     "dsr_intake_primaries", metadata,
@@ -132,6 +138,19 @@ verification_codes = Table(
     Column("attempts", Integer, nullable=False),
     Column("used_at", String(32), nullable=True),
     Column("codes_sent", Integer, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="0"),
+)
+code_issues = Table(
+    "dsr_code_issues", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("identity_hash", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("issued_at", String(32), nullable=False),
+)
+code_identities = Table(
+    "dsr_code_identities", metadata,
+    Column("identity_hash", String(64), primary_key=True),
+    Column("last_issued_at", String(32), nullable=False),
 )
 
 Loc = tuple[str | int, ...]
@@ -212,11 +231,15 @@ class IntakeInput:
     identity_hash: str
     callback_urls: tuple[str, ...]
     fingerprint: str  # keyed hash of the content: what "the same request again" means
+    controller_id: str | None = None  # the signing controller; None: the default one
 
+
+#: What `extensions[<our processor domain>]` may hold: our extensions to OpenDSR.
+OUR_EXTENSIONS = ("country", "regime")
 
 #: Where a NewRequest field came from in the OpenDSR body.
 _NEW_REQUEST_LOC: dict[str, Loc] = {
-    "received": ("submitted_time",), "regime": ("regulation",), "country": ("country",), "type": ("subject_request_type",),
+    "submitted_at": ("submitted_time",), "regime": ("regulation",), "country": ("country",), "type": ("subject_request_type",),
 }
 
 
@@ -226,9 +249,15 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[Loc, str]]:
 
 
 def parse_opendsr(body: object, *, key: bytes, now: datetime, callback_url_prefixes: Sequence[str] = (),
-                  max_age: timedelta = timedelta(days=30),
-                  clock_skew: timedelta = timedelta(minutes=5)) -> IntakeInput:
-    """Check an OpenDSR body and map it to a `NewRequest`; IntakeInvalid names every problem."""
+                  clock_skew: timedelta = timedelta(minutes=5), extension_domain: str | None = None,
+                  controller_id: str | None = None) -> IntakeInput:
+    """Check an OpenDSR body and map it to a `NewRequest`; IntakeInvalid names every problem.
+
+    The clock starts at `now`, the server's receipt: `submitted_time` is the caller's word (kept in
+    the received event as `submitted_at`), so a caller cannot back-date the legal deadline. The
+    spec sets no age limit on it; one in the future (beyond `clock_skew`) is refused as nonsense.
+    `extensions[extension_domain]` (our processor domain) may carry `country` and `regime`.
+    """
     try:
         model = OpenDsrBody.model_validate(body)
     except ValidationError as exc:
@@ -252,16 +281,29 @@ def parse_opendsr(body: object, *, key: bytes, now: datetime, callback_url_prefi
             submitted = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
         except ValueError:
             problems.append((("submitted_time",), "is not a real date and time"))
-    received = submitted
-    if submitted is not None:
-        if submitted > now + clock_skew:
-            problems.append((("submitted_time",), "must not be in the future"))
-        elif submitted < now - max_age:
-            problems.append((("submitted_time",), f"must be within the last {max_age.days} days"))
-        received = min(submitted, now)  # a clock a little ahead is read as "now"
+    if submitted is not None and submitted > now + clock_skew:
+        problems.append((("submitted_time",), "must not be in the future"))
+
+    ours: dict[str, Any] = {}
+    for domain, value in (model.extensions or {}).items():
+        if not isinstance(value, dict):
+            problems.append((("extensions", domain), "must be an object (keyed by processor domain)"))
+        elif extension_domain is not None and domain.strip().lower() == extension_domain:
+            ours = value  # other processors' extensions are theirs, not ours to judge
+    for name in sorted(set(ours) - set(OUR_EXTENSIONS)):
+        problems.append((("extensions", str(extension_domain), name),
+                         "not an extension of this processor (" + ", ".join(OUR_EXTENSIONS) + ")"))
+    country = model.country
+    for name in OUR_EXTENSIONS:
+        value = ours.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append((("extensions", str(extension_domain), name), "must be a string"))
+        elif value is not None and name == "country":
+            country = value
 
     regime: Regime | None = None
-    spellings = [(name, value) for name, value in (("regulation", model.regulation), ("regime", model.regime))
+    ext_regime = ours.get("regime") if isinstance(ours.get("regime"), str) else None
+    spellings = [(name, value) for name, value in (("regulation", model.regulation), ("regime", model.regime or ext_regime))
                  if value is not None]
     if not spellings:
         problems.append((("regulation",), "required: one of " + ", ".join(sorted({r.value for r in REGULATIONS.values()}))))
@@ -309,18 +351,20 @@ def parse_opendsr(body: object, *, key: bytes, now: datetime, callback_url_prefi
 
     if problems:
         raise IntakeInvalid(problems)
-    assert kind is not None and regime is not None and received is not None and submitted is not None and email
+    assert kind is not None and regime is not None and submitted is not None and email
     try:
-        new = parse_new_request(type=kind, email=email, regime=regime, country=model.country, received=received,
-                                channel=CHANNEL)
+        new = parse_new_request(type=kind, email=email, regime=regime, country=country, received=now,
+                                submitted_at=submitted, channel=CHANNEL)
     except RequestInputError as exc:
         loc = ("subject_identities", email_index, "identity_value") if exc.field == "email" else \
             _NEW_REQUEST_LOC.get(exc.field, (exc.field,))
         raise IntakeInvalid([(loc, str(exc).split(": ", 1)[-1])]) from None
     content = {"subject_request_id": request_id, "type": kind.value, "email": email, "regime": regime.value,
                "country": new.country, "submitted_time": format_timestamp(submitted), "callbacks": sorted(urls)}
+    if controller_id is not None:  # the same id from another controller is other content
+        content["controller"] = controller_id
     fingerprint = hmac.new(key, canonical_json(content).encode("utf-8"), hashlib.sha256).hexdigest()
-    return IntakeInput(request_id, new, identity_hash("email", email, key), tuple(urls), fingerprint)
+    return IntakeInput(request_id, new, identity_hash("email", email, key), tuple(urls), fingerprint, controller_id)
 
 
 # -- outcomes --------------------------------------------------------------------------------------
@@ -333,6 +377,8 @@ class CodeNotice:
     request_id: str  # the request the code is for (the first one, for a duplicate)
     sent: bool  # a new code went out on this call
     expires_at: str | None  # of the usable code, if there is one
+    #: Why no code went out although none is usable: request_limit, identity_limit, too_many_failures.
+    withheld: str | None = None
 
 
 @dataclass(frozen=True)
@@ -346,6 +392,43 @@ class IntakeOutcome:
 SmtpConfigProvider = Callable[[], SmtpConfig | None]
 
 
+@dataclass(frozen=True)
+class CodeLimits:
+    """How many codes, and how many wrong guesses, the public intake allows.
+
+    A guess has a one-in-a-million chance; these caps keep the chance of verifying someone else's
+    request by guessing at `failures_per_request` in a million (5e-6 by default), however often the
+    request (or a new one for the same address) is submitted again.
+
+    Attributes:
+        code_lifetime: How long an e-mailed code is valid.
+        attempts_per_code: Wrong guesses one code takes before it is used up.
+        failures_per_request: Wrong guesses a request takes over all its codes; the last one
+            cancels the request (recorded in the ledger, reason without personal data).
+        codes_per_request: Codes one request is ever sent.
+        codes_per_request_per_window: Codes one request is sent within `window`.
+        codes_per_identity_per_window: Codes one subject (identity hash) is sent within `window`,
+            over every request id that names the address: new ids buy no new codes.
+        window: The sliding window of the two caps above.
+    """
+
+    code_lifetime: timedelta = timedelta(minutes=10)
+    attempts_per_code: int = 3
+    failures_per_request: int = 5
+    codes_per_request: int = 5
+    codes_per_request_per_window: int = 3
+    codes_per_identity_per_window: int = 5
+    window: timedelta = timedelta(hours=24)
+
+    def __post_init__(self) -> None:
+        for name in ("attempts_per_code", "failures_per_request", "codes_per_request",
+                     "codes_per_request_per_window", "codes_per_identity_per_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+        if self.code_lifetime <= timedelta(0) or self.window <= timedelta(0):
+            raise ValueError("code_lifetime, window: must be positive")
+
+
 class Intake:
     """The public intake over a `DsrService` (the HTTP door in dsr.api.intake is a thin shell)."""
 
@@ -354,18 +437,26 @@ class Intake:
                  code_lifetime: timedelta = timedelta(minutes=10),
                  max_attempts: int = 3,
                  max_codes: int = 5,
+                 limits: CodeLimits | None = None,
                  callback_url_prefixes: Sequence[str] = (),
-                 max_age: timedelta = timedelta(days=30),
-                 clock_skew: timedelta = timedelta(minutes=5)) -> None:
+                 clock_skew: timedelta = timedelta(minutes=5),
+                 default_controller_id: str = DEFAULT_CONTROLLER_ID) -> None:
         self.service = service
         self.smtp_config_provider = smtp_config_provider
         self.duplicate_window = duplicate_window
-        self.code_lifetime = code_lifetime
-        self.max_attempts = max_attempts
-        self.max_codes = max_codes
+        self.limits = limits or CodeLimits(code_lifetime=code_lifetime, attempts_per_code=max_attempts,
+                                           codes_per_request=max_codes)
         self.callback_url_prefixes = tuple(callback_url_prefixes)
-        self.max_age = max_age
         self.clock_skew = clock_skew
+        self.default_controller_id = default_controller_id
+
+    @property
+    def code_lifetime(self) -> timedelta:
+        return self.limits.code_lifetime
+
+    @property
+    def max_attempts(self) -> int:
+        return self.limits.attempts_per_code
 
     @property
     def _key(self) -> bytes:
@@ -387,12 +478,17 @@ class Intake:
 
     # -- submit ----------------------------------------------------------------------------------
 
-    def submit(self, body: object) -> IntakeOutcome:
-        """Record an OpenDSR request (idempotent on its id), link it if a duplicate, send a code."""
+    def submit(self, body: object, *, controller_id: str | None = None,
+               extension_domain: str | None = None) -> IntakeOutcome:
+        """Record an OpenDSR request (idempotent on its id), link it if a duplicate, send a code.
+
+        `controller_id`: the controller whose signature the body carried (None: the default one).
+        """
         config = self._smtp()
         now = datetime.now(UTC)
         parsed = parse_opendsr(body, key=self._key, now=now, callback_url_prefixes=self.callback_url_prefixes,
-                               max_age=self.max_age, clock_skew=self.clock_skew)
+                               clock_skew=self.clock_skew, extension_domain=extension_domain,
+                               controller_id=controller_id)
         request_id = parsed.request_id
         duplicate_of = self._record_intake(parsed, now)
         try:
@@ -450,7 +546,8 @@ class Intake:
                                 t.c.request_id == seen).values(**claim)).rowcount != 1:
                             raise _Raced
                     conn.execute(insert(intake_requests).values(
-                        request_id=request_id, fingerprint=parsed.fingerprint, duplicate_of=first, created_at=stamp))
+                        request_id=request_id, fingerprint=parsed.fingerprint, duplicate_of=first, created_at=stamp,
+                        controller_id=parsed.controller_id))
                 return first
             except (IntegrityError, _Raced):
                 continue
@@ -540,30 +637,57 @@ class Intake:
         return self.issue_code(request_id, config)
 
     def issue_code(self, request_id: str, config: SmtpConfig | None = None) -> CodeNotice:
-        """E-mail a new code unless a usable one exists (or the request had its 5)."""
+        """E-mail a new code unless a usable one exists, or a cap says no (see `CodeLimits`)."""
         config = config or self._smtp()
+        limits = self.limits
         now = datetime.now(UTC)
-        stamp, expires = format_timestamp(now), now + self.code_lifetime
-        expires_at = format_timestamp(expires)
+        stamp, expires = format_timestamp(now), now + limits.code_lifetime
+        expires_at, window_start = format_timestamp(expires), format_timestamp(now - limits.window)
         code = f"{secrets.randbelow(1_000_000):06d}"
         digest = self._code_hmac(request_id, code)
+        subject = self.service.state(request_id).identity_hash
         t = verification_codes
         try:
             with self._engine.begin() as conn:
+                # Written first: concurrent issuers for one subject queue here, so the counts below hold.
+                if conn.execute(update(code_identities).where(code_identities.c.identity_hash == subject)
+                                .values(last_issued_at=stamp)).rowcount != 1:
+                    conn.execute(insert(code_identities).values(identity_hash=subject, last_issued_at=stamp))
                 row = conn.execute(select(t).where(t.c.request_id == request_id)).mappings().first()
+                if row is not None:
+                    live = row["used_at"] is None and row["attempts"] < limits.attempts_per_code \
+                        and row["expires_at"] > stamp and row["failures"] < limits.failures_per_request
+                    if live or row["used_at"] is not None:
+                        return CodeNotice(request_id, sent=False, expires_at=row["expires_at"] if live else None)
+                    if row["failures"] >= limits.failures_per_request:
+                        return CodeNotice(request_id, sent=False, expires_at=None, withheld="too_many_failures")
+                    if row["codes_sent"] >= limits.codes_per_request:
+                        return CodeNotice(request_id, sent=False, expires_at=None, withheld="request_limit")
+                issued = code_issues.c
+                recent_here = conn.execute(select(func.count()).where(
+                    issued.request_id == request_id, issued.issued_at > window_start)).scalar_one()
+                recent_subject = conn.execute(select(func.count()).where(
+                    issued.identity_hash == subject, issued.issued_at > window_start)).scalar_one()
+                if recent_here >= limits.codes_per_request_per_window:
+                    log.info("request %s: no new code (%d sent in the window)", request_id, recent_here)
+                    return CodeNotice(request_id, sent=False, expires_at=None, withheld="request_limit")
+                if recent_subject >= limits.codes_per_identity_per_window:
+                    log.info("request %s: no new code (subject %s had %d in the window)", request_id, subject,
+                             recent_subject)
+                    return CodeNotice(request_id, sent=False, expires_at=None, withheld="identity_limit")
                 if row is None:
                     conn.execute(insert(t).values(request_id=request_id, code_hmac=digest, expires_at=expires_at,
-                                                  attempts=0, used_at=None, codes_sent=1))
+                                                  attempts=0, used_at=None, codes_sent=1, failures=0))
                     number = 1
                 else:
-                    live = row["used_at"] is None and row["attempts"] < self.max_attempts and row["expires_at"] > stamp
-                    if live or row["used_at"] is not None or row["codes_sent"] >= self.max_codes:
-                        return CodeNotice(request_id, sent=False, expires_at=row["expires_at"] if live else None)
                     number = row["codes_sent"] + 1
+                    # attempts restart with the new code; failures (the request's whole budget) do not.
                     if conn.execute(update(t).where(t.c.request_id == request_id,
                                                     t.c.codes_sent == row["codes_sent"]).values(
                             code_hmac=digest, expires_at=expires_at, attempts=0, codes_sent=number)).rowcount != 1:
                         return CodeNotice(request_id, sent=False, expires_at=None)  # a twin just issued one
+                conn.execute(insert(code_issues).values(identity_hash=subject, request_id=request_id,
+                                                        issued_at=stamp))
         except IntegrityError:
             return CodeNotice(request_id, sent=False, expires_at=None)  # a twin just issued the first
         address = self.service.ledger.identity(request_id)
@@ -601,22 +725,29 @@ class Intake:
         channel.send(Notice(subject="Your verification code", body=body, fields={}))
 
     def verify_code(self, request_id: str, code: object) -> RequestState:
-        """Check a code (atomic attempt count, constant-time compare); on success the request is verified."""
+        """Check a code (atomic attempt count, constant-time compare); on success the request is verified.
+
+        Every wrong guess counts twice: against the code (`attempts_per_code`) and against the
+        request over all its codes (`failures_per_request`); the guess that spends the request's
+        budget cancels it.
+        """
         if not isinstance(code, str) or not _CODE.match(code.strip()):
             raise IntakeInvalid([(("code",), "must be the 6 digits from the e-mail")])
         digest = self._code_hmac(request_id, code.strip())
         stamp = format_timestamp(datetime.now(UTC))
-        t = verification_codes
+        limits, t = self.limits, verification_codes
         with self._engine.begin() as conn:
-            counted = conn.execute(update(t).where(
-                t.c.request_id == request_id, t.c.used_at.is_(None), t.c.attempts < self.max_attempts,
-                t.c.expires_at > stamp,
-            ).values(attempts=t.c.attempts + 1)).rowcount == 1
-            row = conn.execute(select(t.c.code_hmac, t.c.attempts, t.c.used_at)
-                               .where(t.c.request_id == request_id)).first()
+            row = conn.execute(select(t.c.code_hmac, t.c.used_at).where(t.c.request_id == request_id)).first()
             matches = row is not None and hmac.compare_digest(row.code_hmac, digest)
-            if counted and matches:
-                conn.execute(update(t).where(t.c.request_id == request_id).values(used_at=stamp))
+            counted = False
+            if row is not None:
+                usable = (t.c.request_id == request_id, t.c.code_hmac == row.code_hmac, t.c.used_at.is_(None),
+                          t.c.attempts < limits.attempts_per_code, t.c.failures < limits.failures_per_request,
+                          t.c.expires_at > stamp)
+                change = {"attempts": t.c.attempts + 1, "used_at": stamp} if matches else \
+                    {"attempts": t.c.attempts + 1, "failures": t.c.failures + 1}
+                counted = conn.execute(update(t).where(*usable).values(**change)).rowcount == 1
+            after = conn.execute(select(t.c.attempts, t.c.failures).where(t.c.request_id == request_id)).first()
         if matches and (counted or row.used_at is not None):  # type: ignore[union-attr]
             if not counted:  # the same right code again (a double submit): the answer it had
                 return self.service.state(request_id)
@@ -628,11 +759,25 @@ class Intake:
                     raise
             log.info("request %s verified by e-mailed code", request_id)
             return state
-        if counted and row is not None:
+        if counted and after is not None:
+            failures_left = max(limits.failures_per_request - after.failures, 0)
             self.service.ledger.append(request_id, CODE_FAILED, {
-                "attempt": row.attempts, "attempts_left": max(self.max_attempts - row.attempts, 0)}, actor=ACTOR)
-            log.info("request %s: verification code attempt %d failed", request_id, row.attempts)
+                "attempt": after.attempts,
+                "attempts_left": min(max(limits.attempts_per_code - after.attempts, 0), failures_left),
+                "failures": after.failures, "failures_left": failures_left}, actor=ACTOR)
+            log.info("request %s: verification code attempt %d failed (%d in all)", request_id, after.attempts,
+                     after.failures)
+            if failures_left == 0:
+                self._cancel_unverified(request_id)
         raise CodeRefused()
+
+    def _cancel_unverified(self, request_id: str) -> None:
+        """The request's guessing budget is spent: cancel it (the reason holds no personal data)."""
+        try:
+            self.service.cancel(request_id, reason=TOO_MANY_FAILURES, actor=ACTOR)
+        except RequestStateError:
+            return  # already closed (a twin guess got here first, or the office closed it)
+        log.warning("request %s cancelled: too many wrong verification codes", request_id)
 
     # -- status ----------------------------------------------------------------------------------
 

@@ -67,6 +67,9 @@ class NewRequest(BaseModel):
     regime: Regime
     country: str | None = None
     received: datetime
+    # When the requester says they asked (OpenDSR `submitted_time`): information only, the clock
+    # starts at `received` (the server's receipt), so a caller cannot back-date the deadline.
+    submitted_at: datetime | None = None
     channel: str = "cli"
     note: Annotated[str, Field(max_length=2000)] | None = None
 

@@ -173,6 +173,8 @@ class DsrService:
             "note": _evidence_text("note", new.note),
             "deadline": deadline.to_dict(),
         }
+        if new.submitted_at is not None:  # the requester's own time, kept as information
+            payload["submitted_at"] = format_timestamp(new.submitted_at)
         self.ledger.append(request_id, EventType.RECEIVED, payload, actor=actor or self.settings.actor,
                            identity=("email", new.email, digest), expect_new=True)
         log.info("request %s received (%s, %s, subject %s)", request_id, new.type.value, new.regime.value, digest)

@@ -41,6 +41,24 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
                                     description="Largest request body the HTTP API accepts, in bytes.")
 
+    # The public OpenDSR door (dsr.api.intake, dsr.opendsr). Forwarded headers (X-Forwarded-For) are
+    # believed only from these proxies (comma-separated IPs or networks); none by default, so a caller
+    # cannot pick the client address the rate limits count.
+    trusted_proxies: str = Field(default="", description="Proxies whose X-Forwarded-For is believed (IPs/CIDRs).")
+    opendsr_domain: str = Field(default="localhost", description="X-OpenDSR-Processor-Domain; the certificate's name.")
+    opendsr_base_url: str | None = Field(
+        default=None, description="Public URL of the /opendsr door (certificate and results links); default: "
+                                  "the URL the request came in on.")
+    opendsr_certificate_file: Path | None = Field(
+        default=None, description="Processor certificate (PEM, CA-issued in production); default a self-signed "
+                                  "one generated under home/keys.")
+    opendsr_key_file: Path | None = Field(default=None, description="The certificate's private key (PEM).")
+    opendsr_controllers_file: Path | None = Field(
+        default=None, description="Controllers whose signed requests are accepted (YAML: id -> certificate_file "
+                                  "or certificate_url); default config_dir/opendsr_controllers.yaml if present.")
+    opendsr_require_signature: bool = Field(
+        default=False, description="Refuse OpenDSR requests that carry no valid controller signature.")
+
     # Evidence and package storage (dsr.storage): local directories unless DSR_STORAGE_BACKEND=s3.
     storage_backend: str | None = None
     storage_s3_bundle_bucket: str | None = None

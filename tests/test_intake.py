@@ -239,8 +239,9 @@ def test_three_wrong_codes_lock_it_and_every_refusal_reads_the_same(door: Door) 
     assert all(r == locked.json() == unknown.json() for r in refusals)
     assert locked.json()["detail"][0]["loc"] == ["body", "code"]
     failed = [e.payload for e in door.service.events(rid) if e.type == "verification.code_failed"]
-    assert failed == [{"attempt": 1, "attempts_left": 2}, {"attempt": 2, "attempts_left": 1},
-                      {"attempt": 3, "attempts_left": 0}]
+    assert failed == [{"attempt": 1, "attempts_left": 2, "failures": 1, "failures_left": 4},
+                      {"attempt": 2, "attempts_left": 1, "failures": 2, "failures_left": 3},
+                      {"attempt": 3, "attempts_left": 0, "failures": 3, "failures_left": 2}]
     assert not door.service.state(rid).verified
 
     # Submitting the same request again sends a new code (the old one is used up); it works.
@@ -657,3 +658,92 @@ def test_no_address_code_or_callback_url_in_any_log_line(door: Door, caplog: pyt
     text = "\n".join(lines).lower()
     for secret in (SUBJECT_NORMAL, "lovelace", "bad@@example.com", code, _wrong(code), TOKEN, "/opendsr/callback"):
         assert secret.lower() not in text, secret
+
+
+# -- abuse: guessing budgets, code caps, the clock ------------------------------------------------
+
+
+def test_resubmitting_a_request_never_buys_a_fresh_guessing_budget_and_spending_it_cancels(door: Door) -> None:
+    body = _body(subject_request_type="erasure")
+    rid = body["subject_request_id"]
+    assert door.client.post("/opendsr/requests", json=body).status_code == 201
+    wrong_guesses = 0
+    for _ in range(6):  # an attacker: three guesses, re-submit for a fresh code, again...
+        code = _code(door)
+        for _ in range(3):
+            answer = door.client.post(f"/opendsr/requests/{rid}/verify", json={"code": _wrong(code)})
+            assert answer.status_code == 400
+            wrong_guesses += 1
+        with time_machine.travel(datetime.now(UTC) + timedelta(minutes=11), tick=True):
+            door.client.post("/opendsr/requests", json=body)
+        if door.service.state(rid).closed:
+            break
+    failed = [e.payload for e in door.service.events(rid) if e.type == "verification.code_failed"]
+    assert len(failed) == 5 and failed[-1]["failures_left"] == 0  # 5 in all, across two codes
+    assert len(door.mail.messages) == 2
+    state = door.service.state(rid)
+    assert state.status.value == "cancelled" and not state.verified
+    assert state.cancel_reason and "too many wrong verification codes" in state.cancel_reason
+    ledger = _ledger_text(door.service, rid)
+    assert SUBJECT_NORMAL not in ledger.lower()
+    # Spent: neither the right code nor another submission gets anywhere.
+    assert door.client.post(f"/opendsr/requests/{rid}/verify", json={"code": _code(door)}).status_code == 400
+    again = door.client.post("/opendsr/requests", json=body)
+    assert again.json()["verification"]["code_sent"] is False and len(door.mail.messages) == 2
+
+
+def test_codes_per_subject_are_capped_whatever_request_ids_are_used(service: DsrService, inbox) -> None:
+    mail, port = inbox
+    smtp = SmtpConfig(host="127.0.0.1", port=port, starttls=False, sender="p@precision.test", recipients=("p@x.test",))
+    # No duplicate window: every new id is a request of its own, each asking for a code.
+    intake = Intake(service, lambda: smtp, duplicate_window=timedelta(0))
+    outcomes = [intake.submit(_body()) for _ in range(7)]
+    assert [o.code.sent for o in outcomes if o.code] == [True] * 5 + [False] * 2
+    assert [o.code.withheld for o in outcomes[5:] if o.code] == ["identity_limit"] * 2
+    assert len(mail.messages) == 5
+    other = intake.submit(_body(subject_identities=[{"identity_type": "email", "identity_value": "grace@example.com",
+                                                     "identity_format": "raw"}]))
+    assert other.code is not None and other.code.sent  # another subject is not held back
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=25), tick=True):
+        later = intake.submit(_body())
+        assert later.code is not None and later.code.sent  # the window slides
+
+
+def test_codes_per_request_are_capped_per_window_and_in_all(service: DsrService, inbox) -> None:
+    mail, port = inbox
+    smtp = SmtpConfig(host="127.0.0.1", port=port, starttls=False, sender="p@precision.test", recipients=("p@x.test",))
+    intake = Intake(service, lambda: smtp)
+    body = _body()
+    sent: list[bool] = []
+    start = datetime.now(UTC)
+    for n in range(8):  # every code left to expire before the next submission
+        hours = 0 if n < 4 else 25 * (n - 3)
+        with time_machine.travel(start + timedelta(hours=hours, minutes=11 * n), tick=True):
+            code = intake.submit(body).code
+            sent.append(bool(code and code.sent))
+    # 3 in the first 24 hours; then one a day until the request's 5 are spent.
+    assert sent == [True, True, True, False, True, True, False, False]
+    assert len(mail.messages) == 5
+
+
+def test_the_clock_starts_on_receipt_and_submitted_time_is_kept_as_information(door: Door) -> None:
+    claimed = datetime.now(UTC) - timedelta(days=20)
+    body = _body(submitted_time=claimed.isoformat().replace("+00:00", "Z"))
+    before = datetime.now(UTC)
+    answer = door.client.post("/opendsr/requests", json=body)
+    assert answer.status_code == 201, answer.text
+    received_time = datetime.fromisoformat(answer.json()["received_time"].replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= received_time <= datetime.now(UTC)
+    state = door.service.state(body["subject_request_id"])
+    # The deadline counts from the receipt's local date (Amsterdam for gdpr), not 20 days back.
+    assert abs(date_of(state.deadline["clock_start"]) - received_time.date()) <= timedelta(days=1)
+    [received] = [e for e in door.service.events(body["subject_request_id"]) if e.type == "request.received"]
+    assert received.payload["submitted_at"].startswith(claimed.strftime("%Y-%m-%dT%H:%M:%S"))
+    # The spec sets no age limit on submitted_time: an old one is information, not a refusal.
+    old = _body(subject_request_type="erasure",
+                submitted_time=(datetime.now(UTC) - timedelta(days=400)).isoformat())
+    assert door.client.post("/opendsr/requests", json=old).status_code == 201
+
+
+def date_of(text: str):  # noqa: ANN201 - a tiny test helper
+    return datetime.fromisoformat(text).date()

@@ -1,4 +1,13 @@
-"""A cap on request bodies, enforced before anything reads or parses them.
+"""Limits at the door: a cap on request bodies, and whose word sets the client address.
+
+Client address (what the public intake's rate limits count): the socket peer's, unless the peer is
+a proxy named in `DSR_TRUSTED_PROXIES` (IPs or networks, comma-separated; none by default), whose
+`X-Forwarded-For` is then believed. uvicorn's own default believes any loopback peer, so anything
+on the machine (or a proxy that passes the header through unchanged) could name a new client on
+every call and never be limited: `uvicorn_proxy_options` gives uvicorn the configured list instead
+(`dsr serve` uses it).
+
+Body cap: enforced before anything reads or parses the body.
 
 A pure ASGI middleware (not `@app.middleware("http")`): it must see the body as it streams in, so a
 body that declares no length (chunked) is cut off the moment it passes the cap, never buffered whole.
@@ -10,6 +19,7 @@ body that declares no length (chunked) is cut off the moment it passes the cap, 
   made of the failure (Starlette's `BaseHTTPMiddleware` turns it into a 400 "error parsing the body").
 """
 
+import ipaddress
 import json
 from typing import Any
 
@@ -17,6 +27,32 @@ from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted_proxies(text: str, *, field: str = "trusted_proxies") -> tuple[Network, ...]:
+    """`10.0.0.5, 192.168.0.0/24, ::1` as networks; ValueError naming the field and the bad entry's position."""
+    networks: list[Network] = []
+    for index, item in enumerate(part.strip() for part in (text or "").split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{field}: entry {index + 1} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def uvicorn_proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn.Config keywords that believe forwarded headers from the configured proxies only.
+
+    No proxies configured: uvicorn ignores X-Forwarded-* altogether (its default would believe loopback).
+    """
+    networks = parse_trusted_proxies(trusted_proxies)
+    if not networks:
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(str(n) for n in networks)}
 
 
 class BodySizeLimit:
