@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsr.files import open_private, private_dir
 from dsr.ledger.events import canonical_json
 
 #: Keys of a `system.discovered` payload that point at the refs file.
@@ -47,10 +48,10 @@ def refs_file_name(system: str) -> str:
 
 def write_refs(path: Path, refs: Iterable[Mapping[str, Any]]) -> RefsFile:
     """Write refs (already as dicts) atomically, hashing as they go; one ref in memory at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # record identifiers of one person: the service's user only
     tmp = path.with_name(path.name + ".part")
     digest, count = hashlib.sha256(), 0
-    with tmp.open("wb") as out:
+    with open_private(tmp, "wb") as out:
         for ref in refs:
             line = (canonical_json(ref) + "\n").encode("utf-8")
             digest.update(line)

@@ -47,10 +47,12 @@ from dsr.contract import (
     Subject,
 )
 from dsr.discovery import REFS_FILE, REFS_SHA256, read_refs, refs_file_name, write_refs
+from dsr.files import open_private, private_dir, remove_tree
 from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
+from dsr.ledger.store import LedgerError
 from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
 from dsr.notify import Notice, deliver
-from dsr.package import write_package
+from dsr.package import leftovers, remove_leftovers, write_package
 from dsr.policy import decide_erasure
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
@@ -295,6 +297,7 @@ class RequestRunner:
     def begin(self, request_id: str) -> RunPlan:
         """Check the request may run, take its lease and record the run's start; say which
         systems remain. Raises AlreadyRunning when another live run holds the request."""
+        self.sweep_staging()  # closed requests' leftovers, this one's too if it is closed
         state = self.check_runnable(request_id)
         systems = tuple(sorted(
             name for name, cfg in self.service.data_map.enabled().items()
@@ -307,6 +310,7 @@ class RequestRunner:
         if not systems and RequestType(state.type) in AUTOMATED_TYPES and state.status != Status.COMPLETED:
             raise RequestStateError("systems.yaml: no enabled system handles this request type")
         holder = self._claim(request_id)
+        self._clear_crashed_run(request_id)  # under the lease: no other live run of it is writing
         with self._as_holder(request_id, holder):
             if state.status == Status.COMPLETED:  # completed but not sealed (a crash while sealing)
                 return RunPlan(request_id, (), systems, action, already_closed=True, lease=holder)
@@ -325,7 +329,7 @@ class RequestRunner:
         crash_point("fanout")
         on_status_change(self.service, request_id)
         todo = tuple(s for s in systems if state.systems.get(s) is None
-                     or state.systems[s].status != SystemStatus.COMPLETED)
+                     or state.systems[s].status != SystemStatus.COMPLETED or self._export_lost(request_id, state, s))
         return RunPlan(request_id, todo, systems, action, lease=holder)
 
     # -- one system ---------------------------------------------------------------------------
@@ -348,7 +352,7 @@ class RequestRunner:
         state = self.service.state(request_id)
         if state.status == Status.CANCELLED:
             return SystemResult(system, "cancelled", 0, skipped=True)
-        if state.system(system).status == SystemStatus.COMPLETED:
+        if state.system(system).status == SystemStatus.COMPLETED and not self._export_lost(request_id, state, system):
             return self._result(state, system, skipped=True)
         connector: Connector | None = None
         try:
@@ -422,15 +426,17 @@ class RequestRunner:
     def _export_attachments(self, request_id: str, system: str, task: dict[str, Any]) -> None:
         """An access request's manual export: the attached files become the system's export."""
         state = self.service.state(request_id)
-        if "export" in state.system(system).steps_done:
+        if "export" in state.system(system).steps_done and not self._export_lost(request_id, state, system):
             return
-        staging = self.staging_dir(request_id) / f"{system}.jsonl"
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.private_staging_dir(request_id) / f"{system}.jsonl"
         lines = [canonical_json({"object": "attachment", "id": a["name"],
                                  "fields": {"file": f"attachments/{system}/{a['name']}", "sha256": a["sha256"],
                                             "note": task.get("note")}}) + "\n"
                  for a in task.get("attachments", [])]
-        staging.write_text("".join(lines), encoding="utf-8")
+        tmp = staging.with_suffix(".part")
+        with open_private(tmp, "w", encoding="utf-8") as out:
+            out.write("".join(lines))
+        tmp.replace(staging)
         self._append(request_id, EventType.SYSTEM_EXPORTED, {
             "system": system, "records": len(lines), "sha256": _sha256_file(staging), "file": staging.name,
             "manual": True,
@@ -483,14 +489,13 @@ class RequestRunner:
 
     def _export(self, request_id: str, state: RequestState, system: str, connector: Connector,
                 refs: Sequence[RecordRef]) -> None:
-        staging = self.staging_dir(request_id) / f"{system}.jsonl"
+        staging = self.private_staging_dir(request_id) / f"{system}.jsonl"
         done = state.system(system)
         if "export" in done.steps_done and staging.is_file() and _sha256_file(staging) == done.export_sha256:
             return
-        staging.parent.mkdir(parents=True, exist_ok=True)
         tmp = staging.with_suffix(".part")
         count = 0
-        with tmp.open("w", encoding="utf-8") as out:
+        with open_private(tmp, "w", encoding="utf-8") as out:
             for record in connector.export(refs):  # streamed: one record in memory at a time
                 out.write(canonical_json({"object": record.ref.object, "id": record.ref.id,
                                           "fields": dict(record.fields)}) + "\n")
@@ -604,6 +609,9 @@ class RequestRunner:
             "sha256": digest, "bytes": size, "file": target.name, "uri": stored.uri,
             "formats": ["json", "csv", "html"], "records": sum(s.exported or 0 for s in state.systems.values()),
         })
+        # Stored and its hash in the chain: the staging copies are no longer needed by anything
+        # (a crash before this line is cleared by the next run's `begin`).
+        remove_tree(self.staging_dir(request_id))
 
     def _seal(self, request_id: str, state: RequestState) -> tuple[Path | None, str | None]:
         """Seal evidence of the events up to the latest outcome, once per outcome."""
@@ -651,7 +659,60 @@ class RequestRunner:
                             signer=signer, discovered=refs)
 
     def staging_dir(self, request_id: str) -> Path:
+        """Where exports wait to be packaged: the subject's data in the clear, so private (0700,
+        files 0600) and removed once the package is stored and recorded (DESIGN invariant 7)."""
         return self.service.settings.packages_path / request_id / "staging"
+
+    def private_staging_dir(self, request_id: str) -> Path:
+        """The staging directory, created (with the request's package directory) private."""
+        private_dir(self.staging_dir(request_id).parent)
+        return private_dir(self.staging_dir(request_id))
+
+    def _export_lost(self, request_id: str, state: RequestState, system: str) -> bool:
+        """An export the ledger recorded whose staging file is gone (or not the recorded bytes)
+        before the package was made: the package needs it, so the export runs again."""
+        done = state.systems.get(system)
+        if (done is None or "export" not in done.steps_done or state.package is not None
+                or RequestType(state.type) not in EXPORT_TYPES):
+            return False
+        return _sha256_file(self.staging_dir(request_id) / f"{system}.jsonl") != done.export_sha256
+
+    def _clear_crashed_run(self, request_id: str) -> None:
+        """Remove what a killed run of this request left half-written: partial exports, package
+        spill files and partial packages. Complete exports stay (a re-run resumes from them)."""
+        removed = remove_leftovers(self.staging_dir(request_id).parent)
+        staging = self.staging_dir(request_id)
+        if staging.is_dir():
+            removed += [p.name for p in staging.glob("*.part") if remove_tree(p)]
+        if removed:
+            log.info("request %s: removed %d file(s) left by an interrupted run", request_id, len(removed))
+
+    def sweep_staging(self) -> list[str]:
+        """Remove staging and partial files of every request that no longer needs them: its
+        package is stored and recorded, or it was cancelled or rejected, or it has nothing to
+        export. Open requests keep theirs (a re-run resumes from them). Returns the request ids
+        swept."""
+        root = self.service.settings.packages_path
+        if not root.is_dir():
+            return []
+        swept = []
+        for entry in sorted(root.iterdir()):
+            staging = entry / "staging"
+            if not entry.is_dir() or not (staging.exists() or leftovers(entry)):
+                continue
+            try:
+                state = self.service.state(entry.name)
+            except LedgerError:
+                continue  # not a request of this ledger: not ours to judge
+            exports = RequestType(state.type) in EXPORT_TYPES
+            if state.package is None and exports and state.status not in (Status.CANCELLED, Status.REJECTED):
+                continue
+            remove_tree(staging)
+            remove_leftovers(entry)
+            swept.append(entry.name)
+        if swept:
+            log.info("removed staging of %d closed request(s)", len(swept))
+        return swept
 
     def discovered_dir(self, request_id: str) -> Path:
         """Refs files: evidence (sealed into every bundle version), so kept apart from the package staging."""

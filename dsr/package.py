@@ -13,10 +13,15 @@ copied from the spill files and each CSV written from its own. (Reading the expo
 object and per CSV made packaging 28 passes over a gigabyte for the CRM's 9 objects.) The zip
 is deterministic (fixed timestamps, sorted members), so its hash in the evidence bundle
 identifies exactly what the subject received.
+
+Everything written here holds the subject's data: the request's directory is private (0700) and
+every file, spill files and the package itself, is created 0600. A crash mid-way leaves a
+`.spill-*` directory and a `package.zip.part`; `remove_leftovers` is how the next run clears them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import html
@@ -31,8 +36,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from dsr.config import SubjectSummary
+from dsr.files import open_private, private_dir, remove_tree
 
 FIXED_TIME = (2000, 1, 1, 0, 0, 0)
+SPILL_PREFIX = ".spill-"
+PART_SUFFIX = ".part"
 # Deflate level 1: on exported prose it is ~6x faster than level 6 for ~25% more bytes, and
 # compressing data.json plus the CSVs (twice the export) was 70% of packaging time (bench.export).
 COMPRESS_LEVEL = 1
@@ -61,24 +69,20 @@ def _split(export: Path, spill_dir: Path) -> list[_ObjectSpill]:
     """One pass over an export: a spill file per object, in the order objects first appear."""
     spills: dict[str, _ObjectSpill] = {}
     handles: dict[str, IO[str]] = {}
-    try:
-        with export.open(encoding="utf-8") as source:
-            for line in source:
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                obj, fields = record["object"], record["fields"]
-                spill = spills.get(obj)
-                if spill is None:
-                    spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl")
-                    handles[obj] = spill.path.open("w", encoding="utf-8", newline="\n")
-                # Serialised as data.json holds it (no newline can occur: json.dumps escapes them).
-                handles[obj].write(json.dumps(fields, ensure_ascii=False, sort_keys=True) + "\n")
-                spill.columns.update(dict.fromkeys(fields))
-                spill.count += 1
-    finally:
-        for handle in handles.values():
-            handle.close()
+    with contextlib.ExitStack() as stack, export.open(encoding="utf-8") as source:
+        for line in source:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            obj, fields = record["object"], record["fields"]
+            spill = spills.get(obj)
+            if spill is None:
+                spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl")
+                handles[obj] = stack.enter_context(open_private(spill.path, "w", encoding="utf-8", newline="\n"))
+            # Serialised as data.json holds it (no newline can occur: json.dumps escapes them).
+            handles[obj].write(json.dumps(fields, ensure_ascii=False, sort_keys=True) + "\n")
+            spill.columns.update(dict.fromkeys(fields))
+            spill.count += 1
     return list(spills.values())
 
 
@@ -158,16 +162,17 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
 
     `extra_files` (name in the zip -> file) carries exports a person attached to a manual task.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    with tempfile.TemporaryDirectory(prefix=".spill-", dir=target.parent) as spill_root:
+    private_dir(target.parent)
+    tmp = target.with_name(target.name + PART_SUFFIX)
+    # mkdtemp makes the spill root 0700; the spill files in it are 0600 (open_private).
+    with tempfile.TemporaryDirectory(prefix=SPILL_PREFIX, dir=target.parent) as spill_root:
         splits = {}
         for index, (system, path) in enumerate(sorted(exports.items())):
             spill_dir = Path(spill_root) / str(index)
             spill_dir.mkdir()
             splits[system] = _split(path, spill_dir)
         counts = {system: {spill.name: spill.count for spill in spills} for system, spills in splits.items()}
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with open_private(tmp, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             with archive.open(_member("data.json"), "w") as out:
                 _write_data_json(out, request_id, splits)
             for system, spills in sorted(splits.items()):
@@ -187,3 +192,18 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
     size = tmp.stat().st_size
     tmp.replace(target)
     return digest.hexdigest(), size
+
+
+def leftovers(directory: Path) -> list[Path]:
+    """What an interrupted `write_package` (or a store's copy) left in a request's package
+    directory: spill directories and partial files."""
+    if not directory.is_dir():
+        return []
+    return [entry for entry in sorted(directory.iterdir())
+            if entry.name.startswith(SPILL_PREFIX) or entry.name.endswith((PART_SUFFIX, ".tmp"))]
+
+
+def remove_leftovers(directory: Path) -> list[str]:
+    """Remove `leftovers(directory)`; return the names removed. Call it only while no other run of
+    the request is packaging (the runner holds the request's lease, or the package is recorded)."""
+    return [entry.name for entry in leftovers(directory) if remove_tree(entry)]

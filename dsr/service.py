@@ -30,6 +30,7 @@ from dsr.deadlines import (
     check_pause_allowed,
     compute_deadline,
 )
+from dsr.files import open_private, private_dir
 from dsr.identity import identity_hash
 from dsr.ledger.events import LedgerEvent, format_timestamp
 from dsr.ledger.store import IndexRow, Ledger
@@ -295,9 +296,10 @@ class DsrService:
                 raise RequestInputError("attach", f"no file at {source}")
             name = _safe_file_name(source.name)
             target = self.attachment_path(request_id, system, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(target.parent.parent)  # the request's attachments: the subject's data
+            private_dir(target.parent)
             digest = hashlib.sha256()
-            with source.open("rb") as src, target.open("wb") as out:
+            with source.open("rb") as src, open_private(target, "wb") as out:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     digest.update(chunk)
                     out.write(chunk)
