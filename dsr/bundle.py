@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dsr.discovery import REFS_SHA256
 from dsr.files import create_exclusive
 from dsr.ledger.events import ChainError, LedgerEvent, canonical_json, parse_timestamp, verify_chain
+from dsr.personal_text import contains_email_address  # re-exported: older code imports it from here
 from dsr.report import render_report
 from dsr.signing import (
     SIGNATURE_ALGORITHM,
@@ -82,8 +83,6 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip header can hold
 # A member name is a single safe path component: system names become file names.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EVIDENCE_FILE = re.compile(r"^evidence-v([1-9][0-9]*)\.zip$")
-# Deliberately broad: a false alarm stops one seal; a miss puts an address in a bundle for years.
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 # Verification reads at most this much of any one member: a hostile zip must not exhaust memory.
 _MAX_MEMBER_BYTES = 256 * 1024 * 1024
@@ -232,7 +231,7 @@ def _discovered_members(events: Sequence[LedgerEvent], files: Mapping[str, Path]
                 for number, line in enumerate(handle, start=1):
                     digest.update(line)
                     size += len(line)
-                    if b"@" in line and contains_email_address(line.decode("utf-8", "replace")):
+                    if contains_email_address(line.decode("utf-8", "replace")):
                         raise BundleError(f"{name} line {number} looks like an e-mail address; evidence carries "
                                           "only the keyed identity hash (DESIGN invariant 4)")
         except OSError as exc:
@@ -341,16 +340,6 @@ def _refuse_personal_data(
                 )
     if contains_email_address(report.decode("utf-8")):
         raise BundleError(f"{REPORT} looks like it holds an e-mail address (DESIGN invariant 4)")
-
-
-def contains_email_address(text: str) -> bool:
-    """True when `text` holds something shaped like an e-mail address.
-
-    The same test `build_bundle` applies before sealing; free text headed for the ledger (notes,
-    reasons, actor names) can be checked with it at intake, where the person can still fix it.
-    """
-    # The "@" test first: the pattern alone is slow on long runs of word characters.
-    return "@" in text and _EMAIL.search(text) is not None
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
