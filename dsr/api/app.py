@@ -26,6 +26,7 @@ from dsr.api.auth import principal_resolver, request_id_or_400, require
 from dsr.api.intake import router as opendsr_router
 from dsr.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from dsr.api.pages import mount_pages
+from dsr.api.web import mount_web
 from dsr.bundle import verify_bundle
 from dsr.deadlines import DeadlineError
 from dsr.ledger.store import UnknownRequest
@@ -269,6 +270,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     app.include_router(routes)
     app.state.intake = routes.intake  # type: ignore[attr-defined]  # the router carries its Intake
     mount_pages(app, service=service, resolve=resolve, evidence=evidence)
+    mount_web(app, service=service, access=access, evidence=evidence, intake=routes.intake)  # console, privacy center
     # Added last, so it is the outermost of our middlewares: bodies are capped before anything reads them.
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes or service.settings.api_max_body_bytes)
     return app
