@@ -324,7 +324,10 @@ def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
     """Run the process-request flow in-process while showing each system's progress."""
     _prepare_prefect(service.settings)
     from flows import runtime  # Prefect is heavy to import: only for commands that run flows
+    from flows.lifeline import install_ephemeral_server
     from flows.request import process_request
+
+    install_ephemeral_server()  # a killed `dsr run` must not leave Prefect's temporary server running
 
     runtime.use_service(service)
     result: dict[str, Any] = {}
