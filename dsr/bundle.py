@@ -105,6 +105,8 @@ class BundleVerification:
         version: The version from an `evidence-v<N>.zip` file name; None for bytes or other names.
             It is not covered by the signature.
         events: How many timeline events verified as a chain.
+        through_seq: The sequence of the timeline's last event, when it matches the signed manifest.
+        last_event_hash: That event's hash (to compare with the live ledger).
     """
 
     ok: bool
@@ -113,6 +115,8 @@ class BundleVerification:
     request_id: str | None = None
     version: int | None = None
     events: int = 0
+    through_seq: int | None = None
+    last_event_hash: str | None = None
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -564,6 +568,8 @@ def _verify(data: bytes, public_key: Ed25519PublicKey, checks: _Checks, result: 
             mismatch = _seal_mismatch(manifest, last)
             checks.add("timeline matches manifest", mismatch is None,
                        mismatch or f"through seq {manifest['through_seq']}, last hash matches")
+            if mismatch is None and last is not None:
+                result.through_seq, result.last_event_hash = last.seq, last.hash
             if fmt != FORMATS[0]:
                 problem = _discovered_mismatch(events, listed, intact)
                 checks.add("discovered refs match the timeline", problem is None,

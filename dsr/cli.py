@@ -466,6 +466,8 @@ def bundle_verify(
                               f"bundle is about {report.request_id}" if report.request_id != request else request))
         if report.request_id != request and report.ok:
             report.ok, report.reason = False, f"bundle is about request {report.request_id}, not {request}"
+        elif report.ok:
+            _compare_with_live_ledger(report, request)
     for what, passed, detail in report.checks:
         mark = "[green]ok[/green]  " if passed else "[red]FAIL[/red]"
         out.print(f"{mark} {what}{': ' + detail if detail else ''}")
@@ -474,14 +476,57 @@ def bundle_verify(
     out.print(f"[green]bundle intact[/green]: request {report.request_id}, {report.events} events")
 
 
+def _compare_with_live_ledger(report: Any, request_id: str) -> None:
+    """A bundle is a copy of the chain up to its seal: the live ledger must still hold that very
+    event, and agree with its newest signed head. A bundle longer than the ledger means the
+    ledger lost its tail."""
+    with _service() as service:
+        ledger = service.ledger
+        through, expected = report.through_seq, report.last_event_hash
+        try:
+            live = ledger.events(request_id)
+        except UnknownRequest:
+            live = []
+        at = next((e for e in live if e.seq == through), None)
+        if not live:
+            check = (False, "the live ledger holds no events of this request (deleted)")
+        elif at is None:
+            check = (False, f"the bundle's chain reaches seq {through}, the live ledger only seq {live[-1].seq}: "
+                            "the ledger was truncated")
+        elif at.hash != expected:
+            check = (False, f"event seq {through} of the live ledger differs from the bundle's (rewritten)")
+        else:
+            check = (True, f"seq {through} and its hash match the live ledger ({live[-1].seq} events now)")
+        report.checks.append(("matches the live ledger", *check))
+        audit = ledger.audit(request_id)
+        report.checks.append(("live ledger matches its signed head", not audit.problems,
+                              "; ".join(p.what for p in audit.problems) or "chain, signed head and anchor agree"))
+        if not check[0]:
+            report.ok, report.reason = False, check[1]
+        elif audit.problems:
+            report.ok, report.reason = False, f"the live ledger does not verify: {audit.problems[0]}"
+
+
 @ledger_app.command("verify")
 def ledger_verify(request_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None) -> None:
-    """Verify the hash chain of one request, or of every request."""
+    """Verify the ledger: hash chains, signed heads and their anchor file, index rows, identities."""
     with _service() as service:
-        counts = {request_id: service.ledger.verify(request_id)} if request_id else service.ledger.verify_all()
-        for rid, n in counts.items():
-            out.print(f"ok  {rid}: {n} events")
-        out.print(f"{len(counts)} chain(s) verified")
+        audit = service.ledger.audit(request_id)
+        if request_id and not audit.counts and not audit.problems:
+            raise UnknownRequest(request_id)
+        failing = {p.subject for p in audit.problems}
+        for rid, n in audit.counts.items():
+            if rid not in failing:
+                out.print(f"ok  {rid}: {n} events")
+        for problem in audit.problems:
+            out.print(f"[red]FAIL[/red] {problem}")
+        for warning in audit.warnings:
+            out.print(f"[yellow]warning[/yellow] {warning}")
+        verified = len([rid for rid in audit.counts if rid not in failing])
+        out.print(f"{verified} chain(s) verified")
+        if audit.problems or audit.warnings:
+            _fail(EXIT_NOT_COMPLETED, f"the ledger does not verify: {len(audit.problems)} problem(s), "
+                  f"{len(audit.warnings)} warning(s) (each named above)")
 
 
 def _store(settings: Settings):  # -> dsr.storage.EvidenceStore

@@ -49,7 +49,7 @@ from dsr.contract import (
 from dsr.discovery import REFS_FILE, REFS_SHA256, read_refs, refs_file_name, write_refs
 from dsr.files import open_private, private_dir, remove_tree
 from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
-from dsr.ledger.store import LedgerError
+from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError
 from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
 from dsr.notify import Notice, deliver
 from dsr.package import leftovers, remove_leftovers, write_package
@@ -57,7 +57,7 @@ from dsr.policy import decide_erasure
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import EventType, RequestState, SystemStatus, derive_state
-from dsr.storage import EvidenceStore, config_from_settings, open_store
+from dsr.storage import BundleConflict, EvidenceStore, config_from_settings, open_store
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,10 @@ class RequestRunner:
         """Refuse a request that may not run (recording why); callers use it before paying for
         an orchestrator start-up, and `begin` uses it again inside the run."""
         state = self.service.state(request_id)
+        # The address a run acts on must be the one its chain was received with, and the chain
+        # must still match its signed head: the ledger's read raises (IdentityTampered,
+        # ChainTampered) before any connector is built, and nothing is recorded as done.
+        self.ledger.identity(request_id)
         if state.status in (Status.CANCELLED, Status.REJECTED):
             raise RequestStateError(f"request {request_id} is {state.status.value}; it will not run")
         if not state.verified and state.status != Status.COMPLETED:
@@ -374,6 +378,8 @@ class RequestRunner:
             self._append(request_id, EventType.SYSTEM_COMPLETED, {"system": system})
         except (LeaseLost, AlreadyRunning):
             raise  # another run holds the request: it is not this system's failure to record
+        except (IdentityTampered, ChainTampered):
+            raise  # the record was edited: the run stops, writing nothing more to it
         except Exception as exc:  # a system's failure is the request's fact, not the flow's crash
             log.warning("request %s: system %s failed: %s", request_id, system, type(exc).__name__)
             self._append(request_id, EventType.SYSTEM_FAILED, {"system": system, "error": _safe_error(exc)})
@@ -624,7 +630,12 @@ class RequestRunner:
         version = len(state.bundles) + 1
         # The same events give the same bytes, so a re-run after a crash here rewrites the very
         # file it left (the store accepts identical bytes) and records it once.
-        stored = self.store.put_bundle(request_id, version, self.build_bundle_bytes(request_id, through))
+        try:
+            stored = self.store.put_bundle(request_id, version, self.build_bundle_bytes(request_id, through))
+        except BundleConflict:
+            # The events up to `through` no longer build the bundle sealed as this version: the
+            # ledger lost or changed events after it was sealed (a truncated tail, say).
+            raise SealConflict(request_id, version, through) from None
         crash_point("sealing")
         sealed = {"version": version, "sha256": stored.sha256, "through_seq": through,
                   "file": stored.key.rsplit("/", 1)[-1], "uri": stored.uri,
@@ -723,6 +734,18 @@ class RequestRunner:
         s = state.system(system)
         return SystemResult(system, s.status.value, s.found, dict(s.actions), s.exported,
                             None if s.remaining is None else len(s.remaining), s.error, skipped)
+
+
+class SealConflict(LedgerError):
+    """The ledger no longer builds the bundle already sealed under a version: it was edited."""
+
+    def __init__(self, request_id: str, version: int, through: int) -> None:
+        super().__init__(
+            f"the ledger of request {request_id} no longer matches its sealed bundle v{version}: the events "
+            f"through seq {through} build a different bundle from the one stored, so events were removed or "
+            "changed after it was sealed; nothing was sealed (run `dsr ledger verify`, and "
+            f"`dsr bundle verify FILE --request {request_id}` on the stored bundle)")
+        self.request_id, self.version = request_id, version
 
 
 class _SealedMeanwhile(Exception):

@@ -32,6 +32,7 @@ from dsr.deadlines import (
 )
 from dsr.files import open_private, private_dir
 from dsr.identity import identity_hash
+from dsr.ledger.anchors import Anchoring
 from dsr.ledger.events import LedgerEvent, format_timestamp
 from dsr.ledger.store import IndexRow, Ledger
 from dsr.models import CLOSED_STATUSES, OPEN_STATUSES, NewRequest, RequestInputError, Status, validate_method
@@ -99,6 +100,13 @@ class DsrService:
     def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None) -> None:
         self.settings = settings or Settings()
         self.ledger = ledger or Ledger(self.settings.ledger_url, projector=index_row)
+        # The record cannot be made to lie (DESIGN invariant 6): the ledger signs and mirrors chain
+        # heads with this deployment's key, and proves every identity it hands out against the chain.
+        if self.ledger.anchoring is None:
+            self.ledger.anchoring = Anchoring.under_home(self.settings.home, self.settings.signing_key_path)
+        if self.ledger.identity_hasher is None:
+            key = self.settings.identity_hmac_key
+            self.ledger.identity_hasher = lambda kind, value: identity_hash(kind, value, key)
         # Called as listener(event_type, request_id) after a change is recorded: how the doors and
         # the orchestrator learn of it (e.g. a Prefect event on verification) without the domain
         # importing them. A listener's failure never undoes or blocks the change.

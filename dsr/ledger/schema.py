@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -64,11 +64,12 @@ subject_tokens = Table(
 
 # Signed chain heads (append-only log, itself hash-linked): what a table edit cannot forge.
 # A chain shorter than its newest signed head was truncated; a signed head with no chain was deleted.
+# `position` counts entries without gaps (an autoincrement id may skip), so a deleted entry shows.
 chain_heads = Table(
     "dsr_chain_heads",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(64), nullable=False, index=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("request_id", String(64), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
     Column("at", String(32), nullable=False),
@@ -77,6 +78,7 @@ chain_heads = Table(
     Column("entry_hash", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
     Column("key_fingerprint", String(64), nullable=False),
+    Index("ix_dsr_chain_heads_request_position", "request_id", "position"),
 )
 
 # Free text referenced from events by SHA-256: redactable without breaking the chain.

@@ -23,7 +23,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "dsr_chain_heads",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        # The entry's place in the log: 1, 2, 3... with no gap (two writers racing for one
+        # position collide on the key and one retries, so the log never forks).
+        sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("request_id", sa.String(64), nullable=False),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
@@ -34,7 +36,8 @@ def upgrade() -> None:
         sa.Column("signature", sa.String(128), nullable=False),
         sa.Column("key_fingerprint", sa.String(64), nullable=False),
     )
-    op.create_index("ix_dsr_chain_heads_request_id", "dsr_chain_heads", ["request_id"])
+    # A chain's newest signed head is read on every append: (request, position) answers it at once.
+    op.create_index("ix_dsr_chain_heads_request_position", "dsr_chain_heads", ["request_id", "position"])
 
 
 def downgrade() -> None:
