@@ -1,25 +1,30 @@
 """OpenDSR status callbacks: signed POSTs to the URLs a request came with, on each status change.
 
-What is sent, to each registered URL, when the request's OpenDSR status differs from the last
-one that URL was sent:
+What is sent, to each registered URL, when the request's status differs from the last one that
+URL was sent (OpenDSR 2.0 sections 8.5-8.8):
 
     POST <url>
     Content-Type: application/json
+    X-OpenDSR-Processor-Domain: <DSR_OPENDSR_DOMAIN>
+    X-OpenDSR-Signature: <Base64 signature of the exact body bytes, processor certificate's key>
+    X-OpenGDPR-Processor-Domain, X-OpenGDPR-Signature: the same, for OpenGDPR 1.0 controllers
     X-OpenDSR-Timestamp: <unix seconds when sent>
-    X-OpenDSR-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>
+    X-DSR-Signature-HMAC: sha256=<hex HMAC-SHA256 of the body> (extension: a shared-secret check)
 
-    {"expected_completion_time": "...", "request_status": "in_progress",
-     "subject_request_id": "...", "updated_time": "..."}
+    {"api_version": "2.0", "controller_id": "...", "expected_completion_time": "...",
+     "request_status": "in_progress", "status_callback_url": "<this url>",
+     "subject_request_id": "...", "updated_time": "...", "extensions": {...}}
 
-The body is canonical JSON (sorted keys, no spaces); the receiver recomputes the HMAC over the
-bytes it received and compares in constant time. `updated_time` (inside the signed body) is when
-the status changed, so a replayed callback says nothing new; receivers may dedupe on
-(subject_request_id, request_status).
+The body is canonical JSON (sorted keys, no spaces). A receiver verifies the signature over the
+bytes it received with the certificate served at discovery's `processor_certificate`
+(`dsr.opendsr_signing.verify_bytes`; `dsr opendsr verify-callback` does it), then checks that
+`status_callback_url` is its own endpoint. `updated_time` (inside the signed body) is when the
+status changed, so a replayed callback says nothing new. A completed access or portability
+request's callback carries `results_url`: a single-use link to the subject's package that expires
+(5 days), issued for that callback only (when DSR_OPENDSR_BASE_URL is set).
 
-The key: `settings.callback_key` if the settings carry one, else the environment variable
-`DSR_CALLBACK_KEY`, else a key derived from the identity key (HMAC of a fixed label; print it
-with `callback_key(Settings()).decode()`). Production sets `DSR_CALLBACK_KEY` and gives the same
-value to the receiver.
+The HMAC key (extension header): `settings.callback_key`, else the environment variable
+`DSR_CALLBACK_KEY`, else a key derived from the identity key.
 
 Delivery: 3 attempts with exponential backoff on a connection error, a timeout, HTTP 429 or 5xx;
 other answers are final. Redirects are not followed (http.client never does), so a callback
@@ -40,13 +45,13 @@ import hashlib
 import hmac
 import http.client
 import ipaddress
-import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +61,8 @@ from sqlalchemy.exc import IntegrityError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from tenacity.wait import WaitBaseT
 
+from dsr import opendsr
+from dsr.deadlines import Regime
 from dsr.ledger.events import LedgerEvent
 from dsr.models import Status
 from dsr.settings import Settings
@@ -72,6 +79,8 @@ ATTEMPTS = 3
 TIMEOUT_SECONDS = 5.0
 SIGNATURE_HEADER = "X-OpenDSR-Signature"
 TIMESTAMP_HEADER = "X-OpenDSR-Timestamp"
+HMAC_HEADER = "X-DSR-Signature-HMAC"
+RESULTS_LINK_DAYS = 5
 
 metadata = MetaData()
 callbacks_table = Table(
@@ -115,9 +124,9 @@ def updated_time(events: Sequence[LedgerEvent]) -> str:
     return next((e.at for e in reversed(events) if e.type in _STATUS_EVENTS), events[0].at)
 
 
-def expected_completion_time(state: RequestState) -> str | None:
-    """The legal due date (a date in the regime's calendar), as OpenDSR's RFC 3339 day end in UTC."""
-    return f"{state.due}T23:59:59Z" if state.due else None
+def expected_completion_time(state: RequestState, time_zones: Mapping[Regime, str] | None = None) -> str | None:
+    """The end of the legal due day in the regime's office zone, as RFC 3339 UTC (see dsr.opendsr)."""
+    return opendsr.expected_completion_time(state, time_zones)
 
 
 def url_sha256(url: str) -> str:
@@ -287,7 +296,7 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         connection.close()
 
 
-def _deliver(url: str, body: bytes, key: bytes, *, attempts: int, timeout: float,
+def _deliver(url: str, body: bytes, headers: dict[str, str], *, attempts: int, timeout: float,
              wait: WaitBaseT | None) -> tuple[bool, int | None, int]:
     """(delivered, last HTTP status or None, attempts made). Never raises for the receiver's faults."""
     made = 0
@@ -302,9 +311,8 @@ def _deliver(url: str, body: bytes, key: bytes, *, attempts: int, timeout: float
         for attempt in retrying:
             with attempt:
                 made += 1
-                headers = {"Content-Type": "application/json", "User-Agent": "dsr-pipeline",
-                           TIMESTAMP_HEADER: str(int(time.time())), SIGNATURE_HEADER: sign(key, body)}
-                status_code = _post_once(url, body, headers, timeout)
+                sent = headers | {TIMESTAMP_HEADER: str(int(time.time()))}
+                status_code = _post_once(url, body, sent, timeout)
                 if status_code == 429 or status_code >= 500:
                     raise _Retryable(status_code)
     except (_Retryable, OSError, http.client.HTTPException):
@@ -312,14 +320,63 @@ def _deliver(url: str, body: bytes, key: bytes, *, attempts: int, timeout: float
     return 200 <= (status_code or 0) < 300, status_code, made
 
 
-def callback_body(service: Any, request_id: str) -> tuple[str, bytes]:
-    """(OpenDSR status, the exact body bytes sent for it)."""
+def controller_of(service: Any, request_id: str) -> str:
+    """The OpenDSR controller of a request: the one that signed it, else the web form (the default)."""
+    from dsr.intake import DEFAULT_CONTROLLER_ID, intake_requests  # here: dsr.intake imports this module
+
+    with service.ledger.read_engine.connect() as conn:
+        found = conn.execute(select(intake_requests.c.controller_id).where(
+            intake_requests.c.request_id == request_id)).scalar()
+    return str(found or DEFAULT_CONTROLLER_ID)
+
+
+def _zones(service: Any) -> Mapping[Regime, str] | None:
+    try:
+        return service.policy.deadlines.rules().time_zones
+    except Exception:  # noqa: BLE001 - no policy to hand (a bare service in a tool): the default zones
+        return None
+
+
+def callback_body(service: Any, request_id: str, url: str = "", *,
+                  results_url: str | None = None) -> tuple[str, bytes]:
+    """(our OpenDSR status, the exact body bytes sent to `url` for it)."""
     events = service.events(request_id)
     state = derive_state(events)
     status = opendsr_status(state)
-    payload = {"subject_request_id": request_id, "request_status": status, "updated_time": updated_time(events),
-               "expected_completion_time": expected_completion_time(state)}
-    return status, json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    spec_status, reason = opendsr.spec_status(status)
+    payload: dict[str, Any] = {
+        "api_version": opendsr.API_VERSION, "controller_id": controller_of(service, request_id),
+        "status_callback_url": url, "subject_request_id": request_id, "request_status": spec_status,
+        "updated_time": updated_time(events), "expected_completion_time": expected_completion_time(state, _zones(service)),
+    }
+    if results_url:
+        payload["results_url"] = results_url
+    if reason:
+        payload["extensions"] = {_domain(service): {"request_status_reason": reason}}
+    return status, opendsr.canonical(payload)
+
+
+def _domain(service: Any) -> str:
+    return str(service.settings.opendsr_domain).strip().lower()
+
+
+def _results_url(service: Any, request_id: str, status: str) -> str | None:
+    """A single-use, expiring link to a completed request's package, for one callback (or None)."""
+    base = getattr(service.settings, "opendsr_base_url", None)
+    if status != "completed" or not base:
+        return None
+    state = service.state(request_id)
+    if state.package is None:
+        return None
+    token, _expires = service.issue_subject_token(request_id, ttl=timedelta(days=RESULTS_LINK_DAYS), actor=ACTOR)
+    return f"{str(base).rstrip('/')}/v2/results/{token}"
+
+
+def _headers(service: Any, body: bytes, key: bytes) -> dict[str, str]:
+    from dsr.opendsr_signing import processor_identity
+
+    return {"Content-Type": "application/json", "User-Agent": "dsr-pipeline", HMAC_HEADER: sign(key, body),
+            **opendsr.signature_headers(processor_identity(service.settings), body)}
 
 
 def notify_status(service: Any, request_id: str, *, attempts: int = ATTEMPTS, timeout: float = TIMEOUT_SECONDS,
@@ -332,7 +389,7 @@ def notify_status(service: Any, request_id: str, *, attempts: int = ATTEMPTS, ti
     targets = _targets(service, request_id)
     if not targets:
         return []
-    status, body = callback_body(service, request_id)
+    status = opendsr_status(service.state(request_id))
     key = callback_key(service.settings)
     table = callbacks_table
     results: list[CallbackResult] = []
@@ -347,7 +404,9 @@ def notify_status(service: Any, request_id: str, *, attempts: int = ATTEMPTS, ti
             ).values(last_status=status)).rowcount == 1
         if not claimed:
             continue
-        delivered, status_code, made = _deliver(url, body, key, attempts=attempts, timeout=timeout, wait=wait)
+        _, body = callback_body(service, request_id, url, results_url=_results_url(service, request_id, status))
+        delivered, status_code, made = _deliver(url, body, _headers(service, body, key), attempts=attempts,
+                                                timeout=timeout, wait=wait)
         with service.ledger.engine.begin() as conn:
             if not delivered:  # give the status back so that the next change (or call) tries again
                 conn.execute(update(table).where(*where, table.c.last_status == status).values(last_status=previous))

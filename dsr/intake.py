@@ -84,6 +84,8 @@ TOO_MANY_FAILURES = ("identity not verified: too many wrong verification codes; 
 DEFAULT_CONTROLLER_ID = "web-form"
 LINKED = "request.linked"
 VERIFY_METHOD = "email-code"
+CONTROLLER_METHOD = "opendsr-controller"
+CANCELLED_BY_CONTROLLER = "cancelled by the OpenDSR controller (DELETE while pending)"
 VERIFY_NOTE = "6-digit code e-mailed to the address on file was returned"
 NOT_CONFIGURED = "e-mail verification is not configured"
 CODE_REFUSED = ("this code cannot be accepted: it may be wrong, expired or used up; "
@@ -482,9 +484,12 @@ class Intake:
                extension_domain: str | None = None) -> IntakeOutcome:
         """Record an OpenDSR request (idempotent on its id), link it if a duplicate, send a code.
 
-        `controller_id`: the controller whose signature the body carried (None: the default one).
+        `controller_id`: the controller whose signature the body carried (None: the default one,
+        the company's web form). A signing controller has verified its subject itself (the
+        controller's role in OpenDSR): its request is recorded as verified by it, and no code is
+        e-mailed. Unsigned requests are verified by the e-mailed code (our extension).
         """
-        config = self._smtp()
+        config = self._smtp() if controller_id is None else None
         now = datetime.now(UTC)
         parsed = parse_opendsr(body, key=self._key, now=now, callback_url_prefixes=self.callback_url_prefixes,
                                clock_skew=self.clock_skew, extension_domain=extension_domain,
@@ -505,12 +510,47 @@ class Intake:
                 raise
             state, created = self.service.state(request_id), False  # a twin POST recorded it first
         register_callbacks(self.service, request_id, parsed.callback_urls, current_status=opendsr_status(state))
+        code: CodeNotice | None = None
         if duplicate_of is not None:
             state = self._link_duplicate(request_id, duplicate_of)
-            code = self._code_if_needed(duplicate_of, config)
-        else:
+            if config is not None:
+                code = self._code_if_needed(duplicate_of, config)
+        elif config is not None:
             code = self._code_if_needed(request_id, config)
+        else:
+            state = self._attested(request_id, str(controller_id))
         return IntakeOutcome(state, created, duplicate_of, code)
+
+    def _attested(self, request_id: str, controller_id: str) -> RequestState:
+        """A signed controller's request: verified by that controller (idempotent)."""
+        state = self.service.state(request_id)
+        if state.verified or state.closed:
+            return state
+        try:
+            return self.service.verify(request_id, method=CONTROLLER_METHOD, actor=f"controller:{controller_id}"[:64],
+                                       note="identity verified by the OpenDSR controller that signed the request")
+        except RequestStateError:
+            return self.service.state(request_id)  # a twin submission verified it first
+
+    def cancel_pending(self, request_id: str) -> RequestState:
+        """The controller withdraws a request (OpenDSR section 9): allowed while it is pending only.
+
+        Raises UnknownRequest for an id this door did not take, RequestStateError once it has
+        started (in progress or closed): the office cancels those, with a reason.
+        """
+        if self._intake_row(request_id) is None:
+            raise UnknownRequest(request_id)
+        state = self.service.state(request_id)
+        if opendsr_status(state) != "pending":
+            raise RequestStateError(f"request {request_id} is {opendsr_status(state)}; only a pending request can "
+                                    "be cancelled by its controller")
+        state = self.service.cancel(request_id, reason=CANCELLED_BY_CONTROLLER, actor=ACTOR)
+        log.info("request %s cancelled by its controller", request_id)
+        return state
+
+    def controller_id(self, request_id: str) -> str:
+        row = self._intake_row(request_id)
+        return str((row or {}).get("controller_id") or self.default_controller_id)
 
     def _intake_row(self, request_id: str) -> Mapping[str, Any] | None:
         with self._read_engine.connect() as conn:
@@ -737,11 +777,13 @@ class Intake:
         stamp = format_timestamp(datetime.now(UTC))
         limits, t = self.limits, verification_codes
         with self._engine.begin() as conn:
-            row = conn.execute(select(t.c.code_hmac, t.c.used_at).where(t.c.request_id == request_id)).first()
+            row = conn.execute(select(t.c.code_hmac, t.c.used_at, t.c.codes_sent)
+                               .where(t.c.request_id == request_id)).first()
             matches = row is not None and hmac.compare_digest(row.code_hmac, digest)
             counted = False
             if row is not None:
-                usable = (t.c.request_id == request_id, t.c.code_hmac == row.code_hmac, t.c.used_at.is_(None),
+                # codes_sent pins the code compared above: a new one issued meanwhile makes this a no-op.
+                usable = (t.c.request_id == request_id, t.c.codes_sent == row.codes_sent, t.c.used_at.is_(None),
                           t.c.attempts < limits.attempts_per_code, t.c.failures < limits.failures_per_request,
                           t.c.expires_at > stamp)
                 change = {"attempts": t.c.attempts + 1, "used_at": stamp} if matches else \
@@ -795,7 +837,7 @@ class Intake:
             "regulation": state.regime,
             "received_time": state.received_at,
             "updated_time": updated_time(events),
-            "expected_completion_time": expected_completion_time(state),
+            "expected_completion_time": expected_completion_time(state, self._zones()),
         }
         if row["duplicate_of"]:
             view["request_status_reason"] = "duplicate"
@@ -803,6 +845,9 @@ class Intake:
         elif state.status == Status.AWAITING_VERIFICATION:
             view["request_status_reason"] = "need_user_verification"
         return view
+
+    def _zones(self) -> Mapping[Regime, str]:
+        return self.service.policy.deadlines.rules().time_zones
 
     def valid_request_id(self, request_id: str) -> bool:
         return bool(_UUID.match(request_id))

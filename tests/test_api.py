@@ -103,6 +103,18 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[str], str]] = {
     ("POST", "/opendsr/requests"): (PUBLIC, "none"),
     ("POST", "/opendsr/requests/{request_id}/verify"): (PUBLIC, "none"),
     ("GET", "/opendsr/requests/{request_id}"): (PUBLIC, "none"),
+    # OpenDSR 2.0 and OpenGDPR 1.0 (the protocol's own signatures; no bearer token).
+    ("GET", "/opendsr/v2/discovery"): (PUBLIC, "none"),
+    ("GET", "/opendsr/v2/certificate.pem"): (PUBLIC, "none"),
+    ("POST", "/opendsr/v2/requests"): (PUBLIC, "none"),
+    ("GET", "/opendsr/v2/requests/{request_id}"): (PUBLIC, "none"),
+    ("DELETE", "/opendsr/v2/requests/{request_id}"): (PUBLIC, "none"),
+    ("POST", "/opendsr/v2/requests/{request_id}/verify"): (PUBLIC, "none"),
+    ("GET", "/opendsr/v2/results/{token}"): (PUBLIC, "none"),
+    ("GET", "/opendsr/v1/discovery"): (PUBLIC, "none"),
+    ("POST", "/opendsr/v1/opengdpr_requests"): (PUBLIC, "none"),
+    ("GET", "/opendsr/v1/opengdpr_requests/{request_id}"): (PUBLIC, "none"),
+    ("DELETE", "/opendsr/v1/opengdpr_requests/{request_id}"): (PUBLIC, "none"),
     ("GET", "/auditor/login"): (PUBLIC, "none"),
     ("POST", "/auditor/login"): (STAFF, "login"),  # the form takes the token: staff get a session, others 401
     ("POST", "/auditor/logout"): (PUBLIC, "none"),

@@ -33,6 +33,7 @@ from dsr.api.intake import RateLimiter
 from dsr.api.intake import router as intake_router
 from dsr.bundle import build_bundle
 from dsr.callbacks import (
+    HMAC_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     callback_key,
@@ -45,6 +46,7 @@ from dsr.intake import CodeRefused, Intake
 from dsr.ledger.store import Ledger
 from dsr.models import parse_new_request
 from dsr.notify import SmtpConfig
+from dsr.opendsr_signing import processor_identity
 from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.signing import load_or_create_signing_key
@@ -575,14 +577,21 @@ def test_status_callbacks_are_signed_retried_and_never_sent_twice(door: Door) ->
     assert answer.status_code == 200
     assert len(door.receiver.calls) == 2
     key = callback_key(door.service.settings)
+    processor = processor_identity(door.service.settings)
     for call in door.receiver.calls:
         assert call.query["token"] == [TOKEN]
-        assert signature_ok(key, call.body, call.header(SIGNATURE_HEADER))
-        assert not signature_ok(key, call.body + b" ", call.header(SIGNATURE_HEADER))
+        # Signed with the processor certificate's key (Base64), as OpenDSR asks; the HMAC is an extra.
+        assert call.header("X-OpenDSR-Processor-Domain") == processor.domain
+        assert processor.verify(call.body, call.header(SIGNATURE_HEADER))
+        assert not processor.verify(call.body + b" ", call.header(SIGNATURE_HEADER))
+        assert call.header("X-OpenGDPR-Signature") == call.header(SIGNATURE_HEADER)
+        assert signature_ok(key, call.body, call.header(HMAC_HEADER))
         assert abs(int(call.header(TIMESTAMP_HEADER) or 0) - datetime.now(UTC).timestamp()) < 60
     sent = json.loads(door.receiver.calls[-1].body)
     assert sent["subject_request_id"] == rid and sent["request_status"] == "in_progress"
-    assert set(sent) == {"subject_request_id", "request_status", "updated_time", "expected_completion_time"}
+    assert set(sent) == {"api_version", "controller_id", "status_callback_url", "subject_request_id",
+                         "request_status", "updated_time", "expected_completion_time"}
+    assert sent["status_callback_url"] == door.callback_url and sent["controller_id"] == "web-form"
     [event] = [e.payload for e in door.service.events(rid) if e.type == "callback.sent"]
     assert event == {"url_sha256": url_sha256(door.callback_url), "request_status": "in_progress",
                      "status_code": 200, "attempts": 2, "delivered": True}

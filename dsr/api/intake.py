@@ -1,33 +1,57 @@
-"""The public OpenDSR door: the web form's backend submits, the subject returns the e-mailed code.
+"""The public OpenDSR door: controllers and the web form's backend submit, subjects return codes.
 
 (No `from __future__ import annotations`: FastAPI must see the real annotations of the routes.)
 
-Routes (no token: the web form is public; each is rate-limited per client address, in memory):
-- `POST /opendsr/requests` — an OpenDSR request (`dsr.intake.OpenDsrBody`). 201 when recorded,
-  200 when the same request was submitted before, 409 when its id holds other content, 422 naming
-  every bad field (`loc: ["body", "subject_identities", 0, "identity_value"]`), 503 when no SMTP is
-  configured for codes. The answer never depends on whether the company holds data on the address.
-- `POST /opendsr/requests/{id}/verify` `{"code": "123456"}` — 200 when verified; 400 with one
-  message for a wrong, expired or used-up code (or an unknown request): never which.
-- `GET /opendsr/requests/{id}` — the OpenDSR status of a web-form request, no personal data.
+OpenDSR 2.0 (the protocol, dsr.opendsr), under `/opendsr/v2`:
+- `GET /v2/discovery` — api_version, supported identities and request types, the certificate URL.
+- `GET /v2/certificate.pem` — the processor certificate that signs responses and callbacks.
+- `POST /v2/requests` — a request. 201 with controller_id, received_time (our receipt),
+  expected_completion_time, encoded_request, subject_request_id, processor_signature; 400 with the
+  spec's error object naming every bad field (never a value); 403 when a signature does not verify
+  (or none is sent and DSR_OPENDSR_REQUIRE_SIGNATURE is on); 503 when e-mail codes cannot be sent.
+- `GET /v2/requests/{id}` — its status (pending, in_progress, completed, cancelled).
+- `DELETE /v2/requests/{id}` — cancel while pending: 202 with the spec's cancellation object.
+- `POST /v2/requests/{id}/verify` `{"code": "123456"}` — extension: the e-mailed code.
+- `GET /v2/results/{token}` — a completed request's package, once, through the single-use link a
+  completion callback carried.
+OpenGDPR 1.0 (section 10.1: the prior name's routes and headers are honoured), under `/opendsr/v1`:
+`discovery`, `opengdpr_requests`, `opengdpr_requests/{id}` (GET, DELETE); a body without
+`regulation` is gdpr there. Every OpenDSR answer carries `X-OpenDSR-Processor-Domain` and
+`X-OpenDSR-Signature` (Base64 signature of the body bytes with the certificate's key), and the
+`X-OpenGDPR-*` twins, and `Cache-Control: no-store`.
 
-Mount with `app.include_router(router(service, smtp_config_provider))` (see `router`). The client
-address is the socket peer's: behind a proxy, run uvicorn with `--proxy-headers
---forwarded-allow-ips=<proxy>` so that it is the caller's, not the proxy's.
+Signed requests: a body with `X-OpenDSR-Signature` (or `X-OpenGDPR-Signature`) is checked against
+the configured controllers' certificates (dsr.opendsr_signing); the one that verifies is the
+request's controller, which has verified its subject (no code is e-mailed), is not held to the
+per-address rate limit (the spec asks not to throttle in normal operation), and must sign a
+DELETE of its request (the signature of the request id's bytes). Unsigned requests belong to the
+default controller (the company's web form) and are verified by an e-mailed code.
+
+The unversioned routes of the web form's backend are kept as they were (`{"detail": ...}` errors,
+422 for a bad body): `POST /opendsr/requests`, `POST /opendsr/requests/{id}/verify`,
+`GET /opendsr/requests/{id}`.
+
+Every route is rate-limited per client address unless signed by a controller (in memory). The
+client address is the socket peer's; behind a proxy, name it in DSR_TRUSTED_PROXIES (`dsr serve`
+then has uvicorn believe that proxy's X-Forwarded-For, and no one else's).
 """
 
+import json
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from dsr import opendsr
 from dsr.intake import (
+    CodeLimits,
     CodeRefused,
     Intake,
     IntakeConflict,
@@ -36,8 +60,11 @@ from dsr.intake import (
     IntakeUnavailable,
     SmtpConfigProvider,
 )
+from dsr.ledger.events import format_timestamp
 from dsr.ledger.store import UnknownRequest
+from dsr.opendsr_signing import OpenDsrKeyError, load_controllers, processor_identity, verify_bytes
 from dsr.service import DsrService, RequestStateError
+from dsr.state import RequestState
 
 EXAMPLE = {
     "subject_request_id": "7a1c7e46-3f63-4f7c-9a1e-2b0e6c1d5f3a",
@@ -123,7 +150,8 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
            verify_limit: tuple[int, float] = (20, 60.0),
            status_limit: tuple[int, float] = (60, 60.0),
            code_lifetime: timedelta = timedelta(minutes=10),
-           max_attempts: int = 3) -> APIRouter:
+           max_attempts: int = 3,
+           code_limits: CodeLimits | None = None) -> APIRouter:
     """The OpenDSR routes under /opendsr, for `app.include_router(...)`.
 
     Args:
@@ -135,10 +163,12 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
         duplicate_window: Same subject and type again within this, while the first is open: linked.
         callback_url_prefixes: Callback URLs must start with one of these (empty: any public https URL).
         submit_limit, verify_limit, status_limit: (calls, per seconds) per client address.
+        code_limits: Codes and wrong guesses allowed (default `CodeLimits()` with the two above).
     """
     intake = Intake(service, smtp_config_provider, duplicate_window=duplicate_window,
                     callback_url_prefixes=callback_url_prefixes, code_lifetime=code_lifetime,
-                    max_attempts=max_attempts)
+                    max_attempts=max_attempts, limits=code_limits)
+    controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting
     limits = {"submit": RateLimiter(*submit_limit), "verify": RateLimiter(*verify_limit),
               "status": RateLimiter(*status_limit)}
     api = APIRouter(prefix="/opendsr", tags=["opendsr (public)"])
@@ -194,7 +224,8 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
 
         return _answer(work)
 
-    @api.get("/requests/{request_id}")
+    @api.get("/requests/{request_id}", responses={404: {"description": "no such request"},
+                                                  429: {"description": "rate limited"}})
     def status_opendsr(request_id: str, request: Request) -> Any:
         """The OpenDSR status of a request submitted here (pending, in_progress, completed, cancelled, denied)."""
         refused = limited(request, "status")
@@ -204,4 +235,322 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
             return _detail(status.HTTP_404_NOT_FOUND, "no such request")
         return _answer(lambda: intake.public_status(request_id))
 
+    _protocol_routes(api, intake, controllers, limited)
     return api
+
+
+# -- OpenDSR 2.0 and OpenGDPR 1.0 ------------------------------------------------------------------
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
+                   "errors": {"type": "array", "items": {"type": "object", "properties": {
+                       "domain": {"type": "string"}, "reason": {"type": "string"}, "message": {"type": "string"}}}}}}}}
+
+
+def _spec_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+
+
+_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"description": "body larger than the cap"}, 429: {"description": "rate limited (unsigned callers)"}}
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"type": "object"}, "example": EXAMPLE | {"api_version": opendsr.API_VERSION}}}}}
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, message: str, problems: Sequence[tuple[str, str]] = (), *,
+                 reason: str = "IllegalArgumentException", domain: str = "Validation") -> None:
+        super().__init__(message)
+        self.code, self.message, self.problems, self.reason, self.domain = code, message, problems, reason, domain
+
+
+def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
+                     limited: Callable[[Request, str], JSONResponse | None]) -> None:
+    service = intake.service
+    settings = service.settings
+
+    def identity() -> Any:
+        return processor_identity(settings)
+
+    def domain() -> str:
+        return identity().domain
+
+    def base_url(request: Request) -> str:
+        return (settings.opendsr_base_url or f"{str(request.base_url).rstrip('/')}/opendsr").rstrip("/")
+
+    def signed(payload: dict[str, Any], code: int = 200) -> Response:
+        body = opendsr.canonical(payload)
+        headers = opendsr.signature_headers(identity(), body) | {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        return Response(body, status_code=code, media_type="application/json", headers=headers)
+
+    def refused(exc: _Refused) -> Response:
+        return signed(opendsr.error_object(exc.code, exc.message, exc.problems, reason=exc.reason,
+                                           domain=exc.domain), exc.code)
+
+    def throttled(request: Request, which: str) -> Response | None:
+        answer = limited(request, which)
+        if answer is None:
+            return None
+        retry = answer.headers.get("Retry-After", "60")
+        response = refused(_Refused(429, "too many requests; try again later", reason="RateLimited", domain="Usage"))
+        response.headers["Retry-After"] = retry
+        return response
+
+    def signature_of(request: Request) -> str | None:
+        return next((request.headers[h] for h in opendsr.SIGNATURE_HEADERS if request.headers.get(h)), None)
+
+    def signer(request: Request, raw: bytes) -> str | None:
+        """The controller that signed `raw`; None when unsigned (and allowed to be); _Refused otherwise."""
+        signature = signature_of(request)
+        if signature is None:
+            if settings.opendsr_require_signature:
+                raise _Refused(403, "a controller signature (X-OpenDSR-Signature) is required",
+                               reason="SignatureRequired", domain="Authentication")
+            return None
+        found = controllers.identify(raw, signature)
+        if found is None:
+            raise _Refused(403, "the signature does not verify with any known controller's certificate",
+                           reason="InvalidSignature", domain="Authentication")
+        return str(found)
+
+    def known(request_id: str) -> str:
+        request_id = request_id.strip().lower()
+        if not intake.valid_request_id(request_id) or not intake.is_intake_request(request_id):
+            raise _Refused(404, "no such request", reason="NotFound", domain="Request")
+        return request_id
+
+    def extension(state: RequestState, **more: Any) -> dict[str, Any]:
+        ours = {"regime": state.regime, "subject_request_type": state.type,
+                "updated_time": intake.public_status(state.request_id)["updated_time"]} | more
+        return {domain(): {k: v for k, v in ours.items() if v is not None}}
+
+    def status_view(request_id: str, version: str) -> dict[str, Any]:
+        view = intake.public_status(request_id)
+        state = service.state(request_id)
+        spec_status, denied = opendsr.spec_status(view["request_status"])
+        return {"api_version": version, "controller_id": intake.controller_id(request_id),
+                "subject_request_id": request_id, "request_status": spec_status,
+                "expected_completion_time": view["expected_completion_time"],
+                "extensions": extension(state, request_status_reason=denied or view.get("request_status_reason"),
+                                        duplicate_of=view.get("duplicate_of"))}
+
+    async def submit(request: Request, version: str) -> Response:
+        raw = await request.body()
+        try:
+            controller = signer(request, raw)
+            if controller is None:
+                wait = throttled(request, "submit")
+                if wait is not None:
+                    return wait
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise _Refused(400, "the body is not valid JSON", [("body", "not valid JSON")]) from None
+            if version == opendsr.OPENGDPR_API_VERSION and isinstance(body, dict) and "regulation" not in body \
+                    and "regime" not in body:
+                body = body | {"regulation": "gdpr"}  # OpenGDPR 1.0 bodies had no regulation: GDPR was implied
+            outcome = await run_in_threadpool(intake.submit, body, controller_id=controller,
+                                              extension_domain=domain())
+        except _Refused as exc:
+            return refused(exc)
+        except IntakeInvalid as exc:
+            return refused(_Refused(400, "the request is not valid", _problems(exc)))
+        except IntakeConflict as exc:
+            return refused(_Refused(400, str(exc), [("subject_request_id", "already used with other content")],
+                                    reason="Conflict"))
+        except IntakeUnavailable as exc:
+            return refused(_Refused(503, str(exc), reason="Unavailable", domain="Service"))
+        state = outcome.state
+        rid = state.request_id
+        view = intake.public_status(rid)
+        code = outcome.code
+        verification = {"method": "email-code", "subject_request_id": outcome.duplicate_of or rid,
+                        "code_sent": bool(code and code.sent), "code_expires_at": code.expires_at if code else None,
+                        "code_withheld": code.withheld if code else None} if controller is None else \
+            {"method": "opendsr-controller", "verified": True}
+        spec_status, denied = opendsr.spec_status(view["request_status"])
+        payload = {
+            "api_version": version, "controller_id": intake.controller_id(rid),
+            "subject_request_id": rid, "received_time": view["received_time"],
+            "expected_completion_time": view["expected_completion_time"],
+            "encoded_request": opendsr.encoded_request(raw),
+            "extensions": extension(state, request_status=spec_status,
+                                    request_status_reason=denied or view.get("request_status_reason"),
+                                    duplicate_of=outcome.duplicate_of, verification=verification),
+        }
+        return signed(opendsr.with_processor_signature(identity(), payload), status.HTTP_201_CREATED)
+
+    async def status_of(request: Request, request_id: str, version: str) -> Response:
+        wait = throttled(request, "status")
+        if wait is not None:
+            return wait
+        try:
+            rid = known(request_id)
+            return signed(await run_in_threadpool(status_view, rid, version))
+        except _Refused as exc:
+            return refused(exc)
+
+    async def cancel(request: Request, request_id: str, version: str) -> Response:
+        try:
+            rid = known(request_id)
+            controller = intake.controller_id(rid)
+            if controller != intake.default_controller_id:
+                # A signing controller's request: only that controller may withdraw it.
+                try:
+                    certificate = controllers.certificate(controller)
+                except (KeyError, OpenDsrKeyError):
+                    certificate = None
+                if certificate is None or not verify_bytes(certificate, rid.encode("ascii"), signature_of(request)):
+                    raise _Refused(403, "a cancellation of this request must be signed by its controller "
+                                        "(X-OpenDSR-Signature of the subject_request_id)",
+                                   reason="InvalidSignature", domain="Authentication")
+            else:
+                wait = throttled(request, "verify")
+                if wait is not None:
+                    return wait
+            received = format_timestamp(datetime.now(UTC))
+            try:
+                await run_in_threadpool(intake.cancel_pending, rid)
+            except RequestStateError as exc:
+                raise _Refused(400, str(exc), [("subject_request_id", "not pending: it can no longer be cancelled")],
+                               reason="InvalidState", domain="Request") from None
+        except _Refused as exc:
+            return refused(exc)
+        payload = {"api_version": version, "controller_id": controller, "subject_request_id": rid,
+                   "received_time": received}
+        return signed(opendsr.with_processor_signature(identity(), payload), status.HTTP_202_ACCEPTED)
+
+    def discovery_answer(request: Request, version: str) -> Response:
+        wait = throttled(request, "status")
+        return wait or signed(opendsr.discovery(base_url=base_url(request), version=version))
+
+    # -- OpenDSR 2.0 --
+
+    discovery_doc = {200: {"description": "what this processor supports"}, 429: _spec_response("rate limited")}
+    created = {201: {"description": "recorded (or recorded before: the same answer)"},
+               400: _spec_response("bad body; every problem names its field, never its value"),
+               403: _spec_response("a signature that does not verify, or none where one is required"),
+               503: _spec_response("e-mail verification is not configured")} | _LIMIT_RESPONSES
+    status_doc = {200: {"description": "the request's status"}, 404: _spec_response("no such request"),
+                  429: _spec_response("rate limited")}
+    cancel_doc = {202: {"description": "cancelled"}, 400: _spec_response("not pending"),
+                  403: _spec_response("not signed by the request's controller"),
+                  404: _spec_response("no such request"), 429: _spec_response("rate limited")}
+
+    @api.get("/v2/discovery", responses=discovery_doc, tags=["opendsr 2.0"])
+    def discovery_v2(request: Request) -> Response:
+        """OpenDSR discovery (section 6)."""
+        return discovery_answer(request, opendsr.API_VERSION)
+
+    @api.get("/v2/certificate.pem", response_class=Response, tags=["opendsr 2.0"],
+             responses={200: {"content": {"application/x-pem-file": {}}, "description": "X.509, PEM"},
+                        429: _spec_response("rate limited")})
+    def certificate(request: Request) -> Response:
+        """The processor certificate that signs responses and callbacks."""
+        wait = throttled(request, "status")
+        if wait is not None:
+            return wait
+        return Response(identity().certificate_pem(), media_type="application/x-pem-file",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+    @api.post("/v2/requests", status_code=201, responses=created, openapi_extra=_REQUEST_BODY, tags=["opendsr 2.0"])
+    async def submit_v2(request: Request) -> Response:
+        """Submit an OpenDSR 2.0 request (section 7)."""
+        return await submit(request, opendsr.API_VERSION)
+
+    @api.get("/v2/requests/{request_id}", responses=status_doc, tags=["opendsr 2.0"])
+    async def status_v2(request: Request, request_id: str) -> Response:
+        """A request's status (section 8)."""
+        return await status_of(request, request_id, opendsr.API_VERSION)
+
+    @api.delete("/v2/requests/{request_id}", status_code=202, responses=cancel_doc, tags=["opendsr 2.0"])
+    async def cancel_v2(request: Request, request_id: str) -> Response:
+        """Cancel a pending request (section 9)."""
+        return await cancel(request, request_id, opendsr.API_VERSION)
+
+    @api.post("/v2/requests/{request_id}/verify", tags=["opendsr 2.0"],
+              responses={200: {"description": "verified"},
+                         400: _spec_response("the code is not accepted, or not 6 digits"),
+                         404: _spec_response("no such request"), 429: _spec_response("rate limited")},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"type": "object"}, "example": {"code": "123456"}}}}})
+    async def verify_v2(request: Request, request_id: str) -> Response:
+        """Extension: return the 6-digit code the subject was e-mailed."""
+        wait = throttled(request, "verify")
+        if wait is not None:
+            return wait
+        try:
+            if not intake.valid_request_id(request_id.strip().lower()):
+                raise _Refused(404, "no such request", reason="NotFound", domain="Request")
+            try:
+                body = json.loads(await request.body())
+            except (ValueError, UnicodeDecodeError):
+                body = None
+            if not isinstance(body, dict) or set(body) != {"code"}:
+                raise _Refused(400, 'the body must be {"code": "<6 digits>"}', [("code", "required, and alone")])
+            state = await run_in_threadpool(intake.verify_code, request_id.strip().lower(), body["code"])
+        except _Refused as exc:
+            return refused(exc)
+        except IntakeInvalid as exc:
+            return refused(_Refused(400, "the code is not valid", _problems(exc)))
+        except (CodeRefused, UnknownRequest) as exc:
+            return refused(_Refused(400, str(CodeRefused()) if isinstance(exc, UnknownRequest) else str(exc),
+                                    [("code", "not accepted")], reason="CodeRefused", domain="Verification"))
+        except RequestStateError as exc:
+            return refused(_Refused(400, str(exc), reason="InvalidState", domain="Request"))
+        return signed(status_view(state.request_id, opendsr.API_VERSION) | {"verified": state.verified})
+
+    @api.get("/v2/results/{token}", response_class=StreamingResponse, tags=["opendsr 2.0"],
+             responses={200: {"content": {"application/zip": {}}, "description": "the package"},
+                        404: _spec_response("unknown, expired or used link"), 429: _spec_response("rate limited")})
+    def results(request: Request, token: str) -> Response:
+        """A completed request's package, through the single-use link its completion callback carried."""
+        wait = throttled(request, "status")
+        if wait is not None:
+            return wait
+        who = service.subject_principal(token) if 20 <= len(token) <= 200 else None
+        state = service.state(str(who.request_id)) if who is not None else None
+        if who is None or state is None or state.package is None or not service.spend_subject_token(token):
+            return refused(_Refused(404, "unknown, expired or used link", reason="NotFound", domain="Request"))
+        from dsr.storage import config_from_settings, open_store
+
+        stream = open_store(config_from_settings(settings)).open_package(state.request_id)
+        service.record_download(state.request_id, "package", by=intake.controller_id(state.request_id)[:64],
+                                role="controller")
+
+        def chunks() -> Any:
+            with stream:
+                while chunk := stream.read(1 << 16):
+                    yield chunk
+
+        return StreamingResponse(chunks(), media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="results-{state.request_id}.zip"', "Cache-Control": "no-store"})
+
+    # -- OpenGDPR 1.0: the prior name's routes (section 10.1) --
+
+    @api.get("/v1/discovery", responses=discovery_doc, tags=["opengdpr 1.0"])
+    def discovery_v1(request: Request) -> Response:
+        """OpenGDPR 1.0 discovery."""
+        return discovery_answer(request, opendsr.OPENGDPR_API_VERSION)
+
+    @api.post("/v1/opengdpr_requests", status_code=201, responses=created, openapi_extra=_REQUEST_BODY,
+              tags=["opengdpr 1.0"])
+    async def submit_v1(request: Request) -> Response:
+        """Submit an OpenGDPR 1.0 request (without `regulation`: gdpr)."""
+        return await submit(request, opendsr.OPENGDPR_API_VERSION)
+
+    @api.get("/v1/opengdpr_requests/{request_id}", responses=status_doc, tags=["opengdpr 1.0"])
+    async def status_v1(request: Request, request_id: str) -> Response:
+        """An OpenGDPR request's status."""
+        return await status_of(request, request_id, opendsr.OPENGDPR_API_VERSION)
+
+    @api.delete("/v1/opengdpr_requests/{request_id}", status_code=202, responses=cancel_doc, tags=["opengdpr 1.0"])
+    async def cancel_v1(request: Request, request_id: str) -> Response:
+        """Cancel a pending OpenGDPR request."""
+        return await cancel(request, request_id, opendsr.OPENGDPR_API_VERSION)
+
+
+def _problems(exc: IntakeInvalid) -> list[tuple[str, str]]:
+    return [(".".join(map(str, loc)) or "body", message) for loc, message in exc.problems]
