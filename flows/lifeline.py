@@ -12,6 +12,7 @@ process. Elsewhere than Linux the children start as usual (and may outlive a kil
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -98,21 +99,27 @@ def popen_dying_with_us(args: list[str], **kwargs: Any) -> subprocess.Popen[Any]
 
 def install_ephemeral_server() -> bool:
     """Make Prefect's temporary API server (started on first use when no PREFECT_API_URL is set)
-    a child that dies with this process. Call before anything in the process talks to Prefect;
-    False if a temporary server object already exists (it is left as it is)."""
+    a child that dies with this process. Call before anything in the process talks to Prefect
+    (again after the server was stopped: Prefect forgets it then). False if a temporary server
+    object of Prefect's own already exists (it is left as it is)."""
+    # Prefect keeps one temporary server object per port and every client asks for port None:
+    # creating ours first makes it the one they all get.
+    server = _dying_server_class()()
+    if not isinstance(server, _dying_server_class()):
+        log.warning("Prefect's temporary server was set up before %s; it may outlive a killed process", __name__)
+        return False
+    return True
+
+
+@functools.cache
+def _dying_server_class() -> type:
     from prefect.server.api.server import SubprocessASGIServer
 
     class DyingWithUs(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
             return _run_uvicorn_command(self)
 
-    # Prefect keeps one temporary server object per port and every client asks for port None:
-    # creating ours first makes it the one they all get.
-    server = DyingWithUs()
-    if type(server) is not DyingWithUs:
-        log.warning("Prefect's temporary server was set up before %s; it may outlive a killed process", __name__)
-        return False
-    return True
+    return DyingWithUs
 
 
 def _run_uvicorn_command(server: Any) -> subprocess.Popen[Any]:

@@ -1,6 +1,6 @@
 """A killed command takes its children with it: `dsr run` (Prefect's temporary API server) and
-`dsr serve` (the Prefect server, and the flow runs it starts) SIGKILLed mid-way leave no process
-behind (each orphan used to hold ~200 MB, re-parented to init, until someone noticed)."""
+`dsr serve` (its Prefect server) SIGKILLed mid-way leave no process behind (each orphaned server
+held ~200 MB, re-parented to init, until someone noticed)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,26 @@ def test_a_killed_run_leaves_no_prefect_server_behind(crm_only_service: DsrServi
     command = _dsr("run", verified_request, env=_env(crm_only_service.settings), tmp_path=tmp_path)
     try:
         _wait_for_descendant(command, started, _cmdline_has("prefect.server.api.server:create_app"))
+        _kill_and_check(command, started)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_killed_serve_leaves_no_prefect_server_behind(crm_only_service: DsrService, started: list[psutil.Process],
+                                                        tmp_path: Path) -> None:
+    command = _dsr("serve", "--port", str(_free_port()), env=_env(crm_only_service.settings), tmp_path=tmp_path)
+    try:
+        _wait_for_descendant(command, started, _cmdline_has("prefect server start"))
         _kill_and_check(command, started)
     finally:
         if command.poll() is None:
