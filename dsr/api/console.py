@@ -116,8 +116,19 @@ def _urgency(row: Mapping[str, Any]) -> tuple[int, int]:
     return (1 if left is None else 0, left if left is not None else 0)
 
 
+def expected_systems(service: DsrService, state: RequestState) -> list[str]:
+    """The systems a run of this request covers: its plan once it has one, else the data map's."""
+    if state.plan:
+        return list(state.plan)
+    try:
+        kind = RequestType(state.type)
+    except ValueError:
+        return []
+    return sorted(name for name, cfg in service.data_map.enabled().items() if kind in cfg.request_types)
+
+
 def system_rows(service: DsrService, state: RequestState) -> list[dict[str, Any]]:
-    names = sorted(set(state.plan) | set(state.systems))
+    names = sorted(set(expected_systems(service, state)) | set(state.systems))
     rows = []
     for name in names:
         system = state.systems.get(name)
@@ -136,7 +147,7 @@ def progress_view(service: DsrService, state: RequestState, job: _jobs.Job | Non
     done = sum(1 for r in rows if r["status"] in (SystemStatus.COMPLETED.value, SystemStatus.FAILED.value))
     return {"request_id": state.request_id, "status": state.status.value,
             "status_text": state.status.value.replace("_", " "),
-            "done": done, "total": len(state.plan) or len(rows),
+            "done": done, "total": len(rows),
             "systems": [{"system": r["system"], "status": r["status"], "found": r["found"]} for r in rows],
             "running": job is not None and job.state == "running",
             "job": job.to_view() if job is not None else None}
@@ -505,20 +516,18 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
             events = service.ledger.events(run_id)
             started = events[0]
             completed = next((e for e in reversed(events) if e.type == "purge.completed"), None)
-            approved_by = next((r for r in runs if r.get("approves") == run_id), None)
             runs.append({
-                "id": run_id, "at": started.at[:16].replace("T", " "), "by": started.actor,
+                "id": run_id, "at": started.at[:16].replace("T", " "), "started": started.at, "by": started.actor,
                 "dry_run": bool(started.payload.get("dry_run")), "approves": started.payload.get("approves"),
                 "status": completed.payload.get("status") if completed else "running",
                 "tallies": [t for t in (completed.payload.get("tallies", []) if completed else [])
                             if t.get("candidates") or t.get("purged") or t.get("failed")],
                 "guard": [e.payload for e in events if e.type == "purge.guard_stopped"],
-                "approved": approved_by is not None,
             })
         approved = {r["approves"] for r in runs if r["approves"]}
         for run in runs:
             run["approved"] = run["id"] in approved
-        runs.sort(key=lambda r: r["at"], reverse=True)
+        runs.sort(key=lambda r: r["started"], reverse=True)
         return runs
 
     def purge_page(request: Request, signed_in: tuple[Principal, Session], errors: dict[str, str] | None = None,

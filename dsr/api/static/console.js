@@ -26,6 +26,18 @@
           }
           (data.systems || []).forEach(function (s) {
             var row = document.querySelector("tr[data-system='" + s.system + "']");
+            var body = document.querySelector("#systems tbody");
+            if (!row && body) {  // a system the page did not know of yet
+              row = document.createElement("tr");
+              row.setAttribute("data-system", s.system);
+              ["sys-name", "sys-status", "num sys-found", "", ""].forEach(function (cls) {
+                var cell = document.createElement("td");
+                if (cls) { cell.className = cls; }
+                row.appendChild(cell);
+              });
+              text(row.querySelector(".sys-name"), s.system);
+              body.appendChild(row);
+            }
             if (row) {
               text(row.querySelector(".sys-status"), s.status.replace(/_/g, " "));
               text(row.querySelector(".sys-found"), String(s.found));
