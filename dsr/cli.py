@@ -31,6 +31,7 @@ from dsr.identity import IdentityError
 from dsr.ledger.events import ChainError
 from dsr.ledger.store import LedgerError, UnknownRequest
 from dsr.models import RequestInputError, RequestType, parse_new_request
+from dsr.opendsr_client import app as opendsr_app
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
 
@@ -50,6 +51,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
+app.add_typer(opendsr_app, name="opendsr")
 
 # Piped output keeps whole ids and dates: 80 columns (Rich's default off a terminal) would cut them.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)

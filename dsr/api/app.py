@@ -29,8 +29,8 @@ from dsr.api.pages import mount_pages
 from dsr.api.web import mount_web
 from dsr.bundle import verify_bundle
 from dsr.deadlines import DeadlineError
-from dsr.ledger.store import UnknownRequest
 from dsr.models import RequestInputError, parse_new_request
+from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError, UnknownRequest
 from dsr.notify import SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
@@ -92,44 +92,94 @@ def _sealed_hash(state: RequestState, version: int) -> str | None:
     return next((b.get("sha256") for b in state.bundles if b["version"] == version), None)
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method some route serves at this path: Starlette's own 405 names only the first route's."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # `loc`, `msg` and `type` only: pydantic's `input` (and `ctx`, which can quote it) would echo
+        # what was sent, which may be someone's address.
+        problems = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                    for e in exc.errors()]
+        if problems and all(p["loc"][:1] == ["path"] for p in problems):
+            # A malformed id names no resource: the same 400 as everywhere ids are checked.
+            names = sorted({str(p["loc"][1]) for p in problems if len(p["loc"]) > 1}) or ["path"]
+            return JSONResponse({"detail": f"{', '.join(names)}: not a valid {names[0].replace('_', ' ')}"},
+                                status_code=status.HTTP_400_BAD_REQUEST)
+        return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(app, request)}
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestInputError)
+    async def _input(_: Request, exc: RequestInputError) -> JSONResponse:
+        return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.field, str(exc).split(": ", 1)[-1])
+
+    @app.exception_handler(DeadlineError)
+    async def _deadline(_: Request, exc: DeadlineError) -> JSONResponse:
+        field, _sep, message = str(exc).partition(": ")
+        return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, field, message or str(exc))
+
+    @app.exception_handler(ExtensionNotAllowed)
+    @app.exception_handler(PauseNotAllowed)
+    async def _clock_refused(_: Request, exc: DeadlineError) -> JSONResponse:
+        # The regime or the request's history refuses it (one extension only, say): a state, not a field.
+        return _problem(status.HTTP_409_CONFLICT, None, str(exc))
+
+    @app.exception_handler(RequestStateError)
+    async def _state(_: Request, exc: RequestStateError) -> JSONResponse:
+        return _problem(status.HTTP_409_CONFLICT, None, str(exc))
+
+    @app.exception_handler(UnknownRequest)
+    async def _unknown(_: Request, exc: UnknownRequest) -> JSONResponse:
+        return _problem(status.HTTP_404_NOT_FOUND, None, "no such request")
+
+    @app.exception_handler(IdentityTampered)
+    @app.exception_handler(ChainTampered)
+    async def _tampered(_: Request, exc: LedgerError) -> JSONResponse:
+        # The ledger refuses to use an edited record: say which request and why (never an address).
+        return _problem(status.HTTP_409_CONFLICT, None, str(exc))
+
+    @app.exception_handler(ObjectNotFound)
+    async def _missing(_: Request, exc: ObjectNotFound) -> JSONResponse:
+        return _problem(status.HTTP_404_NOT_FOUND, None, "the stored object is missing")
+
+    @app.exception_handler(StorageIntegrityError)
+    async def _tampered(_: Request, exc: StorageIntegrityError) -> JSONResponse:
+        # Never serve bytes that differ from what was sealed; and say so as a verdict on the evidence
+        # (a 409 naming the failed check), not as a server fault: the server did its job.
+        return JSONResponse({"detail": "stored content does not match the hash recorded when it was sealed",
+                             "check": SEALED_HASH_CHECK}, status_code=status.HTTP_409_CONFLICT)
+
+
 def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceReader, *,
                intake_smtp: Callable[[], SmtpConfig | None] | None = None,
                callback_url_prefixes: tuple[str, ...] | None = None,
                max_body_bytes: int | None = None) -> FastAPI:
     app = FastAPI(title="dsr-pipeline", version="0.1.0",
-                  description="Data-subject requests: intake, status, evidence bundles and packages.")
+                  description="Data-subject requests: intake, status, evidence bundles and packages. "
+                              f"Officer, auditor and subject routes take a bearer token ({BEARER_SCHEME}).",
+                  openapi_tags=[
+                      {"name": "requests", "description": "Officers and auditors: requests, timelines, evidence."},
+                      {"name": "officer", "description": "Officers only: submit and act on requests."},
+                      {"name": "subject", "description": "The subject, with a single-use, expiring token."}])
     resolve = principal_resolver(service, access)
     staff = require(resolve, Role.OFFICER, Role.AUDITOR)
     officer = require(resolve, Role.OFFICER)
     subject = require(resolve, Role.SUBJECT)
     app.state.service, app.state.resolve = service, resolve
-
-    @app.exception_handler(RequestInputError)
-    async def _input(_: Request, exc: RequestInputError) -> JSONResponse:
-        return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.field, str(exc).split(": ", 1)[-1])
-
-    @app.exception_handler(DeadlineError)
-    async def _deadline(_: Request, exc: DeadlineError) -> JSONResponse:
-        field, _sep, message = str(exc).partition(": ")
-        return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, field, message or str(exc))
-
-    @app.exception_handler(RequestStateError)
-    async def _state(_: Request, exc: RequestStateError) -> JSONResponse:
-        return _error(status.HTTP_409_CONFLICT, None, str(exc))
-
-    @app.exception_handler(UnknownRequest)
-    async def _unknown(_: Request, exc: UnknownRequest) -> JSONResponse:
-        return _error(status.HTTP_404_NOT_FOUND, None, "no such request")
-
-    @app.exception_handler(ObjectNotFound)
-    async def _missing(_: Request, exc: ObjectNotFound) -> JSONResponse:
-        return _error(status.HTTP_404_NOT_FOUND, None, "the stored object is missing")
-
-    @app.exception_handler(StorageIntegrityError)
-    async def _tampered(_: Request, exc: StorageIntegrityError) -> JSONResponse:
-        # Never serve bytes that differ from what was sealed; say so plainly.
-        return _error(status.HTTP_500_INTERNAL_SERVER_ERROR, None,
-                      "stored content does not match the hash recorded when it was sealed")
+    _install_error_handlers(app)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
