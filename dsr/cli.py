@@ -322,6 +322,25 @@ def _prepare_prefect(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
+class _RefusalsWithoutTraceback(logging.Filter):
+    """Prefect logs the exception that ends a run with its traceback. For a refusal this command
+    explains itself (a request's state, an edited ledger) that is noise on the officer's terminal,
+    so the record keeps its one line and loses the traceback; any other error keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        if isinstance(failure, (LedgerError, RequestStateError)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_refusals() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RefusalsWithoutTraceback) for f in logger.filters):
+            logger.addFilter(_RefusalsWithoutTraceback())
+
+
 def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
     """Run the process-request flow in-process while showing each system's progress."""
     _prepare_prefect(service.settings)
@@ -331,6 +350,7 @@ def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
 
     install_ephemeral_server()  # a killed `dsr run` must not leave Prefect's temporary server running
 
+    _quiet_refusals()
     runtime.use_service(service)
     result: dict[str, Any] = {}
     failure: list[BaseException] = []

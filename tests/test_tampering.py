@@ -412,3 +412,50 @@ def test_heads_are_signed_once_per_request_append_and_at_the_end_of_other_chains
     assert [m["entry_hash"] for m in mirrored] == [h.entry_hash for h in heads]
     assert svc.ledger.audit().ok
     assert svc.ledger.identity("hold-LIT-1") == ACCESS_SUBJECT
+
+
+@pytest.mark.prefect
+@pytest.mark.usefixtures("prefect_harness")
+def test_dsr_run_through_prefect_after_a_hidden_cut_ends_with_a_message_not_tracebacks(
+        cli_env: Settings, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut and its head rows are gone from the table, so `dsr run` starts the flow; sealing
+    then finds the stored bundle v1 differs. Prefect must not print the error's tracebacks."""
+    monkeypatch.setattr("dsr.execution.holder_gone", lambda holder: True)  # see the test above
+    service = DsrService(cli_env)
+    try:
+        request_id = _completed(service)
+        _delete_last_events(service, request_id, 3)
+        newest = max(h.position for h in _heads(service))
+        _sql(service, "DELETE FROM dsr_chain_heads WHERE position > :p", p=newest - 3)
+    finally:
+        service.close()
+    ran = cli.invoke(app, ["run", request_id])
+    captured = capfd.readouterr()
+    everything = ran.output + captured.out + captured.err
+    assert ran.exit_code == 1, everything
+    assert f"the ledger of request {request_id} no longer matches its sealed bundle v1" in everything
+    assert "dsr ledger verify" in everything
+    assert "Traceback" not in everything and "internal error" not in everything
+
+
+def test_the_api_refuses_a_swapped_identity_naming_the_request_not_the_address(svc: DsrService) -> None:
+    from fastapi.testclient import TestClient
+
+    from dsr.access import AccessConfig, Role, TokenEntry, token_hash
+    from dsr.api.app import create_app
+    from dsr.storage import config_from_settings, open_store
+
+    officer = "officer-token-" + "o" * 30
+    ada = _submit(svc, ERASURE_SUBJECT)
+    grace = _submit(svc, ACCESS_SUBJECT, "access", verify=False)
+    access = AccessConfig(tokens=(TokenEntry(name="alice", role=Role.OFFICER, sha256=token_hash(officer)),))
+    with TestClient(create_app(svc, access, open_store(config_from_settings(svc.settings)))) as client:
+        headers = {"Authorization": f"Bearer {officer}"}
+        assert client.get(f"/requests/{ada}", headers=headers).json()["subject"]["email"] == ERASURE_SUBJECT
+        _sql(svc, "UPDATE dsr_identities SET value = (SELECT value FROM dsr_identities WHERE request_id = :g), "
+                  "hash = (SELECT hash FROM dsr_identities WHERE request_id = :g) WHERE request_id = :a",
+             g=grace, a=ada)
+        answer = client.get(f"/requests/{ada}", headers=headers)
+    assert answer.status_code == 409
+    assert ada in answer.text and "does not match the chain" in answer.text
+    assert ACCESS_SUBJECT not in answer.text and ERASURE_SUBJECT not in answer.text

@@ -147,7 +147,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IdentityTampered)
     @app.exception_handler(ChainTampered)
-    async def _tampered(_: Request, exc: LedgerError) -> JSONResponse:
+    async def _ledger_tampered(_: Request, exc: LedgerError) -> JSONResponse:
         # The ledger refuses to use an edited record: say which request and why (never an address).
         return _problem(status.HTTP_409_CONFLICT, None, str(exc))
 
