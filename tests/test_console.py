@@ -161,7 +161,7 @@ def test_sign_in_gives_a_session_cookie_not_the_token_and_only_officers_get_in(c
     client.cookies.clear()
     for token, why in ((AUDITOR, "not an officer"), ("x" * 43, "unknown"), ("", "unknown")):
         refused = client.post("/console/login", data={"token": token}, headers=SAME_SITE, follow_redirects=False)
-        assert refused.status_code == 401 and f"token: " in refused.text and why in refused.text
+        assert refused.status_code == 401 and "token: " in refused.text and why in refused.text
         assert "set-cookie" not in refused.headers
     page = client.get("/console/login")
     csp = page.headers["content-security-policy"]

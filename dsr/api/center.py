@@ -154,7 +154,7 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
         if values["country"] not in COUNTRIES:
             errors["country"] = "country: choose the country you live in"
         if errors:
-            return form_page(request, values, errors, status.HTTP_422_UNPROCESSABLE_ENTITY)
+            return form_page(request, values, errors, status.HTTP_422_UNPROCESSABLE_CONTENT)
         regime = COUNTRIES[values["country"]][1]
         body: dict[str, Any] = {
             "subject_request_id": new_request_id(), "subject_request_type": values["type"],
@@ -169,7 +169,7 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
         try:
             outcome = intake.submit(body)
         except IntakeInvalid as exc:
-            return form_page(request, values, _problems(exc), status.HTTP_422_UNPROCESSABLE_ENTITY)
+            return form_page(request, values, _problems(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
         except IntakeUnavailable:
             return problem(request, status.HTTP_503_SERVICE_UNAVAILABLE, "Not available right now",
                            "We cannot send verification codes at the moment; please try again later or "
@@ -207,7 +207,7 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
             intake.verify_code(request_id, code)
         except IntakeInvalid as exc:
             return verify_page(request, request_id, next(iter(_problems(exc).values())),
-                               status.HTTP_422_UNPROCESSABLE_ENTITY)
+                               status.HTTP_422_UNPROCESSABLE_CONTENT)
         except CodeRefused as exc:
             return verify_page(request, request_id, f"code: {exc}", status.HTTP_400_BAD_REQUEST)
         except RequestStateError as exc:

@@ -22,7 +22,6 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from dsr.access import AccessConfig
-from dsr.api.pages import same_origin
 from dsr.service import DsrService
 
 HERE = Path(__file__).resolve().parent
@@ -96,8 +95,8 @@ def render_page(env: jinja2.Environment, name: str, context: Mapping[str, Any], 
 def _offline_docs(app: FastAPI) -> None:
     """Swagger UI from this server (the fastapi-offline package's copy), not from a CDN: `/docs`
     works on a machine without internet, and no third party learns who reads the API docs."""
-    from fastapi_offline.core import _STATIC_PATH as docs_static  # noqa: PLC2701 - the bundled assets
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline.core import _STATIC_PATH as docs_static  # noqa: PLC2701 - the bundled assets
 
     replaced = {app.docs_url, app.redoc_url}
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in replaced]
