@@ -27,5 +27,7 @@ def retention_purge(dry_run: bool = False, approve: str | None = None) -> dict[s
 
     report = Purger(service, connect).run(dry_run=dry_run, approve=approve)
     get_run_logger().info("retention purge %s: %s, %d purged", report.run_id, report.status, report.purged)
+    # Exports of cancelled requests wait for no run; the nightly purge clears them too.
+    swept = [] if dry_run else runtime.runner().sweep_staging()
     return {"run_id": report.run_id, "status": report.status, "purged": report.purged,
-            "report": str(report.report_path), "guard": report.guard}
+            "report": str(report.report_path), "guard": report.guard, "staging_swept": len(swept)}

@@ -211,3 +211,24 @@ def test_a_persons_attached_export_is_kept_private(crm_and_portal_service: DsrSe
     assert not RequestRunner(service).staging_dir(request_id).exists()
     assert _mode(outcome.package_path) == 0o600
     assert "portal" in _package_records(outcome.package_path)
+
+
+def test_the_nightly_purge_removes_the_staging_of_cancelled_requests(crm_only_service: DsrService) -> None:
+    from prefect.logging import disable_run_logger
+
+    from flows import runtime
+    from flows.retention import retention_purge
+
+    service = crm_only_service
+    cancelled = _submit(service)
+    runner = _run_systems(service, cancelled)
+    service.cancel(cancelled, reason="the subject withdrew the request")
+    runtime.use_service(service)
+    try:
+        with disable_run_logger():
+            assert retention_purge.fn(dry_run=True)["staging_swept"] == 0
+            assert (runner.staging_dir(cancelled) / "crm.jsonl").is_file()  # a dry run changes nothing
+            assert retention_purge.fn()["staging_swept"] == 1
+    finally:
+        runtime.use_service(None)
+    assert not runner.staging_dir(cancelled).exists()
