@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from dsr.access import Principal, Role, new_token, token_hash
-from dsr.bundle import contains_email_address
 from dsr.callbacks import on_status_change
 from dsr.config import DataMap, Policy, load_data_map, load_policy
 from dsr.deadlines import (
@@ -35,7 +35,17 @@ from dsr.identity import identity_hash
 from dsr.ledger.anchors import Anchoring
 from dsr.ledger.events import LedgerEvent, format_timestamp
 from dsr.ledger.store import IndexRow, Ledger
+from dsr.ledger.texts import (
+    REDACTION_REASON_MAX,
+    FreeTextError,
+    event_texts,
+    is_sha256,
+    store_texts,
+    text_reference,
+)
+from dsr.ledger.texts import text_sha256 as sha256_of_text
 from dsr.models import CLOSED_STATUSES, OPEN_STATUSES, NewRequest, RequestInputError, Status, validate_method
+from dsr.personal_text import contains_email_address, redact
 from dsr.settings import Settings
 from dsr.state import EventType, RequestState, derive_state, index_row
 
@@ -43,10 +53,10 @@ log = logging.getLogger(__name__)
 
 
 def _evidence_text(field: str, value: str | None, *, required: str | None = None) -> str | None:
-    """Free text that will be sealed into evidence: required where asked, never an address.
+    """Free text kept as evidence: required where asked, never an address.
 
-    The ledger cannot be edited, so an e-mail address typed into a note would make the request's
-    evidence unsealable (the bundle refuses personal data). Refuse it at the door instead.
+    Kept beside the chain (only its hash is in an event), so it can be redacted later; but an
+    address should never get that far: refuse it at the door, where the person can still fix it.
     """
     text = (value or "").strip()
     if not text:
@@ -56,6 +66,18 @@ def _evidence_text(field: str, value: str | None, *, required: str | None = None
     if contains_email_address(text):
         raise RequestInputError(field, "must not contain an e-mail address (it is kept as evidence)")
     return text
+
+
+def with_free_text(payload: dict[str, Any], field: str, text: str | None) -> dict[str, Any]:
+    """`payload` referencing `text` by hash (`<field>_sha256`): the words stay out of the chain.
+
+    Pass the same texts to `Ledger.append(texts=store_texts(...))` so they are kept beside it.
+    """
+    if text is None:
+        payload[field] = None
+    else:
+        payload[f"{field}_sha256"] = sha256_of_text(text)
+    return payload
 
 
 #: What a clock can wait for: (the event that pauses it, the event that resumes it).
@@ -135,8 +157,36 @@ class DsrService:
     def events(self, request_id: str) -> list[LedgerEvent]:
         return self.ledger.events(request_id)
 
-    def state(self, request_id: str) -> RequestState:
+    def state(self, request_id: str, *, for_auditor: bool = False) -> RequestState:
+        """The request with its free text shown (auditors: e-mail addresses in it redacted).
+
+        Never build an event's payload from this state: it holds the words, which stay out of
+        the chain; `chain_state` names them by hash.
+        """
+        return derive_state(self.ledger.events(request_id), self.texts(request_id, for_auditor=for_auditor))
+
+    def chain_state(self, request_id: str) -> RequestState:
+        """The request from its chain alone: free text by hash reference (what payloads may hold)."""
         return derive_state(self.ledger.events(request_id))
+
+    def texts(self, request_id: str, *, for_auditor: bool = False) -> dict[str, str | None]:
+        """Hash -> the request's kept free text, None once redacted (auditors: addresses redacted)."""
+        kept = {digest: row.text for digest, row in self.ledger.free_texts(request_id).items()}
+        if for_auditor:
+            return {digest: None if text is None else redact(text) for digest, text in kept.items()}
+        return kept
+
+    def free_text_list(self, request_id: str) -> list[dict[str, Any]]:
+        """Every free text the request's events reference: where, its hash, and whether it is redacted."""
+        kept = self.ledger.free_texts(request_id)
+        listed = []
+        for event in self.ledger.events(request_id):
+            for field, digest in event_texts(event.payload).items():
+                row = kept.get(digest)
+                listed.append({"seq": event.seq, "type": event.type, "field": field, "sha256": digest,
+                               "kept": row is not None and row.text is not None,
+                               "redacted_at": row.redacted_at if row else None})
+        return listed
 
     def list(self, *, open_only: bool = False) -> list[IndexRow]:
         statuses = sorted(s.value for s in OPEN_STATUSES) if open_only else None
@@ -179,13 +229,14 @@ class DsrService:
             "received_at": format_timestamp(new.received),
             "identity_kind": "email",
             "identity_hash": digest,
-            "note": _evidence_text("note", new.note),
             "deadline": deadline.to_dict(),
         }
+        note = _evidence_text("note", new.note)
+        with_free_text(payload, "note", note)
         if new.submitted_at is not None:  # the requester's own time, kept as information
             payload["submitted_at"] = format_timestamp(new.submitted_at)
         self.ledger.append(request_id, EventType.RECEIVED, payload, actor=actor or self.settings.actor,
-                           identity=("email", new.email, digest), expect_new=True)
+                           identity=("email", new.email, digest), expect_new=True, texts=store_texts([note]))
         log.info("request %s received (%s, %s, subject %s)", request_id, new.type.value, new.regime.value, digest)
         return Submitted(self.state(request_id), created=True)
 
@@ -201,8 +252,8 @@ class DsrService:
             if state.verified:
                 raise RequestStateError(f"request {request_id} is already verified")
 
-        self.ledger.append(request_id, EventType.VERIFIED, {"method": method, "note": note},
-                           actor=actor or self.settings.actor, guard=guard)
+        self.ledger.append(request_id, EventType.VERIFIED, with_free_text({"method": method}, "note", note),
+                           actor=actor or self.settings.actor, guard=guard, texts=store_texts([note]))
         log.info("request %s verified by %s", request_id, method)
         on_status_change(self, request_id)
         self._announce(EventType.VERIFIED, request_id)
@@ -221,13 +272,13 @@ class DsrService:
                 raise RequestStateError(f"request {request_id} is {state.status.value}; nothing to extend")
             check_extension_allowed(self.deadline(state), today)
 
-        state = self.state(request_id)
-        extension = ClockEvent(ClockEventKind.EXTENDED, now, reason)
+        state = self.chain_state(request_id)
+        # The deadline names the reason by reference: the words stay out of the chain.
+        extension = ClockEvent(ClockEventKind.EXTENDED, now, text_reference(sha256_of_text(reason)))
         new_deadline = self.deadline(state, extra=[extension])
-        self.ledger.append(request_id, EventType.EXTENDED,
-                           {"reason": reason, "deadline": new_deadline.to_dict(),
-                            "notice": "extension notice to the subject queued"},
-                           actor=actor or self.settings.actor, at=now, guard=guard)
+        payload = {"deadline": new_deadline.to_dict(), "notice": "extension notice to the subject queued"}
+        self.ledger.append(request_id, EventType.EXTENDED, with_free_text(payload, "reason", reason),
+                           actor=actor or self.settings.actor, at=now, guard=guard, texts=store_texts([reason]))
         return self.state(request_id)
 
     PAUSES = PAUSES
@@ -250,23 +301,23 @@ class DsrService:
         if index == 0:
             reason = _evidence_text("reason", reason, required="say what is needed from the subject, and why")
         now = at or datetime.now(UTC)
-        state = self.state(request_id)
+        state = self.chain_state(request_id)
         check_pause_allowed(state.regime, kind, self.policy.deadlines.rules())
         open_kinds = _open_pauses(state.clock)
         if index == 0 and self.PAUSES[wait_for][0] in open_kinds:
             raise RequestStateError(f"request {request_id} is already waiting for {wait_for}")
         if index == 1 and self.PAUSES[wait_for][0] not in open_kinds:
             raise RequestStateError(f"request {request_id} is not waiting for {wait_for}")
-        event = ClockEvent(kind, now, reason)
+        event = ClockEvent(kind, now, text_reference(sha256_of_text(reason)) if reason else None)
         deadline = self.deadline(state, extra=[event], as_of=now.date())
 
         def guard(chain: Sequence[LedgerEvent]) -> None:
             if derive_state(chain).closed:
                 raise RequestStateError(f"request {request_id} is closed; its clock no longer runs")
 
-        self.ledger.append(request_id, EventType.CLOCK, {"kind": kind.value, "reason": reason,
-                                                         "deadline": deadline.to_dict()},
-                           actor=actor or self.settings.actor, at=now, guard=guard)
+        payload = with_free_text({"kind": kind.value, "deadline": deadline.to_dict()}, "reason", reason)
+        self.ledger.append(request_id, EventType.CLOCK, payload,
+                           actor=actor or self.settings.actor, at=now, guard=guard, texts=store_texts([reason]))
         return self.state(request_id)
 
     def acknowledge(self, request_id: str, *, note: str = "acknowledgement sent to the subject",
@@ -278,8 +329,8 @@ class DsrService:
             if derive_state(chain).acknowledged_at is not None:
                 raise RequestStateError(f"request {request_id} was already acknowledged")
 
-        self.ledger.append(request_id, EventType.ACKNOWLEDGED, {"note": note},
-                           actor=actor or self.settings.actor, at=at, guard=guard)
+        self.ledger.append(request_id, EventType.ACKNOWLEDGED, with_free_text({}, "note", note),
+                           actor=actor or self.settings.actor, at=at, guard=guard, texts=store_texts([note]))
         return self.state(request_id)
 
     # -- manual tasks -------------------------------------------------------------------------
@@ -319,8 +370,8 @@ class DsrService:
             if current is None or current.task is None or current.task.get("done"):
                 raise RequestStateError(f"the manual task in {system} is not open any more")
 
-        self.ledger.append(request_id, EventType.TASK_DONE,
-                           {"system": system, "note": note, "by": by, "attachments": stored}, actor=by, guard=guard)
+        payload = with_free_text({"system": system, "by": by, "attachments": stored}, "note", note)
+        self.ledger.append(request_id, EventType.TASK_DONE, payload, actor=by, guard=guard, texts=store_texts([note]))
         return self.state(request_id)
 
     # -- downloads and subject tokens ---------------------------------------------------------
@@ -372,7 +423,32 @@ class DsrService:
             if state.status in CLOSED_STATUSES:
                 raise RequestStateError(f"request {request_id} is already {state.status.value}")
 
-        self.ledger.append(request_id, EventType.CANCELLED, {"reason": reason},
-                           actor=actor or self.settings.actor, guard=guard)
+        self.ledger.append(request_id, EventType.CANCELLED, with_free_text({}, "reason", reason),
+                           actor=actor or self.settings.actor, guard=guard, texts=store_texts([reason]))
         on_status_change(self, request_id)
         return self.state(request_id)
+
+    # -- free text ------------------------------------------------------------------------------
+
+    def redact_text(self, request_id: str, *, text_sha256: str, reason: str, actor: str | None = None) -> None:
+        """Null one of a request's kept free texts (a note that should never have been written).
+
+        The events keep the text's hash, so the chain and sealed bundles still verify; a
+        `text.redacted` event (hash only) records who did it and when, the reason stays beside it.
+        """
+        digest = (text_sha256 or "").strip().lower()
+        if not is_sha256(digest):
+            raise RequestInputError("text_sha256", "must be a SHA-256 (64 hex digits), as `dsr texts ID` lists")
+        why = _evidence_text("reason", reason, required="say why the text is redacted") or ""
+        if len(why) > REDACTION_REASON_MAX:
+            raise RequestInputError("reason", f"at most {REDACTION_REASON_MAX} characters")
+        chain = self.ledger.events(request_id)
+        if not any(digest in event_texts(e.payload).values() for e in chain):
+            raise RequestInputError("text_sha256", f"no event of request {request_id} references this text")
+        try:
+            # Legal holds and other chains that are not requests keep no index row.
+            self.ledger.redact_text(request_id, digest, why, actor=actor or self.settings.actor,
+                                    project=chain[0].type == EventType.RECEIVED)
+        except FreeTextError as exc:
+            raise RequestStateError(str(exc).split(": ", 1)[-1]) from None
+        log.info("request %s: a free text was redacted", request_id)

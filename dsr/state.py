@@ -2,6 +2,10 @@
 
 `derive_state` is a pure fold: the same events always give the same state. The CLI, the
 evidence bundle and the derived index all read requests through it.
+
+Free text (notes, reasons) is kept beside the chain (dsr.ledger.texts). Folded from the events
+alone, a state names each text by its hash reference, which is what guards, deadline computations
+and the evidence bundle must see; given the kept texts, it shows the words (or `[redacted]`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from dsr.deadlines import ClockEvent, ClockEventKind
 from dsr.ledger.events import LedgerEvent, parse_timestamp
+from dsr.ledger.texts import TEXT_REDACTED_EVENT, payload_text, resolve_references
 from dsr.models import CLOSED_STATUSES, Status
 
 
@@ -52,6 +57,7 @@ class EventType(StrEnum):
     TASK_OPENED = "task.opened"  # a person must do a step in a system (no API for it)
     TASK_NOTIFIED = "task.notified"
     TASK_DONE = "task.done"
+    TEXT_REDACTED = TEXT_REDACTED_EVENT  # a kept free text was nulled (payload: its hash only)
 
 
 class SystemStatus(StrEnum):
@@ -179,8 +185,17 @@ class RequestState:
         }
 
 
-def derive_state(events: Sequence[LedgerEvent]) -> RequestState:
-    """Fold a request's events, oldest first, into its current state."""
+#: Hash -> kept free text (None once redacted), as `Ledger.free_texts` gives it.
+Texts = Mapping[str, str | None]
+
+
+def derive_state(events: Sequence[LedgerEvent], texts: Texts | None = None) -> RequestState:
+    """Fold a request's events, oldest first, into its current state.
+
+    Args:
+        texts: the request's kept free texts. Without them (the chain alone), free text shows as
+            its `[text sha256:...]` reference; with them, as the text or `[redacted]`.
+    """
     if not events or events[0].type != EventType.RECEIVED:
         raise ValueError("a request's chain must start with request.received")
     first = events[0].payload
@@ -193,32 +208,41 @@ def derive_state(events: Sequence[LedgerEvent]) -> RequestState:
         received_at=first["received_at"],
         identity_hash=first["identity_hash"],
         status=Status.AWAITING_VERIFICATION,
-        deadline=first.get("deadline"),
+        deadline=_deadline(first.get("deadline"), texts),
         clock=[ClockEvent(ClockEventKind.RECEIVED, datetime.fromisoformat(first["received_at"]))],
     )
     for event in events:
-        _apply(state, event)
+        _apply(state, event, texts)
         state.last_seq = event.seq
     return state
 
 
-def _apply(state: RequestState, event: LedgerEvent) -> None:
+def _deadline(deadline: Any, texts: Texts | None) -> Any:
+    # A deadline computed since free text left the chain names its extension reason by reference.
+    return deadline if texts is None or deadline is None else resolve_references(deadline, texts)
+
+
+def _apply(state: RequestState, event: LedgerEvent, texts: Texts | None) -> None:
     p: Mapping[str, Any] = event.payload
     kind = event.type
+
+    def text(field: str) -> Any:
+        return payload_text(p, field, texts)
+
     if kind == EventType.VERIFIED:
-        state.verification = {"method": p["method"], "note": p.get("note"), "at": event.at, "by": event.actor}
+        state.verification = {"method": p["method"], "note": text("note"), "at": event.at, "by": event.actor}
         if state.status == Status.AWAITING_VERIFICATION:
             state.status = Status.VERIFIED
     elif kind == EventType.CLOCK:
-        state.clock.append(ClockEvent(ClockEventKind(p["kind"]), parse_timestamp(event.at), p.get("reason")))
-        state.deadline = p.get("deadline", state.deadline)
+        state.clock.append(ClockEvent(ClockEventKind(p["kind"]), parse_timestamp(event.at), text("reason")))
+        state.deadline = _deadline(p["deadline"], texts) if "deadline" in p else state.deadline
     elif kind == EventType.EXTENDED:
-        state.clock.append(ClockEvent(ClockEventKind.EXTENDED, parse_timestamp(event.at), p.get("reason")))
-        state.deadline = p.get("deadline", state.deadline)
+        state.clock.append(ClockEvent(ClockEventKind.EXTENDED, parse_timestamp(event.at), text("reason")))
+        state.deadline = _deadline(p["deadline"], texts) if "deadline" in p else state.deadline
     elif kind == EventType.CANCELLED:
-        state.status, state.cancel_reason = Status.CANCELLED, p.get("reason")
+        state.status, state.cancel_reason = Status.CANCELLED, text("reason")
     elif kind == EventType.REJECTED:
-        state.status, state.outcome_reason = Status.REJECTED, p.get("reason")
+        state.status, state.outcome_reason = Status.REJECTED, text("reason")
     elif kind == EventType.RUN_STARTED:
         state.runs += 1
         state.plan = list(p.get("systems", []))
@@ -231,16 +255,16 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
         if state.lease is not None and state.lease["holder"] == p.get("holder"):
             state.lease = None
     elif kind == EventType.MANUAL_ACTION_REQUIRED:
-        state.status, state.outcome_reason = Status.AWAITING_MANUAL_ACTION, p.get("reason")
+        state.status, state.outcome_reason = Status.AWAITING_MANUAL_ACTION, text("reason")
     elif kind.startswith(("system.", "task.")):
-        _apply_system(state.system(p["system"]), kind, p)
+        _apply_system(state.system(p["system"]), kind, p, texts)
     elif kind == EventType.PACKAGE_CREATED:
         state.package = {k: p[k] for k in ("sha256", "bytes", "file", "formats", "records", "uri") if k in p}
     elif kind == EventType.COMPLETED:
         state.status, state.outcome_reason = Status.COMPLETED, None
         state.completed_through_seq = event.seq
     elif kind == EventType.PARTIALLY_COMPLETED:
-        state.status, state.outcome_reason = Status.PARTIALLY_COMPLETED, p.get("reason")
+        state.status, state.outcome_reason = Status.PARTIALLY_COMPLETED, text("reason")
         state.completed_through_seq = event.seq
     elif kind == EventType.ACKNOWLEDGED:
         state.acknowledged_at = event.at
@@ -256,7 +280,7 @@ def _apply(state: RequestState, event: LedgerEvent) -> None:
                               if k in p})
 
 
-def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any]) -> None:
+def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any], texts: Texts | None) -> None:
     if kind == EventType.SYSTEM_DISCOVERED:
         system.status = SystemStatus.IN_PROGRESS
         system.connector_version = p.get("connector_version")
@@ -288,7 +312,7 @@ def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any]) -> None:
         system.status = SystemStatus.AWAITING_MANUAL
         system.task = {k: p.get(k) for k in ("step", "assignee", "instructions", "due")} | {"done": False}
     elif kind == EventType.TASK_DONE and system.task is not None:
-        system.task = {**system.task, "done": True, "note": p.get("note"), "by": p.get("by"),
+        system.task = {**system.task, "done": True, "note": payload_text(p, "note", texts), "by": p.get("by"),
                        "attachments": p.get("attachments", [])}
         system.status = SystemStatus.IN_PROGRESS
 
