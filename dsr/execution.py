@@ -301,7 +301,7 @@ class RequestRunner:
     def begin(self, request_id: str) -> RunPlan:
         """Check the request may run, take its lease and record the run's start; say which
         systems remain. Raises AlreadyRunning when another live run holds the request."""
-        self.sweep_staging()  # closed requests' leftovers, this one's too if it is closed
+        self._clear_unneeded_staging(request_id)  # before a cancelled request is refused, too
         state = self.check_runnable(request_id)
         systems = tuple(sorted(
             name for name, cfg in self.service.data_map.enabled().items()
@@ -698,31 +698,38 @@ class RequestRunner:
         if removed:
             log.info("request %s: removed %d file(s) left by an interrupted run", request_id, len(removed))
 
+    @staticmethod
+    def _staging_needed(state: RequestState) -> bool:
+        """Only an export request still to be packaged needs its staging (a re-run resumes from it)."""
+        return RequestType(state.type) in EXPORT_TYPES and state.package is None and not state.closed
+
+    def _clear_unneeded_staging(self, request_id: str) -> bool:
+        """Remove the request's staging and partial files if nothing will package them any more
+        (package recorded, or the request closed): a kill after recording the package left them."""
+        directory = self.staging_dir(request_id).parent
+        if not (directory / "staging").exists() and not leftovers(directory):
+            return False
+        try:
+            state = self.service.state(request_id)
+        except LedgerError:
+            return False  # not a request of this ledger: not ours to judge
+        if self._staging_needed(state):
+            return False
+        remove_tree(directory / "staging")
+        remove_leftovers(directory)
+        return True
+
     def sweep_staging(self) -> list[str]:
-        """Remove staging and partial files of every request that no longer needs them: its
-        package is stored and recorded, or it was cancelled or rejected, or it has nothing to
-        export. Open requests keep theirs (a re-run resumes from them). Returns the request ids
-        swept."""
+        """`_clear_unneeded_staging` for every request with files under the packages directory
+        (the nightly purge calls it: a cancelled request's staging waits for no run). Open
+        requests keep theirs. Returns the request ids swept."""
         root = self.service.settings.packages_path
         if not root.is_dir():
             return []
-        swept = []
-        for entry in sorted(root.iterdir()):
-            staging = entry / "staging"
-            if not entry.is_dir() or not (staging.exists() or leftovers(entry)):
-                continue
-            try:
-                state = self.service.state(entry.name)
-            except LedgerError:
-                continue  # not a request of this ledger: not ours to judge
-            exports = RequestType(state.type) in EXPORT_TYPES
-            if state.package is None and exports and state.status not in (Status.CANCELLED, Status.REJECTED):
-                continue
-            remove_tree(staging)
-            remove_leftovers(entry)
-            swept.append(entry.name)
+        swept = [entry.name for entry in sorted(root.iterdir())
+                 if entry.is_dir() and self._clear_unneeded_staging(entry.name)]
         if swept:
-            log.info("removed staging of %d closed request(s)", len(swept))
+            log.info("removed the staging of %d request(s) that no longer need it", len(swept))
         return swept
 
     def discovered_dir(self, request_id: str) -> Path:

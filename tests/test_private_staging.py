@@ -21,7 +21,7 @@ import yaml
 from connectors.registry import build_connector
 from dsr.execution import CRASH_ENV, RequestRunner
 from dsr.models import Status, parse_new_request
-from dsr.service import DsrService
+from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
 from sandbox.crm_seed import ACCESS_SUBJECT
 from tests.conftest import REPO
@@ -90,7 +90,7 @@ CRASHING_RUN = """
 import json, sys
 from connectors.registry import build_connector
 from dsr.execution import RequestRunner
-from dsr.service import DsrService
+from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
 
 spec = json.loads(sys.argv[1])
@@ -170,17 +170,15 @@ def test_an_export_lost_before_packaging_is_exported_again(crm_only_service: Dsr
     assert sum(len(rows) for rows in packaged.values()) == len(expected.splitlines())
 
 
-def test_a_run_removes_the_staging_of_cancelled_requests_and_keeps_open_ones(crm_only_service: DsrService) -> None:
+def test_a_cancelled_requests_staging_goes_with_its_next_run_attempt(crm_only_service: DsrService) -> None:
     service = crm_only_service
-    cancelled, still_open = _submit(service), _submit(service)
-    runner = _run_systems(service, cancelled)
-    _run_systems(service, still_open, runner)
-    service.cancel(cancelled, reason="the subject withdrew the request")
+    request_id = _submit(service)
+    runner = _run_systems(service, request_id)
+    service.cancel(request_id, reason="the subject withdrew the request")
 
-    assert _run(service, _submit(service)).ok  # any later run sweeps
-    assert not runner.staging_dir(cancelled).exists()
-    assert (runner.staging_dir(still_open) / "crm.jsonl").is_file()  # its re-run resumes from it
-    assert _run(service, still_open, runner).ok
+    with pytest.raises(RequestStateError, match="cancelled"):
+        runner.begin(request_id)
+    assert not runner.staging_dir(request_id).exists()
 
 
 @pytest.fixture
@@ -213,15 +211,17 @@ def test_a_persons_attached_export_is_kept_private(crm_and_portal_service: DsrSe
     assert "portal" in _package_records(outcome.package_path)
 
 
-def test_the_nightly_purge_removes_the_staging_of_cancelled_requests(crm_only_service: DsrService) -> None:
+def test_the_nightly_purge_removes_the_staging_of_cancelled_requests_and_keeps_open_ones(
+        crm_only_service: DsrService) -> None:
     from prefect.logging import disable_run_logger
 
     from flows import runtime
     from flows.retention import retention_purge
 
     service = crm_only_service
-    cancelled = _submit(service)
+    cancelled, still_open = _submit(service), _submit(service)
     runner = _run_systems(service, cancelled)
+    _run_systems(service, still_open, runner)
     service.cancel(cancelled, reason="the subject withdrew the request")
     runtime.use_service(service)
     try:
@@ -232,3 +232,5 @@ def test_the_nightly_purge_removes_the_staging_of_cancelled_requests(crm_only_se
     finally:
         runtime.use_service(None)
     assert not runner.staging_dir(cancelled).exists()
+    assert (runner.staging_dir(still_open) / "crm.jsonl").is_file()  # its re-run resumes from it
+    assert _run(service, still_open, runner).ok
