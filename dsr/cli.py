@@ -271,6 +271,36 @@ def status(
             out.print(f"evidence v{sealed['version']}: {service.settings.bundles_path / state.request_id / sealed['file']}")
 
 
+@app.command("texts")
+def texts(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the free texts (notes, reasons) a request's events reference: hash and whether kept."""
+    with _service() as service:
+        rows = service.free_text_list(request_id)
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table("seq", "event", "field", "sha256", "text")
+        for row in rows:
+            table.add_row(str(row["seq"]), row["type"], row["field"], row["sha256"],
+                          "kept" if row["kept"] else f"redacted {row['redacted_at'] or ''}".strip())
+        out.print(table if rows else "no free text kept beside this chain")
+
+
+@app.command()
+def redact(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    text_sha256: Annotated[str, typer.Option("--text-sha256", help="The text's SHA-256 (see `dsr texts ID`).")],
+    reason: Annotated[str, typer.Option(help="Why it is redacted (kept beside the chain; no personal data).")],
+) -> None:
+    """Redact a kept note or reason: the words are gone, the chain and sealed bundles still verify."""
+    with _service() as service:
+        service.redact_text(request_id, text_sha256=text_sha256, reason=reason)
+        out.print(f"{request_id}: text {text_sha256.strip().lower()[:12]}… redacted")
+
+
 @app.command("list")
 def list_requests(
     open_only: Annotated[bool, typer.Option("--open", help="Only requests not yet closed.")] = False,
@@ -564,52 +594,68 @@ def serve(
     prefect_port: Annotated[int | None, typer.Option(help="Port of the embedded Prefect server (default: a free one).")] = None,
     api_only: Annotated[bool, typer.Option("--api-only", help="Only the HTTP API; flows run on the Prefect server at PREFECT_API_URL.")] = False,
 ) -> None:
-    """Serve the HTTP API (docs at /docs), the auditor page (/auditor) and the flows: a request runs
-    when verified, the deadline sweep hourly, the retention purge nightly (embedded Prefect server)."""
+    """Serve the HTTP API (docs at /docs), the officer console (/console), the privacy center (/privacy),
+    the auditor page (/auditor) and the flows: a request runs when verified, the deadline sweep hourly,
+    the retention purge nightly (embedded Prefect server)."""
+    with _service() as service:
+        _serve_app(service, host=host, port=port, prefect_port=prefect_port, api_only=api_only)
+
+
+def _serve_app(service: DsrService, *, host: str, port: int, prefect_port: int | None = None, api_only: bool = False,
+               extra_tokens: tuple[Any, ...] = (), intake_smtp: Any = None, banner: Any = None) -> None:
+    """`dsr serve` (and `dsr demo --serve`): the API and its pages, with the embedded Prefect server
+    unless `api_only`. `extra_tokens` are access entries added in memory (the demo's officer token);
+    `banner()` prints once everything listens."""
     import uvicorn
 
-    from dsr.access import load_access
+    from dsr.access import AccessConfig, load_access
     from dsr.api.app import create_app
 
-    with _service() as service:
-        access = load_access(service.settings.access_path)
-        store = _store(service.settings)
-        store.ensure_ready()
-        if not access.tokens:
-            err.print(f"[yellow]no officer or auditor tokens in {service.settings.access_path}: "
-                      "create one with `dsr token create`[/yellow]")
-        # The API and intake work without them, but every run would record these systems as failed.
-        for problem in _connector_setting_problems(service, sorted(service.data_map.enabled())):
-            err.print(f"[yellow]warning:[/yellow] {problem} (data map: {service.settings.systems_path})")
-        from dsr.api.limits import uvicorn_proxy_options
+    loaded = load_access(service.settings.access_path)
+    access = AccessConfig(tokens=(*loaded.tokens, *extra_tokens)) if extra_tokens else loaded
+    store = _store(service.settings)
+    store.ensure_ready()
+    if not access.tokens:
+        err.print(f"[yellow]no officer or auditor tokens in {service.settings.access_path}: "
+                  "create one with `dsr token create`[/yellow]")
+    # The API and intake work without them, but every run would record these systems as failed.
+    for problem in _connector_setting_problems(service, sorted(service.data_map.enabled())):
+        err.print(f"[yellow]warning:[/yellow] {problem} (data map: {service.settings.systems_path})")
+    from dsr.api.limits import uvicorn_proxy_options
 
-        try:  # forwarded headers are believed from the configured proxies only (DSR_TRUSTED_PROXIES)
-            proxies = uvicorn_proxy_options(service.settings.trusted_proxies)
-        except ValueError as exc:
-            _fail(EXIT_BAD_INPUT, str(exc))
-        api = uvicorn.Server(uvicorn.Config(create_app(service, access, store), host=host, port=port,
-                                            log_level="warning", **proxies))
-        if api_only:
-            from flows.events import install
+    try:  # forwarded headers are believed from the configured proxies only (DSR_TRUSTED_PROXIES)
+        proxies = uvicorn_proxy_options(service.settings.trusted_proxies)
+    except ValueError as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    api = uvicorn.Server(uvicorn.Config(create_app(service, access, store, intake_smtp=intake_smtp), host=host,
+                                        port=port, log_level="warning", **proxies))
+    if api_only:
+        from flows.events import install
 
-            install(service)  # with PREFECT_API_URL set, verifications reach the shared server's trigger
-            err.print(f"serving on http://{host}:{port} (API docs at /docs, auditor page at /auditor)")
-            api.run()
-            return
-        _prepare_prefect(service.settings)
-        from flows.serve import EmbeddedServeError, PrefectServer, serve_embedded
+        install(service)  # with PREFECT_API_URL set, verifications reach the shared server's trigger
+        err.print(f"serving on http://{host}:{port} (API docs at /docs, console at /console, privacy center "
+                  "at /privacy, auditor page at /auditor)")
+        if banner is not None:
+            banner()
+        api.run()
+        return
+    _prepare_prefect(service.settings)
+    from flows.serve import EmbeddedServeError, PrefectServer, serve_embedded
 
-        def ready(prefect: PrefectServer) -> None:
-            err.print(f"serving on http://{host}:{port} (API docs at /docs, auditor page at /auditor); "
-                      f"flows on Prefect at {prefect.api_url.removesuffix('/api')} (process-request on "
-                      "verification, deadline-sweep hourly, retention-purge nightly)")
+    def ready(prefect: PrefectServer) -> None:
+        err.print(f"serving on http://{host}:{port} (API docs at /docs, console at /console, privacy center "
+                  f"at /privacy, auditor page at /auditor); flows on Prefect at "
+                  f"{prefect.api_url.removesuffix('/api')} (process-request on verification, deadline-sweep "
+                  "hourly, retention-purge nightly)")
+        if banner is not None:
+            banner()
 
-        err.print("starting the embedded Prefect server (first start 10-20 s)...")
-        try:
-            serve_embedded(prefect_port=prefect_port, api=api.run,
-                           api_stop=lambda: setattr(api, "should_exit", True), service=service, on_ready=ready)
-        except EmbeddedServeError as exc:
-            _fail(EXIT_NOT_COMPLETED, str(exc))
+    err.print("starting the embedded Prefect server (first start 10-20 s)...")
+    try:
+        serve_embedded(prefect_port=prefect_port, api=api.run,
+                       api_stop=lambda: setattr(api, "should_exit", True), service=service, on_ready=ready)
+    except EmbeddedServeError as exc:
+        _fail(EXIT_NOT_COMPLETED, str(exc))
 
 
 @app.command()
@@ -827,13 +873,20 @@ def token_create(
 
 
 @app.command()
-def demo() -> None:
-    """Seed the demo CRM, then submit, verify and run an erasure and an access request."""
-    from flows.demo import run_demo
+def demo(
+    serve_after: Annotated[bool, typer.Option("--serve", help="Afterwards keep the sandboxes and `dsr serve` running: "
+                                              "the officer console and the privacy center, with a ready officer "
+                                              "token (Ctrl-C stops).")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8080,
+) -> None:
+    """Seed the demo CRM, then submit, verify and run an erasure and an access request; ends with a
+    retention purge that deletes the demo systems' expired records."""
+    from flows.demo import run_demo, serve_after_demo
 
     os.environ.setdefault("DSR_SYSTEMS_FILE", str(Path("config/demo/systems.yaml")))
     with _service() as service:
-        code = run_demo(service, out, run_with_progress)
+        keep_serving = (lambda: serve_after_demo(service, out, _serve_app, port=port)) if serve_after else None
+        code = run_demo(service, out, run_with_progress, serve=keep_serving)
     raise typer.Exit(code)
 
 

@@ -11,13 +11,21 @@ demo data is mostly old), the approved purge, and a dry run that finds nothing l
 
 Running it again re-seeds the CRM from scratch (same data) and adds two new requests to the
 ledger; earlier requests, bundles and packages stay where they are.
+
+With `--serve` (`serve_after_demo`) the sandboxes stay up and `dsr serve` starts on them: the
+officer console and the privacy center, with a ready officer token (added in memory, not written to
+config/access.yaml) and, when no SMTP is configured, a demo mailbox on loopback that prints the codes
+and download links sent to subjects. Ctrl-C stops it all.
 """
 
 from __future__ import annotations
 
 import os
+import socketserver
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,15 @@ def _crm_url(service: DsrService) -> str:
     return str(settings["url"])
 
 
-def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
-    """Returns the exit code: 0 when both requests completed and their bundles verify."""
+def run_demo(service: DsrService, console: Console, run: RunFn, *,
+             serve: Callable[[], None] | None = None) -> int:
+    """Returns the exit code: 0 when both requests completed and their bundles verify.
+
+    `serve`, when given, is called after the demo while the sandboxes still run (it blocks until Ctrl-C).
+    """
+    console.print("[yellow]note:[/yellow] the demo ends with a retention purge that [bold]deletes[/bold] the "
+                  "expired records of the demo CRM and sandboxes (demo data only: var/demo/ and the loopback "
+                  "sandboxes; re-running the demo re-seeds them)")
     info = seed_crm(_crm_url(service))
     console.print(f"[bold]demo CRM[/bold] seeded from scratch: {info.total_rows} rows in {len(info.rows)} tables "
                   f"at {info.path}")
@@ -46,7 +61,10 @@ def run_demo(service: DsrService, console: Console, run: RunFn) -> int:
         for name, server in servers.items():
             console.print(f"[bold]{name} sandbox[/bold] seeded and serving on {server.url}")
         code = _run_requests(service, console, run, person_steps(servers))
-        return code or _retention(service, console)
+        code = code or _retention(service, console)
+        if serve is not None:
+            serve()
+        return code
 
 
 def _retention(service: DsrService, console: Console) -> int:
@@ -72,6 +90,8 @@ def _retention(service: DsrService, console: Console) -> int:
     again = Purger(service, connect).run(dry_run=True)
     left = sum(t.candidates - t.held_back for t in again.tallies)
     console.print(f"dry run again: {left} expired record(s) left")
+    console.print(f"[bold]the retention purge deleted {done.purged} record(s)[/bold] from the demo systems "
+                  f"({', '.join(sorted({t.system for t in done.tallies if t.purged})) or 'none'})")
     return 0 if done.status == "completed" and left == 0 else 1
 
 
@@ -135,3 +155,98 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
     console.rule()
     console.print("try: dsr list · dsr status ID · dsr bundle verify PATH · dsr deadline uk-gdpr 2026-01-30")
     return code
+
+
+# -- `dsr demo --serve` ------------------------------------------------------------------------------
+
+
+class DemoMailbox:
+    """A loopback SMTP sink for the demo: what the privacy center e-mails a subject (the code, the
+    download link) is printed on the terminal instead. Only subject line and body are printed: the
+    recipient's address is left out."""
+
+    def __init__(self, console: Console) -> None:
+        mailbox = self
+
+        class Session(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self._say("220 demo mailbox")
+                data: list[bytes] = []
+                reading = False
+                for raw in self.rfile:
+                    if reading:
+                        if raw.rstrip(b"\r\n") == b".":
+                            reading = False
+                            mailbox.show(b"".join(data))
+                            data = []
+                            self._say("250 accepted")
+                        else:
+                            data.append(raw[1:] if raw.startswith(b"..") else raw)
+                        continue
+                    verb = raw[:4].upper()
+                    if verb == b"DATA":
+                        reading = True
+                        self._say("354 end with a line holding a single dot")
+                    elif verb == b"QUIT":
+                        self._say("221 bye")
+                        return
+                    elif verb == b"EHLO":
+                        self._say("250 demo mailbox")
+                    else:  # HELO, MAIL, RCPT, RSET, NOOP
+                        self._say("250 ok")
+
+            def _say(self, line: str) -> None:
+                self.wfile.write(line.encode("ascii") + b"\r\n")
+
+        self.console = console
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Session)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name="demo-mailbox", daemon=True)
+
+    def show(self, raw: bytes) -> None:
+        message = message_from_bytes(raw)
+        payload = message.get_payload(decode=True) if not message.is_multipart() else b""
+        body = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        self.console.rule(f"demo mailbox: {message.get('Subject', '(no subject)')}")
+        self.console.print(body.strip(), markup=False, highlight=False)
+        self.console.rule()
+
+    def __enter__(self) -> DemoMailbox:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve_after_demo(service: DsrService, console: Console, serve_app: Callable[..., None], *,
+                     host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve the API, the console and the privacy center on the demo's data until Ctrl-C."""
+    from dsr.access import Role, TokenEntry, new_token, token_hash
+    from dsr.notify import SmtpConfig
+
+    token = new_token()
+    entry = TokenEntry(name="demo-officer", role=Role.OFFICER, sha256=token_hash(token))
+    with DemoMailbox(console) as mailbox:
+        demo_smtp = SmtpConfig(host="127.0.0.1", port=mailbox.port, starttls=False, sender="privacy@demo.invalid",
+                               recipients=("privacy-office@demo.invalid",))
+        policy = service.policy
+
+        def intake_smtp() -> SmtpConfig:
+            return policy.intake.email or policy.escalation.channels.email or demo_smtp
+
+        def banner() -> None:
+            base = f"http://{host}:{port}"
+            console.rule("the demo keeps running")
+            console.print(f"officer console:  {base}/console   (sign in with the token below)")
+            console.print(f"privacy center:   {base}/privacy")
+            console.print(f"auditor page:     {base}/auditor · API docs: {base}/docs")
+            console.print(f"officer token (this run only, not written to config/access.yaml):\n{token}",
+                          markup=False, highlight=False)
+            if intake_smtp() is demo_smtp:
+                console.print("no SMTP configured: codes and download links for subjects are printed here")
+            console.print("Ctrl-C stops the server and the sandboxes")
+
+        serve_app(service, host=host, port=port, extra_tokens=(entry,), intake_smtp=intake_smtp, banner=banner)
