@@ -97,9 +97,8 @@ def error_object(code: int, message: str, problems: Sequence[tuple[str, str]] = 
     `problems` are (field path, message) pairs; messages name the field, never the value sent.
     """
     errors = [{"domain": domain, "reason": reason, "message": f"{where}: {what}" if where else what}
-              for where, what in problems]
-    first = errors[0]["message"] if errors else message
-    return {"error": {"code": code, "message": first if problems else message, "errors": errors}}
+              for where, what in problems] or [{"domain": domain, "reason": reason, "message": message}]
+    return {"error": {"code": code, "message": errors[0]["message"] if problems else message, "errors": errors}}
 
 
 def spec_status(opendsr_status: str) -> tuple[str, str | None]:
