@@ -21,6 +21,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -215,14 +216,17 @@ def sweep(
             except ValueError:
                 _fail(EXIT_BAD_INPUT, f"at: {at!r} is not an ISO 8601 time")
             now = now if now.tzinfo else now.replace(tzinfo=UTC)
-        report = run_sweep(service, service.policy.escalation.channels.build(), now=now)
+        channels = service.policy.escalation.channels.build()
+        report = run_sweep(service, channels, now=now)
         for request_id, level, summary in report.raised:
             colour = "red" if level == "escalation" else "yellow"
             out.print(f"[{colour}]{level}[/{colour}] {request_id}: {summary}")
         for request_id, why in report.skipped:
             out.print(f"[red]skipped[/red] {request_id}: {why}")
-        out.print(f"{report.checked} open request(s) checked; {len(report.raised)} alert(s) raised; "
-                  f"{report.delivered} delivered, {report.undelivered} not delivered")
+        # Without a channel an alert is only recorded: "delivered" would say someone was told.
+        delivery = (f"{report.delivered} delivered, {report.undelivered} not delivered" if channels else
+                    "no channel configured: recorded in the ledger only (escalation.channels in the policy)")
+        out.print(f"{report.checked} open request(s) checked; {len(report.raised)} alert(s) raised; {delivery}")
         if report.undelivered or report.skipped:
             raise typer.Exit(EXIT_NOT_COMPLETED)
 
@@ -723,13 +727,15 @@ def task_list(
         if as_json:
             _print_json(rows)
             return
-        table = Table()
+        table = Table(show_lines=True)
         table.add_column("request", no_wrap=True)
         for name in ("system", "step", "assignee", "due", "done"):
             table.add_column(name)
+        table.add_column("what to do", ratio=1)  # the instructions: the point of the list for the person doing it
         for r in rows:
             table.add_row(r["request_id"], r["system"], str(r.get("step")), str(r.get("assignee")), str(r.get("due")),
-                          "yes" if r.get("done") else "[yellow]no[/yellow]")
+                          "yes" if r.get("done") else "[yellow]no[/yellow]",
+                          rich_escape(str(r.get("instructions") or "—")))
         out.print(table if rows else "no manual tasks")
 
 
@@ -852,12 +858,36 @@ def hold_list(
         out.print(table if found else "no holds")
 
 
+def _add_token_entry(path: Path, entry: Any) -> None:
+    """Add a token entry to the access file: its comments kept, the result checked before it replaces
+    the file (a ConfigError names what is wrong with the file as it is)."""
+    import yaml
+
+    from dsr.access import load_access
+
+    current = load_access(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#")) or (
+        "# API tokens for officers and auditors, stored as SHA-256 hashes only (`dsr token create --write`).\n")
+    tokens = [t.model_dump(mode="json") for t in (*current.tokens, entry)]
+    staged = path.with_name(f".{path.name}.new")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text(header + yaml.safe_dump({"tokens": tokens}, sort_keys=False), encoding="utf-8")
+    try:
+        load_access(staged)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option(help="officer or auditor.")],
     name: Annotated[str, typer.Option(help="Who holds it (shown in the ledger on every download).")],
+    write: Annotated[bool, typer.Option("--write", help="Add the entry to the access file (config/access.yaml) "
+                                        "instead of printing it.")] = False,
 ) -> None:
-    """Make a new API token: prints it once, and the entry to add to config/access.yaml."""
+    """Make a new API token: prints it once, and the entry to add to config/access.yaml (or adds it: --write)."""
     from dsr.access import Role, TokenEntry, new_token, token_hash
 
     if role not in (Role.OFFICER, Role.AUDITOR):
@@ -867,8 +897,20 @@ def token_create(
         entry = TokenEntry(name=name, role=Role(role), sha256=token_hash(token))
     except ValueError:
         _fail(EXIT_BAD_INPUT, "name: letters, digits, spaces and . _ @ - only")
+    if write:
+        path = Settings().access_path
+        try:
+            _add_token_entry(path, entry)
+        except ConfigError as exc:
+            _fail(EXIT_BAD_INPUT, str(exc))
+        except OSError as exc:
+            _fail(EXIT_BAD_INPUT, f"access file: cannot write {path} ({exc.strerror or type(exc).__name__})")
+        out.print(token)
+        err.print(f"[dim]shown once; {entry.role.value} {entry.name!r} added to {path} (a running `dsr serve` "
+                  "reads it at start: restart it)[/dim]")
+        return
     out.print(token)
-    err.print("[dim]shown once; add this entry under `tokens:` in config/access.yaml:[/dim]")
+    err.print("[dim]shown once; add this entry under `tokens:` in config/access.yaml (or use --write):[/dim]")
     err.print(f'  - {{name: "{entry.name}", role: {entry.role.value}, sha256: {entry.sha256}}}')
 
 

@@ -363,3 +363,87 @@ def test_officer_runs_a_request_closes_its_manual_task_with_an_attachment_and_ap
             assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
         finally:
             browser.close()
+
+
+# --- the day-one path in the CLI ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI on a fresh home with the CRM and the manual portal, and an access file of its own."""
+    demo = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())
+    from sandbox.crm_seed import seed_crm
+
+    crm_url = f"sqlite:///{tmp_path / 'crm.sqlite'}"
+    seed_crm(crm_url, contacts=40)
+    demo["systems"]["crm"]["settings"]["url"] = crm_url
+    systems = tmp_path / "systems.yaml"
+    systems.write_text(yaml.safe_dump({"version": 1, "systems": {"crm": demo["systems"]["crm"],
+                                                                  "portal": demo["systems"]["portal"]}}))
+    access = tmp_path / "access.yaml"
+    access.write_text("# officers and auditors\ntokens: []\n")
+    for key, value in {"DSR_HOME": str(tmp_path / "var"), "DSR_CONFIG_DIR": str(REPO / "config"),
+                       "DSR_SYSTEMS_FILE": str(systems), "DSR_ACCESS_FILE": str(access),
+                       "DSR_IDENTITY_KEY": "test-identity-key"}.items():
+        monkeypatch.setenv(key, value)
+    return tmp_path
+
+
+def test_token_create_write_adds_a_working_officer_token_to_the_access_file(cli_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dsr.access import load_access
+    from dsr.cli import app as cli
+
+    runner = CliRunner()
+    made = runner.invoke(cli, ["token", "create", "--role", "officer", "--name", "alice", "--write"])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[0]
+    access = load_access(cli_home / "access.yaml")
+    assert access.authenticate(token).name == "alice"
+    assert (cli_home / "access.yaml").read_text().startswith("# officers and auditors")  # comments kept
+    again = runner.invoke(cli, ["token", "create", "--role", "auditor", "--name", "kpmg", "--write"])
+    assert again.exit_code == 0 and len(load_access(cli_home / "access.yaml").tokens) == 2
+    bad = runner.invoke(cli, ["token", "create", "--role", "officer", "--name", "no/slashes", "--write"])
+    assert bad.exit_code == 2 and "name:" in bad.output and len(load_access(cli_home / "access.yaml").tokens) == 2
+
+
+def test_sweep_without_a_channel_does_not_claim_delivery(cli_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dsr.cli import app as cli
+
+    runner = CliRunner()
+    old = (datetime.now(UTC) - timedelta(days=40)).date().isoformat()
+    submitted = runner.invoke(cli, ["submit", "--type", "access", "--email", ACCESS_SUBJECT, "--regime", "gdpr",
+                                    "--received", old])
+    assert submitted.exit_code == 0, submitted.output
+    swept = runner.invoke(cli, ["sweep"])
+    assert "alert(s) raised" in swept.stdout and "no channel configured" in swept.stdout
+    assert "delivered" not in swept.stdout.replace("not delivered", "")
+
+
+def test_task_list_shows_what_to_do(cli_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dsr.cli import app as cli
+    from dsr.execution import RequestRunner
+    from dsr.service import DsrService
+
+    service = DsrService(Settings())
+    try:
+        request_id = _submit(service, "access", ACCESS_SUBJECT)
+        service.verify(request_id, method="email-code", note="ok")
+        runner = RequestRunner(service)
+        from dsr.api.jobs import connector_factory
+
+        connect = connector_factory(service)
+        plan = runner.begin(request_id)
+        for system in plan.systems:
+            runner.run_system(request_id, system, lambda name=system: connect(name), lease=plan.lease)
+        runner.finish(request_id, lease=plan.lease)
+    finally:
+        service.close()
+    listed = CliRunner().invoke(cli, ["task", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "what to do" in listed.stdout and "export the subject's account" in " ".join(listed.stdout.split())
