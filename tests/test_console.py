@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +38,10 @@ CHROMIUM = os.environ.get("DSR_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOST = "127.0.0.1"
-SCREENSHOTS = REPO / "docs" / "screenshots"
+#: Where the browser tests save page screenshots: the README's copies with DSR_UPDATE_SCREENSHOTS=1
+#: (so an ordinary run leaves the working tree alone), else a scratch folder.
+SCREENSHOTS = (REPO / "docs" / "screenshots" if os.environ.get("DSR_UPDATE_SCREENSHOTS") == "1"
+               else Path(tempfile.gettempdir()) / "dsr-screenshots")
 SAME_SITE = {"Origin": "http://localhost"}  # the test client's own site (loopback: no Secure flag needed)
 
 
