@@ -30,11 +30,12 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["REDACTED_EMAIL", "contains_email_address", "email_address_spans", "redact"]
+__all__ = ["REDACTED_EMAIL", "contains_email_address", "email_address_spans", "redact", "redact_all"]
 
 REDACTED_EMAIL = "[redacted e-mail]"
 
@@ -264,3 +265,14 @@ def redact(text: str) -> str:
         pieces.append(text[last:])
         text = "".join(pieces)
     return text if not contains_email_address(text) else REDACTED_EMAIL
+
+
+def redact_all(value: Any) -> Any:
+    """`value` (JSON-like: mappings, lists, strings) with `redact` applied to every string, keys too."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(key)) if isinstance(key, str) else key: redact_all(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_all(item) for item in value]
+    return value

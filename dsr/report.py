@@ -5,6 +5,13 @@ was done to it, the exemptions, and the timeline. It is a pure function of its i
 now"), so it does not disturb a bundle's reproducibility, and it loads nothing from outside: inline
 CSS only, no scripts, no fonts or images, and a Content-Security-Policy that forbids them anyway.
 
+Free text (notes, reasons) is not in the report, nor anywhere in the bundle: events and views name it
+by its SHA-256 (`[text sha256:...]`), shown here as "kept beside the ledger" with the hash's start.
+On purpose: a bundle is kept for years, often on write-once storage, while a note may have to be
+redacted later (it held a name, an address that slipped past the detector); sealing the words would
+make that impossible, and would make the bundle depend on a table that is not the chain. Chains from
+before this carry notes in the clear; those are shown as they are (sealing screened them already).
+
 The views are produced elsewhere and their keys may drift, so every lookup is forgiving: a missing
 or unexpected value shows as a dash, never as a crash. Request fields this page does not know are
 still listed under "Further request details" rather than silently dropped.
@@ -18,6 +25,7 @@ from html import escape
 from typing import Any
 
 from dsr.ledger.events import LedgerEvent, canonical_json
+from dsr.ledger.texts import reference_digests, text_reference
 
 DASH = "—"
 _VALUE_LIMIT = 60  # characters of one payload value shown in the timeline
@@ -320,7 +328,14 @@ def _e(value: Any) -> str:
 def _text(value: Any) -> str:
     if value is None or value == "":
         return DASH
-    return str(value)
+    return _kept_beside(str(value))
+
+
+def _kept_beside(text: str) -> str:
+    """Free-text references as a reader can take them: what they are, and enough hash to find them."""
+    for digest in reference_digests(text):
+        text = text.replace(text_reference(digest), f"[kept beside the ledger, SHA-256 {digest[:12]}…]")
+    return text
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -378,6 +393,7 @@ def _short(value: Any, *, limit: int = _VALUE_LIMIT) -> str:
             text = str(value)
     else:
         text = str(value)
+    text = _kept_beside(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from dsr.deadlines import ClockEvent, ClockEventKind
 from dsr.ledger.events import LedgerEvent, parse_timestamp
-from dsr.ledger.texts import TEXT_REDACTED_EVENT, payload_text, resolve_references
+from dsr.ledger.texts import TEXT_REDACTED_EVENT, event_texts, payload_text, resolve_references
 from dsr.models import CLOSED_STATUSES, Status
 
 
@@ -322,3 +322,18 @@ def index_row(events: Sequence[LedgerEvent]) -> dict[str, Any]:
     state = derive_state(events)
     return {"type": state.type, "regime": state.regime, "status": state.status.value,
             "received_at": state.received_at, "due": state.due}
+
+
+def timeline_with_texts(events: Sequence[LedgerEvent], texts: Texts) -> list[dict[str, Any]]:
+    """Events as chained (`to_dict`), each with `free_text`: field -> the text it references, or `[redacted]`.
+
+    Only events that reference kept text (`note_sha256`...) get the key; the payload stays as hashed.
+    """
+    timeline = []
+    for event in events:
+        row = event.to_dict()
+        referenced = event_texts(event.payload)
+        if referenced:
+            row["free_text"] = {field: payload_text(event.payload, field, texts) for field in referenced}
+        timeline.append(row)
+    return timeline

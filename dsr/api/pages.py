@@ -22,9 +22,10 @@ whose host is this request's `Host`; a POST with neither, or `Origin: null`, is 
 Pages may not be framed (`frame-ancestors 'none'`).
 
 Personal data: pages are built only from `RequestState.to_view()`, system views and ledger event
-payloads, which hold the subject as a keyed hash only. As a last line of defence every value a
-template prints passes `_redact`: a string that looks like an e-mail address is replaced whole by
-"[redacted]", and a finished page that still holds one is not sent at all.
+payloads, which hold the subject as a keyed hash only. Notes and reasons are read from beside the
+chain with their e-mail addresses redacted (`DsrService.texts(for_auditor=True)`). As a last line of
+defence every value a template prints passes `_redact` (`dsr.personal_text.redact`: each address,
+however spelled, becomes "[redacted e-mail]"), and a finished page that still holds one is not sent.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from fastapi.templating import Jinja2Templates
 from dsr import report as _report
 from dsr.access import Principal, Role
 from dsr.api.auth import COOKIE, request_id_or_400
-from dsr.bundle import contains_email_address, verify_bundle
+from dsr.bundle import verify_bundle
 from dsr.ledger.events import LedgerEvent, parse_timestamp
 from dsr.ledger.store import UnknownRequest
+from dsr.ledger.texts import FREE_TEXT_FIELDS, payload_text
 from dsr.metrics import Metrics, RequestFacts, aggregate, request_facts
 from dsr.models import RequestType, Status
+from dsr.personal_text import contains_email_address, redact
 from dsr.service import DsrService
 from dsr.signing import SigningKeyError, load_public_key, public_key_fingerprint, public_key_path
 from dsr.state import derive_state
@@ -77,8 +80,8 @@ def _redact(value: Any) -> Any:
     """Jinja's `finalize`: every printed value passes here. E-mail-shaped strings never get out."""
     if value is None:
         return ""
-    if isinstance(value, str) and contains_email_address(value):
-        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
     if not isinstance(value, (str, int, float)) and contains_email_address(str(value)):
         return REDACTED
     return value
@@ -170,9 +173,18 @@ def _requery(value: Any) -> str:
     return _report._requery(value)
 
 
-def _timeline(events: Iterable[LedgerEvent]) -> list[dict[str, Any]]:
+def _timeline(events: Iterable[LedgerEvent], texts: Mapping[str, str | None]) -> list[dict[str, Any]]:
     return [{"seq": e.seq, "at": _time(e.at), "actor": e.actor, "type": e.type,
-             "details": _report._summarise(e.payload)} for e in events]
+             "details": _report._summarise(_with_texts(e.payload, texts))} for e in events]
+
+
+def _with_texts(payload: Mapping[str, Any], texts: Mapping[str, str | None]) -> Mapping[str, Any]:
+    """A payload as a reader sees it: `note` (its kept text) instead of `note_sha256`."""
+    shown = dict(payload)
+    for field in FREE_TEXT_FIELDS:
+        if isinstance(shown.pop(f"{field}_sha256", None), str):
+            shown[field] = payload_text(payload, field, texts)
+    return shown
 
 
 def _deadline_rows(deadline: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -380,7 +392,7 @@ def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request
             events = []
         if not events:
             return error(request, who, status.HTTP_404_NOT_FOUND, "No such request", "There is no such request.")
-        return derive_state(events), events
+        return derive_state(events, service.texts(request_id, for_auditor=True)), events
 
     @router.get("/requests/{request_id}")
     def detail(request: Request, request_id: str) -> Response:
@@ -418,7 +430,7 @@ def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request
             "closed_at": facts.closed_at.strftime("%Y-%m-%d %H:%M:%S") if facts.closed_at else None,
             "deadline_rows": _deadline_rows(deadline), "steps": [str(s) for s in deadline.get("steps", [])],
             "clock": clock, "systems": _system_rows({n: s.to_view() for n, s in state.systems.items()}),
-            "bundles": bundles, "timeline": _timeline(events),
+            "bundles": bundles, "timeline": _timeline(events, service.texts(state.request_id, for_auditor=True)),
         })
 
     @router.post("/requests/{request_id}/verify")
