@@ -459,3 +459,30 @@ def test_the_api_refuses_a_swapped_identity_naming_the_request_not_the_address(s
     assert answer.status_code == 409
     assert ada in answer.text and "does not match the chain" in answer.text
     assert ACCESS_SUBJECT not in answer.text and ERASURE_SUBJECT not in answer.text
+
+
+def test_verifying_while_requests_are_written_reports_nothing(svc: DsrService) -> None:
+    """A live ledger is not a tampered one: appends racing the audit must not look like cuts,
+    unsigned tails or edited index rows."""
+    import threading
+
+    ids = [_submit(svc, ERASURE_SUBJECT, verify=False) for _ in range(3)]
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for n in range(40):
+                svc.acknowledge(ids[n % 3], note=f"note {n}") if n < 3 else svc.record_download(
+                    ids[n % 3], "bundle", by="auditor", role="auditor")
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    audits = []
+    while not done.is_set():
+        audits.append(svc.ledger.audit())
+    writer.join()
+    audits.append(svc.ledger.audit())
+    assert len(audits) >= 2
+    assert [str(p) for a in audits for p in a.problems + a.warnings] == []

@@ -230,10 +230,13 @@ class Ledger:
                 with self.engine.begin() as conn:
                     # Only the head is needed to chain; the whole chain only for a guard or the index.
                     whole = guard is not None or (self._projector is not None and project)
+                    # The signed head before the chain: on PostgreSQL each statement sees the latest
+                    # commits, and a chain read first could look short of a head signed meanwhile.
+                    head = self._newest_head(conn, request_id)
                     chain = self._load(conn, request_id) if whole else self._load_head(conn, request_id)
                     if expect_new and chain:
                         raise LedgerError(f"request_id: request {request_id!r} already exists")
-                    self._check_head(conn, request_id, chain)
+                    self._check_head(conn, head, chain)
                     if not expect_new and not chain:
                         raise UnknownRequest(request_id)
                     if guard is not None:
@@ -282,15 +285,14 @@ class Ledger:
                            .order_by(heads_table.c.position.desc()).limit(1)).mappings().first()
         return SignedHead.from_dict(row) if row else None
 
-    def _check_head(self, conn: Connection, request_id: str, chain: Sequence[LedgerEvent]) -> None:
+    def _check_head(self, conn: Connection, head: SignedHead | None, chain: Sequence[LedgerEvent]) -> None:
         """Refuse to write to a chain that is shorter than, or differs from, its newest signed head."""
-        head = self._newest_head(conn, request_id)
         if head is None:
             return
         problem = self._head_problem(conn, head, chain)
         if problem is not None:
-            log.error("request %s: %s; refusing to append", request_id, problem)
-            raise ChainTampered(request_id, problem)
+            log.error("request %s: %s; refusing to append", head.request_id, problem)
+            raise ChainTampered(head.request_id, problem)
 
     @classmethod
     def _head_problem(cls, conn: Connection, head: SignedHead, chain: Sequence[LedgerEvent]) -> str | None:
@@ -540,6 +542,9 @@ class Ledger:
         if mirror is not None:
             mirrored, mirror_problems, warnings = check_mirror(mirror, mirror_entries, table_hashes, public_key)
             problems += mirror_problems
+            if warnings:  # heads committed while the table was read are mirrored a moment after: look again
+                time.sleep(0.05)
+                warnings = check_mirror(mirror, list(mirror.entries()), table_hashes, public_key)[2]
         ids = ({request_id} if request_id else
                set(self.request_ids()) | set(newest) | set(mirrored) | set(index_rows) | set(identity_rows))
         counts: dict[str, int] = {}
@@ -552,6 +557,25 @@ class Ledger:
                 if problem not in problems:
                     problems.append(problem)
         return LedgerAudit(counts, problems, warnings)
+
+    def _index_differences(self, chain: Sequence[LedgerEvent], row: Mapping[str, Any] | None) -> list[str]:
+        if not chain or self._projector is None:
+            return []
+        if row is None:
+            return ["it has no row in the request index (deleted)"]
+        expected = {**self._projector(chain), "last_seq": chain[-1].seq, "updated_at": chain[-1].at}
+        return [f"index row says {column}={row.get(column)!r}, its events say {expected.get(column)!r} (edited)"
+                for column in INDEX_COLUMNS if row.get(column) != expected.get(column)]
+
+    def _chain_and_index_row(self, request_id: str) -> tuple[list[LedgerEvent], dict[str, Any] | None]:
+        """A request's events and index row from one snapshot (SQLite: the write lock, briefly)."""
+        engine = self.engine
+        options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            chain = self._load(conn, request_id)
+            row = conn.execute(select(requests_table).where(
+                requests_table.c.request_id == request_id)).mappings().first()
+        return chain, dict(row) if row else None
 
     def _signed_since(self, request_id: str, last: LedgerEvent) -> bool:
         """Was `last` signed after the head log was read (an append while auditing)?"""
@@ -603,14 +627,11 @@ class Ledger:
             first = max((h.seq for h in signed), default=0) + 1
             found(f"events seq {first}..{last.seq} are covered by no signed head (written around the ledger)")
         if kept and self._projector is not None:
-            expected = {**self._projector(kept), "last_seq": kept[-1].seq, "updated_at": kept[-1].at}
-            if index_row is None:
-                found("it has no row in the request index (deleted)")
-            else:
-                for column in INDEX_COLUMNS:
-                    if index_row.get(column) != expected.get(column):
-                        found(f"index row says {column}={index_row.get(column)!r}, its events say "
-                              f"{expected.get(column)!r} (edited)")
+            differences = self._index_differences(kept, index_row)
+            if differences:  # or an append between the two reads: look again at both at once
+                differences = self._index_differences(*self._chain_and_index_row(request_id))
+            for difference in differences:
+                found(difference)
         elif index_row is not None and count == 0:
             found("an index row without events")
         for row in identity_rows:
