@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from dsr.bundle import build_bundle, discovered_hashes
 from dsr.callbacks import on_status_change
@@ -57,11 +59,12 @@ from dsr.policy import decide_erasure
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import EventType, RequestState, SystemStatus, derive_state
-from dsr.storage import BundleConflict, EvidenceStore, config_from_settings, open_store
+from dsr.storage import BundleConflict, EvidenceStore, LocalEvidenceStore, config_from_settings, open_store
 
 log = logging.getLogger(__name__)
 
 RUNNER = "pipeline"
+PACKAGE_FILE = "package.zip"  # as written by `_package`, beside the request's staging
 
 #: How long a run's lease lasts without renewal; each system step renews it past half-life.
 LEASE_SECONDS_ENV = "DSR_RUN_LEASE_SECONDS"
@@ -592,7 +595,7 @@ class RequestRunner:
         bundle_path, bundle_uri = self._seal(request_id, state)
         state = self.service.state(request_id)
         if state.package:
-            package_path = self.service.settings.packages_path / request_id / state.package["file"]
+            package_path = self._stored_package_file(request_id, state.package)
         results = tuple(self._result(state, name) for name in sorted(state.systems))
         return RunOutcome(request_id, state.status, state.outcome_reason, results, bundle_path, package_path,
                           bundle_uri)
@@ -602,7 +605,7 @@ class RequestRunner:
         for name, path in exports.items():
             if _sha256_file(path) != state.systems[name].export_sha256:
                 raise RuntimeError(f"export of {name} changed since it was recorded; re-run the request")
-        target = self.service.settings.packages_path / request_id / "package.zip"
+        target = self.staging_dir(request_id).parent / PACKAGE_FILE
         attachments = {
             f"attachments/{name}/{a['name']}": self.service.attachment_path(request_id, name, a["name"])
             for name, system in sorted(state.systems.items()) if system.task and system.task.get("step") == "export"
@@ -618,6 +621,7 @@ class RequestRunner:
         # Stored and its hash in the chain: the staging copies are no longer needed by anything
         # (a crash before this line is cleared by the next run's `begin`).
         remove_tree(self.staging_dir(request_id))
+        self._remove_local_package_copy(request_id, self.service.state(request_id).package or {})
 
     def _seal(self, request_id: str, state: RequestState) -> tuple[Path | None, str | None]:
         """Seal evidence of the events up to the latest outcome, once per outcome."""
@@ -707,7 +711,8 @@ class RequestRunner:
         """Remove the request's staging and partial files if nothing will package them any more
         (package recorded, or the request closed): a kill after recording the package left them."""
         directory = self.staging_dir(request_id).parent
-        if not (directory / "staging").exists() and not leftovers(directory):
+        copy = None if self._store_keeps_local_packages() else directory / PACKAGE_FILE
+        if not (directory / "staging").exists() and not leftovers(directory) and not (copy and copy.exists()):
             return False
         try:
             state = self.service.state(request_id)
@@ -717,7 +722,40 @@ class RequestRunner:
             return False
         remove_tree(directory / "staging")
         remove_leftovers(directory)
+        if state.package:
+            self._remove_local_package_copy(request_id, state.package)
         return True
+
+    def _store_keeps_local_packages(self) -> bool:
+        """Does the store keep packages where `_package` writes them (embedded mode)? Read from
+        the configuration: opening an S3 store would ask the network."""
+        if self._store is not None:
+            if not isinstance(self._store, LocalEvidenceStore):
+                return False
+            kept = self._store.package_dir
+        else:
+            config = config_from_settings(self.service.settings)
+            if config.backend != "local":
+                return False
+            kept = Path(config.local_package_dir)
+        return kept.resolve() == self.service.settings.packages_path.resolve()
+
+    def _stored_package_file(self, request_id: str, package: dict[str, Any]) -> Path | None:
+        """The stored package as a local file, or None where the store is not a directory (S3)."""
+        uri = str(package.get("uri") or "")
+        if uri.startswith("file:"):
+            return Path(url2pathname(urlparse(uri).path))
+        if uri:
+            return None
+        return self.service.settings.packages_path / request_id / package["file"]  # recorded before URIs
+
+    def _remove_local_package_copy(self, request_id: str, package: dict[str, Any]) -> None:
+        """Where the store keeps the package elsewhere (S3), the file `_package` wrote was one more
+        staging copy of the subject's data: gone once the stored one is recorded."""
+        written = self.staging_dir(request_id).parent / PACKAGE_FILE
+        stored = self._stored_package_file(request_id, package) if package else None
+        if package and written.exists() and (stored is None or stored.resolve() != written.resolve()):
+            remove_tree(written)
 
     def sweep_staging(self) -> list[str]:
         """`_clear_unneeded_staging` for every request with files under the packages directory

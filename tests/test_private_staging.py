@@ -23,6 +23,7 @@ from dsr.execution import CRASH_ENV, RequestRunner
 from dsr.models import Status, parse_new_request
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
+from dsr.storage import StorageConfig, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT
 from tests.conftest import REPO
 
@@ -92,6 +93,7 @@ from connectors.registry import build_connector
 from dsr.execution import RequestRunner
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
+from dsr.storage import StorageConfig, open_store
 
 spec = json.loads(sys.argv[1])
 service = DsrService(Settings(**spec["settings"]))
@@ -179,6 +181,28 @@ def test_a_cancelled_requests_staging_goes_with_its_next_run_attempt(crm_only_se
     with pytest.raises(RequestStateError, match="cancelled"):
         runner.begin(request_id)
     assert not runner.staging_dir(request_id).exists()
+
+
+@pytest.mark.parametrize("killed_before_removal", [False, True], ids=["removed-at-once", "removed-by-next-run"])
+def test_where_the_store_keeps_packages_elsewhere_no_local_copy_stays(
+        crm_only_service: DsrService, tmp_path: Path, killed_before_removal: bool) -> None:
+    """S3 (or another directory): the package `_package` writes locally is one more staging copy."""
+    service = crm_only_service
+    store = open_store(StorageConfig(local_bundle_dir=tmp_path / "store" / "bundles",
+                                     local_package_dir=tmp_path / "store" / "packages"))
+    store.ensure_ready()
+    request_id = _submit(service)
+    runner = RequestRunner(service, store=store)
+    outcome = _run(service, request_id, runner)
+    assert outcome.ok, outcome.reason
+    written = runner.staging_dir(request_id).parent / "package.zip"
+    assert outcome.package_path == tmp_path / "store" / "packages" / request_id / "package.zip"
+    assert _mode(outcome.package_path) == 0o600 and "crm" in _package_records(outcome.package_path)
+    if killed_before_removal:
+        written.write_bytes(outcome.package_path.read_bytes())  # as a kill before the removal leaves it
+        RequestRunner(service, store=store).begin(request_id)
+    assert not written.exists()
+    assert not any(runner.staging_dir(request_id).parent.iterdir())
 
 
 @pytest.fixture
