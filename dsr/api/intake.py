@@ -64,7 +64,6 @@ from dsr.ledger.events import format_timestamp
 from dsr.ledger.store import UnknownRequest
 from dsr.opendsr_signing import OpenDsrKeyError, load_controllers, processor_identity, verify_bytes
 from dsr.service import DsrService, RequestStateError
-from dsr.state import RequestState
 
 EXAMPLE = {
     "subject_request_id": "7a1c7e46-3f63-4f7c-9a1e-2b0e6c1d5f3a",
@@ -139,7 +138,9 @@ def _submitted_view(intake: Intake, outcome: IntakeOutcome) -> dict[str, Any]:
     code = outcome.code
     verified = intake.service.ledger.exists(target) and intake.service.state(target).verified
     view["verification"] = {"method": "email-code", "subject_request_id": target, "verified": verified,
-                            "code_sent": bool(code and code.sent), "code_expires_at": code.expires_at if code else None}
+                            "code_sent": bool(code and code.sent), "code_expires_at": code.expires_at if code else None,
+                            # why no code went out although none is usable: request_limit, identity_limit...
+                            "code_withheld": code.withheld if code else None}
     return view
 
 
@@ -184,6 +185,7 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
     @api.post("/requests", status_code=status.HTTP_201_CREATED,
               responses={200: {"description": "the same request was submitted before"},
                          409: {"description": "the id is taken by other content"},
+                         413: {"description": "body larger than the cap"},
                          422: {"description": "bad body; every problem names its field"},
                          429: {"description": "rate limited"},
                          503: {"description": "e-mail verification is not configured"}})
@@ -203,6 +205,9 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
 
     @api.post("/requests/{request_id}/verify",
               responses={400: {"description": "the code is not accepted (never says why)"},
+                         404: {"description": "not a request id"},
+                         409: {"description": "the request is closed"},
+                         413: {"description": "body larger than the cap"},
                          422: {"description": "not a 6-digit code"}, 429: {"description": "rate limited"}})
     def verify_opendsr(request_id: str, request: Request, background: BackgroundTasks,
                        body: Annotated[Any, Body(examples=[{"code": "123456"}])]) -> Any:
@@ -321,20 +326,19 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
             raise _Refused(404, "no such request", reason="NotFound", domain="Request")
         return request_id
 
-    def extension(state: RequestState, **more: Any) -> dict[str, Any]:
-        ours = {"regime": state.regime, "subject_request_type": state.type,
-                "updated_time": intake.public_status(state.request_id)["updated_time"]} | more
+    def extension(view: dict[str, Any], **more: Any) -> dict[str, Any]:
+        """Our extension object: what we say beyond the spec, under our processor domain."""
+        ours = {"regime": view["regulation"], "subject_request_type": view["subject_request_type"],
+                "updated_time": view["updated_time"], "duplicate_of": view.get("duplicate_of")} | more
         return {domain(): {k: v for k, v in ours.items() if v is not None}}
 
     def status_view(request_id: str, version: str) -> dict[str, Any]:
         view = intake.public_status(request_id)
-        state = service.state(request_id)
         spec_status, denied = opendsr.spec_status(view["request_status"])
         return {"api_version": version, "controller_id": intake.controller_id(request_id),
                 "subject_request_id": request_id, "request_status": spec_status,
                 "expected_completion_time": view["expected_completion_time"],
-                "extensions": extension(state, request_status_reason=denied or view.get("request_status_reason"),
-                                        duplicate_of=view.get("duplicate_of"))}
+                "extensions": extension(view, request_status_reason=denied or view.get("request_status_reason"))}
 
     async def submit(request: Request, version: str) -> Response:
         raw = await request.body()
@@ -362,8 +366,7 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
                                     reason="Conflict"))
         except IntakeUnavailable as exc:
             return refused(_Refused(503, str(exc), reason="Unavailable", domain="Service"))
-        state = outcome.state
-        rid = state.request_id
+        rid = outcome.state.request_id
         view = intake.public_status(rid)
         code = outcome.code
         verification = {"method": "email-code", "subject_request_id": outcome.duplicate_of or rid,
@@ -376,9 +379,9 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
             "subject_request_id": rid, "received_time": view["received_time"],
             "expected_completion_time": view["expected_completion_time"],
             "encoded_request": opendsr.encoded_request(raw),
-            "extensions": extension(state, request_status=spec_status,
+            "extensions": extension(view, request_status=spec_status,
                                     request_status_reason=denied or view.get("request_status_reason"),
-                                    duplicate_of=outcome.duplicate_of, verification=verification),
+                                    verification=verification),
         }
         return signed(opendsr.with_processor_signature(identity(), payload), status.HTTP_201_CREATED)
 
