@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from dsr.config import ConfigError
 from dsr.files import create_exclusive
 
 RSA_BITS = 2048
@@ -52,8 +53,10 @@ MAX_CERT_BYTES = 64 * 1024
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
-class OpenDsrKeyError(Exception):
-    """A certificate or key that cannot be used; the message names the setting or file, never key material."""
+class OpenDsrKeyError(ConfigError):
+    """A certificate or key that cannot be used; the message names the setting or file, never key material.
+
+    A configuration problem (the CLI answers it with exit 2, naming the setting)."""
 
 
 # -- signing and verifying -------------------------------------------------------------------------

@@ -170,6 +170,8 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
                     callback_url_prefixes=callback_url_prefixes, code_lifetime=code_lifetime,
                     max_attempts=max_attempts, limits=code_limits)
     controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting
+    if service.settings.opendsr_certificate_file or service.settings.opendsr_key_file:
+        processor_identity(service.settings)  # configured certificate and key: checked now, not at the first answer
     limits = {"submit": RateLimiter(*submit_limit), "verify": RateLimiter(*verify_limit),
               "status": RateLimiter(*status_limit)}
     api = APIRouter(prefix="/opendsr", tags=["opendsr (public)"])
