@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -122,7 +123,41 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[str], str]] = {
     ("GET", "/auditor"): (STAFF, "cookie"),
     ("GET", "/auditor/requests/{request_id}"): (STAFF, "cookie"),
     ("POST", "/auditor/requests/{request_id}/verify"): (STAFF, "cookie"),
+    # The officer console: a session of its own (officers only); everyone else is sent to its sign-in.
+    ("GET", "/console/login"): (PUBLIC, "none"),
+    ("POST", "/console/login"): (OFFICER_ONLY, "console-login"),
+    ("POST", "/console/logout"): (OFFICER_ONLY, "console"),
+    ("GET", "/console"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/requests/{request_id}"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/requests/{request_id}/progress"): (OFFICER_ONLY, "console"),
+    ("POST", "/console/requests/{request_id}/{action}"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/tasks"): (OFFICER_ONLY, "console"),
+    ("POST", "/console/tasks/{request_id}/{system}"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/holds"): (OFFICER_ONLY, "console"),
+    ("POST", "/console/holds"): (OFFICER_ONLY, "console"),
+    ("POST", "/console/holds/{ref}/release"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/purge"): (OFFICER_ONLY, "console"),
+    ("POST", "/console/purge"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/jobs/{job_id}"): (OFFICER_ONLY, "console"),
+    ("GET", "/console/escalations"): (OFFICER_ONLY, "console"),
+    # The privacy center (public, rate-limited, like the OpenDSR door), its static files, GPC.
+    ("GET", "/privacy"): (PUBLIC, "none"),
+    ("POST", "/privacy/requests"): (PUBLIC, "none"),
+    ("GET", "/privacy/requests/{request_id}"): (PUBLIC, "none"),
+    ("GET", "/privacy/requests/{request_id}/progress"): (PUBLIC, "none"),
+    ("GET", "/privacy/requests/{request_id}/verify"): (PUBLIC, "none"),
+    ("POST", "/privacy/requests/{request_id}/verify"): (PUBLIC, "none"),
+    ("POST", "/privacy/requests/{request_id}/link"): (PUBLIC, "none"),
+    ("GET", "/privacy/status"): (PUBLIC, "none"),
+    ("GET", "/privacy/download/{token}"): (PUBLIC, "none"),
+    ("POST", "/privacy/download/{token}"): (PUBLIC, "none"),
+    ("GET", "/static/{name}"): (PUBLIC, "none"),
+    ("GET", "/.well-known/gpc.json"): (PUBLIC, "none"),
 }
+#: Path parameters of the pages' routes, and the form each POST sends (none starts a long job).
+PAGE_PARAMS = {"{action}": "acknowledge", "{system}": "crm", "{ref}": "LIT-MATRIX", "{job_id}": "no-such-job",
+               "{token}": "not-a-token", "{name}": "site.css"}
+PAGE_FORMS = {"/console/purge": {"approve": "purge-no-such-run"}}
 
 
 def served_routes(app: Any) -> set[tuple[str, str]]:
@@ -208,6 +243,8 @@ def _call(client: TestClient, service: DsrService, ids: dict[str, str], method: 
         cookies[COOKIE] = token
     elif token:
         headers |= _auth(token)
+    if route.startswith(("/console", "/privacy", "/static")):
+        return _page_call(client, method, route, path, token, how)
     if route.startswith("/auditor"):
         headers |= ORIGIN
         form = {"/auditor/login": {"token": token or ""}, "/auditor/requests/{request_id}/verify": {"version": "1"}}
@@ -221,6 +258,26 @@ def _call(client: TestClient, service: DsrService, ids: dict[str, str], method: 
     return client.request(method, path, headers=headers, json=body, follow_redirects=False)
 
 
+def _page_call(client: TestClient, method: str, route: str, path: str, token: str | None, how: str) -> Response:
+    """A console or privacy center route: the console's own sign-in gives the session and form token."""
+    for name, value in PAGE_PARAMS.items():
+        path = path.replace(name, value)
+    client.cookies.clear()
+    headers = dict(ORIGIN)
+    form: dict[str, str] = dict(PAGE_FORMS.get(route, {}))
+    if how == "console-login":
+        form["token"] = token or ""
+    elif how == "console" and token:
+        signed = client.post("/console/login", data={"token": token}, headers=ORIGIN, follow_redirects=False)
+        session = signed.cookies.get("dsr_console")
+        if session:  # Secure off loopback: sent by hand, as a browser on https would
+            headers["Cookie"] = f"dsr_console={session}"
+            form["csrf"] = re.search(r'name="csrf" value="([^"]+)"',
+                                     client.get("/console", headers=headers).text).group(1)
+    return client.request(method, path, headers=headers, data=form if method == "POST" else None,
+                          follow_redirects=False)
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("method, route", sorted(MATRIX))
 def test_every_route_for_every_role(matrix_api, method: str, route: str, role: str) -> None:
@@ -232,6 +289,18 @@ def test_every_route_for_every_role(matrix_api, method: str, route: str, role: s
         # the request (404 unknown, 422 bad body, 503 no SMTP here); none of that is a refusal.
         assert answer.status_code not in (401, 403), answer.text
         assert answer.status_code < 500 or answer.status_code == 503, answer.text
+    elif how == "console-login":
+        if role in allowed:
+            assert answer.status_code == 303 and "dsr_console=" in answer.headers.get("set-cookie", "")
+        else:
+            assert answer.status_code == 401 and "set-cookie" not in answer.headers
+    elif how == "console":  # officers act (an answer about the request, never a refusal); others sign in first
+        if role in allowed:
+            assert answer.status_code not in (401, 403) and answer.status_code < 500, answer.text
+        elif answer.headers.get("content-type", "").startswith("application/json"):  # what the pages' script polls
+            assert answer.status_code == 401, answer.text
+        else:
+            assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
     elif how == "login":
         if role in allowed:
             assert answer.status_code == 303 and COOKIE in answer.headers.get("set-cookie", "")
@@ -316,7 +385,8 @@ def test_token_checks_use_compare_digest_never_equality() -> None:
     assert "same_hash" in inspect.getsource(dsr.access.AccessConfig.authenticate) and not eq
 
 
-ID_ROUTES = sorted((m, r) for m, r in MATRIX if "{request_id}" in r and not r.startswith("/opendsr"))
+# The privacy center's ids are OpenDSR UUIDs, checked before any lookup (tests/test_privacy_center.py).
+ID_ROUTES = sorted((m, r) for m, r in MATRIX if "{request_id}" in r and not r.startswith(("/opendsr", "/privacy")))
 # (A bare ".." is resolved by the HTTP client before it is sent, as browsers do: its encodings reach the server.)
 PATH_TRICKS = ["..%2F..%2Fetc%2Fpasswd", "%2e%2e", "a..b", "x%00y", "%5C..%5Cwin.ini", "-rf", "a" * 65,
                "%C3%A9t%C3%A9", "a%20b", "a.zip", "%252e%252e%252f"]
@@ -329,7 +399,9 @@ def test_path_tricks_in_ids_are_refused_on_every_route(matrix_api, method: str, 
     events_before = sum(len(service.events(r.request_id)) for r in service.list())
     for trick in PATH_TRICKS:
         path = route.replace("{request_id}", trick)
-        if route.startswith("/auditor"):
+        if route.startswith("/console"):
+            answer = _page_call(client, method, route, path, OFFICER, MATRIX[(method, route)][1])
+        elif route.startswith("/auditor"):
             client.cookies.set(COOKIE, OFFICER)
             try:
                 answer = client.request(method, path, headers=ORIGIN, data={"version": "1"}, follow_redirects=False)

@@ -275,6 +275,8 @@ def test_api_docs_are_served_from_this_server(console) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn.jsdelivr" not in docs.text and "/static-offline-docs/" in docs.text
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "cdn.jsdelivr" not in redoc.text and "fonts.googleapis" not in redoc.text
     assert client.get("/openapi.json").status_code == 200
 
 

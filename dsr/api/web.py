@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from dsr.access import AccessConfig
@@ -111,6 +111,12 @@ def _offline_docs(app: FastAPI) -> None:
                                    swagger_js_url="/static-offline-docs/swagger-ui-bundle.js",
                                    swagger_css_url="/static-offline-docs/swagger-ui.css",
                                    swagger_favicon_url="/static-offline-docs/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=openapi_url, title=f"{app.title} - ReDoc", with_google_fonts=False,
+                              redoc_js_url="/static-offline-docs/redoc.standalone.js",
+                              redoc_favicon_url="/static-offline-docs/favicon.png")
 
     if redirect and not any(getattr(r, "path", None) == redirect for r in app.router.routes):
         @app.get(redirect, include_in_schema=False)
