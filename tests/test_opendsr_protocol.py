@@ -44,13 +44,13 @@ from dsr.metrics import aggregate, request_facts
 from dsr.notify import SmtpConfig
 from dsr.opendsr_client import OpenDsrClient, new_request, verify_callback
 from dsr.opendsr_client import app as opendsr_cli
-from dsr.opendsr_signing import OpenDsrKeyError, processor_identity, verify_bytes
+from dsr.opendsr_signing import OpenDsrKeyError, load_controllers, processor_identity, sign_bytes, verify_bytes
 from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.state import index_row
 from dsr.storage import config_from_settings, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
-from sandbox.kit import SandboxServer
+from sandbox.kit import Request, Response, SandboxServer, Vendor
 from tests.test_execution import _connect
 from tests.test_intake import CODE_RE, CallbackReceiver, Inbox
 
@@ -343,6 +343,48 @@ def test_api_security_authentication_and_authorization(live: Live, tmp_path: Pat
         {"identity_type": "email", "identity_value": f"bulk{n}@example.com", "identity_format": "raw"}])).status_code
         for n in range(4)]
     assert many == [201] * 4
+
+
+class CertificateHost(Vendor):
+    """A controller's web server: serves its certificate at a fixed path; counts the fetches."""
+
+    name = "controller-site"
+
+    def __init__(self, pem: bytes) -> None:
+        super().__init__()
+        self.fetches = 0
+        self.router.add("GET", "/opendsr/cert.pem", self._cert)
+        self.pem = pem
+
+    def _cert(self, request: Request) -> Response:
+        self.fetches += 1
+        return Response(200, self.pem, {"Content-Type": "application/x-pem-file"})
+
+
+def test_controller_certificates_come_from_configured_files_pem_or_allow_listed_urls(tmp_path: Path) -> None:
+    key, cert = _key_and_cert("partner.test", curve=False)
+    other_key, other_cert = _key_and_cert("inline.test")
+    host = CertificateHost(_pem(cert))
+    with SandboxServer(host) as site:
+        (tmp_path / "controllers.yaml").write_text(yaml.safe_dump({"controllers": {
+            "partner": {"certificate_url": f"{site.url}/opendsr/cert.pem"},
+            "inline": {"certificate_pem": _pem(other_cert).decode()}}}))
+        controllers = load_controllers(Settings(home=tmp_path, opendsr_controllers_file=tmp_path / "controllers.yaml"))
+        body = b'{"subject_request_id":"x"}'
+        assert controllers.identify(body, sign_bytes(key, body)) == "partner"  # RSA, fetched from its URL
+        assert controllers.identify(body, sign_bytes(other_key, body)) == "inline"  # ECDSA, inline PEM
+        assert controllers.identify(body + b" ", sign_bytes(key, body)) is None
+        assert controllers.identify(body, sign_bytes(key, body)) == "partner"
+        assert host.fetches == 1  # cached: one fetch for many requests
+    def controllers_from(entries: dict[str, Any]) -> Any:
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"controllers": entries}))
+        return load_controllers(Settings(home=tmp_path, opendsr_controllers_file=tmp_path / "bad.yaml"))
+
+    plain_http = controllers_from({"x": {"certificate_url": "http://example.com/cert.pem"}})
+    with pytest.raises(OpenDsrKeyError, match="certificate_url: must be https"):
+        plain_http.certificate("x")  # never fetched: plain http only to this machine
+    with pytest.raises(OpenDsrKeyError, match="controllers.x: give exactly one"):
+        controllers_from({"x": {"certificate_file": "a.pem", "certificate_url": "https://a/c.pem"}})
 
 
 def test_requests_are_signed_with_the_private_key(live: Live) -> None:
