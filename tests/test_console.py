@@ -453,3 +453,30 @@ def test_task_list_shows_what_to_do(cli_home: Path) -> None:
     listed = CliRunner().invoke(cli, ["task", "list"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0, listed.output
     assert "what to do" in listed.stdout and "export the subject's account" in " ".join(listed.stdout.split())
+
+
+def test_demo_serve_prints_the_addresses_a_working_officer_token_and_mails_without_addresses(
+        crm_only_service: DsrService) -> None:
+    """`dsr demo --serve` after the demo: what it hands to `dsr serve`, and what the person sees."""
+    from rich.console import Console
+
+    from dsr.notify import Notice, SmtpChannel
+    from flows.demo import serve_after_demo
+
+    screen = Console(record=True, width=200)
+    handed: dict[str, Any] = {}
+
+    def serve_app(service: DsrService, **options: Any) -> None:  # stands in for the blocking `dsr serve`
+        handed.update(options)
+        options["banner"]()
+        smtp = options["intake_smtp"]()
+        SmtpChannel(smtp.model_copy(update={"recipients": (ACCESS_SUBJECT,)})).send(
+            Notice("Your verification code", "Your verification code: 123456", {}))
+
+    serve_after_demo(crm_only_service, screen, serve_app, port=18080)
+    shown = screen.export_text()
+    assert "http://127.0.0.1:18080/console" in shown and "http://127.0.0.1:18080/privacy" in shown
+    token = re.search(r"officer token[^\n]*\n(\S+)", shown).group(1)
+    officer = AccessConfig(tokens=handed["extra_tokens"]).authenticate(token)
+    assert officer is not None and officer.role == Role.OFFICER
+    assert "Your verification code: 123456" in shown and ACCESS_SUBJECT not in shown  # the mailbox hides the address
