@@ -19,7 +19,7 @@ from typing import Any
 
 from dsr.deadlines import ClockEvent, ClockEventKind
 from dsr.ledger.events import LedgerEvent, parse_timestamp
-from dsr.ledger.texts import TEXT_REDACTED_EVENT, event_texts, payload_text, resolve_references
+from dsr.ledger.texts import FREE_TEXT_FIELDS, TEXT_REDACTED_EVENT, event_texts, payload_text, resolve_references
 from dsr.models import CLOSED_STATUSES, Status
 
 
@@ -334,6 +334,15 @@ def timeline_with_texts(events: Sequence[LedgerEvent], texts: Texts) -> list[dic
         row = event.to_dict()
         referenced = event_texts(event.payload)
         if referenced:
-            row["free_text"] = {field: payload_text(event.payload, field, texts) for field in referenced}
+            row["free_text"] = {name: payload_text(event.payload, name, texts) for name in referenced}
         timeline.append(row)
     return timeline
+
+
+def payload_with_texts(payload: Mapping[str, Any], texts: Texts) -> dict[str, Any]:
+    """A payload as a person reads it: `note` (the kept text, or `[redacted]`) in place of `note_sha256`."""
+    shown = dict(payload)
+    for name in FREE_TEXT_FIELDS:
+        if isinstance(shown.pop(f"{name}_sha256", None), str):
+            shown[name] = payload_text(payload, name, texts)
+    return shown

@@ -47,13 +47,12 @@ from dsr.api.auth import COOKIE, request_id_or_400
 from dsr.bundle import verify_bundle
 from dsr.ledger.events import LedgerEvent, parse_timestamp
 from dsr.ledger.store import UnknownRequest
-from dsr.ledger.texts import FREE_TEXT_FIELDS, payload_text
 from dsr.metrics import Metrics, RequestFacts, aggregate, request_facts
 from dsr.models import RequestType, Status
 from dsr.personal_text import contains_email_address, redact
 from dsr.service import DsrService
 from dsr.signing import SigningKeyError, load_public_key, public_key_fingerprint, public_key_path
-from dsr.state import derive_state
+from dsr.state import derive_state, payload_with_texts
 
 PREFIX = "/auditor"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -175,16 +174,8 @@ def _requery(value: Any) -> str:
 
 def _timeline(events: Iterable[LedgerEvent], texts: Mapping[str, str | None]) -> list[dict[str, Any]]:
     return [{"seq": e.seq, "at": _time(e.at), "actor": e.actor, "type": e.type,
-             "details": _report._summarise(_with_texts(e.payload, texts))} for e in events]
+             "details": _report._summarise(payload_with_texts(e.payload, texts))} for e in events]
 
-
-def _with_texts(payload: Mapping[str, Any], texts: Mapping[str, str | None]) -> Mapping[str, Any]:
-    """A payload as a reader sees it: `note` (its kept text) instead of `note_sha256`."""
-    shown = dict(payload)
-    for field in FREE_TEXT_FIELDS:
-        if isinstance(shown.pop(f"{field}_sha256", None), str):
-            shown[field] = payload_text(payload, field, texts)
-    return shown
 
 
 def _deadline_rows(deadline: Mapping[str, Any]) -> list[tuple[str, str]]:
