@@ -145,6 +145,11 @@ class IntakePolicy(_Strict):
     email: SmtpConfig | None = None  # where codes are sent from (recipients unused: codes go to the subject)
     duplicate_window_days: Annotated[int, Field(gt=0, le=365)] = 7
     callback_url_prefixes: tuple[str, ...] = ()  # allowed status_callback_urls (empty: public https only)
+    # Guessing budget and code caps (dsr.intake.CodeLimits; docs/reliability.md "Public intake").
+    failures_per_request: Annotated[int, Field(ge=1, le=20)] = 5  # wrong codes over all codes; then cancelled
+    codes_per_request: Annotated[int, Field(ge=1, le=20)] = 5
+    codes_per_request_per_day: Annotated[int, Field(ge=1, le=20)] = 3
+    codes_per_identity_per_day: Annotated[int, Field(ge=1, le=50)] = 5  # per address, whatever the request ids
 
 
 class SubjectSummary(_Strict):

@@ -756,3 +756,27 @@ def test_the_clock_starts_on_receipt_and_submitted_time_is_kept_as_information(d
 
 def date_of(text: str):  # noqa: ANN201 - a tiny test helper
     return datetime.fromisoformat(text).date()
+
+
+def test_the_policy_sets_the_guessing_budget(tmp_path: Path, ledger_url: str, inbox) -> None:
+    import yaml
+
+    mail, port = inbox
+    policy = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())
+    policy["intake"] = {**policy.get("intake", {}), "failures_per_request": 2}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    settings = Settings(home=tmp_path / "var", config_dir=REPO / "config", policy_file=tmp_path / "policy.yaml",
+                        identity_key="test-identity-key")
+    service = DsrService(settings, Ledger(ledger_url, projector=index_row))
+    smtp = SmtpConfig(host="127.0.0.1", port=port, starttls=False, sender="p@precision.test", recipients=("p@x.test",))
+    try:
+        with TestClient(create_app(service, AccessConfig(), open_store(config_from_settings(settings)),
+                                   intake_smtp=lambda: smtp)) as client:
+            body = _body()
+            client.post("/opendsr/requests", json=body)
+            code = CODE_RE.search(mail.messages[-1].get_payload()).group(1)  # type: ignore[union-attr]
+            for _ in range(2):
+                client.post(f"/opendsr/requests/{body['subject_request_id']}/verify", json={"code": _wrong(code)})
+        assert service.state(body["subject_request_id"]).status.value == "cancelled"
+    finally:
+        service.close()

@@ -164,11 +164,17 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
         duplicate_window: Same subject and type again within this, while the first is open: linked.
         callback_url_prefixes: Callback URLs must start with one of these (empty: any public https URL).
         submit_limit, verify_limit, status_limit: (calls, per seconds) per client address.
-        code_limits: Codes and wrong guesses allowed (default `CodeLimits()` with the two above).
+        code_limits: Codes and wrong guesses allowed (default: the policy's `intake` caps, with the two above).
     """
+    if code_limits is None:  # the policy's caps (`intake:` in policy.yaml), with this door's code lifetime
+        policy = service.policy.intake
+        code_limits = CodeLimits(code_lifetime=code_lifetime, attempts_per_code=max_attempts,
+                                 failures_per_request=policy.failures_per_request,
+                                 codes_per_request=policy.codes_per_request,
+                                 codes_per_request_per_window=policy.codes_per_request_per_day,
+                                 codes_per_identity_per_window=policy.codes_per_identity_per_day)
     intake = Intake(service, smtp_config_provider, duplicate_window=duplicate_window,
-                    callback_url_prefixes=callback_url_prefixes, code_lifetime=code_lifetime,
-                    max_attempts=max_attempts, limits=code_limits)
+                    callback_url_prefixes=callback_url_prefixes, limits=code_limits)
     controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting
     if service.settings.opendsr_certificate_file or service.settings.opendsr_key_file:
         processor_identity(service.settings)  # configured certificate and key: checked now, not at the first answer
