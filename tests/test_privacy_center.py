@@ -54,6 +54,15 @@ def center(crm_only_service: DsrService, inbox) -> Iterator[tuple[TestClient, Ds
         yield client, crm_only_service, mail
 
 
+def _submit_by_officer(service: DsrService) -> str:
+    from datetime import UTC, datetime
+
+    from dsr.models import parse_new_request
+
+    new = parse_new_request(type="access", email=ACCESS_SUBJECT, regime="gdpr", received=datetime.now(UTC))
+    return service.submit(new).state.request_id
+
+
 def _ask(client: TestClient, **fields: str) -> Any:
     data = {"type": "access", "email": ACCESS_SUBJECT, "country": "NL"} | fields
     return client.post("/privacy/requests", data=data, headers=ORIGIN, follow_redirects=False)
@@ -120,8 +129,15 @@ def test_submissions_are_rate_limited_per_client_like_the_intake_api(center) -> 
 
 
 def test_unknown_references_and_dead_links_say_so_plainly(center) -> None:
-    client, _, _ = center
+    client, service, _ = center
     assert client.get("/privacy/requests/7a1c7e46-3f63-4f7c-9a1e-2b0e6c1d5f3a").status_code == 404
+    officer_made = _submit_by_officer(service)  # a real request, but not one of the privacy center's
+    for trick in (officer_made, "..%2F..%2Fetc%2Fpasswd", "%2e%2e", "a" * 65, "x%00y"):
+        for method, path in (("GET", f"/privacy/requests/{trick}"), ("GET", f"/privacy/requests/{trick}/verify"),
+                             ("POST", f"/privacy/requests/{trick}/verify"), ("POST", f"/privacy/requests/{trick}/link")):
+            answer = client.request(method, path, headers=ORIGIN, data={"code": "123456"} if method == "POST" else None)
+            assert answer.status_code == 404, (trick, path, answer.status_code)
+    assert [e.type for e in service.events(officer_made)] == ["request.received"]  # nothing recorded
     assert client.get("/privacy/status", params={"reference": "nope"}).status_code == 404
     gone = client.get("/privacy/download/not-a-token")
     assert gone.status_code == 410 and "no longer works" in gone.text

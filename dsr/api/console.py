@@ -412,8 +412,10 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
 
     def tasks_page(request: Request, signed_in: tuple[Principal, Session], errors: dict[str, str] | None = None,
                    code: int = 200) -> Response:
-        return page(request, "console_tasks.html", {"section": "tasks", "rows": task_rows(), "errors": errors or {}},
-                    code, signed_in)
+        # The whole form passes the API's body cap (BodySizeLimit), so the attachment must fit under it.
+        limit_kb = max(1, (service.settings.api_max_body_bytes - 2048) // 1024)
+        return page(request, "console_tasks.html", {"section": "tasks", "rows": task_rows(), "errors": errors or {},
+                                                    "limit_kb": limit_kb}, code, signed_in)
 
     @router.get("/tasks")
     def tasks(request: Request) -> Response:
