@@ -10,9 +10,13 @@ any verification: CCPA 11 CCR 7021), then proves the requester controls the addr
   compared in constant time. Every failure reads the same (wrong, expired, used up or unknown
   request). On success `DsrService.verify(method="email-code", actor="subject")`. The ledger
   records `verification.code_sent` {expires_at, code_number} and `verification.code_failed`
-  {attempt, attempts_left}: never the code, never its hash. Submitting the same request again
-  sends a new code when none is usable (expired, used up, or never sent), at most 5 per request.
-  Without SMTP configured the intake refuses (503): a code is never logged instead.
+  {attempt, attempts_left, failures, failures_left}: never the code, never its hash. Submitting
+  the same request again sends a new code when none is usable (expired, used up, or never sent),
+  within the caps of `CodeLimits`: wrong codes count over all of a request's codes (5, and the
+  request is cancelled), codes per request (3 a day, 5 in all) and per address whatever the
+  request ids (5 a day; `dsr_code_issues`). Without SMTP configured the intake refuses (503): a
+  code is never logged instead. A request signed by a configured controller is verified by that
+  controller (`opendsr-controller`) and sent no code.
 - **Idempotency.** One row per OpenDSR id in `dsr_intake_requests` holds a keyed hash of the
   body's content: the same id with the same content answers with the existing request (200);
   with other content, or an id another door already used, 409.
@@ -26,10 +30,11 @@ any verification: CCPA 11 CCR 7021), then proves the requester controls the addr
   open (never whether the company holds any data on it, which intake does not look up).
 - **Mapping.** `subject_request_type` access | portability | erasure (others 422);
   `regulation` (or `regime`) gdpr | ccpa, and as extensions uk-gdpr, lgpd, pipeda (cpra is
-  read as ccpa); optional `country` (extension) as for every door; `submitted_time` (RFC 3339 with
-  an offset) becomes `received` (a few minutes ahead are taken as clock skew and read as now; in
-  the future beyond that, or older than 30 days, 422); channel `web-form`. Identities: exactly
-  one `email` identity in `raw` format (a sha256 identity cannot be e-mailed a code: 422).
+  read as ccpa); optional `country` as for every door (both also as `extensions[<our domain>]`);
+  the clock starts at our receipt (`received` is now), `submitted_time` (RFC 3339 with an offset)
+  is kept as `submitted_at` (information: any age; in the future beyond a few minutes of clock
+  skew, 422); channel `web-form`. Identities: exactly one `email` identity in `raw` format (a
+  sha256 identity cannot be e-mailed a code: 422).
 
 No personal data in logs: the address, the code and callback URLs never appear in a log line;
 logs name the request id only.
