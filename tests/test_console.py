@@ -307,6 +307,13 @@ def test_officer_runs_a_request_closes_its_manual_task_with_an_attachment_and_ap
 
     service = portal_service
     request_id = _submit(service, "access", ACCESS_SUBJECT)
+    # Other open requests, so the inbox shows its clock: one overdue, one paused, one extended.
+    overdue = _submit(service, "erasure", "late.one@example.org", regime="lgpd",
+                      received=datetime.now(UTC) - timedelta(days=30))
+    paused = _submit(service, "erasure", "waiting.one@example.org")
+    service.pause(paused, wait_for="clarification", reason="which of two accounts is meant")
+    extended = _submit(service, "access", "extended.one@example.org", regime="ccpa")
+    service.extend(extended, reason="many systems to search")
     attachment = tmp_path / "portal export.csv"
     attachment.write_text("account,saved_quotes\nportal user,3\n")
     with LiveServer(make_app(service)) as live, sync_playwright() as playwright:
@@ -322,7 +329,11 @@ def test_officer_runs_a_request_closes_its_manual_task_with_an_attachment_and_ap
             assert_accessible(page, "console-login")
             page.fill("#token", OFFICER)
             page.click("button[type=submit]")
-            expect(page.locator("#inbox tbody tr")).to_have_count(1)
+            expect(page.locator("#inbox tbody tr")).to_have_count(4)
+            assert page.get_attribute("#inbox tbody tr >> nth=0", "data-request") == overdue  # most urgent first
+            assert "overdue" in page.inner_text(f"tr[data-request='{overdue}']")
+            assert "paused" in page.inner_text(f"tr[data-request='{paused}']")
+            assert "extended" in page.inner_text(f"tr[data-request='{extended}']")
             assert_accessible(page, "console-inbox")
 
             # The request: verify, then run; progress moves without a reload.
