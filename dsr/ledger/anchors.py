@@ -114,21 +114,30 @@ class Problem:
 class AnchorFile:
     """The head log's mirror outside the database: one JSON line per entry, only ever appended.
 
-    Lines are written with O_APPEND (whole lines, whatever other processes write at once) and
-    fsync'd before the append returns. A line may be missing if a process dies between the
-    database commit and this write; verification reports that (it cannot tell it from a cut).
+    Lines are written with O_APPEND (whole lines, whatever other processes write at once), those
+    that close something fsync'd before the append returns. A line may be missing if a process
+    dies between the database commit and this write; verification reports that as a warning (it
+    cannot tell it from a cut).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def append(self, head: SignedHead) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Add the entry's line; fsync'd when it closes something (a seal, a run's end, a close,
+        a chain's first event). Other lines are left to the page cache: a process that dies
+        loses none of them, only the machine's crash can, and a lost line is a warning at worst,
+        while an fsync per event would cost more than the append itself."""
         line = (canonical_json(head.to_dict()) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)  # one write of one line: O_APPEND keeps concurrent writers' lines whole
+            if head.reason in ANCHOR_EVENT_TYPES or head.seq == 1:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
