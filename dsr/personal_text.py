@@ -207,8 +207,6 @@ def _canonical_text(text: str) -> str:
     Whole-text NFKC can compose across what `_normalise` treats as separate units; that only
     joins letters with their marks, which the pattern accepts either way.
     """
-    if _PLAIN.fullmatch(text):
-        return text
     for _ in range(_MAX_ROUNDS):
         decoded = _ENTITY.sub(lambda m: html.unescape(m.group()), text)
         decoded = _PERCENT.sub(lambda m: unquote(m.group(), errors="replace"), decoded)
@@ -220,17 +218,33 @@ def _canonical_text(text: str) -> str:
     return text
 
 
-_HINT = re.compile("@|at", re.IGNORECASE)
+# The quick tests below use str methods (C loops) rather than patterns: a regex search costs a
+# microsecond or two a line in Python, and the bundle screens every line of every refs file.
+def _as_is(text: str) -> bool:
+    """Plain ASCII that canonicalisation would not change: no escape to decode, no control to drop."""
+    if not text.isascii() or "%" in text or "&" in text or "\\" in text:
+        return False
+    return text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
 
 
-def _cannot_hold_one(text: str) -> bool:
-    """Plain ASCII with neither an at-sign nor the letters "at": the common case, answered at once."""
-    return _HINT.search(text) is None and _PLAIN.fullmatch(text) is not None
+def _has_hint(canonical: str) -> bool:
+    """What every address in canonical text has: an at-sign, or "at" between spaces or brackets
+    ("x at y", "x (at) y", "x ( at ) y")."""
+    if "@" in canonical:
+        return True
+    lower = canonical.lower()
+    found = lower.find("at", 1)
+    while found != -1:
+        before, after = lower[found - 1], lower[found + 2:found + 3]
+        if (before.isspace() or before in "([{<") and after and (after.isspace() or after in ")]}>"):
+            return True
+        found = lower.find("at", found + 1)
+    return False
 
 
 def email_address_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) in `text` of every e-mail address found, in order, overlapping spans merged."""
-    if not contains_email_address(text):  # the cheap answer first; spans need the character map
+    if not contains_email_address(text):  # the quick answer first; spans need the character map
         return []
     canonical = _canonical(text)
     spans: list[tuple[int, int]] = []
@@ -245,7 +259,8 @@ def email_address_spans(text: str) -> list[tuple[int, int]]:
 
 def contains_email_address(text: str) -> bool:
     """True when `text` holds something that is, or is spelled as, an e-mail address."""
-    return not _cannot_hold_one(text) and _ADDRESS.search(_canonical_text(text)) is not None
+    canonical = text if _as_is(text) else _canonical_text(text)
+    return _has_hint(canonical) and _ADDRESS.search(canonical) is not None
 
 
 def redact(text: str) -> str:
