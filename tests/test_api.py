@@ -128,6 +128,7 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[str], str]] = {
     ("POST", "/console/login"): (OFFICER_ONLY, "console-login"),
     ("POST", "/console/logout"): (OFFICER_ONLY, "console"),
     ("GET", "/console"): (OFFICER_ONLY, "console"),
+    ("POST", "/console/requests"): (OFFICER_ONLY, "console"),
     ("GET", "/console/requests/{request_id}"): (OFFICER_ONLY, "console"),
     ("GET", "/console/requests/{request_id}/progress"): (OFFICER_ONLY, "console"),
     ("POST", "/console/requests/{request_id}/{action}"): (OFFICER_ONLY, "console"),

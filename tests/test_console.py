@@ -230,6 +230,22 @@ def test_actions_write_the_same_ledger_events_as_the_cli_with_the_officer_as_act
         "clarification_requested", "clarification_received"]
 
 
+def test_a_request_that_arrived_by_post_is_recorded_from_the_inbox(console) -> None:
+    client, service = console
+    csrf = _login(client)
+    form = {"csrf": csrf, "type": "erasure", "email": "not-an-address", "regime": "gdpr", "country": "DE",
+            "channel": "post"}
+    bad = client.post("/console/requests", data=form, headers=SAME_SITE)
+    assert bad.status_code == 400 and "email:" in bad.text and service.list() == []
+    recorded = client.post("/console/requests", data=form | {"email": ERASURE_SUBJECT}, headers=SAME_SITE,
+                           follow_redirects=False)
+    assert recorded.status_code == 303
+    [row] = service.list()
+    first = service.events(row.request_id)[0]
+    assert (first.actor, first.payload["channel"], first.payload["country"]) == ("alice", "post", "DE")
+    assert recorded.headers["location"].startswith(f"/console/requests/{row.request_id}?")
+
+
 def test_bad_input_is_named_by_field_and_refusals_by_state_without_a_trace(console) -> None:
     client, service = console
     request_id = _submit(service)

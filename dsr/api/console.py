@@ -47,7 +47,7 @@ from dsr.api.web import environment, read_form, render_page, secure_cookie
 from dsr.deadlines import DeadlineError
 from dsr.identity import IdentityError
 from dsr.ledger.store import UnknownRequest
-from dsr.models import OPEN_STATUSES, RequestInputError, RequestType, Status
+from dsr.models import OPEN_STATUSES, RequestInputError, RequestType, Status, parse_new_request
 from dsr.service import DsrService, RequestStateError
 from dsr.state import RequestState, SystemStatus
 
@@ -242,6 +242,10 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         signed_in = officer_of(request)
         if signed_in is None:
             return to_login()
+        return inbox_page(request, signed_in)
+
+    def inbox_page(request: Request, signed_in: tuple[Principal, Session], new_errors: dict[str, str] | None = None,
+                   new_values: dict[str, str] | None = None, code: int = 200) -> Response:
         query = request.query_params
         systems = service.data_map.systems
         choices = {
@@ -276,7 +280,28 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         rows.sort(key=_urgency)
         return page(request, "console_inbox.html", {
             "section": "inbox", "rows": rows, "filters": filters, "choices": choices, "errors": errors,
-            "today": today.isoformat()}, status.HTTP_400_BAD_REQUEST if errors else 200, signed_in)
+            "today": today.isoformat(), "new_errors": new_errors or {},
+            "new": new_values or {"type": "", "email": "", "regime": "", "country": "", "channel": "email"},
+        }, status.HTTP_400_BAD_REQUEST if errors and code == 200 else code, signed_in)
+
+    @router.post("/requests")
+    async def record(request: Request) -> Response:
+        """Record a request that arrived another way (e-mail, phone, post), as `dsr submit` does."""
+        checked = await post_form(request)
+        if isinstance(checked, Response):
+            return checked
+        signed_in, form = checked
+        values = {name: form.get(name, "").strip() for name in ("type", "email", "regime", "country", "channel")}
+        try:
+            new = parse_new_request(type=values["type"], email=values["email"], regime=values["regime"],
+                                    country=values["country"] or None, received=datetime.now(UTC),
+                                    channel=values["channel"] or "email")
+            state = service.submit(new, actor=signed_in[0].name).state
+        except (RequestInputError, IdentityError, DeadlineError) as exc:
+            field, _, text = str(exc).partition(": ")
+            return inbox_page(request, signed_in, {field if text else "form": str(exc)}, values,
+                              status.HTTP_400_BAD_REQUEST)
+        return back(f"{PREFIX}/requests/{state.request_id}", f"request recorded; due {state.due}")
 
     # -- one request -----------------------------------------------------------------------------
 
