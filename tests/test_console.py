@@ -350,6 +350,7 @@ def test_officer_runs_a_request_closes_its_manual_task_with_an_attachment_and_ap
             assert "overdue" in page.inner_text(f"tr[data-request='{overdue}']")
             assert "paused" in page.inner_text(f"tr[data-request='{paused}']")
             assert "extended" in page.inner_text(f"tr[data-request='{extended}']")
+            page.click("#record summary")  # the form to record a request, checked open
             assert_accessible(page, "console-inbox")
 
             # The request: verify, then run; progress moves without a reload.
