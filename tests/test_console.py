@@ -216,6 +216,7 @@ def test_actions_write_the_same_ledger_events_as_the_cli_with_the_officer_as_act
     assert {e.actor for e in events[1:]} == {"alice"}
     page = client.get(base).text
     assert '<span class="tag">extended</span>' in page and "request.extended" in page
+    assert "note: code returned" in page and "reason: many systems" in page  # the kept words, not their hashes
 
     gdpr = _submit(service)  # the GDPR clock may wait for a clarification (config/policy.yaml)
     waiting = client.post(f"/console/requests/{gdpr}/pause", data={"csrf": csrf, "wait_for": "clarification",

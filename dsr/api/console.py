@@ -153,6 +153,21 @@ def progress_view(service: DsrService, state: RequestState, job: _jobs.Job | Non
             "job": job.to_view() if job is not None else None}
 
 
+def with_texts(payload: Mapping[str, Any], texts: Mapping[str, str | None]) -> dict[str, Any]:
+    """An event's payload with its free-text references (`note_sha256`...) shown as the kept words.
+
+    Notes and reasons live beside the hash chain (so they can be redacted); officers read them here.
+    """
+    shown: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key.endswith("_sha256") and isinstance(value, str) and value in texts:
+            kept = texts[value]
+            shown[key.removesuffix("_sha256")] = kept if kept is not None else "[redacted]"
+        else:
+            shown[key] = value
+    return shown
+
+
 # --- the routes -------------------------------------------------------------------------------------
 
 
@@ -327,6 +342,7 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
                    if any(c.kind == start for c in state.clock)
                    and sum(1 for c in state.clock if c.kind == start) > sum(1 for c in state.clock if c.kind == _end)]
         job = jobs.latest(state.request_id)
+        texts = service.texts(state.request_id)
         return page(request, "console_request.html", {
             "section": "inbox", "state": state, "view": view, "clock": clock_view(state, today),
             "deadline_rows": [(label, _report._short(deadline.get(key))) for label, key in _report._DEADLINE_FIELDS
@@ -335,7 +351,7 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
             "systems": system_rows(service, state),
             "progress": progress_view(service, state, job),
             "timeline": [{"seq": e.seq, "at": _report._display_time(str(e.at)), "actor": e.actor, "type": e.type,
-                          "details": _report._summarise(e.payload)} for e in events],
+                          "details": _report._summarise(with_texts(e.payload, texts))} for e in events],
             "waiting": waiting, "pause_kinds": list(service.PAUSES),
             "runnable": state.verified and not state.closed,
             "errors": errors or {},
