@@ -486,3 +486,20 @@ def test_verifying_while_requests_are_written_reports_nothing(svc: DsrService) -
     audits.append(svc.ledger.audit())
     assert len(audits) >= 2
     assert [str(p) for a in audits for p in a.problems + a.warnings] == []
+
+
+def test_bundle_verify_with_request_on_a_machine_without_the_ledger_checks_offline_only(
+        cli_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auditor verifying a bundle away from the deployment: no ledger appears as a side effect."""
+    service = DsrService(cli_env)
+    try:
+        request_id = _completed(service)
+        bundle = service.settings.bundles_path / request_id / service.state(request_id).bundles[0]["file"]
+        public_key = Path(str(service.settings.signing_key_path) + ".pub")
+    finally:
+        service.close()
+    elsewhere = tmp_path / "auditor"
+    monkeypatch.setenv("DSR_HOME", str(elsewhere))
+    result = cli.invoke(app, ["bundle", "verify", str(bundle), "--request", request_id, "--public-key", str(public_key)])
+    assert result.exit_code == 0, result.output
+    assert "not compared: no ledger" in result.output and not (elsewhere / "ledger.sqlite").exists()
