@@ -171,3 +171,129 @@ class Connector(Protocol):
         of erasure say *what* is left, not just how much.)
         """
         ...
+
+
+# -- the other rights: rectification, restriction, objection, consent withdrawal, opt-out ----------
+#
+# Erasure and export are above. The other rights the privacy policy promises need two more
+# abilities, each an optional Protocol a connector implements when its vendor has the API:
+#
+# * `Rectifier`: change the subject's fields in exactly the records discovery matched, then prove
+#   it by re-reading them. Fields are named canonically (RECTIFIABLE_FIELDS); each connector maps
+#   them to its own columns or properties (per object, from the data map) and leaves alone a field
+#   an object does not carry. An outcome lists every field it changed, old and new value; the
+#   values are transient: the runner turns them into keyed hashes (HMAC with the identity key)
+#   before anything is written, so the ledger and evidence name the fields, never the values.
+# * `MarketingSuppressor`: stop every use of the subject's data for marketing (restriction under
+#   GDPR 18, objection under GDPR 21(2), withdrawn consent, the CCPA opt-out of sale and sharing):
+#   unsubscribe from all marketing e-mail, set the vendor's opt-out flags, remove from ad
+#   audiences. Each change is reported as a FieldChange with the flag's previous value (flags are
+#   not personal data: they are recorded as they are), so `restore_marketing` (when a
+#   restriction is lifted) puts back exactly what the suppression changed and nothing else: a
+#   person who had opted out before the restriction stays opted out.
+#
+# A system whose vendor has no such API declares the step in `ConnectorInfo.manual_steps`
+# ("rectify", "suppress", "restore") and may explain it through `ManualInstructions`; the runner
+# then opens a manual task that `dsr task done` closes. A system listed for a request type in the
+# data map whose connector neither implements the Protocol nor declares the step also gets a
+# manual task (the safe side: a person checks). Which systems take which types is the data map's
+# `request_types`: a system with no marketing use does not list objection, say.
+
+#: The canonical names of the fields a rectification may change (the request, the CLI's
+#: `--set NAME=VALUE` and every connector's mapping use these).
+RECTIFIABLE_FIELDS: tuple[str, ...] = ("first_name", "last_name", "email", "phone", "postal_address",
+                                       "company", "title")
+
+
+class RightsAction(StrEnum):
+    """What a rights step did to a record (the manual step of the same name opens a task)."""
+
+    RECTIFY = "rectify"
+    SUPPRESS = "suppress"  # marketing stopped: opt-outs set, unsubscribed, removed from audiences
+    RESTORE = "restore"  # a lifted restriction: the suppression's changes put back
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field a rights step changed in one record.
+
+    `field` is the canonical name for a rectification (RECTIFIABLE_FIELDS) and the vendor's flag
+    for a suppression (e.g. "HasOptedOutOfEmail", "marketing_opt_in", "audience:1234").
+    `vendor_field` is the system's own name (the column, property or object.field), for the
+    evidence. For a rectification `old` and `new` are personal data: they live only in memory
+    until the runner hashes them. For a suppression they are the flag's values as text
+    ("true"/"false", "member"/"removed"), kept as they are so a restore can put `old` back.
+    """
+
+    field: str
+    vendor_field: str
+    old: str | None = field(default=None, repr=False)
+    new: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RightsOutcome:
+    """What a connector did to one record for a rectification, suppression or restore."""
+
+    ref: RecordRef
+    action: RightsAction
+    done: bool  # False only when the vendor refused and the record is untouched
+    changes: tuple[FieldChange, ...] = ()  # what changed; empty with done=True: nothing needed changing
+    not_held: tuple[str, ...] = ()  # rectify: canonical fields this record does not carry (left alone)
+    error: str | None = None  # never personal data
+
+
+@dataclass(frozen=True, slots=True)
+class RightsReceipt:
+    """A connector's answer to a rights step: per-record outcomes plus the vendor's receipt."""
+
+    system: str
+    action: RightsAction
+    outcomes: tuple[RightsOutcome, ...] = ()
+    vendor_receipt_id: str | None = None
+    api_calls: int = 0
+
+    @property
+    def failed(self) -> tuple[RightsOutcome, ...]:
+        return tuple(o for o in self.outcomes if not o.done)
+
+
+@runtime_checkable
+class Rectifier(Protocol):
+    """A system that can correct the subject's fields through its API."""
+
+    def rectify(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> RightsReceipt:
+        """Set the canonical fields in `changes` on exactly `refs` (each object's own mapping).
+
+        Idempotent: a field that already has the new value is not a change. A field an object
+        does not carry goes into `not_held`. An unknown canonical name is a ConnectorError.
+        """
+        ...
+
+    def verify_rectified(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> list[RecordRef]:
+        """Re-read `refs`: every record whose carried fields do not yet show the new values (empty: done)."""
+        ...
+
+
+@runtime_checkable
+class MarketingSuppressor(Protocol):
+    """A system that uses personal data for marketing and can stop (and resume) that use by API."""
+
+    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
+        """Unsubscribe from all marketing e-mail, set every opt-out flag, remove from ad audiences.
+
+        Idempotent: a flag already set is not a change. `subject` is for write-only systems (ad
+        audiences are removed from by the identity's hash, not by a record id).
+        """
+        ...
+
+    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
+        """Undo exactly the changes `suppressed` (the suppression's outcomes, as recorded) made:
+        each FieldChange's `vendor_field` back to its `old` value. Flags the suppression did not
+        change are left alone."""
+        ...
+
+    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """Re-read `refs`: every record still open to marketing (empty: done). Write-only systems
+        (ConnectorInfo.write_only) cannot re-read and return []."""
+        ...
