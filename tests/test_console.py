@@ -519,3 +519,16 @@ def test_demo_serve_prints_the_addresses_a_working_officer_token_and_mails_witho
     officer = AccessConfig(tokens=handed["extra_tokens"]).authenticate(token)
     assert officer is not None and officer.role == Role.OFFICER
     assert "Your verification code: 123456" in shown and ACCESS_SUBJECT not in shown  # the mailbox hides the address
+
+
+def test_escalations_list_the_sweeps_alerts_and_say_no_channel_is_configured(console) -> None:
+    from dsr.sweep import sweep
+
+    client, service = console
+    late = _submit(service, "access", ACCESS_SUBJECT, received=datetime.now(UTC) - timedelta(days=40))
+    assert sweep(service, []).raised
+    _login(client)
+    page = client.get("/console/escalations")
+    assert page.status_code == 200
+    assert f"/console/requests/{late}" in page.text and ">escalation<" in page.text
+    assert "No channel is configured" in page.text and "identity verification" in page.text  # what is still open

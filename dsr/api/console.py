@@ -47,7 +47,7 @@ from dsr.api.web import environment, read_form, render_page, secure_cookie
 from dsr.deadlines import DeadlineError
 from dsr.identity import IdentityError
 from dsr.ledger.store import UnknownRequest
-from dsr.models import OPEN_STATUSES, RequestInputError, RequestType, Status, parse_new_request
+from dsr.models import OPEN_STATUSES, RequestInputError, RequestType, parse_new_request
 from dsr.service import DsrService, RequestStateError
 from dsr.state import RequestState, SystemStatus
 
@@ -639,5 +639,3 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
 
     app.include_router(router)
 
-
-__all__ = ["COOKIE", "PREFIX", "Sessions", "Status", "mount_console"]
