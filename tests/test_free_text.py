@@ -235,3 +235,21 @@ def test_dsr_redact_removes_the_text_everywhere_and_ledger_verify_still_passes(
     assert client.get(f"/requests/{request_id}/timeline", headers=officer).json()[1]["free_text"] == {
         "note": REDACTED_TEXT}
     assert "write to" not in json.dumps([e.to_dict() for e in service.events(request_id)])
+
+
+def test_an_old_chains_clear_note_holding_an_address_is_redacted_for_auditors(slipped) -> None:
+    """Before free text left the chain, an internationalised address got past the old filter into a
+    payload; the auditor's timeline, record and page must not show it."""
+    client, service, request_id = slipped
+    service.ledger.append(request_id, EventType.CANCELLED, {"reason": "duplicate of rel.nöte@exämple.org"},
+                          actor="officer")
+    auditor = {"Authorization": f"Bearer {AUDITOR}"}
+    timeline = client.get(f"/requests/{request_id}/timeline", headers=auditor)
+    assert timeline.json()[-1]["payload"] == {"reason": f"duplicate of {REDACTED_EMAIL}"}
+    record = client.get(f"/requests/{request_id}", headers=auditor)
+    assert record.json()["cancel_reason"] == f"duplicate of {REDACTED_EMAIL}"
+    client.cookies.set("dsr_token", AUDITOR)
+    page = client.get(f"/auditor/requests/{request_id}")
+    assert page.status_code == 200 and "duplicate of" in page.text
+    for body in (timeline.text, record.text, page.text):
+        assert "exämple" not in body and "ex&auml;mple" not in body
