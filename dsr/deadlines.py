@@ -321,6 +321,12 @@ def _resolve_country(regime: Regime, country: str | None) -> str:
     return code
 
 
+def accepted_countries(regime: Regime) -> frozenset[str]:
+    """The country codes a request under `regime` may name, aliases included (the API's schema says them)."""
+    codes = _EU_MEMBERS if regime is Regime.GDPR else frozenset({_SPECS[regime].country})
+    return codes | {alias for alias, code in _COUNTRY_ALIASES.items() if code in codes}
+
+
 def _zone(regime: Regime, rules: DeadlineRules) -> ZoneInfo:
     try:
         name = rules.time_zones[regime]

@@ -49,6 +49,10 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _METHOD = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 
 
+#: No request can have been received before this (every regime here is younger).
+EARLIEST_RECEIVED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class RequestInputError(ValueError):
     """Bad input; `field` names what to fix."""
 
@@ -127,6 +131,10 @@ class NewRequest(BaseModel):
         value = value if value.tzinfo else value.replace(tzinfo=UTC)  # naive timestamps are UTC
         if value > datetime.now(UTC):
             raise ValueError("must not be in the future")
+        if value < EARLIEST_RECEIVED:
+            # Older than any of the regimes: a typo. (Years before 1000 would also not survive the
+            # ledger's four-digit timestamps.)
+            raise ValueError(f"must not be before {EARLIEST_RECEIVED.date().isoformat()}")
         return value
 
 

@@ -549,6 +549,8 @@ def test_a_bundle_swapped_in_storage_is_never_served(api) -> None:
     erasure.chmod(0o644)
     erasure.write_bytes(access.read_bytes())
     answer = client.get(f"/requests/{ids['erasure']}/bundle", headers=_auth(AUDITOR))
-    assert answer.status_code == 500 and "does not match" in answer.json()["detail"]
+    # A verdict on the evidence (409, the failed check named), not a server fault (500).
+    assert answer.status_code == 409 and "does not match" in answer.json()["detail"]
+    assert "sealed" in answer.json()["check"] and answer.headers["content-type"] == "application/json"
     checked = client.get(f"/requests/{ids['erasure']}/bundle/verify", headers=_auth(AUDITOR))
-    assert checked.status_code == 500
+    assert checked.status_code == 409 and checked.json()["check"] == answer.json()["check"]

@@ -8,37 +8,70 @@ Routes by role (DESIGN.md, issue 5):
   download and verify its evidence bundles;
 - officer: submit, verify, extend, cancel, download the subject package, issue a subject token;
 - subject (single-use, expiring token): their own request's status, and the package once.
-Every download is a ledger event. Errors name the field (422), the state (409) or the missing
-request (404); no route ever returns a stack trace.
+Every download is a ledger event. The schema at /openapi.json is the contract, checked by
+Schemathesis (tests/test_api_schema.py): every status a route can answer is declared with its body.
+Errors name the field (422, never echoing the value sent), the state (409), stored evidence that is
+not what was sealed (409 with the failed check) or the missing request (404); never a stack trace.
 """
 
 
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, BinaryIO, Protocol
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from dsr.access import AccessConfig, Principal, Role
-from dsr.api.auth import principal_resolver, request_id_or_400, require
+from dsr.api.auth import BEARER_SCHEME, principal_resolver, require
 from dsr.api.intake import router as opendsr_router
 from dsr.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from dsr.api.pages import mount_pages
+from dsr.api.schema import (
+    AUTH,
+    BODY,
+    BY_ID,
+    QUERY,
+    REQUEST_ID_PATTERN,
+    STATE,
+    TAMPERED,
+    ZIP,
+    EventView,
+    NonBlankText,
+    RequestRow,
+    RequestView,
+    SubjectStatus,
+    SubjectToken,
+    VerifyReport,
+    responses,
+)
 from dsr.api.web import mount_web
 from dsr.bundle import verify_bundle
-from dsr.deadlines import DeadlineError
-from dsr.models import RequestInputError, parse_new_request
+from dsr.deadlines import DeadlineError, ExtensionNotAllowed, PauseNotAllowed, Regime, accepted_countries
 from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError, UnknownRequest
+from dsr.models import EARLIEST_RECEIVED, RequestInputError, RequestType, Status, parse_new_request
 from dsr.notify import SmtpConfig
+from dsr.personal_text import redact_all
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
-from dsr.state import RequestState
+from dsr.state import RequestState, timeline_with_texts
 from dsr.storage import IntegrityError as StorageIntegrityError
 from dsr.storage import ObjectNotFound
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the default cap; DSR_API_MAX_BODY_BYTES sets another
+
+#: The check a bundle fails when storage gives back other bytes than were sealed (`dsr bundle verify`
+#: reports the same mismatch as a failed member hash; here the ledger's own record is the reference).
+SEALED_HASH_CHECK = "stored bytes match the SHA-256 the ledger recorded when the bundle was sealed"
+
+RequestId = Annotated[str, Path(pattern=REQUEST_ID_PATTERN, max_length=64,
+                                description="The request's id (a UUID for requests submitted here).")]
 
 
 class EvidenceReader(Protocol):
@@ -49,32 +82,70 @@ class EvidenceReader(Protocol):
     def open_package(self, request_id: str) -> BinaryIO: ...
 
 
-class SubmitBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# RFC 3339 as JSON Schema's `date-time` means it: a full date, a time and an offset. Nothing looser
+# (a bare number read as a Unix time, a bare date), or the schema would not say what is accepted.
+RFC3339_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
 
-    type: str
-    email: str
-    regime: str
-    country: str | None = None
-    received: datetime | None = None
-    channel: str = "api"
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not RFC3339_DATE_TIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time with its offset, such as 2026-03-02T10:00:00Z")
+    return value
+
+
+ReceivedAt = Annotated[datetime, BeforeValidator(_rfc3339), Field(
+    description=f"When the request arrived: not in the future, not before {EARLIEST_RECEIVED.date()}. "
+                "Default: now.")]
+
+
+def _countries_by_regime() -> dict[str, Any]:
+    """Which countries each regime accepts, as JSON Schema: one `if regime is R then country is one of`
+    per regime, so a generated body is never one the deadline rules refuse."""
+    rules = []
+    for regime in Regime:
+        countries = sorted(accepted_countries(regime))
+        rules.append({"if": {"properties": {"regime": {"const": regime.value}}, "required": ["regime"]},
+                      "then": {"properties": {"country": {"anyOf": [{"enum": countries}, {"type": "null"}]}}}})
+    return {"allOf": rules}
+
+
+class SubmitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_countries_by_regime())
+
+    type: RequestType
+    email: Annotated[str, Field(min_length=3, max_length=320, json_schema_extra={"format": "email"},
+                                description="The subject's address; trimmed and lower-cased.")]
+    regime: Regime
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", min_length=2, max_length=2,
+                                  json_schema_extra={"enum": sorted(set().union(*map(accepted_countries, Regime)))},
+                                  description="ISO 3166 code, one the regime accepts (e.g. NL for gdpr); "
+                                              "default: the regime's own.")] | None = None
+    received: ReceivedAt | None = None
+    channel: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$", max_length=32)] = "api"
 
 
 class VerifyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: str
-    note: str
+    method: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,47}$", max_length=48,
+                                 description="How the identity was checked: email-code, id-document, ...")]
+    note: Annotated[NonBlankText, Field(description="What was checked (kept as evidence; no e-mail address).")]
 
 
 class ReasonBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(max_length=2000)]
+    reason: Annotated[NonBlankText, Field(description="Why (kept as evidence; no e-mail address).")]
 
 
-def _error(status_code: int, field: str | None, message: str) -> JSONResponse:
-    detail: Any = [{"loc": ["body", field], "msg": message}] if field else message
+class SubjectTokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: Annotated[int, Field(ge=1, le=30, description="How long the token lives.")] = 5
+
+
+def _problem(status_code: int, field: str | None, message: str) -> JSONResponse:
+    detail: Any = [{"loc": ["body", field], "msg": message, "type": "value_error"}] if field else message
     return JSONResponse({"detail": detail}, status_code=status_code)
 
 
@@ -187,28 +258,40 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     # -- auditors and officers ------------------------------------------------------------------
 
-    @app.get("/requests")
+    @app.get("/requests", tags=["requests"], responses=responses(AUTH, QUERY))
     def list_requests(
         who: Annotated[Principal, Depends(staff)],
-        open_only: Annotated[bool, Query(alias="open")] = False,
-        type: str | None = None,
-        status_: Annotated[str | None, Query(alias="status")] = None,
-    ) -> list[dict[str, Any]]:
+        open_only: Annotated[bool, Query(alias="open", description="Only requests still open.")] = False,
+        type: RequestType | None = None,
+        status_: Annotated[Status | None, Query(alias="status")] = None,
+    ) -> list[RequestRow]:
+        """Requests, oldest first; no personal data."""
         rows = service.list(open_only=open_only)
         return [
-            {"request_id": r.request_id, "type": r.type, "regime": r.regime, "status": r.status,
-             "received_at": r.received_at, "due": r.due}
+            RequestRow(request_id=r.request_id, type=r.type, regime=r.regime, status=r.status,
+                       received_at=r.received_at, due=r.due)
             for r in rows if (type is None or r.type == type) and (status_ is None or r.status == status_)
         ]
 
-    @app.get("/requests/{request_id}")
-    def get_request(request_id: str, who: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
-        state = service.state(request_id_or_400(request_id))
-        return request_summary(state, personal=who.role == Role.OFFICER, service=service)
+    @app.get("/requests/{request_id}", tags=["requests"], responses=responses(AUTH, BY_ID),
+             response_model=RequestView)
+    def get_request(request_id: RequestId, who: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
+        """One request's record; officers also see the subject's address."""
+        if who.role == Role.OFFICER:
+            return request_summary(service.state(request_id), personal=True, service=service)
+        # Auditors never see personal data: addresses in kept texts and in old chains' clear notes go.
+        return redact_all(request_summary(service.state(request_id, for_auditor=True), personal=False,
+                                          service=service))
 
-    @app.get("/requests/{request_id}/timeline")
-    def timeline(request_id: str, who: Annotated[Principal, Depends(staff)]) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in service.events(request_id_or_400(request_id))]
+    @app.get("/requests/{request_id}/timeline", tags=["requests"], responses=responses(AUTH, BY_ID),
+             response_model=list[EventView])
+    def timeline(request_id: RequestId, who: Annotated[Principal, Depends(staff)]) -> list[dict[str, Any]]:
+        """The request's ledger events, oldest first, as chained, with the free text they reference."""
+        auditor = who.role != Role.OFFICER
+        events = timeline_with_texts(service.events(request_id), service.texts(request_id, for_auditor=auditor))
+        # Old chains carry notes in the clear: an auditor gets them redacted (their hashes then differ;
+        # the evidence bundle is what proves the chain).
+        return redact_all(events) if auditor else events
 
     def _version(state: RequestState, version: int | None) -> int:
         versions = [b["version"] for b in state.bundles]
@@ -219,82 +302,100 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"version: no bundle version {chosen}")
         return chosen
 
-    @app.get("/requests/{request_id}/bundle", response_class=Response,
-             responses={200: {"content": {"application/zip": {}}}})
-    def download_bundle(request_id: str, who: Annotated[Principal, Depends(staff)],
-                        version: Annotated[int | None, Query(ge=1)] = None) -> Response:
-        state = service.state(request_id_or_400(request_id))
+    Version = Annotated[int | None, Query(ge=1, le=1_000_000, description="Default: the latest.")]
+
+    @app.get("/requests/{request_id}/bundle", tags=["requests"], response_class=Response,
+             responses=responses(ZIP, AUTH, BY_ID, QUERY, TAMPERED))
+    def download_bundle(request_id: RequestId, who: Annotated[Principal, Depends(staff)],
+                        version: Version = None) -> Response:
+        """The sealed evidence bundle (zip); the download is recorded in the ledger."""
+        state = service.state(request_id)
         chosen = _version(state, version)
         data = evidence.get_bundle(request_id, chosen, expected_sha256=_sealed_hash(state, chosen))
         service.record_download(request_id, "bundle", by=who.name, role=who.role.value, version=chosen)
         return Response(data, media_type="application/zip", headers={
             "Content-Disposition": f'attachment; filename="evidence-{request_id}-v{chosen}.zip"'})
 
-    @app.get("/requests/{request_id}/bundle/verify")
-    def verify(request_id: str, who: Annotated[Principal, Depends(staff)],
-               version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
-        state = service.state(request_id_or_400(request_id))
+    @app.get("/requests/{request_id}/bundle/verify", tags=["requests"],
+             responses=responses(AUTH, BY_ID, QUERY, TAMPERED))
+    def verify(request_id: RequestId, who: Annotated[Principal, Depends(staff)],
+               version: Version = None) -> VerifyReport:
+        """Check the stored bundle: member hashes, manifest, hash chain and signature."""
+        state = service.state(request_id)
         chosen = _version(state, version)
         signer = load_or_create_signing_key(service.settings.signing_key_path)
         result = verify_bundle(evidence.get_bundle(request_id, chosen, expected_sha256=_sealed_hash(state, chosen)),
                                signer.public_key)
-        return {"ok": result.ok, "version": chosen, "reason": result.reason,
-                "checks": [{"check": c, "passed": p, "detail": d} for c, p, d in result.checks]}
+        return VerifyReport.model_validate(
+            {"ok": result.ok, "version": chosen, "reason": result.reason,
+             "checks": [{"check": c, "passed": p, "detail": d} for c, p, d in result.checks]})
 
     # -- officers -----------------------------------------------------------------------------------
 
-    @app.post("/requests", status_code=status.HTTP_201_CREATED)
+    @app.post("/requests", status_code=status.HTTP_201_CREATED, tags=["officer"], response_model=RequestView,
+              responses=responses(AUTH, BODY))
     def submit(body: SubmitBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
+        """Record a new request (status awaiting_verification)."""
         new = parse_new_request(type=body.type, email=body.email, regime=body.regime, country=body.country,
                                 received=body.received or datetime.now(UTC), channel=body.channel)
         state = service.submit(new, actor=who.name).state
         return request_summary(state, personal=False, service=service)
 
-    @app.post("/requests/{request_id}/verify")
-    def verify_identity(request_id: str, body: VerifyBody,
+    acting = responses(AUTH, BY_ID, BODY, STATE)
+
+    @app.post("/requests/{request_id}/verify", tags=["officer"], response_model=RequestView, responses=acting)
+    def verify_identity(request_id: RequestId, body: VerifyBody,
                         who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
-        state = service.verify(request_id_or_400(request_id), method=body.method, note=body.note, actor=who.name)
+        """Record that the requester's identity was verified; the request may then run."""
+        state = service.verify(request_id, method=body.method, note=body.note, actor=who.name)
         return request_summary(state, personal=False, service=service)
 
-    @app.post("/requests/{request_id}/extend")
-    def extend(request_id: str, body: ReasonBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
-        state = service.extend(request_id_or_400(request_id), reason=body.reason, actor=who.name)
+    @app.post("/requests/{request_id}/extend", tags=["officer"], response_model=RequestView, responses=acting)
+    def extend(request_id: RequestId, body: ReasonBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
+        """Extend the deadline where the regime allows it."""
+        state = service.extend(request_id, reason=body.reason, actor=who.name)
         return request_summary(state, personal=False, service=service)
 
-    @app.post("/requests/{request_id}/cancel")
-    def cancel(request_id: str, body: ReasonBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
-        state = service.cancel(request_id_or_400(request_id), reason=body.reason, actor=who.name)
+    @app.post("/requests/{request_id}/cancel", tags=["officer"], response_model=RequestView, responses=acting)
+    def cancel(request_id: RequestId, body: ReasonBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
+        """Cancel an open request."""
+        state = service.cancel(request_id, reason=body.reason, actor=who.name)
         return request_summary(state, personal=False, service=service)
 
-    @app.get("/requests/{request_id}/package", response_class=StreamingResponse,
-             responses={200: {"content": {"application/zip": {}}}})
-    def download_package(request_id: str, who: Annotated[Principal, Depends(officer)]) -> StreamingResponse:
-        state = service.state(request_id_or_400(request_id))
+    @app.get("/requests/{request_id}/package", tags=["officer"], response_class=StreamingResponse,
+             responses=responses(ZIP, AUTH, BY_ID))
+    def download_package(request_id: RequestId, who: Annotated[Principal, Depends(officer)]) -> StreamingResponse:
+        """The subject's package (zip, personal data); the download is recorded in the ledger."""
+        state = service.state(request_id)
         return _package_response(state, who)
 
-    @app.post("/requests/{request_id}/subject-token", status_code=status.HTTP_201_CREATED)
-    def subject_token(request_id: str, who: Annotated[Principal, Depends(officer)],
-                      days: Annotated[int, Body(embed=True, ge=1, le=30)] = 5) -> dict[str, str]:
-        token, expires = service.issue_subject_token(request_id_or_400(request_id), ttl=timedelta(days=days),
-                                                     actor=who.name)
-        return {"token": token, "expires_at": expires.isoformat()}
+    @app.post("/requests/{request_id}/subject-token", status_code=status.HTTP_201_CREATED, tags=["officer"],
+              responses=acting)
+    def subject_token(request_id: RequestId, body: SubjectTokenBody,
+                      who: Annotated[Principal, Depends(officer)]) -> SubjectToken:
+        """A single-use, expiring token for the subject's status and package (a completed access request)."""
+        token, expires = service.issue_subject_token(request_id, ttl=timedelta(days=body.days), actor=who.name)
+        return SubjectToken(token=token, expires_at=expires.isoformat())
 
     # -- subjects -----------------------------------------------------------------------------------
 
-    @app.get("/subject/request")
-    def subject_status(who: Annotated[Principal, Depends(subject)]) -> dict[str, Any]:
+    @app.get("/subject/request", tags=["subject"], responses=AUTH)
+    def subject_status(who: Annotated[Principal, Depends(subject)]) -> SubjectStatus:
+        """The status of the token's own request."""
         state = service.state(str(who.request_id))
-        return {"request_id": state.request_id, "type": state.type, "status": state.status.value,
-                "due": state.due, "package_available": state.package is not None}
+        return SubjectStatus(request_id=state.request_id, type=state.type, status=state.status.value,
+                             due=state.due, package_available=state.package is not None)
 
-    @app.get("/subject/package", response_class=StreamingResponse,
-             responses={200: {"content": {"application/zip": {}}}})
+    @app.get("/subject/package", tags=["subject"], response_class=StreamingResponse,
+             responses=responses(ZIP, AUTH, {404: BY_ID[404]}))
     def subject_package(request: Request, who: Annotated[Principal, Depends(subject)]) -> StreamingResponse:
+        """The subject's package, once: the download spends the token."""
         state = service.state(str(who.request_id))
         if state.package is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no package for this request")
         if not service.spend_subject_token(request.state.token):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this link was already used; ask for a new one")
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this link was already used; ask for a new one",
+                                headers={"WWW-Authenticate": "Bearer"})
         return _package_response(state, who)
 
     def _package_response(state: RequestState, who: Principal) -> StreamingResponse:

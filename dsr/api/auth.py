@@ -5,13 +5,20 @@ import re
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dsr.access import AccessConfig, Principal, Role
+from dsr.api.schema import REQUEST_ID_PATTERN
 from dsr.service import DsrService
 
 COOKIE = "dsr_token"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+BEARER_SCHEME = "Authorization: Bearer <token>"
+#: Declares the scheme in the OpenAPI schema (and so in /docs' "Authorize"); the resolver below does
+#: the checking, because it also reads the auditor page's cookie and must answer 401, never 403.
+bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="An officer or auditor token (config/access.yaml), or a subject token.")
 
 
 def request_id_or_400(request_id: str) -> str:
@@ -50,7 +57,8 @@ def principal_resolver(service: DsrService, access: AccessConfig) -> Callable[[R
 
 
 def require(resolve: Callable[[Request], Principal], *roles: Role) -> Callable[..., Principal]:
-    def check(principal: Annotated[Principal, Depends(resolve)]) -> Principal:
+    def check(principal: Annotated[Principal, Depends(resolve)],
+              _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None) -> Principal:
         if principal.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {principal.role.value} role may not do this")
         return principal
