@@ -104,7 +104,8 @@ DEFAULT_ADS_BASE_URL = "https://googleads.googleapis.com"
 DEFAULT_DATA_MANAGER_BASE_URL = "https://datamanager.googleapis.com"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DATA_MANAGER_VERSION = "v1"
-MIN_API_VERSION = 20  # what google-ads-python's snapshot still supports (vendor-apis.md section 0)
+# The oldest version Google still serves: google-ads 34.0.0 ships v23..v26 (README, "Google Ads API versions").
+MIN_API_VERSION = 23
 FINAL_STATUSES = frozenset({"SUCCESS", "FAILED"})
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -207,7 +208,7 @@ class GoogleAdsSettings(BaseModel):
     mode: Literal["offline_user_data_job", "data_manager"] = "offline_user_data_job"
     base_url: str | None = Field(default=None, min_length=1)
     base_url_env: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
-    api_version: str | None = None  # the Ads API's, e.g. "v21"; required in offline_user_data_job mode
+    api_version: str | None = None  # the Ads API's, e.g. "v26"; required in offline_user_data_job mode
     developer_token_env: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
     login_customer_id: str | None = None
     oauth: OAuthSpec
@@ -235,12 +236,12 @@ class GoogleAdsSettings(BaseModel):
         if self.api_version is not None:
             match = re.fullmatch(r"v(\d+)", self.api_version)
             if match is None or int(match.group(1)) < MIN_API_VERSION:
-                raise ValueError(f"api_version: must be a Google Ads API version v{MIN_API_VERSION} or later, e.g. v21")
+                raise ValueError(f"api_version: must be a Google Ads API version v{MIN_API_VERSION} or later, e.g. v26")
         if self.login_customer_id is not None and not re.fullmatch(r"\d{10}", self.login_customer_id):
             raise ValueError("login_customer_id: must be the manager's 10-digit customer id, digits only (no dashes)")
         if self.mode == "offline_user_data_job":
             if self.api_version is None:
-                raise ValueError("api_version: required in mode offline_user_data_job (e.g. v21)")
+                raise ValueError("api_version: required in mode offline_user_data_job (e.g. v26)")
             if self.developer_token_env is None:
                 raise ValueError("developer_token_env: required in mode offline_user_data_job (the Ads API's "
                                  "developer-token header)")
@@ -709,6 +710,12 @@ class GoogleAdsConnector(AudienceConnector):
         elif exc.status == 429 and exc.retry_delay is not None and exc.retry_delay > self._settings.retry_max_wait:
             message = (f"{where}: Google's API quota is used up ({said}); Google asks to wait "
                        f"{exc.retry_delay:.0f} s, so this was not retried")
+            fatal = True
+        elif exc.status == 404 and not codes and self._settings.api_version is not None:
+            # Google stops serving a version about a year after its release and then answers 404 to every path.
+            message = (f"{where}: Google Ads answered 404 ({said}): API version {self._settings.api_version} may be "
+                       f"sunset; set systems.{self._system}.settings.api_version to a version Google serves "
+                       "(README, 'Google Ads API versions')")
             fatal = True
         elif exc.status == 429:
             message = f"{where}: still throttled by Google ({said}) after {attempts} attempts"

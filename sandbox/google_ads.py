@@ -7,7 +7,7 @@ Wire formats as vendor-apis.md section 4 gives them; the connector talks plain `
   ``grant_type=refresh_token`` (form-encoded). Answers ``{"access_token": "ya29...", "expires_in": 3599,
   "scope": ..., "token_type": "Bearer"}``; ``400 invalid_grant`` for an unknown or revoked refresh token,
   ``401 invalid_client`` for a wrong client id or secret.
-- Google Ads API (``https://googleads.googleapis.com``), versions `API_VERSIONS` (v20..v26):
+- Google Ads API (``https://googleads.googleapis.com``), versions `API_VERSIONS` (v23..v26):
   ``POST /{v}/customers/{cid}/offlineUserDataJobs:create``, ``.../offlineUserDataJobs/{id}:addOperations``,
   ``.../offlineUserDataJobs/{id}:run`` (a long-running operation ``{"name": "customers/{cid}/operations/..."}``)
   and ``POST /{v}/customers/{cid}/googleAds:search`` (GAQL over ``offline_user_data_job`` and ``user_list``).
@@ -36,8 +36,9 @@ Behaviour (section 4 where it says, else chosen and marked here):
   ``requestError.TOO_MANY_MUTATE_OPERATIONS`` / ``OPERATION_REQUIRED`` / ``PAGE_SIZE_NOT_SUPPORTED`` (400),
   ``queryError.UNRECOGNIZED_FIELD`` (400), ``quotaError.RESOURCE_TEMPORARILY_EXHAUSTED`` /
   ``RESOURCE_EXHAUSTED`` (429). Guessed (no source): ``authenticationError.DEVELOPER_TOKEN_INVALID`` (401)
-  for an unknown developer token, ``offlineUserDataJobError.INVALID_JOB_STATUS`` for operations on a job
-  already run, and the Data Manager field-violation reasons other than section 4's ``INVALID_HEX_ENCODING``.
+  for an unknown developer token, ``offlineUserDataJobError.JOB_ALREADY_STARTED`` for operations on a job
+  already run (a code of Google's ``OfflineUserDataJobError`` enum; every code here is one of the enums of the
+  ``google-ads`` library's generated ``GoogleAdsFailure``, checked by tests/test_ads_sandboxes.py), and the Data Manager field-violation reasons other than section 4's ``INVALID_HEX_ENCODING``.
 - **Partial failure**: with ``enablePartialFailure`` the valid operations are kept and the answer carries
   ``partialFailureError`` (a Status whose ``GoogleAdsFailure`` locates each bad operation by index);
   without it one bad operation refuses the whole request.
@@ -109,7 +110,8 @@ DECOY_EMAILS: tuple[str, ...] = (
 )
 """Members whose hashes no removal for the demo subjects may ever touch."""
 
-API_VERSIONS: tuple[str, ...] = tuple(f"v{n}" for n in range(20, 27))
+# The versions Google still serves, as the google-ads library (34.0.0) ships them; an older one answers 404.
+API_VERSIONS: tuple[str, ...] = tuple(f"v{n}" for n in range(23, 27))
 LATEST_VERSION = API_VERSIONS[-1]
 TOKEN_PATH = "/token"
 DATA_MANAGER_PATH = "/v1/audienceMembers:remove"
@@ -338,7 +340,11 @@ class GoogleAdsSandbox(Vendor):
         return None
 
     def decorate(self, request: Request, response: Response) -> None:
-        if request.path != TOKEN_PATH:
+        if request.path == TOKEN_PATH:
+            # RFC 6749 5.1: a token answer must not be cached (what Google's token endpoint sends).
+            response.headers["Cache-Control"] = "no-cache, no-store, max-age=0, must-revalidate"
+            response.headers["Pragma"] = "no-cache"
+        else:
             response.headers.setdefault("request-id", _request_id())
 
     def throttled(self, request: Request) -> Response:
@@ -619,7 +625,8 @@ class GoogleAdsSandbox(Vendor):
                              "job")
                 if job_body.get("type") != "CUSTOMER_MATCH_USER_LIST":
                     return self.ads_error(request, 400, [_err(
-                        "offlineUserDataJobError", "INVALID_USER_LIST_TYPE" if job_body.get("type") else "UNSUPPORTED_JOB_TYPE",
+                        *(("offlineUserDataJobError", "INVALID_USER_LIST_TYPE") if job_body.get("type")
+                          else ("fieldError", "REQUIRED")),
                         "This sandbox serves Customer Match jobs only.", location=[{"fieldName": "job"},
                                                                                    {"fieldName": "type"}])])
                 if not self.allowlisted:
@@ -656,7 +663,7 @@ class GoogleAdsSandbox(Vendor):
                 job = self._job(request)
                 if job.ran:
                     return self.ads_error(request, 400, [_err(
-                        "offlineUserDataJobError", "INVALID_JOB_STATUS",
+                        "offlineUserDataJobError", "JOB_ALREADY_STARTED",
                         "Operations can only be added to a job that has not been run.")])
                 operations = body.get("operations")
                 if not isinstance(operations, list) or not operations:
@@ -698,7 +705,7 @@ class GoogleAdsSandbox(Vendor):
     def _operation_problem(self, operation: Any, index: int) -> dict[str, Any] | None:
         here: list[dict[str, Any]] = [{"fieldName": "operations", "index": index}]
         if not isinstance(operation, dict) or len([k for k in ("create", "remove", "removeAll") if k in operation]) != 1:
-            return _err("mutateError", "INVALID_OPERATION" if isinstance(operation, dict) else "UNKNOWN",
+            return _err("mutateError", "INCONSISTENT_FIELD_VALUES" if isinstance(operation, dict) else "UNKNOWN",
                         "An operation must set exactly one of create, remove or removeAll.", location=here)
         if "removeAll" in operation:
             return None
@@ -706,7 +713,7 @@ class GoogleAdsSandbox(Vendor):
         data = operation[kind]
         identifiers = data.get("userIdentifiers") if isinstance(data, dict) else None
         if not isinstance(identifiers, list) or not identifiers:
-            return _err("offlineUserDataJobError", "INVALID_USER_IDENTIFIER", "The operation has no user identifiers.",
+            return _err("offlineUserDataJobError", "MISSING_USER_IDENTIFIER", "The operation has no user identifiers.",
                         location=[*here, {"fieldName": kind}])
         for number, ident in enumerate(identifiers):
             where: list[dict[str, Any]] = [*here, {"fieldName": kind},
@@ -714,7 +721,7 @@ class GoogleAdsSandbox(Vendor):
             keys = [k for k in ("hashedEmail", "hashedPhoneNumber", "mobileId", "thirdPartyUserId", "addressInfo")
                     if isinstance(ident, dict) and k in ident]
             if len(keys) != 1:
-                return _err("offlineUserDataJobError", "INVALID_USER_IDENTIFIER",
+                return _err("offlineUserDataJobError", "MISSING_USER_IDENTIFIER" if not keys else "TOO_MANY_USER_IDENTIFIERS",
                             "A user identifier must set exactly one identifier.", location=where)
             if keys[0] in ("hashedEmail", "hashedPhoneNumber") and not _HEX64.match(str(ident[keys[0]])):
                 return _err("offlineUserDataJobError", "INVALID_SHA256_FORMAT", "The SHA256 encoded value is malformed.",
@@ -729,7 +736,7 @@ class GoogleAdsSandbox(Vendor):
                 self._json_body(request, ("resourceName", "validateOnly"))
                 job = self._job(request)
                 if job.ran:
-                    return self.ads_error(request, 400, [_err("offlineUserDataJobError", "INVALID_JOB_STATUS",
+                    return self.ads_error(request, 400, [_err("offlineUserDataJobError", "JOB_ALREADY_STARTED",
                                                               "The job has already been run.")])
                 job.ran = True
                 queued = self._fail_next.get(job.user_list)
@@ -798,7 +805,8 @@ class GoogleAdsSandbox(Vendor):
                     if limit is not None and len(results) >= limit:
                         break
                 mask = ",".join(f"{json_name}.{known[f]}" for f in fields)
-                answer: dict[str, Any] = {"fieldMask": mask, "requestId": _request_id()}
+                # SearchGoogleAdsResponse has no requestId: Google sends it as the request-id header (decorate).
+                answer: dict[str, Any] = {"fieldMask": mask}
                 if results:
                     answer["results"] = results
                 return Response.json(answer)

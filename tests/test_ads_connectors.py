@@ -76,7 +76,7 @@ def g_settings(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "mode": "offline_user_data_job",
         "base_url_env": "DSR_GADS_URL",
-        "api_version": "v21",
+        "api_version": "v26",
         "developer_token_env": "DSR_GADS_DEVELOPER_TOKEN",
         "login_customer_id": gsb.DEMO_LOGIN_CUSTOMER_ID,
         "oauth": {"token_url_env": "DSR_GADS_TOKEN_URL", "client_id_env": "DSR_GADS_CLIENT_ID",

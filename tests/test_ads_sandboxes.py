@@ -10,6 +10,7 @@ statuses, the versioned headers (400 VERSION_MISSING, 426 NONEXISTENT_VERSION), 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,7 +37,7 @@ from sandbox.linkedin import LinkedInSandbox
 
 ADA, GRACE = hash_email(ERASURE_SUBJECT), hash_email(ACCESS_SUBJECT)
 CID = "1234567890"
-V = "v21"
+V = "v26"
 
 
 # --- Google Ads ---------------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_job_lifecycle_removes_exactly_the_hash_at_success(google: tuple[str, Go
     assert ADA in vendor.members("222")  # another list: untouched
     again = ads(url, f"{job_path}:addOperations", {"operations": [remove_op(GRACE)]}, headers)
     (started,) = failure(again, 400, "INVALID_ARGUMENT")
-    assert started["errorCode"] == {"offlineUserDataJobError": "INVALID_JOB_STATUS"}
+    assert started["errorCode"] == {"offlineUserDataJobError": "JOB_ALREADY_STARTED"}
 
 
 def test_removing_an_absent_member_succeeds(google: tuple[str, GoogleAdsSandbox]) -> None:
@@ -294,6 +295,95 @@ def test_throttling_answers_resource_exhausted_with_a_retry_delay(google: tuple[
     assert daily["errorCode"] == {"quotaError": "RESOURCE_EXHAUSTED"}
     assert daily["details"]["quotaErrorDetails"]["rateScope"] == "DEVELOPER"
     assert int(daily["details"]["quotaErrorDetails"]["retryDelay"][:-1]) > 0
+
+
+def _strict(message_class: Any, body: Any) -> Any:
+    """Parse an answer with the google-ads library's own generated class, refusing any unknown field."""
+    return message_class.from_json(json.dumps(body), ignore_unknown_fields=False)
+
+
+def test_every_ads_answer_parses_with_the_google_ads_librarys_own_messages(
+        google: tuple[str, GoogleAdsSandbox]) -> None:
+    """What the sandbox answers is what Google's generated v26 classes accept, strictly (no unknown field,
+    no enum value Google does not have): drift from the real API fails here, not in production."""
+    services = pytest.importorskip("google.ads.googleads.v26.services.types.offline_user_data_job_service")
+    from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+    from google.ads.googleads.v26.services.types.google_ads_service import SearchGoogleAdsResponse
+    from google.longrunning import operations_pb2
+    from google.protobuf import json_format
+
+    url, vendor = google
+    headers = ads_headers(url)
+    created = ads(url, "offlineUserDataJobs:create", {"job": {
+        "type": "CUSTOMER_MATCH_USER_LIST",
+        "customerMatchUserListMetadata": {"userList": f"customers/{CID}/userLists/111"}}}, headers)
+    job = _strict(services.CreateOfflineUserDataJobResponse, created.json()).resource_name
+    path = job.split("/", 2)[2]
+    partial = ads(url, f"{path}:addOperations", {"operations": [remove_op(ADA), remove_op("not-a-sha256")],
+                                                 "enablePartialFailure": True}, headers)
+    parsed = _strict(services.AddOfflineUserDataJobOperationsResponse, partial.json())
+    (detail,) = partial.json()["partialFailureError"]["details"]
+    assert parsed.partial_failure_error.code == 3
+    assert _strict(GoogleAdsFailure, {k: v for k, v in detail.items() if k != "@type"}).errors[0].error_code \
+        .offline_user_data_job_error.name == "INVALID_SHA256_FORMAT"
+    run = ads(url, f"{path}:run", {}, headers)
+    json_format.Parse(json.dumps(run.json()), operations_pb2.Operation(), ignore_unknown_fields=False)
+    query = ("SELECT offline_user_data_job.resource_name, offline_user_data_job.id, offline_user_data_job.status, "
+             "offline_user_data_job.type, offline_user_data_job.failure_reason, "
+             "offline_user_data_job.customer_match_user_list_metadata.user_list FROM offline_user_data_job")
+    statuses = []
+    for _ in range(3):
+        answer = ads(url, "googleAds:search", {"query": query}, headers)
+        assert answer.headers["request-id"]  # Google's request id travels as a header, not in the body
+        (row,) = _strict(SearchGoogleAdsResponse, answer.json()).results
+        statuses.append(row.offline_user_data_job.status.name)
+    assert statuses == ["PENDING", "RUNNING", "SUCCESS"]
+    lists = ads(url, "googleAds:search", {"query": "SELECT user_list.id, user_list.name, user_list.type, "
+                                                   "user_list.membership_status FROM user_list"}, headers)
+    assert {r.user_list.type_.name for r in _strict(SearchGoogleAdsResponse, lists.json()).results} == {"CRM_BASED"}
+    vendor.fail_next_job("222", "UNKNOWN")
+    failing = create_job(url, headers, "222").split("/", 2)[2]
+    ads(url, f"{failing}:addOperations", {"operations": [remove_op(ADA)]}, headers)
+    ads(url, f"{failing}:run", {}, headers)
+    for _ in range(3):
+        last = _strict(SearchGoogleAdsResponse, ads(url, "googleAds:search", {"query": query + (
+            f" WHERE offline_user_data_job.resource_name = 'customers/{CID}/{failing}'")}, headers).json())
+    assert last.results[0].offline_user_data_job.failure_reason.name == "UNKNOWN"
+    # Every error the sandbox can answer carries a GoogleAdsFailure Google's enums know, among them a
+    # second :run of a job (JOB_ALREADY_STARTED), an operation without identifiers and an unknown query field.
+    refusals = [
+        ads(url, f"{path}:run", {}, headers),
+        ads(url, f"{path}:addOperations", {"operations": [remove_op(GRACE)]}, headers),
+        ads(url, f"{create_job(url, headers).split('/', 2)[2]}:addOperations",
+            {"operations": [{"remove": {"userIdentifiers": []}}]}, headers),
+        ads(url, "googleAds:search", {"query": "SELECT offline_user_data_job.members FROM offline_user_data_job"},
+            headers),
+        ads(url, "googleAds:search", {"query": query, "pageSize": 5}, headers),
+        ads(url, "offlineUserDataJobs:create", {"job": {"customerMatchUserListMetadata": {
+            "userList": f"customers/{CID}/userLists/111"}}}, headers),
+        ads(url, "offlineUserDataJobs:create", {"job": {"type": "CUSTOMER_MATCH_USER_LIST",
+                                                        "customerMatchUserListMetadata": {"userList": "x"}}}, headers),
+        ads(url, "googleAds:search", {"query": query}, ads_headers(url, **{"developer-token": None})),
+        ads(url, "googleAds:search", {"query": query}, ads_headers(url, **{"login-customer-id": None})),
+    ]
+    codes = []
+    for answer in refusals:
+        assert answer.status_code >= 400, answer.text
+        (detail,) = answer.json()["error"]["details"]
+        for error in _strict(GoogleAdsFailure, {k: v for k, v in detail.items() if k != "@type"}).errors:
+            which = type(error.error_code).pb(error.error_code).WhichOneof("error_code")
+            codes.append(getattr(error.error_code, which).name)
+    assert codes[:3] == ["JOB_ALREADY_STARTED", "JOB_ALREADY_STARTED", "MISSING_USER_IDENTIFIER"]
+
+
+def test_token_answers_are_not_cacheable(google: tuple[str, GoogleAdsSandbox]) -> None:
+    """RFC 6749 5.1 and 5.2: every token answer, granted or refused, says Cache-Control: no-store."""
+    url, _ = google
+    form = {"grant_type": "refresh_token", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
+            "refresh_token": DEMO_REFRESH_TOKEN}
+    for answer in (requests.post(f"{url}/token", data=form, timeout=5),
+                   requests.post(f"{url}/token", data={**form, "refresh_token": "1//nope"}, timeout=5)):
+        assert "no-store" in answer.headers["Cache-Control"] and answer.headers["Pragma"] == "no-cache"
 
 
 def test_window_limit_throttles() -> None:
