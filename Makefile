@@ -34,10 +34,13 @@ bench: install
 
 # Chaos campaigns (issue #10; docs/reliability.md): crash-and-resume trials of request runs and
 # retention purges, then vendor fault storms (5xx, timeouts, resets, 429s, expired sessions) and
-# outages; seeded; each prints failures and a JSON summary, exits 1 on any failure.
+# outages; then Schemathesis against the API's own OpenAPI schema, 500 examples per operation and
+# role (every check: status codes, bodies, headers, constraints, auth); seeded; each prints failures
+# and a JSON summary, exits 1 on any failure.
 chaos: install
 	$(BIN)/python -m chaos.crash --requests 200 --purges 100 --seed 1
 	$(BIN)/python -m chaos.storm --trials 50 --outages 15 --rate 0.4 --seed 1
+	$(BIN)/python -m chaos.schema --max-examples 500 --seed 1
 
 # Skips the tests that start Prefect (about 15 s of harness start-up).
 test-fast: install
