@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -27,22 +28,23 @@ from rich.table import Table
 
 from connectors.base import ConnectorConfigError
 from dsr.config import ConfigError
-from dsr.deadlines import DeadlineError, due_date
+from dsr.deadlines import DeadlineError, Regime, due_date
 from dsr.identity import IdentityError
 from dsr.ledger.events import ChainError
-from dsr.ledger.store import LedgerError, UnknownRequest
+from dsr.ledger.store import LedgerError, SchemaOutOfDate, UnknownRequest
 from dsr.models import RequestInputError, RequestType, parse_new_request
 from dsr.opendsr_client import app as opendsr_app
-from dsr.service import DsrService, RequestStateError
-from dsr.settings import Settings
+from dsr.service import PAUSES, DsrService, RequestStateError
+from dsr.settings import HomeMissing, Settings
 
 EXIT_NOT_COMPLETED = 1
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Carry out data-subject requests: submit, verify, run, and prove it.")
-bundle_app = typer.Typer(no_args_is_help=True, help="Evidence bundles: verify and rebuild.")
+bundle_app = typer.Typer(no_args_is_help=True, help="Evidence bundles: verify and export.")
+db_app = typer.Typer(no_args_is_help=True, help="The ledger's schema: upgrade it (a release step) and show it.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash chains.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for officers and auditors.")
 task_app = typer.Typer(no_args_is_help=True, help="Manual tasks: steps a person does in systems without an API.")
@@ -53,6 +55,38 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
 app.add_typer(opendsr_app, name="opendsr")
+app.add_typer(db_app, name="db")
+
+#: What a paused clock waits for (choices that validate and complete, like --type).
+WaitFor = StrEnum("WaitFor", {name: name for name in PAUSES})  # type: ignore[misc]
+
+
+class StaffRole(StrEnum):
+    """Roles a token can be made for here (subject tokens are issued per request)."""
+
+    OFFICER = "officer"
+    AUDITOR = "auditor"
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"dsr-pipeline {version('dsr-pipeline')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            from dsr import __version__
+
+            out.print(f"dsr-pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
+    """Carry out data-subject requests: submit, verify, run, and prove it."""
 
 # Piped output keeps whole ids and dates: 80 columns (Rich's default off a terminal) would cut them.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -91,13 +125,20 @@ def config_problem(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def _service() -> Iterator[DsrService]:
-    """Open the service and turn every known failure into a clear message and exit code."""
+def _service(*, creates_home: bool = False) -> Iterator[DsrService]:
+    """Open the service and turn every known failure into a clear message and exit code.
+
+    `creates_home`: this command may make the state directory (`dsr demo`); others refuse to
+    start one in a directory nobody chose (Settings.require_home).
+    """
     service: DsrService | None = None
     try:
-        service = DsrService(Settings())
+        settings = Settings()
+        if not creates_home:
+            settings.require_home()
+        service = DsrService(settings)
         yield service
-    except (RequestInputError, IdentityError, DeadlineError, ConfigError) as exc:
+    except (RequestInputError, IdentityError, DeadlineError, ConfigError, HomeMissing, SchemaOutOfDate) as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
     except ConnectorConfigError as exc:
         where = f" (data map: {service.settings.systems_path})" if service is not None else ""
@@ -129,16 +170,21 @@ def _print_json(value: Any) -> None:
 def submit(
     type: Annotated[RequestType, typer.Option("--type", help="What the subject asks for.", case_sensitive=False)],
     email: Annotated[str, typer.Option(help="The subject's e-mail address (matched exactly after trimming and lower-casing).")],
-    regime: Annotated[str, typer.Option(help="gdpr, uk-gdpr, ccpa, lgpd or pipeda.")],
+    regime: Annotated[Regime, typer.Option(help="The law the request is handled under.", case_sensitive=False)],
     country: Annotated[str | None, typer.Option(help="ISO country whose holidays count (gdpr: the member state; default NL).")] = None,
     received: Annotated[str | None, typer.Option(help="When the request arrived, ISO 8601 (default: now). A bare date means that day.")] = None,
     channel: Annotated[str, typer.Option(help="How it arrived: web-form, email, phone, post...")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Record a new request; prints its id alone on the first line."""
     with _service() as service:
-        new = parse_new_request(type=type.value, email=email, regime=regime, country=country,
+        new = parse_new_request(type=type.value, email=email, regime=regime.value, country=country,
                                 received=received or datetime.now(UTC), channel=channel)
-        state = service.submit(new).state
+        submitted = service.submit(new)
+        state = submitted.state
+        if as_json:
+            _print_json({**state.to_view(), "created": submitted.created})
+            return
         out.print(state.request_id)
         out.print(f"[dim]{state.type} under {state.regime}, due {state.due}; "
                   f"next: dsr verify {state.request_id} --method M --note TEXT[/dim]")
@@ -170,23 +216,23 @@ def extend(
 @app.command()
 def pause(
     request_id: Annotated[str, typer.Argument(metavar="ID")],
-    wait_for: Annotated[str, typer.Option("--for", help="What the subject must send: id, clarification or fee.")],
+    wait_for: Annotated[WaitFor, typer.Option("--for", help="What the subject must send.")],
     reason: Annotated[str, typer.Option(help="What is needed and why (kept as evidence).")],
 ) -> None:
     """Stop the clock while waiting for the subject, where the regime allows it."""
     with _service() as service:
-        state = service.pause(request_id, wait_for=wait_for, reason=reason)
-        out.print(f"{state.request_id} waiting for {wait_for}; the clock is paused")
+        state = service.pause(request_id, wait_for=wait_for.value, reason=reason)
+        out.print(f"{state.request_id} waiting for {wait_for.value}; the clock is paused")
 
 
 @app.command()
 def resume(
     request_id: Annotated[str, typer.Argument(metavar="ID")],
-    wait_for: Annotated[str, typer.Option("--for", help="What arrived: id, clarification or fee.")],
+    wait_for: Annotated[WaitFor, typer.Option("--for", help="What arrived.")],
 ) -> None:
     """Restart the clock: what it waited for has arrived."""
     with _service() as service:
-        state = service.resume(request_id, wait_for=wait_for)
+        state = service.resume(request_id, wait_for=wait_for.value)
         out.print(f"{state.request_id} resumed; now due {state.due}")
 
 
@@ -204,6 +250,7 @@ def acknowledge(
 @app.command()
 def sweep(
     at: Annotated[str | None, typer.Option(help="Evaluate as of this ISO 8601 time (default: now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Warn and escalate every open request near or past its deadline (once per threshold)."""
     from dsr.sweep import sweep as run_sweep
@@ -218,6 +265,14 @@ def sweep(
             now = now if now.tzinfo else now.replace(tzinfo=UTC)
         channels = service.policy.escalation.channels.build()
         report = run_sweep(service, channels, now=now)
+        if as_json:
+            _print_json({"checked": report.checked, "channels": bool(channels), "delivered": report.delivered,
+                         "undelivered": report.undelivered,
+                         "raised": [{"request_id": r, "level": lv, "summary": s} for r, lv, s in report.raised],
+                         "skipped": [{"request_id": r, "why": why} for r, why in report.skipped]})
+            if report.undelivered or report.skipped:
+                raise typer.Exit(EXIT_NOT_COMPLETED)
+            return
         for request_id, level, summary in report.raised:
             colour = "red" if level == "escalation" else "yellow"
             out.print(f"[{colour}]{level}[/{colour}] {request_id}: {summary}")
@@ -413,7 +468,10 @@ def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
 
 
 @app.command()
-def run(request_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+def run(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the run's result).")] = False,
+) -> None:
     """Run the process-request flow for a request now; exit 0 only when it completed."""
     with _service() as service:
         from dsr.execution import RequestRunner
@@ -421,6 +479,11 @@ def run(request_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
         state = RequestRunner(service).check_runnable(request_id)  # refuse before a 10 s orchestrator start
         _check_connector_settings(service, state)
         result = run_with_progress(service, request_id)
+        if as_json:
+            _print_json(result)
+            if result["status"] != "completed":
+                raise typer.Exit(EXIT_NOT_COMPLETED)
+            return
         _print_outcome(result)
         if result["status"] != "completed":
             _fail(EXIT_NOT_COMPLETED, f"request {request_id} is {result['status']}: {result.get('reason') or 'see dsr status'}")
@@ -480,10 +543,12 @@ def _print_outcome(result: dict[str, Any]) -> None:
 
 @app.command()
 def deadline(
-    regime: Annotated[str, typer.Argument(help="gdpr, uk-gdpr, ccpa, lgpd or pipeda.")],
+    regime: Annotated[Regime, typer.Argument(metavar="REGIME", help="The law the request is handled under.",
+                                             case_sensitive=False)],
     received: Annotated[str, typer.Argument(help="Date (or ISO timestamp) the request was received.")],
     country: Annotated[str | None, typer.Option(help="Member state for gdpr (default NL).")] = None,
     extended: Annotated[bool, typer.Option("--extended", help="With the regime's extension.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print the legal due date (YYYY-MM-DD alone on the first line)."""
     try:
@@ -493,9 +558,13 @@ def deadline(
     except ValueError:
         _fail(EXIT_BAD_INPUT, f"received: {received!r} is not an ISO 8601 date such as 2026-01-30")
     try:
-        due = due_date(regime, moment, country=country.upper() if country else None, extended=extended)
+        due = due_date(regime.value, moment, country=country.upper() if country else None, extended=extended)
     except DeadlineError as exc:
         _fail(EXIT_BAD_INPUT, str(exc))
+    if as_json:
+        _print_json({"regime": regime.value, "received": received.strip(), "country": country.upper() if country else None,
+                     "extended": extended, "due": due.isoformat()})
+        return
     out.print(due.isoformat())
 
 
@@ -504,6 +573,7 @@ def bundle_verify(
     path: Annotated[Path, typer.Argument(help="The evidence bundle (.zip).")],
     public_key: Annotated[Path | None, typer.Option(help="PEM public key; default: this installation's signing key.")] = None,
     request: Annotated[str | None, typer.Option(help="Also check the bundle is about this request id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check a bundle offline: member hashes, manifest, hash chain and signature."""
     from dsr.bundle import verify_bundle
@@ -524,6 +594,13 @@ def bundle_verify(
             report.ok, report.reason = False, f"bundle is about request {report.request_id}, not {request}"
         elif report.ok:
             _compare_with_live_ledger(report, request)
+    if as_json:
+        _print_json({"ok": report.ok, "reason": report.reason, "request_id": report.request_id,
+                     "events": report.events,
+                     "checks": [{"check": what, "ok": passed, "detail": detail} for what, passed, detail in report.checks]})
+        if not report.ok:
+            raise typer.Exit(EXIT_NOT_COMPLETED)
+        return
     for what, passed, detail in report.checks:
         mark = "[green]ok[/green]  " if passed else "[red]FAIL[/red]"
         out.print(f"{mark} {what}{': ' + detail if detail else ''}")
@@ -569,13 +646,23 @@ def _compare_with_live_ledger(report: Any, request_id: str) -> None:
 
 
 @ledger_app.command("verify")
-def ledger_verify(request_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None) -> None:
+def ledger_verify(
+    request_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """Verify the ledger: hash chains, signed heads and their anchor file, index rows, identities."""
     with _service() as service:
         audit = service.ledger.audit(request_id)
         if request_id and not audit.counts and not audit.problems:
             raise UnknownRequest(request_id)
         failing = {p.subject for p in audit.problems}
+        if as_json:
+            _print_json({"ok": not audit.problems and not audit.warnings,
+                         "verified": {rid: n for rid, n in audit.counts.items() if rid not in failing},
+                         "problems": [str(p) for p in audit.problems], "warnings": [str(w) for w in audit.warnings]})
+            if audit.problems or audit.warnings:
+                raise typer.Exit(EXIT_NOT_COMPLETED)
+            return
         for rid, n in audit.counts.items():
             if rid not in failing:
                 out.print(f"ok  {rid}: {n} events")
@@ -779,6 +866,7 @@ def purge(
     system: Annotated[list[str] | None, typer.Option(help="Only this system (repeatable).")] = None,
     category: Annotated[list[str] | None, typer.Option(help="Only records governed by this category.")] = None,
     approve: Annotated[str | None, typer.Option(help="Go ahead with a run the blast-radius guard stopped.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the run report).")] = False,
 ) -> None:
     """The retention purge: expired records of every system, minus legal holds and open requests."""
     from dsr.retention import Purger
@@ -797,6 +885,15 @@ def purge(
 
             report = Purger(service, _connect_by_name(service)).run(
                 dry_run=dry_run, systems=system, categories=category, approve=approve, progress=progress)
+        if as_json:
+            _print_json({"run_id": report.run_id, "dry_run": report.dry_run, "status": report.status,
+                         "purged": report.purged, "report": str(report.report_path) if report.report_path else None,
+                         "tallies": [t.to_view() for t in report.tallies], "guard": report.guard})
+            if report.status == "needs_approval":
+                raise typer.Exit(EXIT_REFUSED)
+            if report.status != "completed":
+                raise typer.Exit(EXIT_NOT_COMPLETED)
+            return
         table = Table("system", "category", "cutoff", "expired", "held back", "purged", "failed", "api calls")
         for t in report.tallies:
             if t.candidates or t.purged or t.failed:
@@ -887,21 +984,25 @@ def _add_token_entry(path: Path, entry: Any) -> None:
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option(help="officer or auditor.")],
+    role: Annotated[StaffRole, typer.Option(help="Who may use it (subject tokens are issued per request).",
+                                            case_sensitive=False)],
     name: Annotated[str, typer.Option(help="Who holds it (shown in the ledger on every download).")],
     write: Annotated[bool, typer.Option("--write", help="Add the entry to the access file (config/access.yaml) "
                                         "instead of printing it.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: the token (shown once) and "
+                                          "its access-file entry.")] = False,
 ) -> None:
     """Make a new API token: prints it once, and the entry to add to config/access.yaml (or adds it: --write)."""
     from dsr.access import Role, TokenEntry, new_token, token_hash
 
-    if role not in (Role.OFFICER, Role.AUDITOR):
-        _fail(EXIT_BAD_INPUT, "role: must be officer or auditor (subject tokens are issued per request)")
     token = new_token()
     try:
-        entry = TokenEntry(name=name, role=Role(role), sha256=token_hash(token))
+        entry = TokenEntry(name=name, role=Role(role.value), sha256=token_hash(token))
     except ValueError:
         _fail(EXIT_BAD_INPUT, "name: letters, digits, spaces and . _ @ - only")
+    if as_json and not write:
+        _print_json({"token": token, "entry": entry.model_dump(mode="json"), "written_to": None})
+        return
     if write:
         path = Settings().access_path
         try:
@@ -910,6 +1011,9 @@ def token_create(
             _fail(EXIT_BAD_INPUT, str(exc))
         except OSError as exc:
             _fail(EXIT_BAD_INPUT, f"access file: cannot write {path} ({exc.strerror or type(exc).__name__})")
+        if as_json:
+            _print_json({"token": token, "entry": entry.model_dump(mode="json"), "written_to": str(path)})
+            return
         out.print(token)
         err.print(f"[dim]shown once; {entry.role.value} {entry.name!r} added to {path} (a running `dsr serve` "
                   "reads it at start: restart it)[/dim]")
@@ -928,18 +1032,105 @@ def demo(
 ) -> None:
     """Seed the demo CRM, then submit, verify and run an erasure and an access request; ends with a
     retention purge that deletes the demo systems' expired records."""
+    from dsr.settings import packaged_default
     from flows.demo import run_demo, serve_after_demo
 
-    os.environ.setdefault("DSR_SYSTEMS_FILE", str(Path("config/demo/systems.yaml")))
-    with _service() as service:
+    demo_map = Path("config/demo/systems.yaml")  # a checkout's; else the one shipped in the package
+    os.environ.setdefault("DSR_SYSTEMS_FILE", str(demo_map if demo_map.is_file() else packaged_default("demo/systems.yaml")))
+    with _service(creates_home=True) as service:
         keep_serving = (lambda: serve_after_demo(service, out, _serve_app, port=port)) if serve_after else None
         code = run_demo(service, out, run_with_progress, serve=keep_serving)
     raise typer.Exit(code)
 
 
+_STARTER_ACCESS = ("# API tokens for officers and auditors, stored as SHA-256 hashes only (`dsr token create --write`).\n"
+                   "tokens: []\n")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to make the installation (created if needed).")],
+) -> None:
+    """Make a new installation in DIR: a starter data map and policy under DIR/config/ (edit them), an
+    empty token file, and DIR/var/ for the state. Then `cd DIR` and use `dsr` there (or set DSR_HOME)."""
+    from dsr.settings import packaged_default
+
+    config_dir, home = directory / "config", directory / "var"
+    starters = {config_dir / "systems.yaml": packaged_default("systems.yaml").read_text(encoding="utf-8"),
+                config_dir / "policy.yaml": packaged_default("policy.yaml").read_text(encoding="utf-8"),
+                config_dir / "access.yaml": _STARTER_ACCESS}
+    present = [str(path) for path in starters if path.exists()]
+    if present:
+        _fail(EXIT_REFUSED, f"{', '.join(present)} already there; nothing was written (init never overwrites)")
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        for path, text in starters.items():
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(EXIT_BAD_INPUT, f"DIR: cannot write under {directory} ({exc.strerror or type(exc).__name__})")
+    out.print(f"made {directory}: data map and policy in {config_dir} (edit them), state in {home}")
+    out.print(f"[dim]next: cd {directory} && dsr token create --role officer --name you --write[/dim]")
+
+
+def _schema_settings() -> Settings:
+    settings = Settings()
+    if settings.database_url is None:  # the SQLite ledger lives under the home
+        settings.require_home()
+    return settings
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the ledger's schema to this release's (once per release, before the new processes start)."""
+    from dsr.ledger.store import create_ledger_engine, migrate, schema_revisions
+
+    try:
+        engine = create_ledger_engine(_schema_settings().ledger_url)
+    except HomeMissing as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    try:
+        before, head = schema_revisions(engine)
+        migrate(engine)
+    except Exception as exc:  # an unreachable database is the operator's to fix: say which, not a traceback
+        _fail(EXIT_NOT_COMPLETED, f"DSR_DATABASE_URL: the ledger's schema could not be upgraded ({type(exc).__name__})")
+    finally:
+        engine.dispose()
+    out.print(f"ledger schema at {head}" + ("" if before == head else f" (was {before or 'empty'})"))
+
+
+@db_app.command("status")
+def db_status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show the ledger's schema revision and this release's; exit 1 when an upgrade is due."""
+    from dsr.ledger.store import create_ledger_engine, schema_revisions
+
+    try:
+        engine = create_ledger_engine(_schema_settings().ledger_url, for_writes=False)
+    except HomeMissing as exc:
+        _fail(EXIT_BAD_INPUT, str(exc))
+    try:
+        current, head = schema_revisions(engine)
+    except Exception as exc:
+        _fail(EXIT_NOT_COMPLETED, f"DSR_DATABASE_URL: the ledger could not be read ({type(exc).__name__})")
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"current": current, "head": head, "up_to_date": current == head})
+    else:
+        out.print(f"ledger schema: {current or 'none (empty database)'}; this release: {head}; "
+                  + ("up to date" if current == head else "upgrade due: dsr db upgrade"))
+    if current != head:
+        raise typer.Exit(EXIT_NOT_COMPLETED)
+
+
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("DSR_LOG_LEVEL", "WARNING").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dsr.logging_setup import configure_logging
+
+    try:
+        configure_logging(os.environ.get("DSR_LOG_FORMAT", "text"), os.environ.get("DSR_LOG_LEVEL", "WARNING"))
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(EXIT_BAD_INPUT)
     try:
         app()
     except KeyboardInterrupt:

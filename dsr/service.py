@@ -121,7 +121,8 @@ class DsrService:
 
     def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None) -> None:
         self.settings = settings or Settings()
-        self.ledger = ledger or Ledger(self.settings.ledger_url, projector=index_row)
+        self.ledger = ledger or Ledger(self.settings.ledger_url, projector=index_row,
+                                       auto_migrate=self.settings.schema_upgrade == "auto", require_current=True)
         # The record cannot be made to lie (DESIGN invariant 6): the ledger signs and mirrors chain
         # heads with this deployment's key, and proves every identity it hands out against the chain.
         if self.ledger.anchoring is None:

@@ -3,18 +3,36 @@
 The defaults are the embedded mode: everything under ./var/ of the working directory, SQLite
 ledger, local bundles, keys generated on first use. Production points DSR_DATABASE_URL at
 PostgreSQL and the key paths at mounted secrets.
+
+The data map and policy come from ./config/ when it holds them (a checkout, or a directory made
+by `dsr init`), else from the defaults shipped inside the package (`dsr/defaults/`, read through
+importlib.resources), so an installed wheel works from any directory.
 """
 
 from __future__ import annotations
 
 import secrets
 from functools import cached_property
+from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dsr.files import create_exclusive
+
+#: How a process treats a ledger whose schema is older than its code (`dsr db upgrade`).
+SchemaUpgrade = Literal["auto", "release"]
+
+
+class HomeMissing(ValueError):
+    """No state directory where one is expected; the message names the path and how to choose."""
+
+
+def packaged_default(name: str) -> Path:
+    """A default shipped as package data (systems.yaml, policy.yaml, demo/systems.yaml, prefect.yaml)."""
+    return Path(str(files("dsr").joinpath("defaults", *name.split("/"))))
 
 
 class Settings(BaseSettings):
@@ -72,21 +90,50 @@ class Settings(BaseSettings):
     storage_sse: str | None = None
     storage_kms_key_id: str | None = None
 
+    # A fleet upgrades the ledger's schema once, as a release step (`dsr db upgrade`), and its other
+    # processes refuse an older schema ("release"); embedded mode upgrades on open ("auto").
+    schema_upgrade: SchemaUpgrade = Field(
+        default="auto", description="auto: upgrade the ledger schema on open (under a lock); release: refuse "
+                                    "an older schema until `dsr db upgrade` has run.")
+    log_format: Literal["text", "json"] = Field(default="text", description="text, or json: one object a line.")
+
     @property
     def ledger_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'ledger.sqlite').as_posix()}"
 
+    def _config_file(self, name: str) -> Path:
+        """config_dir/name, or the packaged default when the config directory was not chosen and lacks it."""
+        chosen = self.config_dir / name
+        if "config_dir" in self.model_fields_set or chosen.is_file():
+            return chosen
+        return packaged_default(name)
+
     @property
     def systems_path(self) -> Path:
-        return self.systems_file or self.config_dir / "systems.yaml"
+        return self.systems_file or self._config_file("systems.yaml")
 
     @property
     def policy_path(self) -> Path:
-        return self.policy_file or self.config_dir / "policy.yaml"
+        return self.policy_file or self._config_file("policy.yaml")
 
     @property
     def access_path(self) -> Path:
-        return self.access_file or self.config_dir / "access.yaml"
+        """The token file: config_dir/access.yaml, or beside the state when there is no config directory
+        (never inside the installed package: `dsr token create --write` adds to it)."""
+        if self.access_file is not None:
+            return self.access_file
+        if "config_dir" in self.model_fields_set or self.config_dir.is_dir():
+            return self.config_dir / "access.yaml"
+        return self.home / "access.yaml"
+
+    def require_home(self) -> None:
+        """Refuse to create state in a directory nobody chose: the working directory's ./var/ is made only
+        by `dsr init` or `dsr demo`, or when DSR_HOME names it (then it is created on first use)."""
+        if "home" in self.model_fields_set or self.home.is_dir():
+            return
+        raise HomeMissing(
+            f"DSR_HOME: no state directory at {self.home.resolve()} (none is created here unasked); "
+            "run `dsr init DIR` and work in DIR, or set DSR_HOME to the directory to use")
 
     @property
     def bundles_path(self) -> Path:

@@ -49,15 +49,15 @@ def test_deadline_prints_the_due_date_alone_on_the_first_line(args: list[str], d
 
 
 @pytest.mark.parametrize("args, field", [
-    (["hipaa", "2026-01-30"], "regime"),
-    (["gdpr", "30/01/2026"], "received"),
-    (["gdpr", "2026-01-30", "--country", "US"], "country"),
-    (["lgpd", "2026-01-30", "--extended"], "lgpd"),
+    (["hipaa", "2026-01-30"], "Invalid value for 'REGIME'"),  # a choice: refused (and completed) by the parser
+    (["gdpr", "30/01/2026"], "error: received"),
+    (["gdpr", "2026-01-30", "--country", "US"], "error: country"),
+    (["lgpd", "2026-01-30", "--extended"], "error: lgpd"),
 ])
 def test_deadline_bad_input_exits_2_naming_the_field(args: list[str], field: str) -> None:
     result = runner.invoke(app, ["deadline", *args])
     assert result.exit_code == 2
-    assert f"error: {field}" in result.output
+    assert field in result.output
 
 
 def test_submit_prints_the_id_alone_then_status_and_list_show_it(cli_env: Settings) -> None:
@@ -73,7 +73,7 @@ def test_submit_prints_the_id_alone_then_status_and_list_show_it(cli_env: Settin
 
 @pytest.mark.parametrize("args, message", [
     (["--type", "erasure", "--email", "nobody", "--regime", "gdpr"], "error: email"),
-    (["--type", "erasure", "--email", "a@example.com", "--regime", "hipaa"], "error: regime"),
+    (["--type", "erasure", "--email", "a@example.com", "--regime", "hipaa"], "Invalid value for '--regime'"),
     (["--type", "erasure", "--email", "a@example.com", "--regime", "gdpr", "--received", "2999-01-01"],
      "error: received"),
     (["--type", "wipe", "--email", "a@example.com", "--regime", "gdpr"], "--type"),

@@ -145,25 +145,62 @@ def create_ledger_engine(url: str, *, for_writes: bool = True) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (no-op when it is already there)."""
+#: Serialises schema upgrades on PostgreSQL (processes opening one ledger at once): an arbitrary constant.
+SCHEMA_LOCK = 0x64737275  # "dsru"
+
+
+class SchemaOutOfDate(LedgerError):
+    """The ledger's schema is not the one this code needs; a release step (`dsr db upgrade`) fixes it."""
+
+
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return config
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the ledger's schema revision, or None for an empty database; the newest this code knows)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None  # the package ships its migrations
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (no-op when it is already there).
+
+    Many processes may open one ledger at once: on PostgreSQL the upgrade runs under an advisory
+    lock held to its commit, so the second one waits and then finds nothing to do (Alembic reads
+    the revision again inside the lock); on SQLite the write transaction is already exclusive.
+    """
+    config = _alembic_config()
+    current, head = schema_revisions(engine)
     if current == head:
         return
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse a ledger whose schema is not this code's (a fleet upgrades it once, as a release step)."""
+    current, head = schema_revisions(engine)
+    if current != head:
+        raise SchemaOutOfDate(f"the ledger's schema is at revision {current or 'none (empty database)'}, this "
+                              f"release needs {head}: run `dsr db upgrade` once (the release step), then start "
+                              "this process again")
 
 
 class Ledger:
     """Append-only, hash-chained events per request, plus a derived index for listing."""
 
     def __init__(self, url: str, *, projector: Projector | None = None, auto_migrate: bool = True,
-                 anchoring: Anchoring | None = None, identity_hasher: IdentityHasher | None = None) -> None:
+                 anchoring: Anchoring | None = None, identity_hasher: IdentityHasher | None = None,
+                 require_current: bool = False) -> None:
         """Open (and migrate) the ledger at `url`.
 
         Args:
@@ -181,6 +218,12 @@ class Ledger:
         self.identity_hasher = identity_hasher
         if auto_migrate:
             migrate(self.engine)
+        elif require_current:  # raises SchemaOutOfDate naming `dsr db upgrade`
+            try:
+                require_current_schema(self.engine)
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
         self.engine.dispose()
