@@ -431,7 +431,23 @@ def _quiet_refusals() -> None:
 
 
 def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
-    """Run the process-request flow in-process while showing each system's progress."""
+    """Run the process-request flow while showing each system's progress: on the `dsr serve` running
+    on this DSR home if there is one (about a second), else in this process (Prefect starts first)."""
+    from flows.warm import HandoffError, outcome_from_ledger, run_on_serve, running_serve
+
+    api_url = running_serve(service.settings.home)
+    if api_url is not None:
+        try:
+            with err.status(f"process-request {request_id[:8]}: handed to the running dsr serve"):
+                run_on_serve(api_url, request_id)
+            return outcome_from_ledger(service, request_id)
+        except HandoffError as exc:
+            if exc.taken:
+                _fail(EXIT_NOT_COMPLETED, str(exc))
+            err.print(f"[yellow]{exc}; running it here instead[/yellow]")
+    else:
+        err.print("no dsr serve running on this DSR home: starting Prefect in this process first "
+                  "(10-20 s; with `dsr serve` running, the run is handed to it and takes about a second)")
     _prepare_prefect(service.settings)
     from flows import runtime  # Prefect is heavy to import: only for commands that run flows
     from flows.lifeline import install_ephemeral_server

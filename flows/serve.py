@@ -285,6 +285,14 @@ def build_deployments(*, purge_timezone: str, sweep_cron: str = SWEEP_CRON, swee
 # -- serving ------------------------------------------------------------------------------------
 
 
+def flows_run_warm() -> dict[str, Any]:
+    """The deployments whose runs `dsr serve` executes in its own process, and their flows."""
+    from flows.batch import process_verified
+    from flows.request import process_request
+
+    return {"process-request": process_request, "process-verified": process_verified}
+
+
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -296,7 +304,8 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
                    purge_cron: str = PURGE_CRON, purge_every: Every | None = None, serve_purge: bool = True,
                    poll_seconds: float | None = None, startup_timeout: float = SERVER_STARTUP_TIMEOUT,
                    stop: threading.Event | None = None,
-                   on_ready: Callable[[PrefectServer], None] | None = None) -> None:
+                   on_ready: Callable[[PrefectServer], None] | None = None, warm: bool = True,
+                   warm_runs: int | None = None) -> None:
     """Run the Prefect server, the served flows and the API until SIGINT/SIGTERM or `stop`.
 
     - `api`: blocking callable run in a thread once the deployments exist (the CLI passes
@@ -304,7 +313,10 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
       API returns or fails on its own, everything stops and EmbeddedServeError is raised.
     - `service`: the service the API uses; its verifications are mirrored as Prefect events
       (flows.events.install), and requests verified while nothing listened are re-announced.
-    - The flow runs themselves build their service from the DSR_* environment (flows.runtime).
+    - `warm` (default): process-request and process-verified runs execute in threads of this
+      process (flows/warm.py), with `service` (about a second from verification to completion
+      instead of a process start per run); `warm_runs` of them at once. Otherwise each run is a
+      subprocess that builds its service from the DSR_* environment (flows.runtime).
     """
     settings = service.settings if service is not None else (settings or Settings())
     home = prefect_home or settings.home / "prefect"
@@ -317,6 +329,7 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if on_main_thread else None
     threads: list[threading.Thread] = []  # the API's, once started
+    workers: list[Any] = []  # the warm worker, once started
     api_failure: list[BaseException] = []
     stopping = threading.Event()
 
@@ -342,9 +355,22 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
             runner = Runner(name="dsr-serve", pause_on_shutdown=True, query_seconds=poll_seconds)
 
             async def serve() -> None:
+                warm_flows: dict[Any, Any] = {}
                 for deployment in deployments:
-                    await runner.aadd_deployment(deployment)
+                    flow = flows_run_warm().get(deployment.name) if warm else None
+                    if flow is not None:  # registered, but run here rather than by the runner's subprocesses
+                        warm_flows[await deployment.aapply()] = flow
+                    else:
+                        await runner.aadd_deployment(deployment)
                 log.info("serving %s against %s", ", ".join(d.name for d in deployments), server.api_url)
+                if warm_flows:
+                    from flows import runtime
+                    from flows.warm import DEFAULT_PARALLEL_RUNS, WarmWorker
+
+                    if service is not None:
+                        runtime.use_service(service)  # warm runs share the API's ledger pool
+                    workers.append(WarmWorker(warm_flows, parallel_runs=warm_runs or DEFAULT_PARALLEL_RUNS))
+                    await asyncio.to_thread(workers[0].start)
                 if service is not None:
                     from flows.events import emit_backlog, install
 
@@ -355,6 +381,9 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
                 if api is not None:
                     threads.append(threading.Thread(target=run_api, name="dsr-api", daemon=True))
                     threads[0].start()
+                from flows.warm import write_handoff
+
+                write_handoff(settings.home, server.api_url, warm=bool(warm_flows))
                 if on_ready is not None:
                     on_ready(server)
                 if not stop.is_set():
@@ -369,10 +398,15 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
             except KeyboardInterrupt:
                 log.info("interrupted; shutting down")
             finally:
+                from flows.warm import remove_handoff
+
+                remove_handoff(settings.home)
                 stopping.set()
                 finished.set()
                 stop.set()
                 watcher.join(5)
+                for worker in workers:
+                    worker.stop()
                 for thread in threads:
                     if thread.is_alive() and api_stop is not None:
                         api_stop()

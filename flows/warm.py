@@ -1,0 +1,332 @@
+"""Flow runs executed inside a long-lived process: a verified request done in about a second.
+
+Prefect 3.9's `serve()` and process workers start a new Python process for every flow run, and
+that process spends 2-10 s of CPU importing Prefect and our code before the first system is
+called (prefect-notes: "Warm flow runs"). `WarmWorker` is the in-process alternative: it watches
+the server for scheduled runs of the deployments it was given, claims each one the way Prefect's
+own workers do (proposing `Pending`, so a run is taken by one claimant only), and calls
+`prefect.flow_engine.run_flow` in a thread of this process, where the flows are already imported
+and the service, its ledger pool and the connectors' describe caches are warm.
+
+Each run is still a real Prefect flow run: created by the deployment's trigger with its
+parameters, its state changes and task runs recorded by the server, visible in the UI.
+
+What is given up, against a process per run:
+- Cancelling a run from the UI does not stop it (it stays Cancelling until it ends); the ledger
+  lease keeps a second run off the same request meanwhile.
+- Heartbeats are off for warm runs: a sync flow otherwise waits up to a second at its end for the
+  heartbeat thread. A run cut short by a crash is left Running in Prefect; the ledger lease lets
+  the next run of the request take over (process-request resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import httpx
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.flows import Flow
+
+    from dsr.service import DsrService
+
+log = logging.getLogger(__name__)
+
+#: Runs executed at once. Each is I/O-bound (vendors), but a local SQLite Prefect server answers
+#: state changes one writer at a time: more than a few threads only queue there (prefect-notes).
+DEFAULT_PARALLEL_RUNS = 4
+#: The fallback poll when no `Scheduled` event arrives (an event lost, the websocket reconnecting).
+DEFAULT_POLL_SECONDS = 5.0
+SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+
+
+class WarmWorker:
+    """Runs the scheduled flow runs of some deployments in threads of this process.
+
+    `flows` maps a deployment id to the flow its runs execute. `start()` returns once the worker
+    watches the server; `stop()` stops claiming new runs and waits for the running ones.
+    """
+
+    def __init__(self, flows: Mapping[UUID, Flow[..., Any]], *, parallel_runs: int = DEFAULT_PARALLEL_RUNS,
+                 poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+        if parallel_runs < 1:
+            raise ValueError("parallel_runs: at least 1")
+        self._flows = dict(flows)
+        self._parallel_runs = parallel_runs
+        self._poll_seconds = poll_seconds
+        self._executor = ThreadPoolExecutor(max_workers=parallel_runs, thread_name_prefix="dsr-warm-run")
+        self._running: dict[UUID, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.claimed = 0  # runs this worker took (tests and the bench read it)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread = threading.Thread(target=self._thread_main, name="dsr-warm-worker", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"the warm worker did not start within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Claim nothing more, then wait (up to `timeout`) for the runs in flight to end."""
+        self._stopping.set()
+        if self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            running = list(self._running.values())
+        for future in running:
+            with contextlib.suppress(Exception):
+                future.result(max(0.0, deadline - time.monotonic()))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # -- the watching loop --------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:  # noqa: BLE001 - a dead worker is logged; serve keeps the API up
+            log.exception("the warm worker stopped")
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        listener = asyncio.create_task(self._listen())
+        try:
+            async with get_client() as client:
+                self._ready.set()
+                while not self._stopping.is_set():
+                    await self._claim_and_start(client)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                    self._wake.clear()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+
+    async def _listen(self) -> None:
+        """Wake the loop on every `Scheduled` flow-run event; reconnect on failure (polling covers gaps)."""
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        assert self._wake is not None
+        event_filter = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT]))
+        while not self._stopping.is_set():
+            try:
+                async with get_events_subscriber(filter=event_filter, reconnect_on_clean_close=True) as subscriber:
+                    async for _event in subscriber:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - polling carries on while the socket is down
+                log.debug("event subscription dropped (%s); polling every %.0f s", type(exc).__name__,
+                          self._poll_seconds)
+                await asyncio.sleep(self._poll_seconds)
+
+    async def _claim_and_start(self, client: PrefectClient) -> None:
+        from prefect.types._datetime import now
+
+        free = self._parallel_runs - self.running
+        if free <= 0:
+            return
+        try:
+            runs = await client.get_scheduled_flow_runs_for_deployments(
+                deployment_ids=list(self._flows), scheduled_before=now("UTC"), limit=free)
+        except Exception as exc:  # noqa: BLE001 - the server restarting; try again on the next wake
+            log.warning("could not read scheduled runs (%s)", type(exc).__name__)
+            return
+        for flow_run in runs:
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                if flow_run.id in self._running:
+                    continue
+            if not await self._claim(client, flow_run):
+                continue
+            flow = self._flows.get(flow_run.deployment_id) if flow_run.deployment_id else None
+            if flow is None:
+                continue
+            self.claimed += 1
+            with self._lock:
+                self._running[flow_run.id] = self._executor.submit(self._execute, flow, flow_run)
+
+    @staticmethod
+    async def _claim(client: PrefectClient, flow_run: FlowRun) -> bool:
+        """Propose Pending, as Prefect's workers do: the server accepts it for one claimant only."""
+        from prefect.exceptions import Abort
+        from prefect.states import Pending
+        from prefect.utilities.engine import propose_state
+
+        try:
+            state = await propose_state(client, Pending(), flow_run_id=flow_run.id)
+        except Abort:
+            return False
+        except Exception as exc:  # noqa: BLE001 - left Scheduled for the next look
+            log.warning("could not claim flow run %s (%s)", flow_run.id, type(exc).__name__)
+            return False
+        return state.is_pending()
+
+    # -- one run ------------------------------------------------------------------------------
+
+    def _execute(self, flow: Flow[..., Any], flow_run: FlowRun) -> None:
+        from prefect.flow_engine import run_flow
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        try:
+            # A fresh pool thread has no flow-run context, so the run is a run of its own (not a subflow).
+            with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                run_flow(flow, flow_run=flow_run, return_type="state")
+        except BaseException:  # noqa: BLE001 - the engine has recorded the state; keep the worker going
+            log.exception("flow run %s ended with an error outside the flow", flow_run.id)
+        finally:
+            with self._lock:
+                self._running.pop(flow_run.id, None)
+            if self._loop is not None and self._wake is not None and not self._loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # a slot is free: look for waiting runs now
+                    self._loop.call_soon_threadsafe(self._wake.set)
+
+
+# -- `dsr run` handing a request to a running `dsr serve` ---------------------------------------
+
+HANDOFF_FILE = "serve.json"
+PROCESS_REQUEST_DEPLOYMENT = "process-request/process-request"
+_FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class HandoffError(RuntimeError):
+    """The running `dsr serve` did not take the run (`taken` False: run it here instead) or was
+    lost while it ran (`taken` True: the run may still end there; the ledger tells)."""
+
+    def __init__(self, message: str, *, taken: bool) -> None:
+        super().__init__(message)
+        self.taken = taken
+
+
+def write_handoff(home: Path, api_url: str, *, warm: bool) -> None:
+    """Tell later `dsr run`s of this DSR home where the running `dsr serve` takes runs."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / HANDOFF_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"api_url": api_url, "pid": os.getpid(), "warm": warm}))
+    temporary.replace(path)
+
+
+def remove_handoff(home: Path) -> None:
+    path = home / HANDOFF_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+def running_serve(home: Path, timeout: float = 1.0) -> str | None:
+    """The Prefect API URL of a `dsr serve` running on this DSR home and running flows warm, or None."""
+    try:
+        found = json.loads((home / HANDOFF_FILE).read_text())
+        pid, api_url, warm = int(found["pid"]), str(found["api_url"]), bool(found.get("warm"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not warm:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's: its API still answers or not
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            return api_url if client.get(f"{api_url}/health").status_code == 200 else None
+    except httpx.HTTPError:
+        return None
+
+
+def run_on_serve(api_url: str, request_id: str, *, timeout: float = 3600.0,
+                 on_wait: Callable[[str], None] | None = None) -> str:
+    """Create a process-request run on the running `dsr serve` and wait for it to end.
+
+    Plain HTTP to Prefect's REST API: importing Prefect in this process would cost more than the
+    run. Returns the run's final state type (COMPLETED, FAILED, ...); the outcome is in the ledger.
+    `on_wait(state)` is called between looks (the CLI shows progress from the ledger).
+    """
+    with httpx.Client(base_url=api_url, timeout=10.0) as client:
+        try:
+            found = client.get(f"/deployments/name/{PROCESS_REQUEST_DEPLOYMENT}")
+            found.raise_for_status()
+            created = client.post(f"/deployments/{found.json()['id']}/create_flow_run",
+                                  json={"parameters": {"request_id": request_id},
+                                        "tags": ["dsr-run"]})
+            created.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise HandoffError(f"the running dsr serve did not take the run ({type(exc).__name__})",
+                               taken=False) from exc
+        flow_run_id = created.json()["id"]
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            try:
+                state = (client.get(f"/flow_runs/{flow_run_id}").json().get("state") or {}).get("type", "")
+            except (httpx.HTTPError, ValueError) as exc:
+                raise HandoffError(f"lost the running dsr serve while flow run {flow_run_id} ran "
+                                   f"({type(exc).__name__}); see `dsr status {request_id}`", taken=True) from exc
+            if state in _FINAL_STATES:
+                return str(state)
+            if time.monotonic() > deadline:
+                raise HandoffError(f"flow run {flow_run_id} did not end within {timeout:.0f} s; see `dsr status "
+                                   f"{request_id}`", taken=True)
+            if on_wait is not None:
+                on_wait(str(state))
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+
+def outcome_from_ledger(service: DsrService, request_id: str) -> dict[str, Any]:
+    """What process-request returns, read from the ledger after a run elsewhere ended (same keys)."""
+    from dsr.execution import RequestRunner
+
+    runner = RequestRunner(service)
+    state = service.state(request_id)
+    bundle: str | None = None
+    if state.bundles:
+        local, uri = runner._bundle_location(request_id, state.bundles[-1])  # noqa: SLF001 - same rule as the run
+        bundle = str(local) if local else uri
+    package = runner._stored_package_file(request_id, state.package) if state.package else None  # noqa: SLF001
+    return {
+        "request_id": request_id,
+        "status": state.status.value,
+        "reason": state.outcome_reason,
+        "systems": [asdict(RequestRunner._result(state, name)) for name in sorted(state.systems)],  # noqa: SLF001
+        "bundle": bundle,
+        "package": str(package) if package else None,
+    }
