@@ -31,10 +31,14 @@ from dsr.contract import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    FieldChange,
     Receipt,
     Record,
     RecordOutcome,
     RecordRef,
+    RightsAction,
+    RightsOutcome,
+    RightsReceipt,
     Subject,
 )
 
@@ -48,6 +52,10 @@ __all__ = [
     "ConnectorInfo",
     "DataCategory",
     "ErasureAction",
+    "FieldChange",
+    "RightsAction",
+    "RightsOutcome",
+    "RightsReceipt",
     "ErasureDecision",
     "Receipt",
     "Record",
@@ -263,6 +271,46 @@ class AudienceConnector(HttpConnector):
 
     def _ref(self, audience: str) -> RecordRef:
         return RecordRef(self._system, self.OBJECT, audience, tuple(self._settings.categories))
+
+    @property
+    def confirms_removal(self) -> bool:
+        """Whether a done removal means the vendor finished it (a job or segment status polled to its end)
+        rather than merely accepted it; the runner records "removal confirmed" or "removal requested"."""
+        return False
+
+    # --- marketing suppression (dsr.contract.MarketingSuppressor) ---
+
+    def erase(self, decisions: Sequence[ErasureDecision], subject: Subject | None = None) -> Receipt:
+        raise NotImplementedError
+
+    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
+        """Restriction, objection, consent withdrawal, opt-out: remove the subject from every given audience.
+
+        The same removal as an erasure (confirmed where `confirms_removal`). Each audience's change says
+        what is known: membership was not readable (``old``), the removal was confirmed or only requested
+        (``new``).
+        """
+        receipt = self.erase([ErasureDecision(ref, ErasureAction.DELETE) for ref in refs], subject=subject)
+        new = "removed (confirmed)" if self.confirms_removal else "removal requested"
+        outcomes = tuple(
+            RightsOutcome(o.ref, RightsAction.SUPPRESS, o.done, error=o.error,
+                          changes=(FieldChange(f"audience:{o.ref.id}", f"{self.OBJECT}:{o.ref.id}",
+                                               old="not readable", new=new),) if o.done else ())
+            for o in receipt.outcomes)
+        return RightsReceipt(self._system, RightsAction.SUPPRESS, outcomes, receipt.vendor_receipt_id,
+                             receipt.api_calls)
+
+    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
+        """A lifted restriction adds nobody back: membership was never readable, so re-adding could upload a
+        person who was not a member. The audience's owner refills it from the consented source lists."""
+        subject_email(subject)
+        return RightsReceipt(self._system, RightsAction.RESTORE,
+                             tuple(RightsOutcome(o.ref, RightsAction.RESTORE, True) for o in suppressed))
+
+    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """Write-only audiences cannot be re-read: always ``[]`` (`info.write_only` says so)."""
+        subject_email(subject)
+        return []
 
     def _on_retry(self, exc: BaseException, wait: float) -> None:
         """Count a retry by kind; a vendor's wait of a whole window or more holds the shared limiter."""

@@ -418,6 +418,12 @@ class GoogleAdsConnector(AudienceConnector):
             rate_limit_per_second=rl.calls / rl.period_seconds, max_batch=1, objects=(OBJECT,),
         )
 
+    @property
+    def confirms_removal(self) -> bool:
+        """Offline user data jobs are polled until SUCCESS: a done removal is confirmed. The Data Manager API
+        answers a request id only: the removal is requested."""
+        return self._settings.mode == "offline_user_data_job"
+
     # --- the contract ---
 
     def discover(self, subject: Subject) -> list[RecordRef]:

@@ -18,8 +18,12 @@ Contract mapping (DESIGN.md): segments are write-only audiences.
   no call. It remembers the subject for `erase`.
 - `export`: one record per segment saying membership is not readable; no call, no hash.
 - `erase`: the removal above, one request per segment; RETAIN makes no call; ANONYMISE is carried out as a
-  removal. Outcomes are "removal accepted" (element status 201), never `already_gone`: absence cannot be
-  seen. `erase` takes an optional ``subject=``, else the subject `discover` saw (the refs do not say whom
+  removal. A 201 only says LinkedIn accepted the removal (it answers 201 for an absent member too), so each
+  accepted segment is then read (``GET /rest/dmpSegments/{id}``) every `poll_seconds` until its ``LINKEDIN``
+  destination is ``READY`` (the change applied): only then is the outcome done and the removal confirmed
+  (`confirms_removal`). ``FAILED``/``EXPIRED``/``ARCHIVED``, or still ``UPDATING`` after
+  `poll_timeout_seconds`, leaves it not done ("removal requested, not confirmed"; re-running is safe).
+  Never `already_gone`: absence cannot be seen. `erase` takes an optional ``subject=``, else the subject `discover` saw (the refs do not say whom
   to remove).
 - `verify_erased`: ``[]``; `info.write_only` tells the runner the removal cannot be verified by re-query.
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -110,6 +115,9 @@ class LinkedInSettings(BaseModel):
     token_env: str = Field(pattern=_ENV_VAR_NAME)
     segments: tuple[str, ...] = Field(min_length=1)
     categories: tuple[DataCategory, ...] = Field(default=(DataCategory.MARKETING,), min_length=1)
+    # After a removal the segment's LINKEDIN destination is read until READY (the change applied).
+    poll_seconds: float = Field(default=5.0, gt=0)
+    poll_timeout_seconds: float = Field(default=600.0, gt=0)
     rate_limit: RateLimitSpec = RateLimitSpec(calls=500, period_seconds=60)
     timeout_seconds: float = Field(default=30.0, gt=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -140,6 +148,8 @@ class LinkedInSettings(BaseModel):
             raise ValueError("segments: names a segment twice")
         if len(set(self.categories)) != len(self.categories):
             raise ValueError("categories: names a category twice")
+        if self.poll_timeout_seconds < self.poll_seconds:
+            raise ValueError("poll_timeout_seconds: must be at least poll_seconds")
         return self
 
 
@@ -282,8 +292,14 @@ class LinkedInConnector(AudienceConnector):
                 todo.append(decision)
         if todo:
             hashed = sha256_email(self._subject_email(subject))
+            accepted: list[ErasureDecision] = []
             for decision in todo:
                 outcomes[decision.ref.key] = self._remove(decision, hashed)
+                if outcomes[decision.ref.key].done:
+                    accepted.append(decision)
+            for decision, problem in self._confirm(accepted).items():
+                if problem is not None:
+                    outcomes[decision.ref.key] = outcome_for(decision, done=False, error=problem)
         ordered = tuple(outcomes[key] for key in dict.fromkeys(d.ref.key for d in decisions))
         return Receipt(system=self._system, outcomes=ordered, vendor_receipt_id=receipt_id("linkedin", ordered),
                        api_calls=int(self._stats["calls"] - calls_before))
@@ -293,7 +309,51 @@ class LinkedInConnector(AudienceConnector):
         subject_email(subject)
         return []
 
+    @property
+    def confirms_removal(self) -> bool:
+        """A removal is done only once the segment's LINKEDIN destination reads READY after it."""
+        return True
+
     # --- removal ---
+
+    def _confirm(self, accepted: Sequence[ErasureDecision]) -> dict[ErasureDecision, str | None]:
+        """Read each segment until its LINKEDIN destination is READY (None: confirmed) or ends otherwise
+        (FAILED, EXPIRED, ARCHIVED: the reason), or `poll_timeout_seconds` pass (removal requested only)."""
+        result: dict[ErasureDecision, str | None] = {}
+        waiting = list(accepted)
+        last: dict[ErasureDecision, str] = dict.fromkeys(waiting, "UPDATING")
+        deadline = time.monotonic() + self._settings.poll_timeout_seconds
+        while waiting:
+            for decision in list(waiting):
+                urn = self._segments[decision.ref.id]
+                try:
+                    answer = self._call("erase", urn, f"/rest/dmpSegments/{decision.ref.id}", None, method="GET")
+                except LinkedInApiError as exc:
+                    if exc.fatal:
+                        raise
+                    result[decision] = f"removal from {urn} requested but its status could not be read: {exc}"
+                    waiting.remove(decision)
+                    continue
+                self._count("polls")
+                status = _destination_status(answer)
+                last[decision] = status or "missing"
+                if status == "READY":
+                    result[decision] = None
+                    waiting.remove(decision)
+                elif status not in ("BUILDING", "UPDATING"):
+                    result[decision] = (f"removal from {urn} requested but LinkedIn's segment status is "
+                                        f"{status or 'missing'}; the removal is not confirmed: re-run to retry")
+                    waiting.remove(decision)
+            if not waiting:
+                break
+            if time.monotonic() >= deadline:
+                for decision in waiting:
+                    result[decision] = (f"removal from {self._segments[decision.ref.id]} requested but not confirmed: "
+                                        f"the segment was still {last[decision]} after poll_timeout_seconds "
+                                        f"({self._settings.poll_timeout_seconds:g} s); re-run to request it again")
+                break
+            time.sleep(min(self._settings.poll_seconds, max(deadline - time.monotonic(), 0.0)))
+        return result
 
     def _remove(self, decision: ErasureDecision, hashed: str) -> RecordOutcome:
         urn = self._segments[decision.ref.id]
@@ -320,11 +380,12 @@ class LinkedInConnector(AudienceConnector):
 
     # --- calling LinkedIn ---
 
-    def _call(self, operation: str, what: str, path: str, body: Any) -> Any:
-        """One BATCH_CREATE: paced, retried; errors as PII-free ConnectorErrors raised outside `except`."""
+    def _call(self, operation: str, what: str, path: str, body: Any, *, method: str = "POST") -> Any:
+        """One BATCH_CREATE (or a GET of the segment): paced, retried; errors as PII-free ConnectorErrors
+        raised outside `except`."""
         failure: ConnectorError | None = None
         try:
-            return self._attempts(path, body)()
+            return self._attempts(path, body, method)()
         except _HttpFailure as exc:
             failure = self._failure(operation, what, exc)
         except _NETWORK_ERRORS as exc:
@@ -336,7 +397,7 @@ class LinkedInConnector(AudienceConnector):
                                        f"{type(exc).__name__}")
         raise failure
 
-    def _attempts(self, path: str, body: Any) -> Callable[[], Any]:
+    def _attempts(self, path: str, body: Any, method: str = "POST") -> Callable[[], Any]:
         s = self._settings
 
         @vendor_retry(retryable=_retryable, retry_after=_wait_asked, attempts=s.retry_attempts,
@@ -346,8 +407,11 @@ class LinkedInConnector(AudienceConnector):
             self._count("calls")
             if waited:
                 self._count("waited_seconds", waited)
-            response = self._session.post(f"{self._base_url}{path}", json=body, timeout=self._timeout,
-                                          headers={"X-RestLi-Method": "BATCH_CREATE"})
+            if method == "GET":
+                response = self._session.get(f"{self._base_url}{path}", timeout=self._timeout)
+            else:
+                response = self._session.post(f"{self._base_url}{path}", json=body, timeout=self._timeout,
+                                              headers={"X-RestLi-Method": "BATCH_CREATE"})
             if response.status_code >= 400:
                 raise _HttpFailure(response.status_code, _json_or_none(response), response.headers)
             return _json_or_none(response)
@@ -407,6 +471,16 @@ def _retryable(exc: BaseException) -> bool:
 
 def _wait_asked(exc: BaseException) -> float | None:
     return exc.retry_after if isinstance(exc, _HttpFailure) and exc.status == 429 else None
+
+
+def _destination_status(segment: Any) -> str | None:
+    """The status of a DMP segment's LINKEDIN destination (token-like only), or None."""
+    destinations = segment.get("destinations") if isinstance(segment, dict) else None
+    for destination in destinations if isinstance(destinations, list) else []:
+        if isinstance(destination, dict) and destination.get("destination") == "LINKEDIN":
+            status = destination.get("status")
+            return status if isinstance(status, str) and _CODE.match(status) else None
+    return None
 
 
 def _json_or_none(response: requests.Response) -> Any:

@@ -91,6 +91,9 @@ class SystemState:
 
     def to_view(self) -> dict[str, Any]:
         return {
+    # Write-only audiences: "confirmed" (the vendor's job or segment status said the removal finished)
+    # or "requested" (the vendor only accepted it); None elsewhere.
+    removal: str | None = None
             "system": self.name,
             "status": self.status.value,
             "connector_version": self.connector_version,
@@ -109,6 +112,7 @@ class SystemState:
 
 
 @dataclass
+            "audience_removal": self.removal,
 class RequestState:
     """A request as its events describe it."""
 
@@ -327,6 +331,7 @@ def index_row(events: Sequence[LedgerEvent]) -> dict[str, Any]:
 def timeline_with_texts(events: Sequence[LedgerEvent], texts: Texts) -> list[dict[str, Any]]:
     """Events as chained (`to_dict`), each with `free_text`: field -> the text it references, or `[redacted]`.
 
+        system.removal = p.get("removal")
     Only events that reference kept text (`note_sha256`...) get the key; the payload stays as hashed.
     """
     timeline = []

@@ -23,12 +23,21 @@ What it serves (``https://api.linkedin.com``; plain `requests`, no SDK):
   "TOO_MANY_REQUESTS", "message": "Resource level throttle MEMBER MINUTE limit ..."}`` (``APPLICATION
   DAY`` for the daily quota, section 5's example, which does not clear until UTC midnight). LinkedIn sends
   no ``Retry-After``.
+- ``GET /rest/dmpSegments/{segmentId}``: the segment (``id``, ``name``, ``account``, ``type``,
+  ``sourcePlatform``, ``accessPolicy``, ``created``/``lastModified`` in epoch ms, ``inputCount``) with one
+  ``destinations`` entry ``{"destination": "LINKEDIN", "status", "destinationSegmentId": "urn:li:adSegment:..",
+  "matchedCount", "audienceSize", "created", "lastModified"}`` (the DMP segment destination status LinkedIn
+  documents: BUILDING, UPDATING, READY, FAILED, ARCHIVED, EXPIRED). After a ``/users`` batch changes
+  members the destination is ``UPDATING`` for `update_polls` reads of the segment, then ``READY`` (or
+  ``FAILED`` when `fail_next_update` armed it, the members then unchanged); the changes take effect at
+  ``READY``. With ``update_polls=0`` (the default) they take effect at once and the segment stays ``READY``.
 - Other errors: unknown segment **404**, malformed body or more than `MAX_ELEMENTS` elements **400**
   (the element limit is an assumption: LinkedIn documents batch sizes per product, not here).
 
 Control API (tests and the demo): ``GET /__sandbox__/members/<segment id>``, ``GET /__sandbox__/removals``,
 ``POST /__sandbox__/seed-demo``, ``add-members``, ``fail-next-element`` (``{"segment", "status",
-"message"}``: the next element sent to that segment gets that status), ``expire-token``, ``revoke-token``,
+"message"}``: the next element sent to that segment gets that status), ``fail-next-update``
+(``{"segment"}``: its next update ends ``FAILED``), ``expire-token``, ``revoke-token``,
 ``exhaust-daily``; and the matching Python methods.
 
     python -m sandbox.linkedin --port 8767     # seeded with the demo segments
@@ -41,6 +50,7 @@ import hashlib
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -87,6 +97,7 @@ MAX_ELEMENTS = 5_000
 ID_TYPES = {"SHA256_EMAIL": 64, "SHA512_EMAIL": 128, "GOOGLE_AID": 0}
 
 _USERS_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)/users$")
+_SEGMENT_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)$")
 _VERSION = re.compile(r"^(?P<month>\d{6})(?:\.(?P<rev>\d{2}))?$")
 
 
@@ -104,6 +115,7 @@ class LinkedInSandbox(Vendor):
         segments: segment id -> name.
         per_minute_limit, window_seconds: the per-member ``/users`` window (500 per 60 s by default).
         daily_limit: the application's daily quota of calls; None for none.
+        update_polls: reads of a segment that see it UPDATING after a change, before READY.
         seed_demo_data: start with `seed_demo()` applied.
     """
 
@@ -118,6 +130,7 @@ class LinkedInSandbox(Vendor):
         per_minute_limit: int = 500,
         window_seconds: float = 60.0,
         daily_limit: int | None = None,
+        update_polls: int = 0,
         seed_demo_data: bool = False,
     ) -> None:
         super().__init__()
@@ -134,7 +147,13 @@ class LinkedInSandbox(Vendor):
         self._members: dict[str, set[str]] = {sid: set() for sid in self.segment_names}
         self._removals: list[dict[str, str]] = []
         self._fail_next: dict[str, list[tuple[int, str]]] = {}
+        self.update_polls = update_polls
+        self._updates: dict[str, _Update] = {}  # segment id -> its change not yet READY
+        self._fail_update: set[str] = set()
+        self._status: dict[str, str] = dict.fromkeys(self.segment_names, "READY")
+        self._modified: dict[str, int] = dict.fromkeys(self.segment_names, _now_ms())
         self.router.add("POST", _USERS_PATH.pattern[1:-1], self._users)
+        self.router.add("GET", _SEGMENT_PATH.pattern[1:-1], self._segment)
         if seed_demo_data:
             self.seed_demo()
 
@@ -226,6 +245,9 @@ class LinkedInSandbox(Vendor):
                 self.fail_next_element(str(body["segment"]), int(body.get("status", 500)),
                                        str(body.get("message", "Internal error while processing the element")))
                 return Response.json({"armed": True})
+            if action == "fail-next-update" and request.method == "POST":
+                self.fail_next_update(str(body["segment"]))
+                return Response.json({"armed": True})
             if action == "expire-token" and request.method == "POST":
                 self.expired_tokens.add(str(body.get("token", DEMO_TOKEN)))
                 return Response.json({"expired": True})
@@ -262,6 +284,17 @@ class LinkedInSandbox(Vendor):
                 raise KeyError(segment)
             self._fail_next.setdefault(segment, []).append((status, message))
 
+    def fail_next_update(self, segment: str) -> None:
+        """The next change of `segment` ends with the destination FAILED, its members unchanged."""
+        with self._lock:
+            if segment not in self._members:
+                raise KeyError(segment)
+            self._fail_update.add(segment)
+
+    def segment_status(self, segment: str) -> str:
+        with self._lock:
+            return self._status[segment]
+
     def exhaust_daily(self) -> None:
         with self._lock:
             self.daily_limit = self.daily_limit or 1
@@ -274,6 +307,8 @@ class LinkedInSandbox(Vendor):
             self._members = {sid: set() for sid in self.segment_names}
             self._removals = []
             self._fail_next = {}
+            self._updates, self._fail_update = {}, set()
+            self._status = dict.fromkeys(self.segment_names, "READY")
             for members in self._members.values():
                 members.update(hash_email(e) for e in (ERASURE_SUBJECT, ACCESS_SUBJECT, *DECOY_EMAILS))
                 for _ in range(40):
@@ -317,10 +352,62 @@ class LinkedInSandbox(Vendor):
                 return self.error(400, "The request body must hold a non-empty 'elements' array")
             if len(elements) > MAX_ELEMENTS:
                 return self.error(400, f"A batch may hold at most {MAX_ELEMENTS} elements")
-            statuses = [self._element(segment, element) for element in elements]
+            changes: list[tuple[str, str]] = []
+            statuses = [self._element(segment, element, changes) for element in elements]
+            if changes:
+                self._change(segment, changes)
         return Response.json({"elements": statuses})
 
-    def _element(self, segment: str, element: Any) -> dict[str, Any]:
+    def _change(self, segment: str, changes: list[tuple[str, str]]) -> None:
+        """Start (or join) the segment's update; at once when `update_polls` is 0."""
+        update = self._updates.setdefault(segment, _Update())
+        update.changes.extend(changes)
+        update.reads_left = self.update_polls
+        self._status[segment], self._modified[segment] = "UPDATING", _now_ms()
+        if self.update_polls <= 0:
+            self._finish_update(segment)
+
+    def _finish_update(self, segment: str) -> None:
+        update = self._updates.pop(segment)
+        self._modified[segment] = _now_ms()
+        if segment in self._fail_update:
+            self._fail_update.discard(segment)
+            self._status[segment] = "FAILED"
+            return
+        members = self._members[segment]
+        for action, value in update.changes:
+            if action == "ADD":
+                members.add(value)
+            else:
+                members.discard(value)
+                self._removals.append({"segment": f"urn:li:dmpSegment:{segment}", "idType": "SHA256_EMAIL",
+                                       "idValue": value})
+        self._status[segment] = "READY"
+
+    def _segment(self, request: Request) -> Response:
+        segment = request.params["id"]
+        with self._lock:
+            if segment not in self._members:
+                return self.error(404, f"Could not find entity urn:li:dmpSegment:{segment}", code="NOT_FOUND")
+            update = self._updates.get(segment)
+            if update is not None:
+                if update.reads_left <= 0:
+                    self._finish_update(segment)
+                else:
+                    update.reads_left -= 1
+            status, modified, size = self._status[segment], self._modified[segment], len(self._members[segment])
+        created = 1_700_000_000_000 + int(segment)
+        return Response.json({
+            "id": int(segment), "name": self.segment_names[segment], "account": DEMO_AD_ACCOUNT,
+            "type": "USER", "sourcePlatform": "LIST_UPLOAD", "accessPolicy": "PRIVATE",
+            "created": created, "lastModified": modified, "inputCount": size,
+            "destinations": [{"destination": "LINKEDIN", "status": status,
+                              "destinationSegmentId": f"urn:li:adSegment:{int(segment) + 90_000}",
+                              "matchedCount": size, "audienceSize": size, "created": created,
+                              "lastModified": modified}],
+        })
+
+    def _element(self, segment: str, element: Any, changes: list[tuple[str, str]]) -> dict[str, Any]:
         queued = self._fail_next.get(segment)
         if queued:
             status, message = queued.pop(0)
@@ -340,16 +427,23 @@ class LinkedInSandbox(Vendor):
             if width and not re.fullmatch(rf"[0-9a-fA-F]{{{width}}}", value):
                 return _element_error(400, f"idValue is not a valid {id_type} ({width} hexadecimal characters)")
             values.append((id_type, value.lower()))
-        members = self._members[segment]
-        for id_type, value in values:
-            if id_type != "SHA256_EMAIL":
-                continue  # the sandbox keeps SHA-256 e-mail members only
-            if element["action"] == "ADD":
-                members.add(value)
-            else:
-                members.discard(value)
-                self._removals.append({"segment": f"urn:li:dmpSegment:{segment}", "idType": id_type, "idValue": value})
+        # The sandbox keeps SHA-256 e-mail members only; the change takes effect when the segment is READY.
+        changes.extend((element["action"], value) for id_type, value in values if id_type == "SHA256_EMAIL")
         return {"status": 201}
+
+
+class _Update:
+    """A segment's accepted changes, applied when its destination turns READY."""
+
+    __slots__ = ("changes", "reads_left")
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str]] = []
+        self.reads_left = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _element_error(status: int, message: str) -> dict[str, Any]:

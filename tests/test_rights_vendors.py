@@ -1,0 +1,196 @@
+"""Every right in HubSpot, NetSuite, Google Ads, LinkedIn and Wistia, against each vendor's sandbox.
+
+Ad audiences (write-only): an erasure or a suppression removes the subject's hash from every list and
+segment, and the runner records whether the vendor *confirmed* it (a job or segment status polled to its
+end) or only accepted it. Decoys (look-alike addresses) come out untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+
+from connectors import google_ads as gads_connector
+from connectors import linkedin as li_connector
+from connectors.base import ErasureAction, ErasureDecision, RightsAction, Subject
+from connectors.registry import build_connector
+from dsr.execution import RequestRunner
+from dsr.models import parse_new_request
+from dsr.service import DsrService
+from sandbox import google_ads as gsb
+from sandbox import linkedin as lsb
+from sandbox.kit import SandboxServer
+
+ADA = "ada.lovelace@example.com"
+
+
+def subject(email: str) -> Subject:
+    return Subject(email=email.strip().lower(), identity_hash=hashlib.sha256(email.encode()).hexdigest()[:16])
+
+
+def sha256(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+# --- the runner: "removal confirmed" is a state of its own ----------------------------------------------------
+
+
+def _erase_audiences(service: DsrService, connect: dict[str, Any]) -> dict[str, Any]:
+    new = parse_new_request(type="erasure", email=ADA, regime="gdpr", received=datetime.now(UTC), channel="web-form")
+    request_id = service.submit(new).state.request_id
+    service.verify(request_id, method="email-code", note="code returned")
+    runner = RequestRunner(service)
+    runner.begin(request_id)
+    for system, build in connect.items():
+        runner.run_system(request_id, system, build)
+    return {name: service.state(request_id).systems[name] for name in connect}
+
+
+def test_audience_erasure_is_recorded_as_removal_confirmed_by_the_vendors_status(
+        sqlite_service: DsrService, sandboxes: dict[str, SandboxServer]) -> None:
+    """Google Ads jobs polled to SUCCESS and LinkedIn segments read until READY: "confirmed"; the Data
+    Manager API, which answers a request id only: "requested". The officer's view says which."""
+    systems = sqlite_service.data_map.systems
+
+    def connect(name: str, **overrides: Any) -> Any:
+        return lambda: build_connector(name, systems[name].kind, {**systems[name].settings, **overrides})
+
+    states = _erase_audiences(sqlite_service, {"google_ads": connect("google_ads"), "linkedin": connect("linkedin")})
+    for name in ("google_ads", "linkedin"):
+        assert states[name].status.value == "completed", states[name].error
+        assert states[name].removal == "confirmed"
+        view = states[name].to_view()
+        assert view["audience_removal"] == "confirmed"
+        assert "removal confirmed" in view["post_erasure_requery"]["proof"]
+    for list_id in ("111", "222", "333"):
+        assert sha256(ADA) not in sandboxes["google_ads"].vendor.members(list_id)
+    for segment in ("8001", "8002", "8003"):
+        members = sandboxes["linkedin"].vendor.members(segment)
+        assert sha256(ADA) not in members
+        assert all(sha256(decoy) in members for decoy in lsb.DECOY_EMAILS)
+
+    requested = _erase_audiences(sqlite_service, {"google_ads": connect("google_ads", mode="data_manager",
+                                                                        api_version=None, developer_token_env=None)})
+    assert requested["google_ads"].removal == "requested"
+    assert "removal requested" in requested["google_ads"].proof
+
+
+# --- LinkedIn: a 201 is not a confirmation; the segment's status is -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def li_server() -> Iterator[tuple[SandboxServer, lsb.LinkedInSandbox]]:
+    vendor = lsb.LinkedInSandbox(per_minute_limit=10_000)
+    with SandboxServer(vendor) as server:
+        yield server, vendor
+
+
+@pytest.fixture
+def linkedin(li_server: tuple[SandboxServer, lsb.LinkedInSandbox],
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[lsb.LinkedInSandbox, li_connector.LinkedInConnector]]:
+    server, vendor = li_server
+    requests.post(f"{server.url}/__sandbox__/reset", timeout=5)
+    vendor.update_polls = 2
+    vendor.seed_demo()
+    monkeypatch.setenv("DSR_LINKEDIN_URL", server.url)
+    monkeypatch.setenv("DSR_LINKEDIN_TOKEN", lsb.DEMO_TOKEN)
+    settings = {"base_url_env": "DSR_LINKEDIN_URL", "version": lsb.DEMO_VERSION, "token_env": "DSR_LINKEDIN_TOKEN",
+                "segments": [f"urn:li:dmpSegment:{s}" for s in lsb.DEMO_SEGMENTS], "poll_seconds": 0.01,
+                "poll_timeout_seconds": 2, "retry_max_wait": 0.05, "rate_limit": {"calls": 10_000, "period_seconds": 1}}
+    with li_connector.create("linkedin", settings) as connector:
+        yield vendor, connector
+
+
+def test_linkedin_removal_is_done_only_once_the_segment_reads_ready(linkedin: Any) -> None:
+    vendor, connector = linkedin
+    refs = connector.discover(subject(ADA))
+    receipt = connector.erase([ErasureDecision(r, ErasureAction.DELETE) for r in refs])
+    assert all(o.done for o in receipt.outcomes) and connector.confirms_removal
+    assert connector.stats["polls"] == 3 * 3  # UPDATING twice, then READY, per segment
+    for segment in lsb.DEMO_SEGMENTS:
+        assert vendor.segment_status(segment) == "READY"
+        assert sha256(ADA) not in vendor.members(segment)
+        assert all(sha256(decoy) in vendor.members(segment) for decoy in lsb.DECOY_EMAILS)
+
+
+def test_linkedin_failed_or_slow_segment_update_is_not_a_confirmed_removal(linkedin: Any) -> None:
+    vendor, connector = linkedin
+    vendor.fail_next_update("8002")
+    refs = connector.discover(subject(ADA))
+    receipt = connector.erase([ErasureDecision(r, ErasureAction.DELETE) for r in refs])
+    by_id = {o.ref.id: o for o in receipt.outcomes}
+    assert by_id["8001"].done and by_id["8003"].done
+    assert not by_id["8002"].done and "FAILED" in (by_id["8002"].error or "")
+    assert "not confirmed" in (by_id["8002"].error or "")
+    assert sha256(ADA) in vendor.members("8002")  # the failed update changed nothing
+    assert ADA not in (by_id["8002"].error or "") and sha256(ADA) not in (by_id["8002"].error or "")
+    vendor.update_polls = 10_000  # never READY within poll_timeout_seconds
+    slow = connector.erase([ErasureDecision(refs[1], ErasureAction.DELETE)])
+    (outcome,) = slow.outcomes
+    assert not outcome.done and "still UPDATING" in (outcome.error or "") and "poll_timeout_seconds" in outcome.error
+
+
+# --- Google Ads and LinkedIn: suppression is removal from every audience, confirmed ---------------------------
+
+
+@pytest.fixture(scope="module")
+def g_server() -> Iterator[tuple[SandboxServer, gsb.GoogleAdsSandbox]]:
+    vendor = gsb.GoogleAdsSandbox(requests_per_window=10_000)
+    with SandboxServer(vendor) as server:
+        yield server, vendor
+
+
+@pytest.fixture
+def google(g_server: tuple[SandboxServer, gsb.GoogleAdsSandbox],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[gsb.GoogleAdsSandbox, gads_connector.GoogleAdsConnector]]:
+    server, vendor = g_server
+    requests.post(f"{server.url}/__sandbox__/reset", timeout=5)
+    vendor.allowlisted, vendor.job_polls = True, 2
+    vendor.seed_demo()
+    for name, value in {"DSR_G_URL": server.url, "DSR_G_TOKEN_URL": f"{server.url}/token",
+                        "DSR_G_DEV": gsb.DEMO_DEVELOPER_TOKEN, "DSR_G_ID": gsb.DEMO_CLIENT_ID,
+                        "DSR_G_SECRET": gsb.DEMO_CLIENT_SECRET, "DSR_G_REFRESH": gsb.DEMO_REFRESH_TOKEN}.items():
+        monkeypatch.setenv(name, value)
+    settings = {"base_url_env": "DSR_G_URL", "api_version": "v26", "developer_token_env": "DSR_G_DEV",
+                "login_customer_id": gsb.DEMO_LOGIN_CUSTOMER_ID,
+                "oauth": {"token_url_env": "DSR_G_TOKEN_URL", "client_id_env": "DSR_G_ID",
+                          "client_secret_env": "DSR_G_SECRET", "refresh_token_env": "DSR_G_REFRESH"},
+                "customers": [{"customer_id": cid, "user_lists": list(lists)}
+                              for cid, lists in gsb.DEMO_USER_LISTS.items()],
+                "poll_seconds": 0.01, "poll_timeout_seconds": 2, "retry_max_wait": 0.05,
+                "rate_limit": {"calls": 10_000, "period_seconds": 1}}
+    with gads_connector.create("google_ads", settings) as connector:
+        yield vendor, connector
+
+
+@pytest.mark.parametrize("platform", ["google", "linkedin"])
+def test_suppression_removes_the_subject_from_every_audience_and_a_lift_adds_nobody_back(
+        platform: str, request: pytest.FixtureRequest) -> None:
+    """Restriction, objection, consent withdrawal and opt-out all suppress: the hash leaves every list or
+    segment (confirmed by the vendor's status), decoys stay, and lifting a restriction re-uploads no one
+    (membership was never readable, so the platform cannot say the subject had been a member)."""
+    vendor, connector = request.getfixturevalue(platform)
+    audiences = list(gsb.DEMO_USER_LISTS["1234567890"]) + list(gsb.DEMO_USER_LISTS["2345678901"]) \
+        if platform == "google" else list(lsb.DEMO_SEGMENTS)
+    who = subject(ADA)
+    refs = connector.discover(who)
+    receipt = connector.suppress_marketing(who, refs)
+    assert receipt.action is RightsAction.SUPPRESS and not receipt.failed
+    for outcome in receipt.outcomes:
+        (change,) = outcome.changes
+        assert change.field == f"audience:{outcome.ref.id}"
+        assert (change.old, change.new) == ("not readable", "removed (confirmed)")
+    for audience in audiences:
+        members = vendor.members(audience)
+        assert sha256(ADA) not in members
+        assert all(sha256(decoy) in members for decoy in gsb.DECOY_EMAILS)
+    assert connector.verify_suppressed(who, refs) == []
+    before = {a: vendor.members(a) for a in audiences}
+    restored = connector.restore_marketing(who, receipt.outcomes)
+    assert restored.action is RightsAction.RESTORE and all(o.done and not o.changes for o in restored.outcomes)
+    assert {a: vendor.members(a) for a in audiences} == before
