@@ -95,8 +95,11 @@ def render_page(env: jinja2.Environment, name: str, context: Mapping[str, Any], 
 def _offline_docs(app: FastAPI) -> None:
     """Swagger UI from this server (the fastapi-offline package's copy), not from a CDN: `/docs`
     works on a machine without internet, and no third party learns who reads the API docs."""
+    from importlib.resources import files
+
     from fastapi.staticfiles import StaticFiles
-    from fastapi_offline.core import _STATIC_PATH as docs_static  # noqa: PLC2701 - the bundled assets
+
+    docs_static = Path(str(files("fastapi_offline") / "static"))  # the package's copy of Swagger UI and ReDoc
 
     replaced = {app.docs_url, app.redoc_url}
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in replaced]
