@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -48,6 +49,13 @@ from connectors.base import (
     topological_order,
     unique_decisions,
     validate_settings,
+)
+from dsr.contract import (
+    RECTIFIABLE_FIELDS,
+    FieldChange,
+    RightsAction,
+    RightsOutcome,
+    RightsReceipt,
 )
 
 KIND = "crm_sql"
@@ -86,6 +94,20 @@ class ObjectSpec(BaseModel):
     # counts (e.g. [last_login_at, created_at]: the last login, else the creation).
     retention_date: tuple[str, ...] = ()
     anonymise: dict[str, Any] | None = None
+    # Rectification: canonical field (dsr.contract.RECTIFIABLE_FIELDS) -> this table's column.
+    rectifiable: dict[str, str] = Field(default_factory=dict)
+    # Marketing suppression: column -> the value that means "no marketing" (restore puts the
+    # previous value back, so only what the suppression changed is undone).
+    marketing_flags: dict[str, str | bool | int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_rights(self) -> ObjectSpec:
+        for canonical in self.rectifiable:
+            if canonical not in RECTIFIABLE_FIELDS:
+                raise ValueError(f"rectifiable.{canonical}: not a rectifiable field (one of {', '.join(RECTIFIABLE_FIELDS)})")
+        if self.key in self.rectifiable.values() or self.key in self.marketing_flags:
+            raise ValueError(f"rectifiable: the key column {self.key!r} cannot be changed")
+        return self
 
     @model_validator(mode="after")
     def _check_anonymise(self) -> ObjectSpec:
@@ -240,6 +262,8 @@ class _Object:
     anchor: sa.Column[Any] | None
     anonymise: Mapping[str, Any] | None  # replacements converted to the columns' Python types
     retention: tuple[sa.Column[Any], ...] = ()
+    rectifiable: Mapping[str, sa.Column[Any]] = dataclass_field(default_factory=dict)  # canonical -> column
+    marketing: Mapping[str, Any] = dataclass_field(default_factory=dict)  # column -> suppressed value (typed)
 
     def key_value(self, ref_id: str) -> Any:
         """A ref's id as the key column's type (ids travel as strings)."""
@@ -386,6 +410,139 @@ class CrmSqlConnector:
     def verify_erased(self, subject: Subject) -> list[RecordRef]:
         """Re-run discovery: what still matches (anonymised rows no longer do)."""
         return self.discover(subject)
+
+    # --- the other rights (dsr.contract.Rectifier, MarketingSuppressor) ---
+
+    def rectify(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> RightsReceipt:
+        """Set the canonical fields in `changes` on exactly these rows (each object's `rectifiable` columns).
+
+        A row already holding a value is not changed again; a field its object does not map is
+        `not_held`. Old and new values travel only in the outcome (the runner hashes them).
+        """
+        unknown = sorted(set(changes) - set(RECTIFIABLE_FIELDS))
+        if unknown:
+            raise ConnectorError(f"systems.{self._system}: not rectifiable field(s): {', '.join(unknown)}")
+        tally = _Tally()
+        outcomes: list[RightsOutcome] = []
+        with self._guard("rectify"), self._engine.begin() as conn:
+            for name, group in self._group(refs).items():
+                obj = self._objects[name]
+                wanted = {c: col for c, col in obj.rectifiable.items() if c in changes}
+                not_held = tuple(sorted(set(changes) - set(wanted)))
+                rows = self._rows(conn, obj, group, tuple(wanted.values()), tally)
+                for ref in group:
+                    row = rows.get(ref.id)
+                    if row is None:
+                        outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, done=False,
+                                                      error="record no longer exists"))
+                        continue
+                    diff = [FieldChange(c, f"{obj.name}.{col.name}", _text(row[col.name]), changes[c])
+                            for c, col in wanted.items() if _text(row[col.name]) != changes[c]]
+                    if diff:
+                        tally.statements += 1
+                        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(
+                            {obj.rectifiable[ch.field].name: changes[ch.field] for ch in diff}))
+                    outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, done=True, changes=tuple(diff),
+                                                  not_held=not_held))
+        return RightsReceipt(self._system, RightsAction.RECTIFY, tuple(outcomes), api_calls=tally.statements)
+
+    def verify_rectified(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> list[RecordRef]:
+        """Re-read the rows: every one whose mapped columns do not hold the new values."""
+        left: list[RecordRef] = []
+        tally = _Tally()
+        with self._guard("verify rectification"), self._engine.connect() as conn:
+            for name, group in self._group(refs).items():
+                obj = self._objects[name]
+                wanted = {c: col for c, col in obj.rectifiable.items() if c in changes}
+                rows = self._rows(conn, obj, group, tuple(wanted.values()), tally)
+                left += [ref for ref in group if ref.id not in rows
+                         or any(_text(rows[ref.id][col.name]) != changes[c] for c, col in wanted.items())]
+        return left
+
+    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
+        """Set every marketing flag of these rows to its "no marketing" value (`marketing_flags`)."""
+        return self._set_flags(refs, RightsAction.SUPPRESS, lambda obj, flag, _old: obj.marketing[flag])
+
+    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
+        """Put back the previous value of each flag the suppression changed, and nothing else."""
+        previous = {(o.ref.key, ch.field): ch.old for o in suppressed for ch in o.changes}
+        refs = [o.ref for o in suppressed if o.changes]
+
+        outcomes: list[RightsOutcome] = []
+        tally = _Tally()
+        with self._guard("restore marketing"), self._engine.begin() as conn:
+            for name, group in self._group(refs).items():
+                obj = self._objects[name]
+                rows = self._rows(conn, obj, group, tuple(obj.table.c[f] for f in obj.marketing), tally)
+                for ref in group:
+                    if ref.id not in rows:
+                        outcomes.append(RightsOutcome(ref, RightsAction.RESTORE, done=True))  # gone: nothing to restore
+                        continue
+                    diff = []
+                    for flag in obj.marketing:
+                        if (ref.key, flag) not in previous:
+                            continue
+                        target = _typed(obj.table.c[flag], previous[(ref.key, flag)])
+                        if rows[ref.id][flag] != target:
+                            diff.append(FieldChange(flag, f"{obj.name}.{flag}", _text(rows[ref.id][flag]),
+                                                    _text(target)))
+                    if diff:
+                        tally.statements += 1
+                        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(
+                            {ch.field: _typed(obj.table.c[ch.field], previous[(ref.key, ch.field)]) for ch in diff}))
+                    outcomes.append(RightsOutcome(ref, RightsAction.RESTORE, done=True, changes=tuple(diff)))
+        return RightsReceipt(self._system, RightsAction.RESTORE, tuple(outcomes), api_calls=tally.statements)
+
+    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """Re-read the rows: every one with a marketing flag not at its "no marketing" value."""
+        left: list[RecordRef] = []
+        tally = _Tally()
+        with self._guard("verify suppression"), self._engine.connect() as conn:
+            for name, group in self._group(refs).items():
+                obj = self._objects[name]
+                if not obj.marketing:
+                    continue
+                rows = self._rows(conn, obj, group, tuple(obj.table.c[f] for f in obj.marketing), tally)
+                left += [ref for ref in group if ref.id in rows
+                         and any(rows[ref.id][f] != v for f, v in obj.marketing.items())]
+        return left
+
+    def _set_flags(self, refs: Sequence[RecordRef], action: RightsAction,
+                   value_for: Callable[[_Object, str, Any], Any]) -> RightsReceipt:
+        outcomes: list[RightsOutcome] = []
+        tally = _Tally()
+        with self._guard(f"{action.value} marketing"), self._engine.begin() as conn:
+            for name, group in self._group(refs).items():
+                obj = self._objects[name]
+                rows = self._rows(conn, obj, group, tuple(obj.table.c[f] for f in obj.marketing), tally)
+                for ref in group:
+                    if ref.id not in rows:
+                        outcomes.append(RightsOutcome(ref, action, done=True))  # gone: nothing to market to
+                        continue
+                    diff = []
+                    for flag in obj.marketing:
+                        old = rows[ref.id][flag]
+                        new = value_for(obj, flag, old)
+                        if old != new:
+                            diff.append(FieldChange(flag, f"{obj.name}.{flag}", _text(old), _text(new)))
+                    if diff:
+                        tally.statements += 1
+                        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(
+                            {ch.field: obj.marketing[ch.field] for ch in diff}))
+                    outcomes.append(RightsOutcome(ref, action, done=True, changes=tuple(diff)))
+        return RightsReceipt(self._system, action, tuple(outcomes), api_calls=tally.statements)
+
+    def _rows(self, conn: sa.Connection, obj: _Object, refs: Sequence[RecordRef],
+              columns: Sequence[sa.Column[Any]], tally: _Tally) -> dict[str, Mapping[str, Any]]:
+        """Ref id -> the row's `columns` (and key), for the rows that still exist."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for chunk in chunks(list(refs), MAX_BATCH):
+            tally.statements += 1
+            query = sa.select(obj.key, *[c for c in columns if c is not obj.key]).where(
+                obj.key.in_([obj.key_value(r.id) for r in chunk]))
+            for row in conn.execute(query).mappings():
+                found[str(row[obj.key.name])] = row
+        return found
 
     # --- erasure ---
 
@@ -641,6 +798,11 @@ class CrmSqlConnector:
                     anchor=column("anchor_date", spec.anchor_date) if spec.anchor_date else None,
                     anonymise=anonymise,
                     retention=tuple(column(f"retention_date.{i}", c) for i, c in enumerate(spec.retention_date)),
+                    rectifiable={canonical: column(f"rectifiable.{canonical}", name_)
+                                 for canonical, name_ in spec.rectifiable.items()},
+                    marketing={flag: _replacement(f"{where}.marketing_flags.{flag}",
+                                                  column(f"marketing_flags.{flag}", flag), value)
+                               for flag, value in spec.marketing_flags.items()},
                 )
         return bound
 
@@ -664,6 +826,30 @@ class CrmSqlConnector:
         if cycle:  # foreign keys in a loop: fall back to the data map's links, which are acyclic
             order, _ = topological_order(self._settings.objects, parents)
         return tuple(reversed(order))
+
+
+def _text(value: Any) -> str | None:
+    """A column value as the contract's text: booleans as true/false, None as None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _typed(column: sa.Column[Any], text: str | None) -> Any:
+    """A recorded flag value (text) back in its column's type."""
+    if text is None:
+        return None
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return text
+    if python_type is bool:
+        return text == "true"
+    if python_type is int:
+        return int(text)
+    return text
 
 
 def _replacement(where: str, column: sa.Column[Any], value: Any) -> Any:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dsr.contract import DataCategory, ErasureAction
 from dsr.deadlines import DeadlineRules, Regime
 from dsr.escalation import Thresholds
-from dsr.models import RequestType
+from dsr.models import RequestInputError, RequestType
 from dsr.notify import ChannelsConfig, SmtpConfig
 
 
@@ -67,6 +67,8 @@ class TaxRetention(_Strict):
 class RegimePolicy(_Strict):
     tax_jurisdiction: str
     legal_obligation_basis: str
+    # The rights (request types) this regime gives; a request of another type is refused at the door.
+    rights: tuple[RequestType, ...] = tuple(RequestType)
 
 
 class ErasureRule(_Strict):
@@ -175,6 +177,13 @@ class Policy(_Strict):
     retention: RetentionPolicy = RetentionPolicy()
     intake: IntakePolicy = IntakePolicy()
     subject_summary: SubjectSummary
+
+    def check_right(self, regime: Regime | str, type: RequestType | str) -> None:
+        """Refuse (field `type`) a request type the regime does not give a right to."""
+        offered = self.regimes[Regime(regime)].rights
+        if RequestType(type) not in offered:
+            raise RequestInputError("type", f"{Regime(regime).value} gives no {RequestType(type).value} right; "
+                                    f"one of {', '.join(t.value for t in offered)}")
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -15,6 +15,8 @@ The rules follow ``legal-rules.md`` section 1:
 - ``ccpa``: 45 calendar days from receipt regardless of verification, no roll (11 CCR 7021(b)).
 - ``lgpd``: 15 days (Art. 19 II); civil-code roll to the next business day is a switch (VERIFY).
 - ``pipeda``: 30 days (s.8(3)); Interpretation Act roll past a Sunday or holiday is a switch (VERIFY).
+- ``ccpa`` opt-out of sale/sharing: 15 business days from receipt, no extension, no acknowledgement
+  (11 CCR 7026(f)); pass ``request_type="opt_out"``.
 """
 
 from __future__ import annotations
@@ -511,6 +513,7 @@ def compute_deadline(
     country: str | None = None,
     rules: DeadlineRules = DEFAULT_RULES,
     as_of: date | None = None,
+    request_type: str | None = None,
 ) -> Deadline:
     """Compute a request's deadline from its clock events.
 
@@ -521,6 +524,7 @@ def compute_deadline(
             have one calendar each (GB, US, BR, CA) and accept only that code or None.
         rules: The configurable legal choices.
         as_of: Local date up to which an open pause is counted (default: today at the office).
+        request_type: The request's type where a regime times it apart (the CCPA opt-out).
 
     Returns:
         The deadline with its derivation in ``steps``.
@@ -535,6 +539,8 @@ def compute_deadline(
             ``extension_notice_by``, or one without a reason.
     """
     reg = parse_regime(regime)
+    if reg is Regime.CCPA and request_type == OPT_OUT:
+        return _ccpa_opt_out(events, country=country, rules=rules)
     spec = _SPECS[reg]
     calendar = _calendar(reg, _resolve_country(reg, country))
     zone = _zone(reg, rules)
@@ -598,6 +604,38 @@ def compute_deadline(
         rule=spec.rule,
         steps=tuple(steps),
     )
+
+
+#: The CCPA request type with its own clock (dsr.models.RequestType.OPT_OUT; named here, as the
+#: deadline rules need no request model).
+OPT_OUT = "opt_out"
+CCPA_OPT_OUT_BUSINESS_DAYS = 15
+CCPA_OPT_OUT_RULE = "ccpa/11ccr7026(f) v1"
+
+
+def _ccpa_opt_out(events: Sequence[ClockEvent], *, country: str | None, rules: DeadlineRules) -> Deadline:
+    """An opt-out of sale/sharing: "as soon as feasibly possible, but no later than 15 business days
+    from the date the business receives the request" (11 CCR 7026(f)). No pause, no extension."""
+    reg = Regime.CCPA
+    calendar = _calendar(reg, _resolve_country(reg, country))
+    zone = _zone(reg, rules)
+    received = [e for e in events if e.kind is ClockEventKind.RECEIVED]
+    if len(received) != 1:
+        raise DeadlineError(f"events: exactly one 'received' event is required, got {len(received)}")
+    for event in events:
+        if event.kind is ClockEventKind.EXTENDED:
+            raise ExtensionNotAllowed("ccpa: an opt-out of sale/sharing has no extension (11 CCR 7026(f))")
+        if event.kind in _FAMILY_OF:
+            raise PauseNotAllowed(f"ccpa: no pause of the clock ({event.kind.value})")
+    received_on = _local_date(received[0].at, zone)
+    due = _add_business_days(received_on, CCPA_OPT_OUT_BUSINESS_DAYS, calendar)
+    steps = (_received_step(received[0].at, received_on, zone),
+             f"opt-out of sale/sharing: {CCPA_OPT_OUT_BUSINESS_DAYS} business days after receipt "
+             f"(weekends and {calendar.country} federal holidays not counted) -> {due.isoformat()}")
+    return Deadline(regime=reg, country=calendar.country, clock_start=received_on, base_due=due, due=due,
+                    extended=False, extension_reason=None, extension_available=False, extension_notice_by=None,
+                    paused=False, paused_days=0, acknowledge_by=None, holiday_calendar=calendar.evidence,
+                    rule=CCPA_OPT_OUT_RULE, steps=steps)
 
 
 def _pauses(

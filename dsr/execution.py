@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from dsr import rights
 from dsr.bundle import build_bundle, discovered_hashes
 from dsr.callbacks import on_status_change
 from dsr.contract import (
@@ -45,6 +46,7 @@ from dsr.contract import (
     ErasureAction,
     ErasureDecision,
     Receipt,
+    RecordOutcome,
     RecordRef,
     Subject,
 )
@@ -52,7 +54,7 @@ from dsr.discovery import REFS_FILE, REFS_SHA256, read_refs, refs_file_name, wri
 from dsr.files import open_private, private_dir, remove_tree
 from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
 from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError
-from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, RequestType, Status
+from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, UNVERIFIED_TYPES, RequestType, Status
 from dsr.notify import Notice, deliver
 from dsr.package import leftovers, remove_leftovers, write_package
 from dsr.policy import decide_erasure
@@ -295,7 +297,8 @@ class RequestRunner:
         self.ledger.identity(request_id)
         if state.status in (Status.CANCELLED, Status.REJECTED):
             raise RequestStateError(f"request {request_id} is {state.status.value}; it will not run")
-        if not state.verified and state.status != Status.COMPLETED:
+        # A CCPA opt-out is the one request that runs unverified (11 CCR 7026(d)): it only stops a use.
+        if not state.verified and state.status != Status.COMPLETED and RequestType(state.type) not in UNVERIFIED_TYPES:
             reason = "identity not verified: run `dsr verify` first (DESIGN invariant 2)"
             self.ledger.append(request_id, EventType.RUN_REFUSED, {"reason": reason}, actor=RUNNER)
             raise NotVerified(f"request {request_id}: {reason}")
@@ -310,7 +313,7 @@ class RequestRunner:
             name for name, cfg in self.service.data_map.enabled().items()
             if RequestType(state.type) in cfg.request_types
         ))
-        action = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
+        action = rights.step_for(state.type)
         if state.status == Status.COMPLETED and any(b["through_seq"] == state.completed_through_seq
                                                     for b in state.bundles):
             return RunPlan(request_id, (), systems, action, already_closed=True)  # nothing left to write
@@ -321,11 +324,6 @@ class RequestRunner:
         with self._as_holder(request_id, holder):
             if state.status == Status.COMPLETED:  # completed but not sealed (a crash while sealing)
                 return RunPlan(request_id, (), systems, action, already_closed=True, lease=holder)
-            if RequestType(state.type) not in AUTOMATED_TYPES:
-                reason = f"{state.type} requests are carried out by the privacy office; no automated handler yet"
-                if state.status != Status.AWAITING_MANUAL_ACTION:
-                    self._append(request_id, EventType.MANUAL_ACTION_REQUIRED, {"reason": reason})
-                return RunPlan(request_id, (), (), action, manual_reason=reason, lease=holder)
 
             def not_closed(current: RequestState) -> None:
                 if current.closed:
@@ -366,18 +364,25 @@ class RequestRunner:
             subject = self._subject(request_id, state)
             connector = connect()
             manual = connector.info.manual_steps
-            step = "export" if RequestType(state.type) in EXPORT_TYPES else "erase"
+            step = rights.step_for(state.type)
             refs = [] if "discover" in manual else self._discover(request_id, state, system, connector, subject)
             crash_point("discovered")
-            if step in manual:
+            by_person = step in manual or (step in rights.RIGHTS_STEPS and rights.needs_person(connector, step))
+            if step == "erase" and rights.holds_on(self.service, subject.identity_hash):
+                by_person = False  # held: nothing is erased, by API or by hand (see _erase)
+            if by_person and not refs and "discover" not in manual:
+                pass  # discovery found nothing: no task for a person, nothing to do
+            elif by_person:
                 if not self._manual_step_done(request_id, state, system, connector, step, refs):
                     return self._result(self.service.state(request_id), system)
                 if step == "erase":
                     self._verify_manual_erasure(request_id, state, system, connector, subject)
             elif step == "export":
                 self._export(request_id, state, system, connector, refs)
-            else:
+            elif step == "erase":
                 self._erase(request_id, state, system, connector, subject, refs)
+            else:
+                rights.run_step(self, request_id, state, system, connector, subject, refs)
             self._append(request_id, EventType.SYSTEM_COMPLETED, {"system": system})
         except (LeaseLost, AlreadyRunning):
             raise  # another run holds the request: it is not this system's failure to record
@@ -406,8 +411,7 @@ class RequestRunner:
             return False  # still waiting; the deadline sweep chases it
         config = self.service.data_map.systems[system]
         assignee = config.assignee or config.owner
-        explain = getattr(connector, "manual_instructions", None)
-        instructions = explain(step, refs) if callable(explain) else f"Do the {step} step in {system} by hand."
+        instructions = rights.instructions(connector, step, refs)
         due = self.task_due(state, config.task_lead_days)
         self._append(request_id, EventType.TASK_OPENED, {
             "system": system, "step": step, "assignee": assignee, "instructions": instructions,
@@ -520,37 +524,38 @@ class RequestRunner:
         done = state.system(system)
         events = self.service.events(request_id)
         planned = _last_payload(events, EventType.SYSTEM_ERASE_PLANNED, system)
-        if planned is None:
+        if planned is None or (planned.get("held") and system not in state.held):  # a released hold: plan anew
             today = datetime.now(UTC).date()
-            decisions = [decide_erasure(r, regime=state.regime, policy=self.service.policy, today=today)
-                         for r in refs]
+            held = rights.holds_on(self.service, subject.identity_hash)
+            if held:  # legal claims keep every record as it is (GDPR 17(3)(e)); the hold's release re-opens them
+                decisions = [ErasureDecision(r, ErasureAction.RETAIN, basis=rights.hold_basis(held)) for r in refs]
+            else:
+                decisions = [decide_erasure(r, regime=state.regime, policy=self.service.policy, today=today)
+                             for r in refs]
             planned = {"system": system, "decisions": [_decision_to_dict(d) for d in decisions]}
+            if held:
+                planned["held"] = held
             self._append(request_id, EventType.SYSTEM_ERASE_PLANNED, planned)
         decisions = [_decision_from_dict(system, d) for d in planned["decisions"]]
         if "erase" not in done.steps_done:
             # A write-only audience's refs name lists, not people: it needs the subject to remove.
-            receipt = (connector.erase(decisions, subject=subject)  # type: ignore[call-arg]
-                       if connector.info.write_only else connector.erase(decisions))
+            if planned.get("held"):  # every record kept as it is: nothing to ask the vendor (or a person)
+                receipt = Receipt(system, tuple(RecordOutcome(d.ref, d.action, True, basis=d.basis) for d in decisions))
+            else:
+                receipt = (connector.erase(decisions, subject=subject)  # type: ignore[call-arg]
+                           if connector.info.write_only else connector.erase(decisions))
             # The one window write-ahead cannot close: the vendor acted, the ledger does not know yet.
             # A re-run repeats the erase; each connector makes that harmless (see chaos/README.md).
             crash_point("erased-unrecorded")
-            erased = _receipt_payload(system, receipt)
-            if connector.info.write_only and not planned.get("held"):
-                erased["removal"] = _audience_removal(connector)
-            self._append(request_id, EventType.SYSTEM_ERASED, erased)
+            self._append(request_id, EventType.SYSTEM_ERASED, _receipt_payload(system, receipt))
             crash_point("erased")  # between erase and verify
             if receipt.failed:
                 raise RuntimeError(f"{len(receipt.failed)} record(s) could not be erased in {system}")
         retained = {d.ref.key for d in decisions if d.action == ErasureAction.RETAIN}
-        removal: dict[str, str] = {}
         if planned.get("held") and (connector.info.write_only or "discover" in connector.info.manual_steps):
             proof, remaining = f"legal hold {', '.join(planned['held'])}: nothing erased, nothing to re-query", []
         elif connector.info.write_only:
-            recorded = _last_payload(self.service.events(request_id), EventType.SYSTEM_ERASED, system) or {}
-            removal["removal"] = str(recorded.get("removal") or "requested")
-            proof, remaining = (f"write-only system: removal {removal['removal']}"
-                                + (" by the vendor's job status" if removal["removal"] == "confirmed" else "")
-                                + ", absence cannot be re-queried"), []
+            proof, remaining = "write-only system: removal requested, absence cannot be re-queried", []
         else:
             remaining = [r.key for r in connector.verify_erased(subject)]
             proof = "re-query after erasure"
@@ -571,7 +576,6 @@ class RequestRunner:
             outcome = self._finish(request_id)
             crash_point("sealed")
             self._release(request_id, holder)
-            **removal,
         on_status_change(self.service, request_id)
         return outcome
 
@@ -599,6 +603,7 @@ class RequestRunner:
                 if RequestType(state.type) in EXPORT_TYPES and state.package is None:
                     self._package(request_id, state)
                 crash_point("finishing")
+                rights.rekey_identity(self, request_id, state)
                 self._append(request_id, EventType.COMPLETED, {
                     "systems": sorted(state.systems), "response": "sent to the privacy office for delivery",
                 })
@@ -840,16 +845,6 @@ def _receipt_payload(system: str, receipt: Receipt) -> dict[str, Any]:
         "system": system,
         "complete": not receipt.failed,
         "actions": dict(sorted(actions.items())),
-def _audience_removal(connector: Connector) -> str:
-    """"confirmed" when the write-only connector's done outcomes mean the vendor finished the removal
-    (a job or segment status polled to its end), else "requested" (the vendor only accepted it).
-
-    Read from the connector's optional `confirms_removal` (connectors.base.AudienceConnector); the
-    domain does not import connectors, so it is asked by name.
-    """
-    return "confirmed" if getattr(connector, "confirms_removal", False) is True else "requested"
-
-
         "outcomes": [
             {"record": o.ref.key, "action": o.action.value, "done": o.done, "already_gone": o.already_gone,
              "fields_cleared": list(o.fields_cleared), "error": o.error}

@@ -70,7 +70,22 @@ def release_hold(service: DsrService, *, ref: str, reason: str, actor: str | Non
 
     service.ledger.append(chain_id, RELEASED, with_free_text({"ref": ref}, "reason", text),
                           actor=actor or service.settings.actor, guard=guard, project=False, texts=store_texts([text]))
-    return _load(service, ref)
+    hold = _load(service, ref)
+    # What the hold kept from erasure becomes runnable again (`dsr run ID` erases it now).
+    from dsr.rights import reopen_after_release
+
+    reopen_after_release(service, hold.identity_hash, ref, actor or service.settings.actor)
+    return hold
+
+
+def reopened_by(service: DsrService, ref: str) -> list[str]:
+    """The requests whose held systems the release of hold `ref` re-opened."""
+    from dsr.rights import requests_of
+    from dsr.state import EventType
+
+    hold = _load(service, ref)
+    return [rid for rid in requests_of(service, hold.identity_hash)
+            if any(e.type == EventType.REOPENED and e.payload.get("hold") == ref for e in service.events(rid))]
 
 
 def _hold(chain: Sequence[LedgerEvent], texts: dict[str, str | None] | None = None) -> Hold:

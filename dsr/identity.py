@@ -27,6 +27,9 @@ def normalise_email(raw: str, *, field: str = "email") -> str:
     except EmailNotValidError as exc:
         # The validator's message can quote the address; keep only its reason.
         raise IdentityError(f"{field}: not a valid e-mail address ({_reason(exc)})") from None
+    if "." not in candidate.rpartition("@")[2].strip("."):
+        # The validator's test mode accepts `a@b`; no address a subject can receive mail at looks like that.
+        raise IdentityError(f"{field}: not a valid e-mail address (the domain needs a dot, e.g. example.org)")
     return candidate.lower()
 
 

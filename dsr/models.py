@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError, Regime, parse_regime
 from dsr.identity import IdentityError, normalise_email
 
@@ -19,13 +21,26 @@ class RequestType(StrEnum):
     ERASURE = "erasure"
     RECTIFICATION = "rectification"
     RESTRICTION = "restriction"
-    OBJECTION = "objection"
+    OBJECTION = "objection"  # to direct marketing (GDPR 21(2)): absolute, so carried out as asked
+    CONSENT_WITHDRAWAL = "consent_withdrawal"  # of consent to marketing, "at any time" (the policy)
+    OPT_OUT = "opt_out"  # CCPA: of the sale or sharing of personal information
 
 
-#: Types the request flow carries out across systems by itself; the others wait for a person.
-AUTOMATED_TYPES = frozenset({RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE})
+#: Types the request flow carries out across systems by itself (a system without the API gets
+#: a manual task); every type the privacy policy promises is one.
+AUTOMATED_TYPES = frozenset(RequestType)
 #: Types whose result is a package of the subject's data.
 EXPORT_TYPES = frozenset({RequestType.ACCESS, RequestType.PORTABILITY})
+#: Types carried out by stopping every marketing use of the subject's data in every system.
+SUPPRESSION_TYPES = frozenset({RequestType.RESTRICTION, RequestType.OBJECTION, RequestType.CONSENT_WITHDRAWAL,
+                               RequestType.OPT_OUT})
+#: Types that run without verifying the requester's identity: a CCPA opt-out "need not be a
+#: verifiable consumer request" (11 CCR 7026(d)); anyone may stop a sale, nobody learns anything.
+UNVERIFIED_TYPES = frozenset({RequestType.OPT_OUT})
+
+#: Canonical fields a rectification may set (dsr.contract.RECTIFIABLE_FIELDS) and how long each may be.
+RECTIFICATION_MAX_CHARS = 300
+_PHONE = re.compile(r"^\+?[0-9 ()./-]{3,40}$")
 
 
 class Status(StrEnum):
@@ -76,6 +91,23 @@ class NewRequest(BaseModel):
     submitted_at: datetime | None = None
     channel: str = "cli"
     note: Annotated[str, Field(max_length=2000)] | None = None
+    # Rectification only: canonical field -> its corrected value (personal data: kept beside the
+    # chain, never in an event; see dsr.rights).
+    changes: dict[str, str] | None = Field(default=None, repr=False)
+
+    @field_validator("changes")
+    @classmethod
+    def _changes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else validate_changes(value)
+
+    @model_validator(mode="after")
+    def _changes_only_for_rectification(self) -> NewRequest:
+        if self.type is RequestType.RECTIFICATION and not self.changes:
+            raise RequestInputError("changes", "a rectification names at least one corrected field, "
+                                    f"e.g. --set first_name=Ada (fields: {', '.join(RECTIFIABLE_FIELDS)})")
+        if self.type is not RequestType.RECTIFICATION and self.changes:
+            raise RequestInputError("changes", "only a rectification carries corrected fields")
+        return self
 
     @field_validator("email")
     @classmethod
@@ -138,15 +170,48 @@ class NewRequest(BaseModel):
         return value
 
 
+def validate_changes(changes: Mapping[str, object]) -> dict[str, str]:
+    """A rectification's corrected fields, checked; errors name `changes.<field>`."""
+    out: dict[str, str] = {}
+    for name, raw in changes.items():
+        where = f"changes.{name}"
+        if name not in RECTIFIABLE_FIELDS:
+            raise RequestInputError(where, f"not a field that can be corrected (one of {', '.join(RECTIFIABLE_FIELDS)})")
+        if not isinstance(raw, str):
+            raise RequestInputError(where, "must be text")
+        value = " ".join(raw.split())  # no newlines or tabs: every system stores one line
+        if not value:
+            raise RequestInputError(where, "must not be empty (erasure removes a field; rectification corrects it)")
+        if len(value) > RECTIFICATION_MAX_CHARS:
+            raise RequestInputError(where, f"must be at most {RECTIFICATION_MAX_CHARS} characters")
+        if name == "email":
+            try:
+                value = normalise_email(value)
+            except IdentityError as exc:
+                raise RequestInputError(where, str(exc).split(": ", 1)[-1]) from None
+        elif name == "phone" and not _PHONE.match(value):
+            raise RequestInputError(where, "must be a telephone number: digits, spaces, + ( ) . / -")
+        out[name] = value
+    return dict(sorted(out.items()))
+
+
+#: How a requester's identity can have been checked (the evidence names one; anything else is a typo).
+VERIFICATION_METHODS = ("email-code", "email-link", "account-login", "id-document", "phone-callback",
+                        "knowledge-check", "signed-letter", "in-person", "authorised-agent", "opendsr-controller")
+
+
 def validate_method(method: str) -> str:
-    if not _METHOD.match(method):
-        raise RequestInputError("method", "must be a short lower-case word such as email-code, id-document, account-login")
+    if not _METHOD.match(method) or method not in VERIFICATION_METHODS:
+        raise RequestInputError("method", f"must be one of {', '.join(VERIFICATION_METHODS)}")
     return method
 
 
 def input_error(exc: ValidationError) -> RequestInputError:
     """The first problem of a pydantic error, as 'field: message' (what a user can act on)."""
     first = exc.errors()[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, RequestInputError):  # a validator that names its own field (changes.email)
+        return RequestInputError(cause.field, str(cause).split(": ", 1)[-1])
     field = ".".join(str(part) for part in first["loc"]) or "request"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "enum":

@@ -51,6 +51,7 @@ from dsr.files import create_exclusive
 from dsr.holds import held_subjects
 from dsr.models import OPEN_STATUSES
 from dsr.policy import fiscal_year_end, tax_retention_end
+from dsr.rights import restricted_subjects
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 
@@ -305,6 +306,8 @@ class Purger:
         """Record key -> why it must stay (a hold reference, or an open request)."""
         keep: dict[str, str] = {}
         subjects = [(f"hold {ref}", email) for ref, email in held_subjects(self.service)]
+        # A restriction (GDPR 18) keeps the data as it is while it stands: not purged either.
+        subjects += [(f"restriction {rid}", email) for rid, email in restricted_subjects(self.service)]
         for row in self.service.ledger.index(statuses=sorted(s.value for s in OPEN_STATUSES)):
             email = self.service.ledger.identity(row.request_id)
             if email:

@@ -200,7 +200,7 @@ class DsrService:
         """Recompute the deadline from the request's clock events (and any not yet recorded)."""
         return compute_deadline(
             state.regime, [*state.clock, *extra], country=state.country,
-            rules=self.policy.deadlines.rules(), as_of=as_of,
+            rules=self.policy.deadlines.rules(), as_of=as_of, request_type=state.type,
         )
 
     # -- changing ---------------------------------------------------------------------------
@@ -217,7 +217,7 @@ class DsrService:
         try:
             deadline = compute_deadline(
                 new.regime, [ClockEvent(ClockEventKind.RECEIVED, new.received)], country=new.country,
-                rules=self.policy.deadlines.rules(),
+                rules=self.policy.deadlines.rules(), request_type=new.type.value,
             )
         except DeadlineError as exc:
             field, _, message = str(exc).partition(": ")
@@ -232,12 +232,18 @@ class DsrService:
             "identity_hash": digest,
             "deadline": deadline.to_dict(),
         }
+        self.policy.check_right(new.regime, new.type)  # a type the regime does not offer: field `type`
         note = _evidence_text("note", new.note)
         with_free_text(payload, "note", note)
+        # A rectification's corrected values are personal data: kept beside the chain (like a
+        # note), the event names the fields and the kept text's hash (dsr.rights).
+        from dsr.rights import corrections_text
+        corrections = corrections_text(payload, new.changes)
         if new.submitted_at is not None:  # the requester's own time, kept as information
             payload["submitted_at"] = format_timestamp(new.submitted_at)
         self.ledger.append(request_id, EventType.RECEIVED, payload, actor=actor or self.settings.actor,
-                           identity=("email", new.email, digest), expect_new=True, texts=store_texts([note]))
+                           identity=("email", new.email, digest), expect_new=True,
+                           texts=store_texts([note, corrections]))
         log.info("request %s received (%s, %s, subject %s)", request_id, new.type.value, new.regime.value, digest)
         return Submitted(self.state(request_id), created=True)
 

@@ -57,6 +57,13 @@ class EventType(StrEnum):
     TASK_OPENED = "task.opened"  # a person must do a step in a system (no API for it)
     TASK_NOTIFIED = "task.notified"
     TASK_DONE = "task.done"
+    # The other rights (dsr.rights): per system what was changed, and request-level facts.
+    SYSTEM_RECTIFIED = "system.rectified"
+    SYSTEM_SUPPRESSED = "system.suppressed"  # marketing stopped (restriction, objection, consent, opt-out)
+    SYSTEM_RESTORED = "system.restored"  # a lifted restriction's marketing put back
+    IDENTITY_REKEYED = "identity.rekeyed"  # a rectified address: new keyed hash (the old one stays)
+    RESTRICTION_LIFTED = "restriction.lifted"
+    REOPENED = "request.reopened"  # a released legal hold: the held systems run again
     TEXT_REDACTED = TEXT_REDACTED_EVENT  # a kept free text was nulled (payload: its hash only)
 
 
@@ -84,6 +91,9 @@ class SystemState:
     receipt_id: str | None = None
     remaining: list[str] | None = None
     proof: str | None = None
+    # Write-only audiences: "confirmed" (the vendor's job or segment status said the removal finished)
+    # or "requested" (the vendor only accepted it); None elsewhere.
+    removal: str | None = None
     error: str | None = None
     attempts: int = 0
     steps_done: set[str] = field(default_factory=set)
@@ -91,9 +101,6 @@ class SystemState:
 
     def to_view(self) -> dict[str, Any]:
         return {
-    # Write-only audiences: "confirmed" (the vendor's job or segment status said the removal finished)
-    # or "requested" (the vendor only accepted it); None elsewhere.
-    removal: str | None = None
             "system": self.name,
             "status": self.status.value,
             "connector_version": self.connector_version,
@@ -105,6 +112,7 @@ class SystemState:
             "exemptions": self.exemptions,
             "vendor_receipt_id": self.receipt_id,
             "post_erasure_requery": {"remaining": self.remaining, "proof": self.proof},
+            "audience_removal": self.removal,
             "error": self.error,
             "attempts": self.attempts,
             "manual_task": self.task,
@@ -112,7 +120,6 @@ class SystemState:
 
 
 @dataclass
-            "audience_removal": self.removal,
 class RequestState:
     """A request as its events describe it."""
 
@@ -139,6 +146,8 @@ class RequestState:
     last_seq: int = 0
     completed_through_seq: int | None = None  # seq of the completion event: where bundles seal
     lease: dict[str, Any] | None = None  # the run holding the request ({"holder", "until"}), see dsr.execution
+    held: dict[str, list[str]] = field(default_factory=dict)  # system -> legal hold refs keeping its records
+    restriction_lifted: bool = False
 
     @property
     def verified(self) -> bool:
@@ -186,6 +195,8 @@ class RequestState:
             "alerts": [{k: a.get(k) for k in ("key", "level", "kind", "due", "days_left", "at", "delivered")}
                        for a in self.alerts.values()],
             "last_seq": self.last_seq,
+            "legal_holds": {name: refs for name, refs in sorted(self.held.items())},
+            "restriction_lifted": self.restriction_lifted,
         }
 
 
@@ -260,7 +271,16 @@ def _apply(state: RequestState, event: LedgerEvent, texts: Texts | None) -> None
             state.lease = None
     elif kind == EventType.MANUAL_ACTION_REQUIRED:
         state.status, state.outcome_reason = Status.AWAITING_MANUAL_ACTION, text("reason")
+    elif kind == EventType.REOPENED:
+        state.status, state.outcome_reason = Status.IN_PROGRESS, text("reason")
+        for name in p.get("systems", []):
+            state.systems[name] = SystemState(name)
+            state.held.pop(name, None)
+    elif kind == EventType.RESTRICTION_LIFTED:
+        state.restriction_lifted = True
     elif kind.startswith(("system.", "task.")):
+        if kind == EventType.SYSTEM_ERASE_PLANNED and p.get("held"):
+            state.held[p["system"]] = list(p["held"])
         _apply_system(state.system(p["system"]), kind, p, texts)
     elif kind == EventType.PACKAGE_CREATED:
         state.package = {k: p[k] for k in ("sha256", "bytes", "file", "formats", "records", "uri") if k in p}
@@ -303,9 +323,15 @@ def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any], texts: T
         system.receipt_id = p.get("vendor_receipt_id")
         if p.get("complete"):
             system.steps_done.add("erase")
+    elif kind in (EventType.SYSTEM_RECTIFIED, EventType.SYSTEM_SUPPRESSED, EventType.SYSTEM_RESTORED):
+        system.actions = Counter(p.get("actions", {}))
+        system.receipt_id = p.get("vendor_receipt_id")
+        if p.get("complete"):
+            system.steps_done.add(p["step"])
     elif kind == EventType.SYSTEM_VERIFIED:
         system.remaining = list(p.get("unexpected_remaining", []))
         system.proof = p.get("proof")
+        system.removal = p.get("removal")
         system.steps_done.add("verify")
     elif kind == EventType.SYSTEM_COMPLETED:
         system.status, system.error = SystemStatus.COMPLETED, None
@@ -331,7 +357,6 @@ def index_row(events: Sequence[LedgerEvent]) -> dict[str, Any]:
 def timeline_with_texts(events: Sequence[LedgerEvent], texts: Texts) -> list[dict[str, Any]]:
     """Events as chained (`to_dict`), each with `free_text`: field -> the text it references, or `[redacted]`.
 
-        system.removal = p.get("removal")
     Only events that reference kept text (`note_sha256`...) get the key; the payload stays as hashed.
     """
     timeline = []

@@ -222,13 +222,6 @@ def test_sealed_bundle_verifies_and_rebuilds_to_the_same_bytes(sqlite_service: D
     assert rebuilt == Path(outcome.bundle_path).read_bytes()
 
 
-def test_rectification_waits_for_the_privacy_office(sqlite_service: DsrService) -> None:
-    request_id = _request(sqlite_service, "rectification", ERASURE_SUBJECT)
-    outcome = _run(sqlite_service, request_id)
-    assert outcome.status == Status.AWAITING_MANUAL_ACTION
-    assert "privacy office" in (outcome.reason or "")
-
-
 def test_cancelled_request_does_not_run(sqlite_service: DsrService) -> None:
     request_id = _request(sqlite_service, "erasure", ERASURE_SUBJECT)
     sqlite_service.cancel(request_id, reason="withdrawn")
