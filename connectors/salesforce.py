@@ -348,6 +348,40 @@ class _SessionCache:
 _SESSIONS = _SessionCache()
 register_cache(_SESSIONS.clear)
 
+#: How long an object's describe is reused by the connectors of a process. Each request used to
+#: describe every object again (7 of its ~25 calls); an org's schema changes rarely, and a field
+#: added or removed is seen within this time (a missing one fails the run with its config path).
+DESCRIBE_TTL_SECONDS = 900.0
+
+
+class _DescribeCache:
+    """Objects' describe answers (their field lists) by org budget and object, with expiry."""
+
+    def __init__(self, ttl: float = DESCRIBE_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._answers: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, budget: str, name: str) -> tuple[bool, Any]:
+        """(found, answer); an answer of None means the org has no such object."""
+        with self._lock:
+            entry = self._answers.get((budget, name))
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, budget: str, name: str, answer: Any) -> None:
+        with self._lock:
+            self._answers[(budget, name)] = (time.monotonic() + self.ttl, answer)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
+_DESCRIBES = _DescribeCache()
+register_cache(_DESCRIBES.clear)
+
 
 def create(system: str, settings: Mapping[str, Any]) -> SalesforceConnector:
     """Build the connector for one system (the registry's entry point). It logs in on first use.
@@ -957,7 +991,14 @@ class SalesforceConnector:
         if name in self._schemas:
             return self._schemas[name]
         spec = self._settings.objects[name]
-        answer = self._call("describe", name, partial(self._rest, f"sobjects/{name}/describe/"), missing=None)
+        # The org's budget, and where an endpoint override sends its calls (sandboxes share one org name).
+        org = "|".join([self._budget, *sorted(self._session._sandbox_netlocs)])  # noqa: SLF001 - same module
+        cached, answer = _DESCRIBES.get(org, name)
+        if not cached:
+            answer = self._call("describe", name, partial(self._rest, f"sobjects/{name}/describe/"), missing=None)
+            # Only the field list is kept: a describe answer is large and most of it unused.
+            answer = None if answer is None else {"fields": list(answer.get("fields", []))}
+            _DESCRIBES.put(org, name, answer)
         where = f"systems.{self._system}.settings.objects.{name}"
         if answer is None:
             if not spec.optional:

@@ -557,3 +557,16 @@ def test_with_an_override_no_call_leaves_the_sandbox(org: OrgClient) -> None:
         session = connector._session
         with pytest.raises(salesforce_module._OutsideSandbox):
             session.get("https://example.org/services/data/")
+
+
+def test_a_second_request_in_the_process_does_not_describe_the_objects_again(org: OrgClient) -> None:
+    """Describes are kept per process (connectors.salesforce.DESCRIBE_TTL_SECONDS): a warm process's
+    next request costs only its queries."""
+    with create(SYSTEM, settings_for(org.base_url)) as first:
+        found = first.discover(ADA)
+        first_calls = first.stats["http_calls"] - first.stats.get("logins", 0)
+    with create(SYSTEM, settings_for(org.base_url)) as second:
+        assert second.discover(ADA) == found
+        second_calls = second.stats["http_calls"] - second.stats.get("logins", 0)
+    described = len(OBJECTS)
+    assert second_calls == first_calls - described
