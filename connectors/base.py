@@ -158,7 +158,7 @@ def unique_decisions(decisions: Sequence[ErasureDecision], outcomes: dict[str, R
     return unique
 
 
-def receipt_id(prefix: str, outcomes: Sequence[RecordOutcome]) -> str:
+def receipt_id(prefix: str, outcomes: Sequence[RecordOutcome | RightsOutcome]) -> str:
     """The same outcomes give the same id, so a re-run's receipt is recognisably the same erasure."""
     lines = sorted(f"{o.ref.key}\t{o.action.value}" for o in outcomes)
     return f"{prefix}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]

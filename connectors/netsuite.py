@@ -85,12 +85,16 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    FieldChange,
     HttpConnector,
     RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
     RecordRef,
+    RightsAction,
+    RightsOutcome,
+    RightsReceipt,
     Subject,
     chunks,
     env_secret,
@@ -102,6 +106,7 @@ from connectors.base import (
     validate_settings,
 )
 from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, slots_for, vendor_retry
+from dsr.contract import RECTIFIABLE_FIELDS
 
 KIND = "netsuite"
 TRANSACTIONS_KEPT = "transactions are never deleted by a DSR: personal fields cleared, amounts and dates kept"
@@ -136,6 +141,23 @@ _PROTECTED_TRANSACTION_FIELDS = frozenset({
     "createddate", "lastmodifieddate",
 })  # fmt: skip
 _READ_ONLY_ENTITY_FIELDS = frozenset({"id", "datecreated", "lastmodifieddate", "subsidiary", "isperson"})
+
+# Rectification: canonical field (dsr.contract.RECTIFIABLE_FIELDS) -> REST field, per entity record type.
+# Transactions are documents as issued (tax records): never rectified. Addresses live in the addressBook
+# sublist (one line per address, each its own subrecord), so postal_address is left to a person.
+DEFAULT_RECTIFIABLE: Mapping[str, Mapping[str, str]] = {
+    "customer": {"first_name": "firstName", "last_name": "lastName", "email": "email", "phone": "phone",
+                 "company": "companyName"},
+    "contact": {"first_name": "firstName", "last_name": "lastName", "email": "email", "phone": "phone",
+                "title": "title"},
+}
+# Marketing: globalSubscriptionStatus, a select field (Oracle NetSuite help, Subscription Management).
+# A business may set the soft statuses only; the confirmed ones are the recipient's own.
+SUBSCRIPTION_FIELD = "globalSubscriptionStatus"
+SUBSCRIPTION_NAMES: Mapping[str, str] = {"1": "Soft Opt-In", "2": "Soft Opt-Out", "3": "Confirmed Opt-In",
+                                         "4": "Confirmed Opt-Out"}
+SOFT_OPT_IN, SOFT_OPT_OUT = "1", "2"
+_OPTED_OUT = frozenset({"2", "4"})
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -228,6 +250,8 @@ class ObjectSpec(BaseModel):
     anonymise: dict[str, Scalar] | None = None
     clear_sublists: tuple[str, ...] = ()  # sublists emptied when anonymising (addressBook: the addresses)
     retention_field: Literal["lastmodifieddate", "datecreated"] = "lastmodifieddate"
+    # canonical field -> REST field a rectification writes; unset: DEFAULT_RECTIFIABLE of the record type.
+    rectifiable: dict[str, str] | None = None
 
     @field_validator("clear_sublists")
     @classmethod
@@ -246,6 +270,11 @@ class ObjectSpec(BaseModel):
                 raise ValueError("anonymise: must clear email (null), the link to the person")
         if self.clear_sublists and self.anonymise is None:
             raise ValueError("clear_sublists: only used with anonymise")
+        for canonical, name in (self.rectifiable or {}).items():
+            if canonical not in RECTIFIABLE_FIELDS:
+                raise ValueError(f"rectifiable.{canonical}: not a rectifiable field ({', '.join(RECTIFIABLE_FIELDS)})")
+            if not _FIELD_NAME.match(name) or name.lower() in _READ_ONLY_ENTITY_FIELDS:
+                raise ValueError(f"rectifiable.{canonical}: not a writable NetSuite field name")
         return self
 
 
@@ -717,6 +746,178 @@ class NetSuiteConnector(HttpConnector):
         """Re-run discovery: what still matches (deleted and anonymised records no longer do)."""
         return self.discover(subject)
 
+    # --- rectification (dsr.contract.Rectifier) ---
+
+    def rectify(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> RightsReceipt:
+        """PATCH the changed fields of each customer and contact (only what differs); transactions are left as
+        issued (every field `not_held`).
+
+        A record NetSuite refuses to change (a required name emptied, an invalid e-mail) is not done, with
+        its error code; a record gone since discovery is not done either. If NetSuite itself fails (after
+        retries), the records not yet handled are not done, with that error.
+
+        Raises:
+            ConnectorError: `changes` names a field that is not a canonical rectifiable field.
+        """
+        _check_canonical(self._system, changes)
+        calls_before = self._calls()
+        outcomes: list[RightsOutcome] = []
+        failure: str | None = None
+        for ref in refs:
+            mapping = self._rectifiable(ref.object)
+            held = {canonical: mapping[canonical] for canonical in changes if canonical in mapping}
+            not_held = tuple(canonical for canonical in changes if canonical not in mapping)
+            problem = self._problem_with(ref) or failure
+            if problem is not None:
+                outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held, error=problem))
+                continue
+            if not held:
+                outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=not_held))
+                continue
+            try:
+                outcomes.append(self._rectify_one(ref, held, changes, not_held))
+            except ConnectorConfigError:
+                raise
+            except ConnectorError as exc:
+                failure = str(exc)
+                outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held, error=failure))
+        return RightsReceipt(self._system, RightsAction.RECTIFY, tuple(outcomes),
+                             receipt_id(KIND, tuple(outcomes)), self._calls() - calls_before)
+
+    def verify_rectified(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> list[RecordRef]:
+        """Read each customer and contact again: those whose rectifiable fields do not show the new values.
+
+        A record deleted meanwhile holds no old value either, so it is not listed.
+        """
+        _check_canonical(self._system, changes)
+        wrong: list[RecordRef] = []
+        for ref in refs:
+            mapping = self._rectifiable(ref.object)
+            held = {canonical: mapping[canonical] for canonical in changes if canonical in mapping}
+            if not held or self._problem_with(ref) is not None:
+                continue
+            current = self._get("verify", ref.object, ref.id, expand=False)
+            if current is not None and any(not _same_text(canonical, current.get(name), changes[canonical])
+                                           for canonical, name in held.items()):
+                wrong.append(ref)
+        return wrong
+
+    def _rectifiable(self, obj: str) -> Mapping[str, str]:
+        spec = self._settings.objects.get(obj) if obj in ENTITY_OBJECTS else None
+        if spec is None:
+            return {}
+        return spec.rectifiable if spec.rectifiable is not None else DEFAULT_RECTIFIABLE[obj]
+
+    def _rectify_one(self, ref: RecordRef, held: Mapping[str, str], changes: Mapping[str, str],
+                     not_held: tuple[str, ...]) -> RightsOutcome:
+        current = self._get("rectify", ref.object, ref.id, expand=False)
+        if current is None:
+            return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
+                                 error="the record no longer exists in NetSuite")
+        diffs = tuple(FieldChange(canonical, f"{ref.object}.{name}", old=_as_text(current.get(name)),
+                                  new=changes[canonical])
+                      for canonical, name in held.items() if not _same_text(canonical, current.get(name),
+                                                                             changes[canonical]))
+        if not diffs:
+            return RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=not_held)
+        body = {held[d.field]: (d.new or None) for d in diffs}  # an empty value clears the field
+        answer = self._call("rectify", ref.object, "PATCH", f"{RECORD_PATH}/{ref.object}/{ref.id}", body=body,
+                            expect=frozenset({204, 400, 403, 404}))
+        if answer.status_code == 404:
+            return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
+                                 error="the record no longer exists in NetSuite")
+        if answer.status_code != 204:
+            return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
+                                 error=f"NetSuite refused the new values ({answer.status_code} "
+                                       f"{_error_code(answer) or 'UNKNOWN'})")
+        return RightsOutcome(ref, RightsAction.RECTIFY, True, changes=diffs, not_held=not_held)
+
+    # --- marketing (dsr.contract.MarketingSuppressor) ---
+
+    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
+        """Set each customer's and contact's ``globalSubscriptionStatus`` to Soft Opt-Out (NetSuite then
+        unsubscribes it from every campaign subscription category). Records already Soft or Confirmed Opt-Out
+        are done without a change; transactions carry no marketing status."""
+        subject_email(subject)
+        return self._set_subscriptions(RightsAction.SUPPRESS, [
+            (ref, SOFT_OPT_OUT, None) for ref in refs])
+
+    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
+        """Put back the status each suppression changed, on records still at the Soft Opt-Out it set.
+
+        A record the recipient (or anyone) changed since is left alone. A Confirmed Opt-In cannot be set by a
+        business: it comes back as Soft Opt-In (campaigns reach the person again; NetSuite may ask them to
+        confirm).
+        """
+        subject_email(subject)
+        wanted: list[tuple[RecordRef, str, str | None]] = []
+        for outcome in suppressed:
+            old = next((c.old for c in outcome.changes if c.field == SUBSCRIPTION_FIELD), None)
+            if old is None:
+                wanted.append((outcome.ref, "", None))  # nothing was changed: nothing to restore
+                continue
+            back = next((sid for sid, name in SUBSCRIPTION_NAMES.items() if name == old), SOFT_OPT_IN)
+            wanted.append((outcome.ref, SOFT_OPT_IN if back == "3" else back, SOFT_OPT_OUT))
+        return self._set_subscriptions(RightsAction.RESTORE, wanted)
+
+    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """Customers and contacts whose status still lets campaigns reach them (Soft or Confirmed Opt-In)."""
+        subject_email(subject)
+        open_to_marketing = []
+        for ref in refs:
+            if ref.object not in ENTITY_OBJECTS or self._problem_with(ref) is not None:
+                continue
+            current = self._get("verify", ref.object, ref.id, expand=False)
+            if current is not None and _subscription(current) not in _OPTED_OUT:
+                open_to_marketing.append(ref)
+        return open_to_marketing
+
+    def _set_subscriptions(self, action: RightsAction,
+                           wanted: Sequence[tuple[RecordRef, str, str | None]]) -> RightsReceipt:
+        """Per record: set `globalSubscriptionStatus` to the wanted id. For a suppression (`only_from` None)
+        a record already opted out is left; for a restore only a record still at `only_from` is changed."""
+        calls_before = self._calls()
+        outcomes: list[RightsOutcome] = []
+        failure: str | None = None
+        for ref, target, only_from in wanted:
+            problem = self._problem_with(ref) or failure
+            if problem is not None:
+                outcomes.append(RightsOutcome(ref, action, False, error=problem))
+                continue
+            if ref.object not in ENTITY_OBJECTS or not target:
+                outcomes.append(RightsOutcome(ref, action, True))
+                continue
+            try:
+                outcomes.append(self._set_subscription(ref, action, target, only_from))
+            except ConnectorConfigError:
+                raise
+            except ConnectorError as exc:
+                failure = str(exc)
+                outcomes.append(RightsOutcome(ref, action, False, error=failure))
+        return RightsReceipt(self._system, action, tuple(outcomes), receipt_id(KIND, tuple(outcomes)),
+                             self._calls() - calls_before)
+
+    def _set_subscription(self, ref: RecordRef, action: RightsAction, target: str,
+                          only_from: str | None) -> RightsOutcome:
+        current = self._get(action.value, ref.object, ref.id, expand=False)
+        if current is None:
+            # Suppressing a record that is gone: nothing left to market to. Restoring it: nothing to restore.
+            return RightsOutcome(ref, action, True)
+        status = _subscription(current)
+        if status == target or (only_from is None and status in _OPTED_OUT) or \
+                (only_from is not None and status != only_from):
+            return RightsOutcome(ref, action, True)
+        answer = self._call(action.value, ref.object, "PATCH", f"{RECORD_PATH}/{ref.object}/{ref.id}",
+                            body={SUBSCRIPTION_FIELD: {"id": target}}, expect=frozenset({204, 400, 403, 404}))
+        if answer.status_code == 404:
+            return RightsOutcome(ref, action, True)
+        if answer.status_code != 204:
+            return RightsOutcome(ref, action, False, error=f"NetSuite refused the subscription status "
+                                                           f"({answer.status_code} {_error_code(answer) or 'UNKNOWN'})")
+        change = FieldChange(SUBSCRIPTION_FIELD, f"{ref.object}.{SUBSCRIPTION_FIELD}",
+                             old=SUBSCRIPTION_NAMES.get(status, status), new=SUBSCRIPTION_NAMES[target])
+        return RightsOutcome(ref, action, True, changes=(change,))
+
     def expired(self, category: DataCategory | str, cutoff: date | datetime) -> Iterator[RecordRef]:
         """Customers and contacts holding `category` whose `retention_field` is before `cutoff`.
 
@@ -1041,6 +1242,32 @@ def _same(current: Any, wanted: Scalar) -> bool:
     if wanted is None or wanted == "":
         return current is None or current == ""
     return bool(current == wanted)
+
+
+def _check_canonical(system: str, changes: Mapping[str, str]) -> None:
+    unknown = sorted(name for name in changes if name not in RECTIFIABLE_FIELDS)
+    if unknown:
+        raise ConnectorError(f"systems.{system}: rectify: unknown field(s) {', '.join(unknown)} (rectifiable: "
+                             f"{', '.join(RECTIFIABLE_FIELDS)})")
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _same_text(canonical: str, current: Any, wanted: str) -> bool:
+    """Whether a field already holds the rectified value (e-mail addresses compare without case)."""
+    have, want = _as_text(current), (wanted or None)
+    if have is None or want is None:
+        return have == want
+    return have.strip().lower() == want.strip().lower() if canonical == "email" else have == want
+
+
+def _subscription(record: Mapping[str, Any]) -> str:
+    """A record's ``globalSubscriptionStatus`` id; NetSuite leaves an empty field out (the default, Soft Opt-In)."""
+    value = record.get(SUBSCRIPTION_FIELD)
+    status = value.get("id") if isinstance(value, Mapping) else value
+    return str(status) if status is not None else SOFT_OPT_IN
 
 
 def _sublist_items(value: Any) -> list[Any]:

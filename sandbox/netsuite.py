@@ -27,7 +27,9 @@ It speaks the wire formats of `shared/reference/vendor-apis.md` section 3, so th
   case-sensitive and exact; ``%`` and ``_`` are wildcards only after LIKE. An IN list holds 1,000 values at
   most (ORA-01795).
 - Records: ``GET`` (``expandSubResources=true`` expands sublists), ``PATCH`` (204; ``replace=<sublist>``
-  replaces a sublist's lines), ``DELETE`` (204), ``POST`` create (204 with ``Location``) and a plain
+  replaces a sublist's lines; customers' and contacts' ``globalSubscriptionStatus`` as NetSuite's
+  Subscription Management says: a business sets Soft Opt-In or Soft Opt-Out only, and no one but the
+  recipient changes a Confirmed Opt-Out, both 400 ``USER_ERROR``), ``DELETE`` (204), ``POST`` create (204 with ``Location``) and a plain
   collection listing under ``/services/rest/record/v1/{customer,contact,invoice,cashSale,creditMemo,
   customerPayment,salesOrder}``. A customer that a transaction references cannot be deleted (400
   ``USER_ERROR`` "...because it has dependent records", as NetSuite refuses it); ``entityId`` is unique
@@ -198,13 +200,14 @@ _AUDIT = (_f("dateCreated", "datetime", writable=False), _f("lastModifiedDate", 
 _CUSTOMER = (
     _f("id", "id", writable=False), _f("entityId"), _f("isPerson", "bool"), _f("firstName"), _f("lastName"),
     _f("companyName"), _f("email", "email"), _f("altEmail", "email"), _f("phone"), _f("mobilePhone"),
-    _f("comments"), _f("subsidiary", "ref", ref="subsidiary"), _f("isInactive", "bool"), *_AUDIT,
+    _f("comments"), _f("subsidiary", "ref", ref="subsidiary"), _f("isInactive", "bool"),
+    _f("globalSubscriptionStatus", "subscription"), *_AUDIT,
     _f("addressBook", "sublist", column=False),
 )  # fmt: skip
 _CONTACT = (
     _f("id", "id", writable=False), _f("entityId"), _f("firstName"), _f("lastName"), _f("title"),
     _f("email", "email"), _f("phone"), _f("company", "ref", ref="customer"), _f("subsidiary", "ref", ref="subsidiary"),
-    _f("comments"), _f("isInactive", "bool"), *_AUDIT,
+    _f("comments"), _f("isInactive", "bool"), _f("globalSubscriptionStatus", "subscription"), *_AUDIT,
 )  # fmt: skip
 
 
@@ -241,6 +244,14 @@ _STATUS = {"invoice": "Paid In Full", "cashSale": "Deposited", "creditMemo": "Fu
 
 # The SuiteQL tables: customer, contact, and transaction (every transaction type, with `type` and `recordtype`).
 _TRANSACTION_COLUMNS = {"type": "text", "recordtype": "text"}
+
+
+SUBSCRIPTION_STATUSES = {"1": "Soft Opt-In", "2": "Soft Opt-Out", "3": "Confirmed Opt-In", "4": "Confirmed Opt-Out"}
+"""``globalSubscriptionStatus`` values (a select field: ``{"id": "2", "refName": "Soft Opt-Out"}``). A business
+may set the soft ones only; the confirmed ones are the recipient's, and a Confirmed Opt-Out cannot be
+changed by anyone but the recipient (Oracle NetSuite help, Subscription Management)."""
+SOFT_STATUSES = frozenset({"1", "2"})
+DEFAULT_SUBSCRIPTION = "1"  # "Unsubscribed to Marketing By Default" off: new records are Soft Opt-In
 
 
 def _columns(table: str) -> dict[str, _Field]:
@@ -648,6 +659,7 @@ class NetSuiteSandbox(Vendor):
         self._entity_ids = itertools.count(101)
         self._transaction_ids = itertools.count(2001)
         self._refusals: set[int] = set()
+        self._trusted_write = False  # _create of a seeded (trusted) record may set any subscription status
 
         self._auth_lock = threading.Lock()
         self._nonces: dict[tuple[str, str, str], float] = {}
@@ -1093,7 +1105,13 @@ class NetSuiteSandbox(Vendor):
             for key in ("tranId", "status", "total"):
                 if key in rest:
                     row[key] = rest.pop(key)
-        self._write(rtype, row, rest, replace=set(), creating=True)
+        if "globalSubscriptionStatus" in row and "globalSubscriptionStatus" not in rest:
+            row["globalSubscriptionStatus"] = DEFAULT_SUBSCRIPTION
+        self._trusted_write = trusted  # seeded records may hold a recipient's own (confirmed) status
+        try:
+            self._write(rtype, row, rest, replace=set(), creating=True)
+        finally:
+            self._trusted_write = False
         for key in ("dateCreated", "createdDate"):
             if key in row:
                 row[key] = _parse_moment(audit[key]) if key in audit else now
@@ -1140,6 +1158,17 @@ class NetSuiteSandbox(Vendor):
             if spec is None or spec.kind != "sublist":
                 raise _ApiError(400, "INVALID_PARAMETER", f"Invalid value for query parameter 'replace': {name}.",
                                 query_param="replace")
+        if "globalSubscriptionStatus" in changes:
+            wanted = changes["globalSubscriptionStatus"]
+            current = row.get("globalSubscriptionStatus")
+            if wanted != current and current == "4" and not creating:
+                raise _ApiError(400, "USER_ERROR", "Error while accessing a resource. The recipient has opted out "
+                                "(Confirmed Opt-Out); only the recipient can subscribe again.",
+                                path="globalSubscriptionStatus")
+            if wanted != current and wanted not in SOFT_STATUSES and not self._trusted_write:
+                raise _ApiError(400, "USER_ERROR", "Error while accessing a resource. Only the recipient can set "
+                                f"the subscription status {SUBSCRIPTION_STATUSES[wanted]}.",
+                                path="globalSubscriptionStatus")
         candidate = {**row}
         for name, value in changes.items():
             spec = fields[name.lower()]
@@ -1200,6 +1229,11 @@ class NetSuiteSandbox(Vendor):
                 return date.fromisoformat(str(value))
             except ValueError:
                 raise bad from None
+        if spec.kind == "subscription":
+            wanted = value.get("id") if isinstance(value, dict) else None
+            if str(wanted) not in SUBSCRIPTION_STATUSES:
+                raise bad
+            return str(wanted)
         if spec.kind == "ref":
             ref_id = value.get("id") if isinstance(value, dict) else None
             if ref_id is None or not str(ref_id).isdigit():
@@ -1256,6 +1290,8 @@ class NetSuiteSandbox(Vendor):
                 body[spec.name] = value.isoformat()
             elif spec.name == "status":
                 body[spec.name] = {"id": value[:1], "refName": value}
+            elif spec.kind == "subscription":
+                body[spec.name] = {"id": value, "refName": SUBSCRIPTION_STATUSES[value]}
             else:
                 body[spec.name] = value
         return body
@@ -1470,8 +1506,9 @@ class _Seeder:
         self.sale("invoice", ada, date(2024, 3, 14), "Ada.Lovelace@Example.com", memo="PO 2024-17, Ada Lovelace")
         self.sale("invoice", ada, date(2025, 11, 20), "Ada.Lovelace@Example.com", memo="PO 2025-88")
         self.sale("customerPayment", ada, date(2025, 12, 5), None)
+        # She confirmed the web shop's newsletter herself (Confirmed Opt-In: only she could set it).
         self.customer("Ada", "Lovelace", ERASURE_SUBJECT, 2, datetime(2025, 6, 1, 8, 0, tzinfo=UTC),
-                      phone=False)
+                      phone=False, globalSubscriptionStatus={"id": "3"})
         engines = self.customer("", "", "accounts@analytical-engines.example", 2,
                                 datetime(2016, 1, 5, 10, 0, tzinfo=UTC), person=False, company="Analytical Engines Ltd")
         self.sale("invoice", engines, date(2025, 2, 1), "accounts@analytical-engines.example")

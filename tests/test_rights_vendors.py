@@ -10,20 +10,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from connectors import google_ads as gads_connector
 from connectors import linkedin as li_connector
-from connectors.base import ErasureAction, ErasureDecision, RightsAction, Subject
+from connectors.base import ConnectorError, ErasureAction, ErasureDecision, RightsAction, Subject
 from connectors.registry import build_connector
 from dsr.execution import RequestRunner
 from dsr.models import parse_new_request
 from dsr.service import DsrService
 from sandbox import google_ads as gsb
 from sandbox import linkedin as lsb
+from sandbox import netsuite as nsb
 from sandbox.kit import SandboxServer
 
 ADA = "ada.lovelace@example.com"
@@ -194,3 +197,127 @@ def test_suppression_removes_the_subject_from_every_audience_and_a_lift_adds_nob
     restored = connector.restore_marketing(who, receipt.outcomes)
     assert restored.action is RightsAction.RESTORE and all(o.done and not o.changes for o in restored.outcomes)
     assert {a: vendor.members(a) for a in audiences} == before
+
+
+# --- the demo data map's connectors, against the session's sandboxes -----------------------------------------
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo_connector(name: str) -> Any:
+    """The demo data map's connector for one system (the `sandboxes` fixture sets its environment)."""
+    system = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())["systems"][name]
+    return build_connector(name, system["kind"], system["settings"])
+
+
+def no_personal_data(outcomes: Any, *values: str) -> None:
+    for outcome in outcomes:
+        text = f"{outcome.error or ''} {outcome!r}".lower()
+        assert not any(v.lower() in text for v in values), outcome
+
+
+# --- NetSuite: customer/contact PATCH; globalSubscriptionStatus -------------------------------------------------
+
+
+def _netsuite_decoys(vendor: Any) -> list[dict[str, Any]]:
+    return [r for rtype in ("customer", "contact") for r in vendor.records(rtype)
+            if str(r.get("email") or "").lower() in {d.lower() for d in nsb.DECOY_EMAILS}]
+
+
+def test_netsuite_rectification_patches_customers_and_contacts_only_and_proves_it(
+        sandboxes: dict[str, SandboxServer]) -> None:
+    vendor = sandboxes["netsuite"].vendor
+    decoys = _netsuite_decoys(vendor)
+    changes = {"last_name": "Byron", "phone": "+44 20 7946 0000", "title": "Countess of Lovelace",
+               "postal_address": "12 St James's Square, London"}
+    with demo_connector("netsuite") as connector:
+        refs = connector.discover(subject(ADA))
+        assert connector.verify_rectified(refs, changes)  # not yet
+        receipt = connector.rectify(refs, changes)
+        assert receipt.action is RightsAction.RECTIFY and not receipt.failed
+        by_object: dict[str, list[Any]] = {}
+        for outcome in receipt.outcomes:
+            by_object.setdefault(outcome.ref.object, []).append(outcome)
+        for outcome in by_object["customer"]:
+            assert {c.field for c in outcome.changes} == {"last_name", "phone"}
+            assert set(outcome.not_held) == {"title", "postal_address"}
+            assert {c.vendor_field for c in outcome.changes} == {"customer.lastName", "customer.phone"}
+        (contact,) = by_object["contact"]
+        assert {c.field for c in contact.changes} == {"last_name", "phone", "title"}
+        assert all(not o.changes and set(o.not_held) == set(changes) for o in by_object["invoice"])
+        assert connector.verify_rectified(refs, changes) == []
+        for outcome in receipt.outcomes:
+            record = vendor.record(outcome.ref.object, outcome.ref.id)
+            if outcome.ref.object == "customer":
+                assert (record["lastName"], record["phone"]) == ("Byron", "+44 20 7946 0000")
+            elif outcome.ref.object == "invoice":
+                assert record["email"] == "Ada.Lovelace@Example.com"  # documents stay as issued
+        again = connector.rectify(refs, changes)
+        assert all(o.done and not o.changes for o in again.outcomes)  # idempotent
+    assert _netsuite_decoys(vendor) == decoys
+
+
+def test_netsuite_rectified_address_is_found_under_it_and_a_refusal_names_no_value(
+        sandboxes: dict[str, SandboxServer]) -> None:
+    with demo_connector("netsuite") as connector:
+        refs = [r for r in connector.discover(subject(ADA)) if r.object in ("customer", "contact")]
+        receipt = connector.rectify(refs, {"email": "ada.byron@example.org"})
+        assert not receipt.failed
+        assert {r.key for r in connector.discover(subject("ada.byron@example.org"))} >= {r.key for r in refs}
+        assert [r for r in connector.discover(subject(ADA)) if r.object in ("customer", "contact")] == []
+        refused = connector.rectify(refs, {"last_name": ""})  # a person customer must keep a last name
+        customers = [o for o in refused.outcomes if o.ref.object == "customer"]
+        assert customers and all(not o.done and "USER_ERROR" in (o.error or "") for o in customers)
+        no_personal_data(refused.outcomes, "ada", "lovelace", "byron")
+        with pytest.raises(ConnectorError, match="unknown field"):
+            connector.rectify(refs, {"shoe_size": "7"})
+
+
+def test_netsuite_suppression_sets_soft_opt_out_and_a_lift_restores_only_what_it_changed(
+        sandboxes: dict[str, SandboxServer]) -> None:
+    vendor = sandboxes["netsuite"].vendor
+    decoys = _netsuite_decoys(vendor)
+    with demo_connector("netsuite") as connector:
+        who = subject(ADA)
+        refs = connector.discover(who)
+        entities = [r for r in refs if r.object in ("customer", "contact")]
+        assert len(entities) == 3 and connector.verify_suppressed(who, refs) == entities
+        before = {r.key: vendor.record(r.object, r.id)["globalSubscriptionStatus"]["refName"] for r in entities}
+        assert sorted(before.values()) == ["Confirmed Opt-In", "Soft Opt-In", "Soft Opt-In"]
+        receipt = connector.suppress_marketing(who, refs)
+        assert receipt.action is RightsAction.SUPPRESS and not receipt.failed
+        for outcome in receipt.outcomes:
+            if outcome.ref.object in ("customer", "contact"):
+                (change,) = outcome.changes
+                assert (change.field, change.old, change.new) == (
+                    "globalSubscriptionStatus", before[outcome.ref.key], "Soft Opt-Out")
+                record = vendor.record(outcome.ref.object, outcome.ref.id)
+                assert record["globalSubscriptionStatus"] == {"id": "2", "refName": "Soft Opt-Out"}
+            else:
+                assert not outcome.changes  # transactions carry no marketing status
+        assert connector.verify_suppressed(who, refs) == []
+        assert all(not o.changes for o in connector.suppress_marketing(who, refs).outcomes)  # idempotent
+        # Meanwhile the person opts out of everything on one record: the lift must not undo that.
+        (contact,) = [r for r in entities if r.object == "contact"]
+        with vendor._lock:
+            vendor._rows["contact"][int(contact.id)]["globalSubscriptionStatus"] = "4"
+        restored = connector.restore_marketing(who, receipt.outcomes)
+        assert not restored.failed
+        after = {r.key: vendor.record(r.object, r.id)["globalSubscriptionStatus"]["refName"] for r in entities}
+        assert after[contact.key] == "Confirmed Opt-Out"
+        # A Confirmed Opt-In is the recipient's to set: it comes back as the Soft Opt-In a business may set.
+        assert sorted(v for k, v in after.items() if k != contact.key) == ["Soft Opt-In", "Soft Opt-In"]
+    assert _netsuite_decoys(vendor) == decoys
+
+
+def test_netsuite_sandbox_lets_a_business_set_soft_statuses_only(sandboxes: dict[str, SandboxServer]) -> None:
+    client = nsb.AccountClient(sandboxes["netsuite"].url)
+    (row,) = client.rows(f"SELECT id FROM customer WHERE email = '{nsb.DECOY_EMAILS[0]}'")
+    path = f"/services/rest/record/v1/customer/{row['id']}"
+    confirmed = client.call("PATCH", path, json={"globalSubscriptionStatus": {"id": "3"}})
+    assert confirmed.status_code == 400
+    assert confirmed.json()["o:errorDetails"][0]["o:errorCode"] == "USER_ERROR"
+    assert client.call("PATCH", path, json={"globalSubscriptionStatus": {"id": "2"}}).status_code == 204
+    shown = client.call("GET", path).json()["globalSubscriptionStatus"]
+    assert shown == {"id": "2", "refName": "Soft Opt-Out"}
