@@ -693,6 +693,20 @@ def ledger_verify(
                   f"{len(audit.warnings)} warning(s) (each named above)")
 
 
+@ledger_app.command("adopt")
+def ledger_adopt() -> None:
+    """Sign the current head of every chain written before signed heads existed (run once after
+    upgrading: it vouches for what the ledger holds now). Chains with other problems are left alone."""
+    with _service() as service:
+        adopted, problems = service.ledger.adopt_unsigned()
+        for problem in problems:
+            out.print(f"[red]FAIL[/red] {problem}")
+        out.print(f"signed the current head of {len(adopted)} chain(s)")
+        if problems:
+            _fail(EXIT_NOT_COMPLETED, f"{len(problems)} problem(s) left as they are (each named above); "
+                  "nothing was signed over them")
+
+
 def _store(settings: Settings):  # -> dsr.storage.EvidenceStore
     from dsr.storage import config_from_settings, open_store
 

@@ -503,3 +503,18 @@ def test_bundle_verify_with_request_on_a_machine_without_the_ledger_checks_offli
     result = cli.invoke(app, ["bundle", "verify", str(bundle), "--request", request_id, "--public-key", str(public_key)])
     assert result.exit_code == 0, result.output
     assert "not compared: no ledger" in result.output and not (elsewhere / "ledger.sqlite").exists()
+
+
+def test_chains_written_before_signed_heads_are_adopted_once_then_protected(svc: DsrService) -> None:
+    anchoring, svc.ledger.anchoring = svc.ledger.anchoring, None  # a ledger from before signed heads
+    old = _submit(svc, ERASURE_SUBJECT)
+    edited = _submit(svc, ACCESS_SUBJECT, "access")
+    svc.ledger.anchoring = anchoring
+    assert f"{old}: events seq 1..2 are covered by no signed head" in _problems(svc)
+    _sql(svc, "UPDATE dsr_requests SET due = '2099-01-01' WHERE request_id = :r", r=edited)
+    adopted, problems = svc.ledger.adopt_unsigned()
+    assert adopted == [old]  # the edited one is not blessed
+    assert [p.subject for p in problems] == [edited]
+    assert [str(p) for p in svc.ledger.audit(old).problems] == []
+    _delete_last_events(svc, old, 1)
+    assert f"{old}: its chain ends at seq 1, short of its newest signed head, seq 2 (cut)" in _problems(svc)

@@ -354,17 +354,44 @@ class Ledger:
             return f"event seq {head.seq} is not the one its signed head names (rewritten)"
         return None
 
-    def _sign_head(self, conn: Connection, new: LedgerEvent, anchoring: Anchoring) -> SignedHead:
+    def _sign_head(self, conn: Connection, new: LedgerEvent, anchoring: Anchoring,
+                   reason: str | None = None) -> SignedHead:
         if conn.dialect.name == "postgresql":
             # One log, many writers: queue them (until commit) instead of letting them collide on
             # a position and redo their whole append. SQLite writers are already serialised.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": HEAD_LOG_LOCK})
         row = conn.execute(select(heads_table).order_by(heads_table.c.position.desc()).limit(1)).mappings().first()
         head = SignedHead.create(SignedHead.from_dict(row) if row else None, request_id=new.request_id,
-                                 seq=new.seq, hash=new.hash, at=now_stamp(), reason=new.type,
+                                 seq=new.seq, hash=new.hash, at=now_stamp(), reason=reason or new.type,
                                  signer=anchoring.signer)
         conn.execute(heads_table.insert(), head.to_dict())  # parameters apart: the statement compiles once
         return head
+
+    def adopt_unsigned(self) -> tuple[list[str], list[Problem]]:
+        """Sign the current head of every chain no signed head covers yet: chains written before
+        signed heads existed (or by a ledger without a signing key). Trust on first use: it vouches
+        for what is there now, so run it once, right after the upgrade. Chains with any other
+        problem are left alone; returns (chains signed, those problems).
+        """
+        if self.anchoring is None:
+            raise LedgerError("no signing key configured: nothing can be signed")
+        found = self.audit()
+        unsigned = "covered by no signed head"
+        problems = [p for p in found.problems if unsigned not in p.what]
+        broken = {p.subject for p in problems}
+        adopted: list[str] = []
+        for request_id in sorted(found.counts):
+            if request_id in broken:
+                continue
+            with self.engine.begin() as conn:
+                head = self._newest_head(conn, request_id)
+                last = self._load_head(conn, request_id)
+                if not last or (head is not None and head.seq >= last[-1].seq):
+                    continue
+                signed = self._sign_head(conn, last[-1], self.anchoring, reason="adopted")
+            self._mirror(signed)
+            adopted.append(request_id)
+        return adopted, problems
 
     def _mirror(self, head: SignedHead | None) -> None:
         """Copy a committed head to the anchor file. The event stands whatever happens here: a
