@@ -102,6 +102,7 @@ from connectors.base import (
 
 # Generic helpers of the first connector (they belong in connectors.base; one copy beats two).
 from connectors.pacing import LATENCY_MARGIN, Limiter, budget_key, limiter_for, register_cache, vendor_retry
+from dsr.contract import RECTIFIABLE_FIELDS, FieldChange, RightsAction, RightsOutcome, RightsReceipt
 
 KIND = "salesforce"
 VERSION = "salesforce/1"
@@ -161,6 +162,20 @@ class ObjectSpec(BaseModel):
     retention_fields: tuple[ApiName, ...] = Field(default=("LastModifiedDate",), min_length=1)
     anonymise: dict[str, str | int | float | bool | None] | None = None
     optional: bool = False  # the object may not exist in the org (Individual needs data protection enabled)
+    # Rectification: canonical field (dsr.contract.RECTIFIABLE_FIELDS) -> this object's field.
+    rectifiable: dict[str, ApiName] = Field(default_factory=dict)
+    # Marketing suppression: field -> the value meaning "no marketing" (HasOptedOutOfEmail: true,
+    # Individual.HasOptedOutSolicit: true...); a restore puts each changed field's old value back.
+    marketing_flags: dict[ApiName, bool | str] = Field(default_factory=dict)
+    # A restriction (GDPR 18) also sets these: Individual.HasOptedOutProcessing ("Don't Process").
+    restriction_flags: dict[ApiName, bool | str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_rights(self) -> ObjectSpec:
+        for canonical in self.rectifiable:
+            if canonical not in RECTIFIABLE_FIELDS:
+                raise ValueError(f"rectifiable.{canonical}: not a rectifiable field (one of {', '.join(RECTIFIABLE_FIELDS)})")
+        return self
 
     @field_validator("match", mode="before")
     @classmethod
@@ -706,6 +721,120 @@ class SalesforceConnector:
         docstring for why the Recycle Bin is not searched)."""
         return self.discover(subject)
 
+    # --- the other rights (dsr.contract.Rectifier, MarketingSuppressor) ---
+
+    def rectify(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> RightsReceipt:
+        """Set the canonical fields in `changes` on exactly these records (each object's `rectifiable`
+        fields), read first so an unchanged field is not written; sObject Collections PATCH, 200 ids a call."""
+        unknown = sorted(set(changes) - set(RECTIFIABLE_FIELDS))
+        if unknown:
+            raise ConnectorError(f"systems.{self._system}: not rectifiable field(s): {', '.join(unknown)}")
+        return self._rights(refs, RightsAction.RECTIFY, lambda spec: {
+            spec.rectifiable[c]: (c, v) for c, v in changes.items() if c in spec.rectifiable},
+            not_held=lambda spec: tuple(sorted(set(changes) - set(spec.rectifiable))))
+
+    def verify_rectified(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> list[RecordRef]:
+        """Re-read the records: every one whose mapped fields do not show the new values."""
+        return self._not_showing(refs, "verify rectification", lambda spec: {
+            spec.rectifiable[c]: v for c, v in changes.items() if c in spec.rectifiable})
+
+    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef], *,
+                           restrict_processing: bool = False) -> RightsReceipt:
+        """Email opt-out on Contact and Lead, "Don't Market/Track/Profile" on the Individual (and, for a
+        restriction, "Don't Process"), as the data map's `marketing_flags` / `restriction_flags` say."""
+        return self._rights(refs, RightsAction.SUPPRESS, lambda spec: {
+            f: (f, _flag_text(v)) for f, v in self._suppression(spec, restrict_processing).items()})
+
+    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
+        """Put back the old value of each field the suppression changed; nothing else."""
+        previous = {o.ref.key: {c.field: c.old for c in o.changes} for o in suppressed if o.changes}
+        refs = [o.ref for o in suppressed if o.changes]
+        return self._rights(refs, RightsAction.RESTORE, lambda spec: {}, per_record=lambda ref: {
+            f: (f, old) for f, old in previous.get(ref.key, {}).items()})
+
+    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """Re-read the records: every one with a marketing flag not at its "no marketing" value."""
+        return self._not_showing(refs, "verify suppression", lambda spec: {
+            f: _flag_text(v) for f, v in spec.marketing_flags.items()})
+
+    @staticmethod
+    def _suppression(spec: ObjectSpec, restrict_processing: bool) -> dict[str, bool | str]:
+        return {**spec.marketing_flags, **(spec.restriction_flags if restrict_processing else {})}
+
+    def _rights(self, refs: Sequence[RecordRef], action: RightsAction,
+                wanted_of: Callable[[ObjectSpec], Mapping[str, tuple[str, str | None]]], *,
+                not_held: Callable[[ObjectSpec], tuple[str, ...]] = lambda spec: (),
+                per_record: Callable[[RecordRef], Mapping[str, tuple[str, str | None]]] | None = None,
+                ) -> RightsReceipt:
+        """Read each record's fields, then PATCH only what differs. `wanted_of` gives, per object,
+        field -> (the name the outcome uses, the value as text); `per_record` overrides it per record."""
+        calls_before = self._calls()
+        outcomes: dict[str, RightsOutcome] = {}
+        for name, group in self._group(refs).items():
+            spec = self._settings.objects[name]
+            schema = self._schema(name)
+            if schema is None:
+                outcomes.update({r.key: RightsOutcome(r, action, done=True) for r in group})
+                continue
+            for batch in chunks(group, MAX_BATCH):
+                wants = {r.key: dict(per_record(r) if per_record else wanted_of(spec)) for r in batch}
+                fields = sorted({f for w in wants.values() for f in w}, key=str.lower)
+                if not fields:
+                    outcomes.update({r.key: RightsOutcome(r, action, done=True, not_held=not_held(spec))
+                                     for r in batch})
+                    continue
+                soql = format_soql("SELECT {:literal} FROM {:literal} WHERE Id IN {}", ", ".join(["Id", *fields]),
+                                   name, [r.id for r in batch])
+                current = {r["Id"]: r for r in self._query(soql, action.value, name)}
+                todo: list[tuple[RecordRef, tuple[FieldChange, ...], dict[str, Any]]] = []
+                for ref in batch:
+                    record = current.get(ref.id)
+                    if record is None:
+                        gone_ok = action is not RightsAction.RECTIFY  # nothing left to market to, or to restore
+                        outcomes[ref.key] = RightsOutcome(ref, action, done=gone_ok,
+                                                          error=None if gone_ok else "record no longer exists")
+                        continue
+                    diff = tuple(FieldChange(label, f"{name}.{schema.name(f)}", _value_text(record.get(f)), value)
+                                 for f, (label, value) in wants[ref.key].items()
+                                 if _value_text(record.get(f)) != value)
+                    if diff:
+                        body = {schema.name(f): _typed_value(schema.get(f), value)
+                                for f, (_label, value) in wants[ref.key].items() if _value_text(record.get(f)) != value}
+                        todo.append((ref, diff, body))
+                    else:
+                        outcomes[ref.key] = RightsOutcome(ref, action, done=True, not_held=not_held(spec))
+                if not todo:
+                    continue
+                payload = {"allOrNone": False,
+                           "records": [{"attributes": {"type": name}, "id": ref.id, **body} for ref, _d, body in todo]}
+                results = self._call(action.value, name, partial(self._rest, "composite/sobjects", method="PATCH",
+                                                                 data=json.dumps(payload)))
+                if not isinstance(results, list) or len(results) != len(todo):
+                    raise ConnectorError(f"systems.{self._system}: {action.value} failed "
+                                         "(Salesforce answered an unexpected shape)")
+                for (ref, diff, _body), result in zip(todo, results, strict=True):
+                    code = _result_code(result)
+                    outcomes[ref.key] = (
+                        RightsOutcome(ref, action, done=True, changes=diff, not_held=not_held(spec)) if code is None
+                        else RightsOutcome(ref, action, done=False, error=f"Salesforce refused the update ({code})"))
+        ordered = tuple(outcomes[key] for key in dict.fromkeys(r.key for r in refs))
+        return RightsReceipt(self._system, action, ordered, api_calls=self._calls() - calls_before)
+
+    def _not_showing(self, refs: Sequence[RecordRef], operation: str,
+                     wanted_of: Callable[[ObjectSpec], Mapping[str, str | None]]) -> list[RecordRef]:
+        left: list[RecordRef] = []
+        for name, group in self._group(refs).items():
+            wanted = dict(wanted_of(self._settings.objects[name]))
+            if not wanted or self._schema(name) is None:
+                continue
+            for batch in chunks(group, MAX_BATCH):
+                soql = format_soql("SELECT {:literal} FROM {:literal} WHERE Id IN {}", ", ".join(["Id", *wanted]),
+                                   name, [r.id for r in batch])
+                current = {r["Id"]: r for r in self._query(soql, operation, name)}
+                left += [ref for ref in batch if ref.id in current
+                         and any(_value_text(current[ref.id].get(f)) != v for f, v in wanted.items())]
+        return left
+
     def expired(self, category: DataCategory | str, cutoff: date | datetime) -> Iterator[RecordRef]:
         """Records of every object holding `category` whose retention date is before `cutoff`.
 
@@ -1024,6 +1153,9 @@ class SalesforceConnector:
             wanted.append((f"{where}.anchor_date", spec.anchor_date))
         wanted.extend((f"{where}.retention_fields.{i}", f) for i, f in enumerate(spec.retention_fields))
         wanted.extend((f"{where}.anonymise.{f}", f) for f in spec.anonymise or {})
+        wanted.extend((f"{where}.rectifiable.{c}", f) for c, f in spec.rectifiable.items())
+        wanted.extend((f"{where}.marketing_flags.{f}", f) for f in spec.marketing_flags)
+        wanted.extend((f"{where}.restriction_flags.{f}", f) for f in spec.restriction_flags)
         wanted.extend((f"{objects}.{other}.match.{i}.field", m.field)  # reverse links are fields of this object
                       for other, other_spec in self._settings.objects.items()
                       for i, m in enumerate(other_spec.match) if m.reverse and m.parent == name)
@@ -1301,6 +1433,26 @@ def _paired(
 def _safe(code: Any) -> str:
     text = str(code)
     return text if _CODE.match(text) else "UNKNOWN"
+
+
+def _flag_text(value: bool | str) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+def _value_text(value: Any) -> str | None:
+    """A field's value as the contract's text (booleans true/false)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _typed_value(info: _FieldInfo | None, text: str | None) -> Any:
+    """Text back in the field's JSON type (a boolean flag as true/false)."""
+    if text is not None and info is not None and info.type == "boolean":
+        return text == "true"
+    return text
 
 
 def _plain(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ The runner (dsr.execution) dispatches here; this module writes through its lease
 
 from __future__ import annotations
 
+import inspect
 import json
 import secrets
 from collections import Counter
@@ -193,7 +194,12 @@ def run_step(runner: RequestRunner, request_id: str, state: RequestState, system
     else:
         assert isinstance(connector, MarketingSuppressor)
         if SUPPRESS not in done.steps_done:
-            receipt = connector.suppress_marketing(subject, refs)
+            # A restriction keeps the data unused, not only unmarketed: a vendor with a "do not process"
+            # flag (Salesforce's Individual) sets it too. Connectors without such a flag take no keyword.
+            restrict = (RequestType(state.type) is RequestType.RESTRICTION
+                        and "restrict_processing" in inspect.signature(connector.suppress_marketing).parameters)
+            receipt = (connector.suppress_marketing(subject, refs, restrict_processing=True)  # type: ignore[call-arg]
+                       if restrict else connector.suppress_marketing(subject, refs))
             runner._append(request_id, EventType.SYSTEM_SUPPRESSED, receipt_payload(runner.service, system, receipt))
             if receipt.failed:
                 raise RuntimeError(f"marketing could not be stopped for {len(receipt.failed)} record(s) in {system}")

@@ -63,6 +63,7 @@ from sandbox.kit import CONTROL_PREFIX, Request, Response, Vendor, WindowLimiter
 __all__ = [
     "ACCESS_SUBJECT",
     "DECOY_EMAILS",
+    "LOOKALIKE_EMAILS",
     "DEMO_CLIENT_ID",
     "DEMO_CLIENT_SECRET",
     "DEMO_DOMAIN",
@@ -91,6 +92,10 @@ DEMO_JWT_USERNAME = "dsr-integration@precision.example"
 
 DECOY_EMAILS: tuple[str, ...] = (*_CRM_DECOYS, "obrien@example.com")
 """Addresses that must never match a demo subject, nor ``o'brien@example.com`` (each has a Contact)."""
+
+LOOKALIKE_EMAILS: tuple[str, ...] = ("ada.lovelace@analytical-engines.example",)
+"""People with a demo subject's very name and company at another address (a Contact, a Lead and an
+Individual each): a rectification or an opt-out that matched on names would change them."""
 
 DEFAULT_DAILY_QUOTA = 15_000
 PAGE_SIZE = 2_000
@@ -326,7 +331,7 @@ _OBJECTS: tuple[_Object, ...] = (
         _computed("Name", "string", 121), _f("BirthDate", "date"),
         *(_f(flag, "boolean", nillable=False, defaulted=True) for flag in (
             "HasOptedOutTracking", "HasOptedOutProfiling", "HasOptedOutProcessing", "HasOptedOutSolicit",
-            "ShouldForget", "SendIndividualData", "CanStorePiiElsewhere")),
+            "HasOptedOutGeoTracking", "ShouldForget", "SendIndividualData", "CanStorePiiElsewhere")),
         *_audit(),
     )),
 )  # fmt: skip
@@ -1772,6 +1777,7 @@ class _Seeder:
             self.person(first, last, email, "Decoy Systems", "Netherlands",
                         datetime(2021, 3, 1 + number, 10, 0, tzinfo=UTC), lead_email=email,
                         cases=1, tasks=1, events=1, members=1, supplied_case=True)
+        self.lookalikes()
         used: set[str] = set()
         for _ in range(50):
             first, last = self.rng.choice(_FIRST), self.rng.choice(_LAST)
@@ -1786,6 +1792,16 @@ class _Seeder:
                         cases=self.rng.choice((0, 0, 1, 2)), tasks=self.rng.randint(0, 4),
                         events=self.rng.choice((0, 0, 1)), members=self.rng.choice((0, 1)),
                         individual=self.rng.random() < 0.3)
+
+    def lookalikes(self) -> None:
+        """Ada's namesakes: nothing done for Ada may touch them. Their own
+        generator, so the rest of the org is seeded exactly as before."""
+        rng, self.rng = self.rng, random.Random(1815)
+        for email in LOOKALIKE_EMAILS:
+            self.person("Ada", "Lovelace", email, "Analytical Engines Ltd", "United Kingdom",
+                        datetime(2016, 1, 4, 9, 0, tzinfo=UTC), lead_email=email, cases=0, tasks=0, events=0,
+                        members=0)
+        self.rng = rng
 
     def person(self, first: str, last: str, email: str, company: str, country: str, created: datetime, *,
                lead_email: str | None, cases: int, tasks: int, events: int, members: int,
