@@ -18,6 +18,9 @@ if [[ -n "${DSR_IDENTITY_KEY_FILE:-}" && -z "${DSR_IDENTITY_KEY:-}" ]]; then
   DSR_IDENTITY_KEY="$(cat "$DSR_IDENTITY_KEY_FILE")"
   export DSR_IDENTITY_KEY
 fi
+# A fleet's processes never upgrade the ledger's schema as they start (they would race on a
+# release): deploy.sh runs `dsr db upgrade` once, and the others refuse an older schema.
+export DSR_SCHEMA_UPGRADE="${DSR_SCHEMA_UPGRADE:-release}"
 PREFECT="${PREFECT:-prefect}"
 DSR="${DSR:-dsr}"
 POOL="${DSR_POOL:-dsr-pool}"

@@ -1,0 +1,244 @@
+"""Day two, as an operator meets it: install from the wheel, upgrade the schema as a release step,
+read JSON logs, drive every reporting command with --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine
+from typer.testing import CliRunner
+
+from dsr.cli import app
+from dsr.ledger.store import _alembic_config, create_ledger_engine, migrate, schema_revisions
+
+REPO = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment of an operator's shell: no DSR_* settings of the test session."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSR_", "PREFECT_"))}
+    return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
+
+
+# -- installing ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from the sources (what `pip wheel .` sees, minus ignored files), installed into a fresh venv; its dependencies are
+    this test venv's (a .pth line), so nothing is downloaded. Returns the venv's bin directory."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        origin, target = REPO / name, source / name
+        if not origin.exists() and not origin.is_symlink():
+            continue  # deleted in the working tree
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_symlink():
+            target.symlink_to(os.readlink(origin))
+        else:
+            shutil.copy2(origin, target)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "--no-index", "-q", "-w", str(root / "dist")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "test_venv_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next((root / "dist").glob("dsr_pipeline-*.whl"))
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                                "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    return venv / "bin"
+
+
+def test_the_installed_wheel_refuses_a_stray_home_and_runs_the_demo_from_an_empty_directory(
+        installed: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = _clean_env(HOME=str(tmp_path))
+    where = subprocess.run([str(installed / "python"), "-c", "import dsr; print(dsr.__file__)"], cwd=empty, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(installed.parent)), where  # the wheel's copy, not the checkout's
+
+    listed = subprocess.run([str(installed / "dsr"), "list"], cwd=empty, env=env, capture_output=True, text=True)
+    assert listed.returncode == 2
+    assert f"{empty / 'var'}" in listed.stderr and "dsr init" in listed.stderr and "DSR_HOME" in listed.stderr
+    assert list(empty.iterdir()) == []  # nothing created where nobody asked
+
+    demo = subprocess.run([str(installed / "dsr"), "demo"], cwd=empty, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
+    assert "evidence bundle verifies: yes" in demo.stdout
+    assert (empty / "var" / "ledger.sqlite").is_file()
+    listed = subprocess.run([str(installed / "dsr"), "list", "--json"], cwd=empty, env=env, capture_output=True,
+                            text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert {row["status"] for row in json.loads(listed.stdout)} == {"completed"}
+
+
+def test_dsr_init_makes_an_installation_that_uses_its_own_config(installed: Path, tmp_path: Path) -> None:
+    env = _clean_env(HOME=str(tmp_path), DSR_IDENTITY_KEY="init-test")
+    made = subprocess.run([str(installed / "dsr"), "init", "site"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert made.returncode == 0, made.stderr
+    site = tmp_path / "site"
+    assert (site / "config" / "systems.yaml").is_file() and (site / "config" / "policy.yaml").is_file()
+    submitted = subprocess.run([str(installed / "dsr"), "submit", "--type", "access", "--email", "ada@example.com",
+                                "--regime", "gdpr", "--json"], cwd=site, env=env, capture_output=True, text=True)
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout)["status"] == "awaiting_verification"
+    again = subprocess.run([str(installed / "dsr"), "init", "site"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 3 and "never overwrites" in again.stderr
+
+
+# -- upgrading -----------------------------------------------------------------------------------
+
+
+def _ledger_at(url: str, revision: str) -> None:
+    engine = create_ledger_engine(url)
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    engine.dispose()
+
+
+def test_a_fleet_process_refuses_an_older_schema_until_the_release_step_upgrades_it(
+        ledger_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ledger_at(ledger_url, "0005")
+    for key, value in {"DSR_HOME": str(tmp_path / "var"), "DSR_CONFIG_DIR": str(REPO / "config"),
+                       "DSR_DATABASE_URL": ledger_url, "DSR_IDENTITY_KEY": "k", "DSR_SCHEMA_UPGRADE": "release"}.items():
+        monkeypatch.setenv(key, value)
+
+    refused = runner.invoke(app, ["list"])
+    assert refused.exit_code == 2
+    assert "dsr db upgrade" in refused.output and "0005" in refused.output
+
+    behind = runner.invoke(app, ["db", "status", "--json"])
+    assert behind.exit_code == 1
+    assert json.loads(behind.output) == {"current": "0005", "head": schema_revisions(create_engine(ledger_url))[1],
+                                         "up_to_date": False}
+
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "(was 0005)" in upgraded.output
+    assert runner.invoke(app, ["db", "status"]).exit_code == 0
+    assert runner.invoke(app, ["list"]).exit_code == 0
+
+
+@pytest.mark.postgres
+def test_processes_starting_together_upgrade_the_schema_once(postgres_url: str) -> None:
+    from sandbox.scratch_db import private_schema
+
+    with private_schema(postgres_url, "dsr_migrate") as url:
+        engines = [create_ledger_engine(url) for _ in range(4)]
+        failures: list[BaseException] = []
+        start = threading.Barrier(len(engines))
+
+        def open_ledger(engine) -> None:  # noqa: ANN001
+            try:
+                start.wait()
+                migrate(engine)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_ledger, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        current, head = schema_revisions(engines[0])
+        for engine in engines:
+            engine.dispose()
+    assert failures == []
+    assert current == head
+
+
+# -- logs and --json -----------------------------------------------------------------------------
+
+
+def test_json_logs_are_one_object_a_line_with_identities_as_keyed_hashes(tmp_path: Path) -> None:
+    env = _clean_env(DSR_HOME=str(tmp_path / "var"), DSR_CONFIG_DIR=str(REPO / "config"), DSR_IDENTITY_KEY="log-key",
+                     DSR_LOG_FORMAT="json", DSR_LOG_LEVEL="INFO")
+    script = "import sys; from dsr.cli import main; sys.argv = ['dsr', *sys.argv[1:]]; main()"
+    done = subprocess.run([sys.executable, "-c", script, "submit", "--type", "erasure", "--email",
+                           "Grace.Hopper@example.com", "--regime", "gdpr"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    received = [line for line in lines if "received" in line["message"]]
+    assert received, done.stderr
+    assert {"time", "level", "logger", "message"} <= set(received[0])
+    assert "hmac-sha256:" in received[0]["message"]
+    assert "hopper" not in done.stderr.lower()
+
+
+def test_an_address_that_slips_into_a_log_line_is_replaced_by_its_keyed_hash() -> None:
+    import logging
+
+    from dsr.identity import identity_hash
+    from dsr.logging_setup import JsonFormatter, RedactIdentities
+
+    record = logging.LogRecord("connectors.x", logging.WARNING, __file__, 1, "no contact %s in %s",
+                               ("Ada@Example.com", "crm"), None)
+    record.detail = "reply for ada@example.com"
+    RedactIdentities(key=lambda: b"k").filter(record)
+    line = json.loads(JsonFormatter().format(record))
+    expected = identity_hash("email", "ada@example.com", b"k")
+    assert line["message"] == f"no contact {expected} in crm"
+    assert line["detail"] == f"reply for {expected}"
+    assert line["level"] == "WARNING" and line["logger"] == "connectors.x"
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, systems_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"DSR_HOME": str(tmp_path / "var"), "DSR_CONFIG_DIR": str(REPO / "config"),
+                       "DSR_SYSTEMS_FILE": str(systems_file), "DSR_IDENTITY_KEY": "ops-test-key",
+                       "DSR_ACCESS_FILE": str(tmp_path / "access.yaml")}.items():
+        monkeypatch.setenv(key, value)
+
+
+def _json(args: list[str], code: int = 0) -> object:
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout)
+
+
+def test_every_reporting_command_answers_json(cli_env: None, tmp_path: Path) -> None:
+    submitted = _json(["submit", "--type", "erasure", "--email", "ada@example.com", "--regime", "gdpr",
+                       "--received", "2026-01-05", "--json"])
+    assert isinstance(submitted, dict) and submitted["status"] == "awaiting_verification" and submitted["created"]
+    request_id = submitted["request_id"]
+    assert _json(["deadline", "gdpr", "2026-01-30", "--json"])["due"] == "2026-03-02"  # type: ignore[index]
+    swept = _json(["sweep", "--at", "2026-03-01T00:00:00+00:00", "--json"])
+    assert swept["checked"] == 1 and swept["raised"][0]["request_id"] == request_id  # type: ignore[index]
+    verified = _json(["ledger", "verify", "--json"])
+    assert verified["ok"] is True and verified["verified"][request_id] >= 2  # type: ignore[index]
+    purged = _json(["purge", "--dry-run", "--json"], code=3)  # the seeded CRM trips the blast-radius guard
+    assert purged["dry_run"] is True and purged["status"] == "needs_approval"  # type: ignore[index]
+    assert purged["guard"] and sum(t["candidates"] for t in purged["tallies"]) > 0  # type: ignore[index]
+    made = _json(["token", "create", "--role", "auditor", "--name", "ext", "--write", "--json"])
+    assert made["entry"]["role"] == "auditor" and made["written_to"] == str(tmp_path / "access.yaml")  # type: ignore[index]
+    assert made["entry"]["sha256"] in (tmp_path / "access.yaml").read_text()  # type: ignore[index]
+    refused = runner.invoke(app, ["token", "create", "--role", "subject", "--name", "x"])
+    assert refused.exit_code == 2 and "--role" in refused.output
+    paused = runner.invoke(app, ["pause", request_id, "--for", "patience", "--reason", "x"])
+    assert paused.exit_code == 2 and "--for" in paused.output
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("dsr-pipeline ")
+    helped = runner.invoke(app, ["bundle", "--help"])
+    assert "export" in helped.output and "rebuild" not in helped.output
