@@ -77,11 +77,15 @@ from connectors.base import (
     DataCategory,
     ErasureAction,
     ErasureDecision,
+    FieldChange,
     RateLimitSpec,
     Receipt,
     Record,
     RecordOutcome,
     RecordRef,
+    RightsAction,
+    RightsOutcome,
+    RightsReceipt,
     Subject,
     chunks,
     env_secret,
@@ -95,6 +99,7 @@ from connectors.base import (
     validate_settings,
 )
 from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
+from dsr.contract import RECTIFIABLE_FIELDS
 
 KIND = "hubspot"
 VERSION = "hubspot/1"
@@ -106,6 +111,14 @@ ASSOCIATIONS_PAGE = 500
 
 ENGAGEMENTS = ("notes", "emails", "calls", "meetings", "tasks")
 SUBSCRIPTIONS_OBJECT = "email_subscriptions"  # object name of opt-out outcomes
+# Rectification: canonical field (dsr.contract.RECTIFIABLE_FIELDS) -> contact property (HubSpot's defaults).
+DEFAULT_RECTIFIABLE: Mapping[str, str] = {
+    "first_name": "firstname", "last_name": "lastname", "email": "email", "phone": "phone",
+    "postal_address": "address", "company": "company", "title": "jobtitle",
+}
+# Why a lifted restriction subscribes an address again (HubSpot records it with the legal basis).
+RESTORE_EXPLANATION = "Restriction of processing lifted (GDPR Art. 18): subscription restored as it was"
+_SUBSCRIBED = re.compile(r"^SUBSCRIBED(?: \((?P<basis>[A-Z_]{2,64})\))?$")
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PROPERTY_NAME = re.compile(r"^[a-z0-9_]+$")
@@ -147,6 +160,8 @@ class HubSpotSettings(BaseModel):
     anonymise: dict[str, str | None] | None = None
     retention_property: dict[str, str] = Field(default_factory=dict)
     gdpr_delete_cascades: bool = True  # HubSpot's GDPR delete takes engagements associated only with the contact
+    # canonical field -> contact property a rectification writes; unset: DEFAULT_RECTIFIABLE.
+    rectifiable: dict[str, str] | None = None
     slow_down_below: int = Field(default=10, ge=0)  # X-HubSpot-RateLimit-Remaining at which calls are spaced out
     page_size: int = Field(default=SEARCH_PAGE_MAX, ge=1, le=SEARCH_PAGE_MAX)
     search_result_cap: int = Field(default=SEARCH_RESULT_CAP, ge=SEARCH_PAGE_MAX)  # HubSpot's per-query cap
@@ -203,6 +218,11 @@ class HubSpotSettings(BaseModel):
                         "refused or collides; use null (the property is cleared)")
             if "email" not in self.anonymise:
                 raise ValueError("anonymise: must clear email (null), the link to the person")
+        for canonical, prop in (self.rectifiable or {}).items():
+            if canonical not in RECTIFIABLE_FIELDS:
+                raise ValueError(f"rectifiable.{canonical}: not a rectifiable field ({', '.join(RECTIFIABLE_FIELDS)})")
+            if not _PROPERTY_NAME.match(prop) or prop in _NOT_WRITABLE:
+                raise ValueError(f"rectifiable.{canonical}: not a writable HubSpot property name")
         return self
 
     def categories_of(self, obj: str) -> tuple[DataCategory, ...]:
@@ -562,6 +582,178 @@ class HubSpotConnector:
         return Receipt(system=self._system, outcomes=result, vendor_receipt_id=receipt_id("hubspot", result),
                        api_calls=int(self._stats["calls"] - calls_before))
 
+    # --- rectification (dsr.contract.Rectifier) ---
+
+    def rectify(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> RightsReceipt:
+        """Update the changed properties of each contact (``PATCH /crm/v3/objects/contacts/{id}`` through the
+        SDK's ``basic_api.update``); engagements hold no rectifiable field (every field `not_held`).
+
+        A contact HubSpot refuses to change (an address that is not valid or another contact's: 400/409)
+        is not done with HubSpot's category; one gone since discovery is not done either.
+
+        Raises:
+            ConnectorError: `changes` names a field that is not a canonical rectifiable field, or HubSpot
+                failed (network, token, throttled after retries).
+        """
+        _check_canonical(self._system, changes)
+        calls_before = self._stats["calls"]
+        mapping = self._rectifiable()
+        held = {canonical: mapping[canonical] for canonical in changes if canonical in mapping}
+        not_held = tuple(canonical for canonical in changes if canonical not in mapping)
+        contacts = [r for r in refs if r.object == "contacts" and self._problem_with(r) is None]
+        current = self._read_batch("rectify", "contacts", [r.id for r in contacts], sorted(set(held.values()))) \
+            if contacts and held else {}
+        outcomes: list[RightsOutcome] = []
+        for ref in refs:
+            problem = self._problem_with(ref)
+            if problem is not None:
+                outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, False, error=problem))
+            elif ref.object != "contacts":
+                outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=tuple(changes)))
+            elif not held:
+                outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=not_held))
+            else:
+                outcomes.append(self._rectify_contact(ref, current.get(ref.id), held, changes, not_held))
+        result = tuple(outcomes)
+        return RightsReceipt(self._system, RightsAction.RECTIFY, result, receipt_id("hubspot", result),
+                             int(self._stats["calls"] - calls_before))
+
+    def verify_rectified(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> list[RecordRef]:
+        """Read the contacts again: those whose properties do not show the new values (a contact deleted
+        meanwhile holds no old value either, so it is not listed)."""
+        _check_canonical(self._system, changes)
+        mapping = self._rectifiable()
+        held = {canonical: mapping[canonical] for canonical in changes if canonical in mapping}
+        contacts = [r for r in refs if r.object == "contacts" and self._problem_with(r) is None]
+        if not contacts or not held:
+            return []
+        current = self._read_batch("verify", "contacts", [r.id for r in contacts], sorted(set(held.values())))
+        return [ref for ref in contacts if ref.id in current and any(
+            not _same_text(canonical, current[ref.id].get(prop), changes[canonical]) for canonical, prop in held.items())]
+
+    def _rectifiable(self) -> Mapping[str, str]:
+        return self._settings.rectifiable if self._settings.rectifiable is not None else DEFAULT_RECTIFIABLE
+
+    def _rectify_contact(self, ref: RecordRef, current: Mapping[str, Any] | None, held: Mapping[str, str],
+                         changes: Mapping[str, str], not_held: tuple[str, ...]) -> RightsOutcome:
+        if current is None:
+            return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
+                                 error="the contact no longer exists in HubSpot")
+        diffs = tuple(FieldChange(canonical, f"contacts.{prop}", old=_as_text(current.get(prop)), new=changes[canonical])
+                      for canonical, prop in held.items()
+                      if not _same_text(canonical, current.get(prop), changes[canonical]))
+        if not diffs:
+            return RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=not_held)
+        properties = {held[d.field]: d.new or "" for d in diffs}  # "" clears a property
+        try:
+            self._call("rectify", "contacts", self._basic_api.update_with_http_info, "contacts", ref.id,
+                       SimplePublicObjectInput(properties=properties))
+        except HubSpotApiError as exc:
+            if exc.status == 404:
+                return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
+                                     error="the contact no longer exists in HubSpot")
+            if exc.status in (400, 409):
+                return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
+                                     error=f"HubSpot refused the new values ({exc.status} {exc.category or 'error'})")
+            raise
+        return RightsOutcome(ref, RightsAction.RECTIFY, True, changes=diffs, not_held=not_held)
+
+    # --- marketing (dsr.contract.MarketingSuppressor) ---
+
+    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
+        """Unsubscribe the subject's address from every e-mail subscription it is subscribed to
+        (Communication Preferences v3, what SDK 12 exposes; HubSpot keeps subscriptions per address).
+
+        The changes (``subscription:<id>``, ``SUBSCRIBED (<legal basis>)`` -> ``NOT_SUBSCRIBED``) go on the
+        first contact's outcome; other records are done without a change. Already unsubscribed: no change.
+        """
+        email = subject_email(subject)
+        calls_before = self._stats["calls"]
+        changes: list[FieldChange] = []
+        contacts = [r for r in refs if r.object == "contacts" and self._problem_with(r) is None]
+        error: str | None = None
+        if contacts:
+            statuses = self._call("suppress", SUBSCRIPTIONS_OBJECT, self._status_api.get_email_status_with_http_info,
+                                  email)
+            for status in statuses.subscription_statuses or []:
+                if status.status != "SUBSCRIBED":
+                    continue
+                basis = status.legal_basis if isinstance(status.legal_basis, str) and \
+                    _TOKEN_LIKE.match(status.legal_basis) else None
+                request = PublicUpdateSubscriptionStatusRequest(email_address=email, subscription_id=str(status.id))
+                try:
+                    self._call("suppress", SUBSCRIPTIONS_OBJECT, self._status_api.unsubscribe_with_http_info, request)
+                except HubSpotApiError as exc:
+                    if exc.status is not None and exc.status in (400, 404):
+                        error = f"HubSpot refused to unsubscribe subscription {status.id} ({exc.status} " \
+                                f"{exc.category or 'error'})"
+                        continue
+                    raise
+                changes.append(FieldChange(f"subscription:{status.id}", f"communication-preferences/v3:{status.id}",
+                                           old=f"SUBSCRIBED ({basis})" if basis else "SUBSCRIBED", new="NOT_SUBSCRIBED"))
+        outcomes = []
+        for ref in refs:
+            problem = self._problem_with(ref)
+            if problem is not None:
+                outcomes.append(RightsOutcome(ref, RightsAction.SUPPRESS, False, error=problem))
+            elif contacts and ref == contacts[0]:
+                outcomes.append(RightsOutcome(ref, RightsAction.SUPPRESS, error is None, changes=tuple(changes),
+                                              error=error))
+            else:
+                outcomes.append(RightsOutcome(ref, RightsAction.SUPPRESS, True))
+        result = tuple(outcomes)
+        return RightsReceipt(self._system, RightsAction.SUPPRESS, result, receipt_id("hubspot", result),
+                             int(self._stats["calls"] - calls_before))
+
+    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
+        """Subscribe the address again to exactly the subscriptions the suppression ended, with the legal
+        basis they had. One the person has meanwhile subscribed to again is left as it is; a blocklisted
+        address (GDPR-deleted since) cannot be subscribed: not done, with HubSpot's answer."""
+        email = subject_email(subject)
+        calls_before = self._stats["calls"]
+        outcomes = []
+        for outcome in suppressed:
+            restored: list[FieldChange] = []
+            error: str | None = None
+            for change in outcome.changes:
+                match = _SUBSCRIBED.match(change.old or "") if change.field.startswith("subscription:") else None
+                if match is None:
+                    continue
+                sub_id = change.field.split(":", 1)[1]
+                basis = match.group("basis")
+                request = PublicUpdateSubscriptionStatusRequest(
+                    email_address=email, subscription_id=sub_id, legal_basis=basis,
+                    legal_basis_explanation=RESTORE_EXPLANATION if basis else None)
+                try:
+                    self._call("restore", SUBSCRIPTIONS_OBJECT, self._status_api.subscribe_with_http_info, request)
+                except HubSpotApiError as exc:
+                    if exc.status == 400 and self._subscribed(email, sub_id):
+                        continue  # subscribed again meanwhile: nothing to put back
+                    if exc.status is not None and exc.status in (400, 404):
+                        error = f"HubSpot refused to subscribe again to {sub_id} ({exc.status} {exc.category or 'error'})"
+                        continue
+                    raise
+                restored.append(FieldChange(change.field, change.vendor_field, old=change.new, new=change.old))
+            outcomes.append(RightsOutcome(outcome.ref, RightsAction.RESTORE, error is None, changes=tuple(restored),
+                                          error=error))
+        result = tuple(outcomes)
+        return RightsReceipt(self._system, RightsAction.RESTORE, result, receipt_id("hubspot", result),
+                             int(self._stats["calls"] - calls_before))
+
+    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """The contacts, if their address is still subscribed to any e-mail subscription."""
+        email = subject_email(subject)
+        contacts = [r for r in refs if r.object == "contacts" and self._problem_with(r) is None]
+        if not contacts:
+            return []
+        statuses = self._call("verify", SUBSCRIPTIONS_OBJECT, self._status_api.get_email_status_with_http_info, email)
+        still = any(s.status == "SUBSCRIBED" for s in statuses.subscription_statuses or [])
+        return contacts if still else []
+
+    def _subscribed(self, email: str, sub_id: str) -> bool:
+        statuses = self._call("restore", SUBSCRIPTIONS_OBJECT, self._status_api.get_email_status_with_http_info, email)
+        return any(str(s.id) == sub_id and s.status == "SUBSCRIBED" for s in statuses.subscription_statuses or [])
+
     # --- discovery ---
 
     def _find_contacts(self, email: str) -> list[str]:
@@ -802,6 +994,25 @@ class HubSpotConnector:
 
 
 # --- module helpers ---------------------------------------------------------------------------------
+
+
+def _check_canonical(system: str, changes: Mapping[str, str]) -> None:
+    unknown = sorted(name for name in changes if name not in RECTIFIABLE_FIELDS)
+    if unknown:
+        raise ConnectorError(f"systems.{system}: rectify: unknown field(s) {', '.join(unknown)} (rectifiable: "
+                             f"{', '.join(RECTIFIABLE_FIELDS)})")
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _same_text(canonical: str, current: Any, wanted: str) -> bool:
+    """Whether a property already holds the rectified value (e-mail addresses compare without case)."""
+    have, want = _as_text(current), (wanted or None)
+    if have is None or want is None:
+        return have == want
+    return have.strip().lower() == want.strip().lower() if canonical == "email" else have == want
 
 
 def _next_after(page: Any) -> str | None:

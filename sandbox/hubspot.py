@@ -17,8 +17,9 @@ What it serves (paths, methods, status codes and JSON bodies as HubSpot's):
 - ``GET /crm/v4/objects/{type}/{id}/associations/{toType}``: v4 associations, paged (what SDK 12's
   ``crm.associations.v4.basic_api.get_page`` calls).
 - ``GET /communication-preferences/v3/definitions``, ``GET .../v3/status/email/{email}``,
-  ``POST .../v3/unsubscribe`` and ``.../v3/subscribe`` (what SDK 12's ``communication_preferences``
-  exposes; HubSpot's newer v4 ``unsubscribe-all`` is not in SDK 12 and not emulated).
+  ``POST .../v3/unsubscribe`` and ``.../v3/subscribe`` (``{emailAddress, subscriptionId, legalBasis?,
+  legalBasisExplanation?}``, the legal basis one of HubSpot's seven and shown back in the status; what SDK
+  12's ``communication_preferences`` exposes; HubSpot's newer v4 ``unsubscribe-all`` is not in SDK 12 and not emulated).
 
 Behaviour chosen where HubSpot's documentation is thin (each configurable or documented here):
 
@@ -302,6 +303,12 @@ def _default_properties(kind: str) -> tuple[str, ...]:
     return ("hs_createdate", "hs_lastmodifieddate", "hs_object_id")
 
 
+LEGAL_BASES = frozenset({
+    "LEGITIMATE_INTEREST_PQL", "LEGITIMATE_INTEREST_CLIENT", "PERFORMANCE_OF_CONTRACT", "CONSENT_WITH_NOTICE",
+    "NON_GDPR", "PROCESS_AND_STORE", "LEGITIMATE_INTEREST_OTHER",
+})  # fmt: skip
+"""The ``legalBasis`` values of Communication Preferences v3 (HubSpot's PublicUpdateSubscriptionStatusRequest)."""
+
 SUBSCRIPTION_DEFINITIONS: tuple[dict[str, Any], ...] = tuple(
     {
         "id": sub_id, "name": name, "description": description, "purpose": purpose,
@@ -348,6 +355,7 @@ class _State:
     links: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)  # both directions
     blocklist: set[str] = field(default_factory=set)
     subscriptions: dict[str, dict[str, str]] = field(default_factory=dict)  # email -> id -> SUBSCRIBED|UNSUB..
+    legal_bases: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)  # (email, id) -> basis
     next_id: int = 101
 
 
@@ -1046,12 +1054,13 @@ class HubSpotSandbox(Vendor):
     def _status_of(self, email: str, sub_id: str) -> dict[str, Any]:
         definition = next(d for d in SUBSCRIPTION_DEFINITIONS if d["id"] == sub_id)
         state = self._state.subscriptions.get(email.lower(), {}).get(sub_id)
+        basis = self._state.legal_bases.get((email.lower(), sub_id), ("LEGITIMATE_INTEREST_CLIENT", None))
         return {
             "id": sub_id, "name": definition["name"], "description": definition["description"],
             "status": "SUBSCRIBED" if state == "SUBSCRIBED" else "NOT_SUBSCRIBED",
             "sourceOfStatus": "SUBSCRIPTION_STATUS", "brandId": None, "preferenceGroupName": None,
-            "legalBasis": "LEGITIMATE_INTEREST_CLIENT" if state == "SUBSCRIBED" else None,
-            "legalBasisExplanation": None,
+            "legalBasis": basis[0] if state == "SUBSCRIBED" else None,
+            "legalBasisExplanation": basis[1] if state == "SUBSCRIBED" else None,
         }
 
     def _status(self, request: Request) -> Response:
@@ -1071,6 +1080,15 @@ class HubSpotSandbox(Vendor):
             return self._validation(f"Invalid email address: {email}")
         if sub_id not in {d["id"] for d in SUBSCRIPTION_DEFINITIONS}:
             return self._validation(f"{sub_id} is not a valid subscription id")
+        unknown = sorted(set(body) - {"emailAddress", "subscriptionId", "legalBasis", "legalBasisExplanation"})
+        if unknown:
+            return self._validation(f"Unrecognized field(s): {', '.join(unknown)}")
+        basis = body.get("legalBasis")
+        if basis is not None and basis not in LEGAL_BASES:
+            return self._validation(f"{basis} is not a valid legal basis")
+        explanation = body.get("legalBasisExplanation")
+        if explanation is not None and not isinstance(explanation, str):
+            return self._validation("legalBasisExplanation must be a string")
         address = email.strip().lower()
         current = self._state.subscriptions.get(address, {}).get(sub_id)
         if subscribe:
@@ -1079,6 +1097,8 @@ class HubSpotSandbox(Vendor):
             if current == "SUBSCRIBED":
                 return self._validation(f"{email} is already subscribed to subscription {sub_id}")
             self._state.subscriptions.setdefault(address, {})[sub_id] = "SUBSCRIBED"
+            if basis is not None:
+                self._state.legal_bases[(address, sub_id)] = (basis, explanation)
         else:
             if current == "UNSUBSCRIBED":
                 return self._validation(f"{email} is already unsubscribed from subscription {sub_id}")
@@ -1385,6 +1405,7 @@ class _DemoSeeder:
         self.activity(ada, "Ada.Lovelace@Example.com", "Ada", {"notes": 2, "emails": 2, "calls": 1, "meetings": 1},
                       datetime(2024, 1, 1, tzinfo=UTC))
         self.subscribe(ERASURE_SUBJECT, ("1190", "1191"))
+        self.sandbox._state.legal_bases[(ERASURE_SUBJECT, "1191")] = ("CONSENT_WITH_NOTICE", "Product updates box ticked")
 
         grace = self.person("Grace.Hopper@Example.org", "Grace", "Hopper", "Harvard Computation Lab",
                             ("Austin", "United States"), datetime(2020, 2, 11, 11, 30, tzinfo=UTC),

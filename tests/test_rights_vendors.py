@@ -25,6 +25,7 @@ from dsr.execution import RequestRunner
 from dsr.models import parse_new_request
 from dsr.service import DsrService
 from sandbox import google_ads as gsb
+from sandbox import hubspot as hsb
 from sandbox import linkedin as lsb
 from sandbox import netsuite as nsb
 from sandbox.kit import SandboxServer
@@ -321,3 +322,72 @@ def test_netsuite_sandbox_lets_a_business_set_soft_statuses_only(sandboxes: dict
     assert client.call("PATCH", path, json={"globalSubscriptionStatus": {"id": "2"}}).status_code == 204
     shown = client.call("GET", path).json()["globalSubscriptionStatus"]
     assert shown == {"id": "2", "refName": "Soft Opt-Out"}
+
+
+# --- HubSpot: contact update through the SDK; Communication Preferences v3 ----------------------------------
+
+
+def _hubspot_contacts(vendor: Any, email: str) -> list[dict[str, Any]]:
+    return [vendor.get("contacts", cid) for cid in vendor.contacts_with_email(email)]
+
+
+def test_hubspot_rectification_updates_the_contact_through_the_sdk_and_spares_decoys(
+        sandboxes: dict[str, SandboxServer]) -> None:
+    vendor = sandboxes["hubspot"].vendor
+    decoys = {d: _hubspot_contacts(vendor, d) for d in hsb.DECOY_EMAILS}
+    changes = {"last_name": "Byron", "title": "Countess of Lovelace", "postal_address": "12 St James's Square"}
+    with demo_connector("hubspot") as connector:
+        refs = connector.discover(subject(ADA))
+        assert connector.verify_rectified(refs, changes)
+        receipt = connector.rectify(refs, changes)
+        assert receipt.action is RightsAction.RECTIFY and not receipt.failed
+        (contact,) = [o for o in receipt.outcomes if o.ref.object == "contacts"]
+        assert {(c.field, c.vendor_field, c.old, c.new) for c in contact.changes} == {
+            ("last_name", "contacts.lastname", "Lovelace", "Byron"),
+            ("title", "contacts.jobtitle", contact.changes[1].old, "Countess of Lovelace"),
+            ("postal_address", "contacts.address", None, "12 St James's Square")}
+        assert all(set(o.not_held) == set(changes) and not o.changes
+                   for o in receipt.outcomes if o.ref.object != "contacts")
+        assert connector.verify_rectified(refs, changes) == []
+        (stored,) = _hubspot_contacts(vendor, ADA)
+        assert (stored["lastname"], stored["jobtitle"], stored["address"]) == (
+            "Byron", "Countess of Lovelace", "12 St James's Square")
+        assert all(o.done and not o.changes for o in connector.rectify(refs, changes).outcomes)
+        # HubSpot refuses an invalid address: not done, and the outcome names no value.
+        refused = connector.rectify(refs, {"email": "not an address"})
+        (bad,) = [o for o in refused.outcomes if o.ref.object == "contacts"]
+        assert not bad.done and "400" in (bad.error or "")
+        no_personal_data(refused.outcomes, "not an address", "byron")
+    assert {d: _hubspot_contacts(vendor, d) for d in hsb.DECOY_EMAILS} == decoys
+
+
+def test_hubspot_suppression_unsubscribes_every_subscription_and_a_lift_restores_them_with_their_basis(
+        sandboxes: dict[str, SandboxServer]) -> None:
+    vendor = sandboxes["hubspot"].vendor
+    decoys = {d: vendor.subscription_states(d) for d in hsb.DECOY_EMAILS}
+    assert all(states == {"1190": "SUBSCRIBED"} for states in decoys.values())
+    with demo_connector("hubspot") as connector:
+        who = subject(ADA)
+        refs = connector.discover(who)
+        contacts = [r for r in refs if r.object == "contacts"]
+        assert connector.verify_suppressed(who, refs) == contacts
+        receipt = connector.suppress_marketing(who, refs)
+        assert receipt.action is RightsAction.SUPPRESS and not receipt.failed
+        changes = [c for o in receipt.outcomes for c in o.changes]
+        assert {(c.field, c.old, c.new) for c in changes} == {
+            ("subscription:1190", "SUBSCRIBED (LEGITIMATE_INTEREST_CLIENT)", "NOT_SUBSCRIBED"),
+            ("subscription:1191", "SUBSCRIBED (CONSENT_WITH_NOTICE)", "NOT_SUBSCRIBED")}
+        assert vendor.subscription_states(ADA) == {"1190": "UNSUBSCRIBED", "1191": "UNSUBSCRIBED"}
+        assert _hubspot_contacts(vendor, ADA)  # the contact is kept: only marketing stops
+        assert connector.verify_suppressed(who, refs) == []
+        assert not [c for o in connector.suppress_marketing(who, refs).outcomes for c in o.changes]  # idempotent
+        restored = connector.restore_marketing(who, receipt.outcomes)
+        assert not restored.failed
+        assert vendor.subscription_states(ADA) == {"1190": "SUBSCRIBED", "1191": "SUBSCRIBED"}
+        statuses = requests.get(f"{sandboxes['hubspot'].url}/communication-preferences/v3/status/email/{ADA}",
+                                headers={"Authorization": f"Bearer {hsb.DEMO_TOKEN}"}, timeout=5).json()
+        basis = {s["id"]: s["legalBasis"] for s in statuses["subscriptionStatuses"]}
+        assert basis["1191"] == "CONSENT_WITH_NOTICE" and basis["1190"] == "LEGITIMATE_INTEREST_CLIENT"
+        # 1192 (never subscribed) was not touched by the suppression, so the lift does not subscribe it.
+        assert "1192" not in vendor.subscription_states(ADA)
+    assert {d: vendor.subscription_states(d) for d in hsb.DECOY_EMAILS} == decoys
