@@ -21,7 +21,9 @@ What it does, per operation of the contract (DESIGN.md):
 - `erase`: **Wistia has no delete endpoint** (its Stats API is GET-only). The connector declares
   ``manual_steps={"erase"}``: the runner opens a manual task with `manual_instructions` (a deletion
   request to Wistia's support, naming visitor and event keys only) and never calls `erase`. Called anyway,
-  it changes nothing and answers every DELETE/ANONYMISE as not done, so the misuse shows.
+  it changes nothing and answers every DELETE/ANONYMISE as not done, so the misuse shows. Likewise
+  ``rectify``, ``suppress`` and ``restore`` (the other rights): Wistia's API cannot change a visitor or stop
+  its marketing use, so each is a manual task whose `manual_instructions` name visitor keys only.
 - `verify_erased`: discovery again (after the person's work, what still matches).
 - `expired`: visitors whose ``last_active_at`` (else ``created_at``) is before the cutoff (all visitors,
   paged), and events received before it (``end_date`` = the cutoff's day, checked again client-side); each
@@ -90,7 +92,33 @@ DEFAULT_BASE_URL = "https://api.wistia.com"
 API_PATH = "/modern"
 PAGE_MAX = 100  # Wistia caps per_page at 100
 OBJECTS = ("visitor", "event")
-MANUAL_STEPS = frozenset({"erase"})
+# Wistia's API reads only: deleting, correcting a visitor's identity and stopping (or resuming) its use for
+# marketing are requests to Wistia's support, done by a person (dsr.contract: the runner opens a task).
+MANUAL_STEPS = frozenset({"erase", "rectify", "suppress", "restore"})
+_RIGHTS_STEPS: dict[str, tuple[str, str, str, str]] = {
+    "rectify": (
+        "correct the name or e-mail address recorded for a person",
+        "Wistia's API cannot change a visitor's identity (it comes from email capture forms and the embed "
+        "code's email option), so Wistia corrects it on request.",
+        "rectification, GDPR Art. 16: correct the visitor identity fields the request names",
+        "Check the corrected visitors in Wistia's Stats (Visitors) once Wistia confirms.",
+    ),
+    "suppress": (
+        "stop using a person's viewing data for marketing (restriction, objection, withdrawn consent or "
+        "opt-out of sale/sharing)",
+        "Wistia's API has no opt-out for a visitor, so Wistia restricts it on request.",
+        "restriction of processing, GDPR Art. 18/21, CCPA opt-out: keep the data but stop using it for "
+        "marketing, lead scoring and integrations",
+        "In Wistia's integrations (CRM and e-mail marketing syncs), make sure these visitors' captured leads are "
+        "no longer sent on; the other systems of this request stop their own marketing.",
+    ),
+    "restore": (
+        "resume the marketing use the restriction stopped",
+        "The restriction has been lifted (GDPR Art. 18(3)); Wistia resumes on request.",
+        "restriction lifted: resume the processing restricted earlier for these visitors",
+        "Re-enable the integration sync for these visitors if it was turned off for the restriction.",
+    ),
+}
 NO_DELETE_API = "Wistia has no delete API: done by hand (manual task)"
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -356,9 +384,11 @@ class WistiaConnector(HttpConnector):
         Raises:
             ConnectorError: `step` is not one this connector needs a person for.
         """
+        if step in _RIGHTS_STEPS:
+            return self._rights_instructions(step, refs)
         if step not in ("erase", "purge"):
             raise ConnectorError(f"systems.{self._system}: no manual {step!r} step (Wistia's API reads; "
-                                 "only deletion is done by hand)")
+                                 "deletion, correction and marketing restriction are done by hand)")
         mine = [r for r in refs if r.system == self._system]
         visitors = list(dict.fromkeys(r.id for r in mine if r.object == "visitor"))
         events = list(dict.fromkeys(r.id for r in mine if r.object == "event"))
@@ -392,6 +422,25 @@ class WistiaConnector(HttpConnector):
             "To keep the person from being tracked again, Wistia's Player Privacy Mode (or W.consent(false) "
             "in the site's embed code) stops new visitor tracking.",
         ]
+        return "\n".join(lines)
+
+    def _rights_instructions(self, step: str, refs: Sequence[RecordRef]) -> str:
+        """Rectify, suppress or restore: what the person asks of Wistia, naming visitor keys only."""
+        visitors = list(dict.fromkeys(r.id for r in refs if r.system == self._system and r.object == "visitor"))
+        account = (f"the Wistia account {self._settings.account}.wistia.com" if self._settings.account
+                   else f"the Wistia account whose API token is in {self._settings.token_env}")
+        what = _RIGHTS_STEPS[step]
+        lines = [f"Wistia ({self._system}): {what[0]} for {len(visitors)} visitor(s).", what[1], ""]
+        if not visitors:
+            lines.append("Nothing was found in Wistia for this request: there is nothing to do. Mark the task done.")
+            return "\n".join(lines)
+        lines.append(f"1. Send Wistia support a data-subject request for {account} ({what[2]}), quoting these "
+                     "keys:")
+        lines += [f"   - visitor_key {key}" for key in visitors]
+        lines += ["   The keys identify the records: do not put the person's name, e-mail address or the new "
+                  "values in the ticket; Wistia's support asks for them through its own verified channel.",
+                  f"2. {what[3]}",
+                  "3. Mark this task done with Wistia's ticket number in the note."]
         return "\n".join(lines)
 
     def expired(self, category: DataCategory | str, cutoff: date | datetime) -> Iterator[RecordRef]:

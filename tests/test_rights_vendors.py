@@ -391,3 +391,22 @@ def test_hubspot_suppression_unsubscribes_every_subscription_and_a_lift_restores
         # 1192 (never subscribed) was not touched by the suppression, so the lift does not subscribe it.
         assert "1192" not in vendor.subscription_states(ADA)
     assert {d: vendor.subscription_states(d) for d in hsb.DECOY_EMAILS} == decoys
+
+
+# --- Wistia: no API to correct or restrict a visitor: manual tasks naming keys only -------------------------------
+
+
+@pytest.mark.parametrize("step", ["rectify", "suppress", "restore"])
+def test_wistia_rights_are_manual_tasks_whose_instructions_name_visitor_keys_only(
+        step: str, sandboxes: dict[str, SandboxServer]) -> None:
+    with demo_connector("wistia") as connector:
+        assert step in connector.info.manual_steps
+        assert not hasattr(connector, "rectify") and not hasattr(connector, "suppress_marketing")
+        refs = connector.discover(subject(ADA))
+        visitors = [r.id for r in refs if r.object == "visitor"]
+        assert visitors
+        text = connector.manual_instructions(step, refs)
+        assert all(f"visitor_key {key}" in text for key in visitors)
+        assert "Wistia support" in text and "Mark this task done" in text
+        assert "ada" not in text.lower() and "lovelace" not in text.lower()
+        assert "nothing to do" in connector.manual_instructions(step, [])

@@ -253,7 +253,7 @@ def test_it_declares_itself_with_a_manual_erase_step(connector: WistiaConnector)
     assert isinstance(connector, Connector)
     info = connector.info
     assert (info.system, info.kind, info.version, info.write_only) == (SYSTEM, "wistia", "wistia/1", False)
-    assert info.manual_steps == frozenset({"erase"})
+    assert info.manual_steps == frozenset({"erase", "rectify", "suppress", "restore"})
     assert tuple(info.objects) == ("visitor", "event") and info.rate_limit_per_second == 10_000
 
 
