@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -173,18 +174,25 @@ def schemathesis_command(api: ApiUnderTest, role: str, *, max_examples: int, see
 
 
 def run_roles(api: ApiUnderTest, *, max_examples: int, seed: int, report_dir: Path, workers: int = 1,
-              roles: tuple[str, ...] = ROLES, timeout: float = 1800, exclude_path_regex: str | None = None) -> dict[str, subprocess.CompletedProcess[str]]:
-    """One Schemathesis run per role; each answer holds its exit code (0: no failure) and its report."""
+              roles: tuple[str, ...] = ROLES, timeout: float = 1800, exclude_path_regex: str | None = None,
+              at_once: bool = False) -> dict[str, subprocess.CompletedProcess[str]]:
+    """One Schemathesis run per role (one after another, or `at_once`); each answer holds its exit code
+    (0: no failure) and its report. Each role's files (report, Schemathesis' own state) stay in
+    `report_dir/<role>`."""
     # The hooks module states the rules no JSON Schema can (see chaos/schema_hooks.py).
     env = os.environ | {"SCHEMATHESIS_HOOKS": "chaos.schema_hooks", "NO_COLOR": "1",
                         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done: dict[str, subprocess.CompletedProcess[str]] = {}
-    for role in roles:
-        command = schemathesis_command(api, role, max_examples=max_examples, seed=seed, report_dir=report_dir,
+
+    def run(role: str) -> subprocess.CompletedProcess[str]:
+        folder = report_dir / role
+        folder.mkdir(parents=True, exist_ok=True)
+        command = schemathesis_command(api, role, max_examples=max_examples, seed=seed, report_dir=folder,
                                        workers=workers, exclude_path_regex=exclude_path_regex)
-        done[role] = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
-                                    check=False, cwd=report_dir)  # its own state stays in report_dir
-    return done
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False,
+                              cwd=folder)
+
+    with ThreadPoolExecutor(max_workers=len(roles) if at_once else 1) as pool:
+        return dict(zip(roles, pool.map(run, roles), strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def _auth() -> dict[str, str]:
 def test_every_answer_of_every_operation_matches_the_schema(tmp_path: Path) -> None:
     """Schemathesis (every check, seed 1) as officer, auditor and subject: 0 failures."""
     with seeded_api(tmp_path / "api") as api:
-        results = run_roles(api, max_examples=3, seed=1, report_dir=tmp_path, timeout=300)
+        results = run_roles(api, max_examples=3, seed=1, report_dir=tmp_path, timeout=300, at_once=True)
     failed = {role: result.stdout[-6000:] for role, result in results.items() if result.returncode != 0}
     assert set(results) == set(ROLES)
     assert not failed, "\n\n".join(f"== as {role}\n{report}" for role, report in failed.items())

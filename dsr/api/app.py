@@ -55,7 +55,14 @@ from dsr.api.web import mount_web
 from dsr.bundle import verify_bundle
 from dsr.deadlines import DeadlineError, ExtensionNotAllowed, PauseNotAllowed, Regime, accepted_countries
 from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError, UnknownRequest
-from dsr.models import EARLIEST_RECEIVED, RequestInputError, RequestType, Status, parse_new_request
+from dsr.models import (
+    EARLIEST_RECEIVED,
+    VERIFICATION_METHODS,
+    RequestInputError,
+    RequestType,
+    Status,
+    parse_new_request,
+)
 from dsr.notify import SmtpConfig
 from dsr.personal_text import redact_all
 from dsr.service import DsrService, RequestStateError
@@ -127,8 +134,9 @@ class SubmitBody(BaseModel):
 class VerifyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,47}$", max_length=48,
-                                 description="How the identity was checked: email-code, id-document, ...")]
+    # The service checks it (naming the choices); the schema lists them.
+    method: Annotated[str, Field(max_length=48, json_schema_extra={"enum": list(VERIFICATION_METHODS)},
+                                 description="How the identity was checked.")]
     note: Annotated[NonBlankText, Field(description="What was checked (kept as evidence; no e-mail address).")]
 
 
