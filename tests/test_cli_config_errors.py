@@ -74,3 +74,11 @@ def test_the_installed_command_says_error_not_internal_error(unset_setting_env: 
                           env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert UNSET in done.stderr and "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_with_storage_misconfigured_exits_2_naming_the_setting(
+        unset_setting_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSR_STORAGE_BUNDLE_RETENTION_DAYS", "30")  # evidence must be kept 24 months
+    result = runner.invoke(app, ["serve", "--api-only", "--port", "1"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "error: DSR_STORAGE_BUNDLE_RETENTION_DAYS:" in result.output and "730" in result.output
