@@ -37,6 +37,7 @@ from dsr.api.schema import (
     AUTH,
     BODY,
     BY_ID,
+    EDITED,
     QUERY,
     REQUEST_ID_PATTERN,
     STATE,
@@ -281,7 +282,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
             for r in rows if (type is None or r.type == type) and (status_ is None or r.status == status_)
         ]
 
-    @app.get("/requests/{request_id}", tags=["requests"], responses=responses(AUTH, BY_ID),
+    @app.get("/requests/{request_id}", tags=["requests"], responses=responses(AUTH, BY_ID, EDITED),
              response_model=RequestView)
     def get_request(request_id: RequestId, who: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
         """One request's record; officers also see the subject's address."""
@@ -291,7 +292,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         return redact_all(request_summary(service.state(request_id, for_auditor=True), personal=False,
                                           service=service))
 
-    @app.get("/requests/{request_id}/timeline", tags=["requests"], responses=responses(AUTH, BY_ID),
+    @app.get("/requests/{request_id}/timeline", tags=["requests"], responses=responses(AUTH, BY_ID, EDITED),
              response_model=list[EventView])
     def timeline(request_id: RequestId, who: Annotated[Principal, Depends(staff)]) -> list[dict[str, Any]]:
         """The request's ledger events, oldest first, as chained, with the free text they reference."""
@@ -371,7 +372,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         return request_summary(state, personal=False, service=service)
 
     @app.get("/requests/{request_id}/package", tags=["officer"], response_class=StreamingResponse,
-             responses=responses(ZIP, AUTH, BY_ID))
+             responses=responses(ZIP, AUTH, BY_ID, EDITED))
     def download_package(request_id: RequestId, who: Annotated[Principal, Depends(officer)]) -> StreamingResponse:
         """The subject's package (zip, personal data); the download is recorded in the ledger."""
         state = service.state(request_id)
@@ -387,7 +388,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     # -- subjects -----------------------------------------------------------------------------------
 
-    @app.get("/subject/request", tags=["subject"], responses=AUTH)
+    @app.get("/subject/request", tags=["subject"], responses=responses(AUTH, EDITED))
     def subject_status(who: Annotated[Principal, Depends(subject)]) -> SubjectStatus:
         """The status of the token's own request."""
         state = service.state(str(who.request_id))
@@ -395,7 +396,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
                              due=state.due, package_available=state.package is not None)
 
     @app.get("/subject/package", tags=["subject"], response_class=StreamingResponse,
-             responses=responses(ZIP, AUTH, {404: BY_ID[404]}))
+             responses=responses(ZIP, AUTH, {404: BY_ID[404]}, EDITED))
     def subject_package(request: Request, who: Annotated[Principal, Depends(subject)]) -> StreamingResponse:
         """The subject's package, once: the download spends the token."""
         state = service.state(str(who.request_id))

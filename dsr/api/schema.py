@@ -178,9 +178,13 @@ BODY: Responses = {
     413: {"model": ErrorReply, "description": "A body over the size limit (DSR_API_MAX_BODY_BYTES)."},
     422: {"model": ValidationReply, "description": "A bad field, named in `loc` (its value is never echoed)."},
 }
-STATE: Responses = {409: {"model": ErrorReply, "description": "Refused in the request's current state."}}
-TAMPERED: Responses = {409: {"model": IntegrityVerdict,
-                             "description": "The stored evidence differs from what the ledger sealed."}}
+EDITED: Responses = {409: {"model": ErrorReply, "description": "The request's ledger record was edited: its hash "
+                                                            "chain or the identity it holds does not verify."}}
+STATE: Responses = {409: {"model": ErrorReply, "description": "Refused in the request's current state, or its "
+                                                           "ledger record was edited (it does not verify)."}}
+TAMPERED: Responses = {409: {"model": IntegrityVerdict | ErrorReply,
+                             "description": "The stored evidence differs from what the ledger sealed (the failed "
+                                            "`check` named), or the request's ledger record was edited."}}
 
 
 def responses(*groups: Responses) -> Responses:
