@@ -105,7 +105,7 @@ def linkedin(li_server: tuple[SandboxServer, lsb.LinkedInSandbox],
     monkeypatch.setenv("DSR_LINKEDIN_TOKEN", lsb.DEMO_TOKEN)
     settings = {"base_url_env": "DSR_LINKEDIN_URL", "version": lsb.DEMO_VERSION, "token_env": "DSR_LINKEDIN_TOKEN",
                 "segments": [f"urn:li:dmpSegment:{s}" for s in lsb.DEMO_SEGMENTS], "poll_seconds": 0.01,
-                "poll_timeout_seconds": 2, "retry_max_wait": 0.05, "rate_limit": {"calls": 10_000, "period_seconds": 1}}
+                "poll_timeout_seconds": 0.5, "retry_max_wait": 0.05, "rate_limit": {"calls": 10_000, "period_seconds": 1}}
     with li_connector.create("linkedin", settings) as connector:
         yield vendor, connector
 
@@ -410,3 +410,75 @@ def test_wistia_rights_are_manual_tasks_whose_instructions_name_visitor_keys_onl
         assert "Wistia support" in text and "Mark this task done" in text
         assert "ada" not in text.lower() and "lovelace" not in text.lower()
         assert "nothing to do" in connector.manual_instructions(step, [])
+
+
+# --- through the runner: each right ends completed in every API system of this part ---------------------------
+
+
+def _run_request(service: DsrService, kind: str, changes: dict[str, str] | None = None,
+                 regime: str = "gdpr") -> tuple[str, Any]:
+    new = parse_new_request(type=kind, email=ADA, regime=regime, received=datetime.now(UTC), channel="email",
+                            changes=changes)
+    request_id = service.submit(new).state.request_id
+    service.verify(request_id, method="email-code", note="code returned")
+    runner = RequestRunner(service)
+    plan = runner.begin(request_id)
+    for system in plan.systems:
+        config = service.data_map.systems[system]
+        runner.run_system(request_id, system, lambda s=system, c=config: build_connector(s, c.kind, c.settings))
+    return request_id, runner.finish(request_id)
+
+
+OURS = ("hubspot", "netsuite", "google_ads", "linkedin")
+
+
+@pytest.mark.parametrize(("kind", "regime"), [("objection", "gdpr"), ("consent_withdrawal", "gdpr"),
+                                              ("opt_out", "ccpa")])
+def test_marketing_rights_complete_in_hubspot_netsuite_and_both_ad_platforms(
+        kind: str, regime: str, sqlite_service: DsrService, sandboxes: dict[str, SandboxServer]) -> None:
+    request_id, outcome = _run_request(sqlite_service, kind, regime=regime)
+    assert outcome.status.value == "completed", outcome.reason
+    state = sqlite_service.state(request_id)
+    assert set(OURS) <= set(state.systems)
+    assert all(state.systems[name].status.value == "completed" for name in OURS)
+    assert sandboxes["hubspot"].vendor.subscription_states(ADA) == {"1190": "UNSUBSCRIBED", "1191": "UNSUBSCRIBED"}
+    netsuite = sandboxes["netsuite"].vendor
+    ada_entities = [r for t in ("customer", "contact") for r in netsuite.records(t)
+                    if str(r.get("email") or "").lower() == ADA]
+    assert ada_entities and all(r["globalSubscriptionStatus"]["id"] == "2" for r in ada_entities)
+    for list_id in ("111", "222", "333"):
+        assert sha256(ADA) not in sandboxes["google_ads"].vendor.members(list_id)
+    for segment in lsb.DEMO_SEGMENTS:
+        assert sha256(ADA) not in sandboxes["linkedin"].vendor.members(segment)
+
+
+def test_restriction_and_its_lift_in_hubspot_and_netsuite(
+        sqlite_service: DsrService, sandboxes: dict[str, SandboxServer]) -> None:
+    from dsr.rights import lift_restriction
+
+    request_id, outcome = _run_request(sqlite_service, "restriction")
+    assert outcome.status.value == "completed", outcome.reason
+    hubspot, netsuite = sandboxes["hubspot"].vendor, sandboxes["netsuite"].vendor
+    assert hubspot.subscription_states(ADA) == {"1190": "UNSUBSCRIBED", "1191": "UNSUBSCRIBED"}
+    systems = sqlite_service.data_map.systems
+    result = lift_restriction(RequestRunner(sqlite_service), request_id, reason="accuracy confirmed",
+                              actor="officer",
+                              connect=lambda s: build_connector(s, systems[s].kind, systems[s].settings))
+    assert not result.failed and set(OURS) <= set(result.restored)
+    assert hubspot.subscription_states(ADA) == {"1190": "SUBSCRIBED", "1191": "SUBSCRIBED"}
+    statuses = sorted(r["globalSubscriptionStatus"]["refName"] for t in ("customer", "contact")
+                      for r in netsuite.records(t) if str(r.get("email") or "").lower() == ADA)
+    assert statuses == ["Soft Opt-In", "Soft Opt-In", "Soft Opt-In"]
+
+
+def test_rectification_completes_in_hubspot_and_netsuite(
+        sqlite_service: DsrService, sandboxes: dict[str, SandboxServer]) -> None:
+    request_id, outcome = _run_request(sqlite_service, "rectification", {"last_name": "Byron"})
+    assert outcome.status.value == "completed", outcome.reason
+    state = sqlite_service.state(request_id)
+    assert state.systems["hubspot"].status.value == "completed"
+    assert state.systems["netsuite"].status.value == "completed"
+    (contact,) = _hubspot_contacts(sandboxes["hubspot"].vendor, ADA)
+    assert contact["lastname"] == "Byron"
+    customers = [r for r in sandboxes["netsuite"].vendor.records("customer") if str(r.get("email") or "").lower() == ADA]
+    assert customers and all(r["lastName"] == "Byron" for r in customers)
