@@ -28,7 +28,7 @@ from rich.table import Table
 
 from connectors.base import ConnectorConfigError
 from dsr.config import ConfigError
-from dsr.deadlines import DeadlineError, Regime, due_date
+from dsr.deadlines import DeadlineError, ExtensionNotAllowed, Regime, due_date
 from dsr.identity import IdentityError
 from dsr.ledger.events import ChainError
 from dsr.ledger.store import LedgerError, SchemaOutOfDate, UnknownRequest
@@ -49,7 +49,9 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: verify hash cha
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for officers and auditors.")
 task_app = typer.Typer(no_args_is_help=True, help="Manual tasks: steps a person does in systems without an API.")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: a subject's data the purge must keep.")
+restriction_app = typer.Typer(no_args_is_help=True, help="Restrictions (GDPR 18): lift one.")
 app.add_typer(hold_app, name="hold")
+app.add_typer(restriction_app, name="restriction")
 app.add_typer(task_app, name="task")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(ledger_app, name="ledger")
@@ -174,12 +176,23 @@ def submit(
     country: Annotated[str | None, typer.Option(help="ISO country whose holidays count (gdpr: the member state; default NL).")] = None,
     received: Annotated[str | None, typer.Option(help="When the request arrived, ISO 8601 (default: now). A bare date means that day.")] = None,
     channel: Annotated[str, typer.Option(help="How it arrived: web-form, email, phone, post...")] = "cli",
+    set_field: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="FIELD=VALUE",
+        help="Rectification: a corrected field (first_name, last_name, email, phone, postal_address, company, "
+             "title); repeat for each.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Record a new request; prints its id alone on the first line."""
+    from dsr.rights import open_duplicate, parse_set_options
+
     with _service() as service:
         new = parse_new_request(type=type.value, email=email, regime=regime.value, country=country,
-                                received=received or datetime.now(UTC), channel=channel)
+                                received=received or datetime.now(UTC), channel=channel,
+                                changes=parse_set_options(set_field))
+        duplicate = open_duplicate(service, new.email, new.type)
+        if duplicate is not None:  # the public intake links such a request and cancels it; here it is refused
+            _fail(EXIT_REFUSED, f"email: this subject already has an open {new.type.value} request ({duplicate}); "
+                                f"see dsr status {duplicate}")
         submitted = service.submit(new)
         state = submitted.state
         if as_json:
@@ -209,7 +222,10 @@ def extend(
 ) -> None:
     """Extend the deadline where the regime allows it."""
     with _service() as service:
-        state = service.extend(request_id, reason=reason)
+        try:
+            state = service.extend(request_id, reason=reason)
+        except ExtensionNotAllowed as exc:  # a second one, too late, or none in the regime: refused, exit 3
+            _fail(EXIT_REFUSED, str(exc))
         out.print(f"{state.request_id} extended; now due {state.due}")
 
 
@@ -324,6 +340,11 @@ def status(
             colour = "red" if alert["level"] == "escalation" else "yellow"
             out.print(f"[{colour}]{alert['level']}[/{colour}] {alert['at'][:16]}: {alert['summary']}"
                       f"{'' if alert['delivered'] else ' (not delivered yet)'}")
+        for system, refs in sorted(state.held.items()):
+            out.print(f"[yellow]legal hold {', '.join(refs)}: {system} records kept, not erased "
+                      "(GDPR 17(3)(e)); releasing the hold re-opens them[/yellow]")
+        if state.restriction_lifted:
+            out.print("restriction lifted")
         if state.systems:
             out.print(_systems_table(list(view["systems"].values())))
         for sealed in state.bundles:
@@ -963,11 +984,36 @@ def hold_release(
     reason: Annotated[str, typer.Option(help="Why the hold ends.")],
 ) -> None:
     """Release a legal hold."""
-    from dsr.holds import release_hold
+    from dsr.holds import release_hold, reopened_by
 
     with _service() as service:
         release_hold(service, ref=ref, reason=reason)
         out.print(f"hold {ref} released")
+        for request_id in reopened_by(service, ref):
+            out.print(f"{request_id}: what the hold kept from erasure is open again; next: dsr run {request_id}")
+
+
+@restriction_app.command("lift")
+def restriction_lift(
+    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Why the restriction ends (kept as evidence; no personal data).")],
+) -> None:
+    """Lift a restriction: marketing put back as it was before it, the purge no longer holds the data back."""
+    from dsr.execution import RequestRunner
+    from dsr.rights import lift_restriction
+
+    with _service() as service:
+        result = lift_restriction(RequestRunner(service), request_id, reason=reason, actor=service.settings.actor,
+                                  connect=_connect_by_name(service))
+        for system in result.restored:
+            out.print(f"{system}: marketing settings restored")
+        for system in result.tasks:
+            out.print(f"{system}: a person restores them (manual task open; dsr task done {request_id} {system})")
+        if result.failed:
+            for system, error in sorted(result.failed.items()):
+                out.print(f"[red]{system}: {rich_escape(error)}[/red]")
+            _fail(EXIT_NOT_COMPLETED, f"request {request_id}: restriction not lifted; run it again")
+        out.print(f"{request_id}: restriction lifted")
 
 
 @hold_app.command("list")

@@ -43,7 +43,7 @@ from dsr.contract import (
 from dsr.identity import identity_hash
 from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.texts import store_texts, text_sha256
-from dsr.models import SUPPRESSION_TYPES, RequestType, Status
+from dsr.models import SUPPRESSION_TYPES, RequestInputError, RequestType, Status
 from dsr.service import DsrService, RequestStateError, _evidence_text, with_free_text
 from dsr.state import EventType, RequestState
 
@@ -420,3 +420,19 @@ def _last(events: Sequence[Any], kind: str, system: str) -> dict[str, Any] | Non
             return dict(event.payload)
     return None
 
+
+
+def parse_set_options(options: Sequence[str] | None) -> dict[str, str] | None:
+    """`--set FIELD=VALUE` options as a rectification's changes (checked by the request model)."""
+    if not options:
+        return None
+    changes: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise RequestInputError("set", "write FIELD=VALUE, e.g. --set first_name=Ada")
+        if name in changes:
+            raise RequestInputError(f"changes.{name}", "given twice")
+        changes[name] = value
+    return changes
