@@ -2,9 +2,11 @@
 
 Prefect's ephemeral API runs event triggers but not schedules, and says nothing about it
 (prefect-notes §1, §4). So the embedded mode starts a real `prefect server start` (SQLite, its
-state under DSR_HOME/prefect) as a child process, serves the three deployments from this
-process (each flow run in a subprocess, no work pool), and runs the HTTP API in a thread beside
-them:
+state under DSR_HOME/prefect) as a child process, registers the deployments on it (no work pool)
+and runs the HTTP API in a thread beside them. The runs of the deployments that call vendors are
+executed warm, in threads of this process (flows/warm.py: no process start, about a second from
+verification to completion); the deadline sweep's runs are started by Prefect's runner, each in a
+subprocess. A `dsr run` on the same DSR home hands its run to this process (flows/warm.py).
 
 - `process-request`, run by the event `dsr.request.verified` (flows/events.py emits it when a
   verification is recorded),
@@ -286,11 +288,15 @@ def build_deployments(*, purge_timezone: str, sweep_cron: str = SWEEP_CRON, swee
 
 
 def flows_run_warm() -> dict[str, Any]:
-    """The deployments whose runs `dsr serve` executes in its own process, and their flows."""
+    """The deployments whose runs `dsr serve` executes in its own process, and their flows: every
+    one that calls vendors (so that they share this process's rate limiters); the deadline sweep
+    calls none and stays with the runner (a process per run)."""
     from flows.batch import process_verified
     from flows.request import process_request
+    from flows.retention import retention_purge
 
-    return {"process-request": process_request, "process-verified": process_verified}
+    return {"process-request": process_request, "process-verified": process_verified,
+            "retention-purge": retention_purge}
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -320,11 +326,14 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
     """
     settings = service.settings if service is not None else (settings or Settings())
     home = prefect_home or settings.home / "prefect"
-    # Each flow run is a subprocess: without a shared store, each would pace itself to a vendor's
-    # whole limit. A SQLite file beside the ledger is enough on one machine (a fleet sets its own).
-    from connectors.pacing import RATE_LIMIT_URL_ENV
+    if not warm:
+        # Each flow run is a subprocess: without a shared store, each would pace itself to a vendor's
+        # whole limit. A SQLite file beside the ledger is enough on one machine (a fleet sets its own).
+        # Warm, every run that calls vendors is in this process and shares its limiters in memory
+        # (a database round trip per vendor call cost a served request about a second).
+        from connectors.pacing import RATE_LIMIT_URL_ENV
 
-    os.environ.setdefault(RATE_LIMIT_URL_ENV, f"sqlite:///{(settings.home / 'rate-limits.sqlite').resolve()}")
+        os.environ.setdefault(RATE_LIMIT_URL_ENV, f"sqlite:///{(settings.home / 'rate-limits.sqlite').resolve()}")
     stop = stop or threading.Event()
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if on_main_thread else None
