@@ -242,3 +242,81 @@ def test_every_reporting_command_answers_json(cli_env: None, tmp_path: Path) -> 
     assert version.exit_code == 0 and version.output.startswith("dsr-pipeline ")
     helped = runner.invoke(app, ["bundle", "--help"])
     assert "export" in helped.output and "rebuild" not in helped.output
+
+
+# -- watching ------------------------------------------------------------------------------------
+
+
+def _ops_client(service):  # noqa: ANN001, ANN202 - a DsrService; a TestClient
+    from fastapi.testclient import TestClient
+
+    from dsr.access import AccessConfig
+    from dsr.api.app import create_app
+    from dsr.storage import config_from_settings, open_store
+
+    store = open_store(config_from_settings(service.settings))
+    store.ensure_ready()
+    return TestClient(create_app(service, AccessConfig(tokens=()), store)), store
+
+
+def test_ready_names_what_fails_and_metrics_count_requests_without_personal_data(crm_only_service) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dsr.models import parse_new_request
+
+    service = crm_only_service
+    now = datetime.now(UTC)
+    for email, regime, received in (("late@example.com", "gdpr", now - timedelta(days=60)),
+                                    ("soon@example.com", "ccpa", now - timedelta(days=40)),
+                                    ("fresh@example.com", "gdpr", now)):
+        service.submit(parse_new_request(type="access", email=email, regime=regime, received=received))
+    client, store = _ops_client(service)
+    with client:
+        assert client.get("/ready").json() == {"status": "ready",
+                                               "checks": {"ledger": "ok", "schema": "ok", "storage": "ok"}}
+        scraped = client.get("/metrics")
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(scraped.text) for s in family.samples}
+        assert samples[("dsr_open_requests", (("regime", "gdpr"), ("status", "awaiting_verification")))] == 2
+        assert samples[("dsr_open_requests", (("regime", "ccpa"), ("status", "awaiting_verification")))] == 1
+        assert samples[("dsr_overdue_requests", ())] == 1  # gdpr, 60 days ago: past its month
+        assert samples[("dsr_due_soon_requests", ())] == 1  # ccpa, 45 days from 40 days ago
+        assert "example.com" not in scraped.text and "@" not in scraped.text
+
+        store.bundle_dir.rmdir()  # evidence can no longer be written there (a file where the directory was)
+        store.bundle_dir.write_bytes(b"")
+        broken = client.get("/ready")
+        assert broken.status_code == 503
+        assert broken.json()["failed"] == ["storage"] and broken.json()["checks"]["storage"].startswith("storage: not")
+        store.bundle_dir.unlink()
+        store.bundle_dir.mkdir()
+
+        with service.ledger.engine.begin() as conn:  # a ledger a release behind
+            from sqlalchemy import text
+
+            conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+        behind = client.get("/ready")
+        assert behind.status_code == 503
+        assert behind.json()["failed"] == ["schema"] and "dsr db upgrade" in behind.json()["checks"]["schema"]
+
+
+def test_vendor_traffic_and_run_durations_reach_the_metrics_by_system() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from dsr import telemetry
+
+    registry = CollectorRegistry()
+    for collector in telemetry.COLLECTORS:
+        registry.register(collector)
+    before = registry.get_sample_value("dsr_vendor_throttles_total", {"system": "hubspot-ops-test"}) or 0
+    telemetry.record_vendor_stats("hubspot-ops-test", {"calls": 12, "throttled": 2, "retries": 3, "waited_seconds": 1.5})
+    telemetry.record_run("erasure", "gdpr", "completed", 4.2)
+    assert registry.get_sample_value("dsr_vendor_calls_total", {"system": "hubspot-ops-test"}) >= 12
+    assert registry.get_sample_value("dsr_vendor_throttles_total", {"system": "hubspot-ops-test"}) == before + 2
+    assert registry.get_sample_value("dsr_vendor_retries_total", {"system": "hubspot-ops-test"}) >= 3
+    assert registry.get_sample_value("dsr_run_seconds_count",
+                                     {"type": "erasure", "regime": "gdpr", "status": "completed"}) >= 1
+    assert b"dsr_run_seconds_bucket" in generate_latest(registry)

@@ -32,6 +32,7 @@ from dsr.access import AccessConfig, Principal, Role
 from dsr.api.auth import BEARER_SCHEME, principal_resolver, require
 from dsr.api.intake import router as opendsr_router
 from dsr.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from dsr.api.ops import ops_router
 from dsr.api.pages import mount_pages
 from dsr.api.schema import (
     AUTH,
@@ -264,6 +265,8 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.include_router(ops_router(service, evidence))  # /ready and /metrics for probes and Prometheus
 
     # -- auditors and officers ------------------------------------------------------------------
 
