@@ -146,7 +146,8 @@ def test_bundle_verify_passes_intact_and_fails_tampered(cli_env: Settings, tmp_p
 
 def test_ledger_verify_reports_every_chain(cli_env: Settings) -> None:
     _submit()
-    _submit()
+    # A second open erasure of the same subject is refused; another right is a second chain.
+    assert runner.invoke(app, ["submit", "--type", "access", "--email", "Ada@Example.com", "--regime", "gdpr"]).exit_code == 0
     result = runner.invoke(app, ["ledger", "verify"])
     assert result.exit_code == 0 and "2 chain(s) verified" in result.output
 
