@@ -15,7 +15,7 @@ Phases, in one run on the same sandboxes:
 3. serve, CRM-only data map (the Prefect server kept; the service swapped);
 4. `dsr run ID` as a separate process while serve runs (handed to the running service).
 
-    python -m bench.latency [--quick] [--size N]
+    python -m bench.latency [--quick] [--size N]     (--quick: 2 requests a phase, no `dsr run` phase)
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with open_service(stack.spec) as service:
                 direct = measure_direct(service, calls, size, report)
-                serve_seconds, handoff = measure_serve(service, stack.spec, root, size, report)
+                serve_seconds, handoff = measure_serve(service, stack.spec, root, size, report,
+                                                       handoff_runs=0 if args.quick else 5)
         finally:
             calls.close()
         throttled = sum(1 for _, budget, status in calls.snapshot() if is_throttle(budget, status))
@@ -218,11 +219,11 @@ def measure_direct(service: Any, calls: CallLog, size: int, report: Report) -> l
     return seconds
 
 
-def measure_serve(service: Any, spec: ServiceSpec, root: Path, size: int,
-                  report: Report) -> tuple[list[float], list[float]]:
+def measure_serve(service: Any, spec: ServiceSpec, root: Path, size: int, report: Report, *,
+                  handoff_runs: int) -> tuple[list[float], list[float]]:
     log("serve: starting dsr serve's Prefect server")
     started = time.monotonic()
-    with served(service, root / "prefect") as server:
+    with served(service, root / "prefect"):
         report.emit("latency.serve_startup", time.monotonic() - started, "s",
                     note="prefect server start with a fresh database, deployments, warm worker")
         log(f"serve: {size + 1} requests through the verified trigger")
@@ -237,7 +238,7 @@ def measure_serve(service: Any, spec: ServiceSpec, root: Path, size: int,
             return time.monotonic() - started
 
         seconds = timed_series(size, one)
-        handoff = measure_handoff(service, spec, server.api_url, min(size, 5))
+        handoff = measure_handoff(spec, handoff_runs) if handoff_runs else []
         crm_only(service, spec, root, size, report)
     return seconds, handoff
 
@@ -273,7 +274,7 @@ def crm_only(service: Any, spec: ServiceSpec, root: Path, size: int, report: Rep
     report.emit("latency.serve_crm_only.p95", percentile(seconds, 0.95), "s", size={"requests": size})
 
 
-def measure_handoff(service: Any, spec: ServiceSpec, api_url: str, runs: int) -> list[float]:
+def measure_handoff(spec: ServiceSpec, runs: int) -> list[float]:
     """`dsr run ID` in a new process, with dsr serve running on the same DSR home.
 
     The requests are verified through a second service on the same ledger, one that announces

@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -52,6 +53,15 @@ DEFAULT_PARALLEL_RUNS = 4
 #: The fallback poll when no `Scheduled` event arrives (an event lost, the websocket reconnecting).
 DEFAULT_POLL_SECONDS = 5.0
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+
+#: The flow runs lately executed warm in this process, newest last (for `ran_here`).
+_recent_runs: deque[UUID] = deque(maxlen=1000)
+
+
+def ran_here(flow_run_id: UUID) -> bool:
+    """Whether this process executed that flow run warm (lately): what tells it from a run started
+    in a process of its own, which Prefect's records do not."""
+    return flow_run_id in _recent_runs
 
 
 class WarmWorker:
@@ -218,6 +228,7 @@ class WarmWorker:
     def _execute(self, flow: Flow[..., Any], flow_run: FlowRun) -> None:
         from prefect.flow_engine import run_flow
 
+        _recent_runs.append(flow_run.id)
         try:
             # A fresh pool thread has no flow-run context, so the run is a run of its own (not a subflow).
             with self._run_settings():

@@ -305,3 +305,72 @@ def test_a_schedule_fires_in_embedded_mode(embedded: Embedded) -> None:
     completed = _wait_for("a scheduled deadline-sweep run to complete",
                           lambda: _flow_runs("deadline-sweep", types=[StateType.COMPLETED]), timeout=45)
     assert any(run.auto_scheduled for run in completed)  # made by the server's scheduler, not by us
+
+
+# -- warm runs: verified to completed without a process start (flows/warm.py) ---------------------
+
+
+def test_a_verified_request_runs_warm_in_seconds_as_a_real_flow_run_with_its_task_runs(embedded: Embedded) -> None:
+    """The run is executed in dsr serve's own process (no `prefect.engine` child is started), and it
+    is still a Prefect flow run: Completed, created by the trigger, its system step a task run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.objects import StateType
+
+    from flows.warm import ran_here
+
+    service = embedded.service
+    request_id = _submit(service)
+    started = time.monotonic()
+    _verify(service, request_id)
+    _wait_for(f"request {request_id} to complete",
+              lambda: service.state(request_id).status.value in ("completed", "partially_completed"),
+              timeout=30, every=0.05)
+    elapsed = time.monotonic() - started
+    assert service.state(request_id).status.value == "completed"
+    assert elapsed < 8.0, f"verified to completed took {elapsed:.1f} s (a process per run took 14-36 s)"
+    run = _wait_for("the flow run to be Completed", lambda: [
+        r for r in _flow_runs("process-request", types=[StateType.COMPLETED])
+        if r.parameters.get("request_id") == request_id], timeout=20)[0]
+    assert run.created_by is not None and run.created_by.type == "AUTOMATION"
+    assert ran_here(run.id), "the run was started in a process of its own"
+
+    def task_runs() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+
+    steps = _wait_for("the system step's task run to be recorded Completed",
+                      lambda: [t for t in task_runs() if t.name == "crm" and t.state_type == StateType.COMPLETED],
+                      timeout=30)
+    assert len(steps) == 1
+
+
+def test_dsr_run_hands_the_run_to_the_running_serve(embedded: Embedded, tmp_path: Path) -> None:
+    """`dsr run ID` on the DSR home of a running dsr serve: the run is a flow run of that serve
+    (tagged dsr-run), not a Prefect started in the command's own process."""
+    import subprocess
+    import sys
+
+    from prefect.client.schemas.objects import StateType
+
+    # Verified through a second service that announces nothing, so that the trigger does not start it first.
+    quiet = DsrService(Settings())
+    try:
+        request_id = _submit(quiet)
+        _verify(quiet, request_id)
+    finally:
+        quiet.close()
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+    env.pop("PREFECT_API_URL", None)  # found through the running serve, as an operator's shell would
+    done = subprocess.run([str(Path(sys.executable).parent / "dsr"), "run", request_id], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{request_id}: completed" in done.stdout
+    assert "starting Prefect in this process" not in done.stderr
+    assert embedded.service.state(request_id).status.value == "completed"
+    runs = [r for r in _flow_runs("process-request", types=[StateType.COMPLETED])
+            if r.parameters.get("request_id") == request_id]
+    assert len(runs) == 1 and "dsr-run" in runs[0].tags
+    from flows.warm import ran_here
+
+    assert ran_here(runs[0].id)
