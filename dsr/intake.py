@@ -28,7 +28,8 @@ any verification: CCPA 11 CCR 7021), then proves the requester controls the addr
   atomic (the primary key of `dsr_intake_primaries`), so two racing submissions cannot both run.
   Note the trade-off: `duplicate_of` tells whoever submits an address that a request for it is
   open (never whether the company holds any data on it, which intake does not look up).
-- **Mapping.** `subject_request_type` access | portability | erasure (others 422);
+- **Mapping.** `subject_request_type` access | portability | erasure, and as extensions restriction |
+  objection | consent_withdrawal | opt_out (others 422); an opt_out gets no code (it needs no verification);
   `regulation` (or `regime`) gdpr | ccpa, and as extensions uk-gdpr, lgpd, pipeda (cpra is
   read as ccpa); optional `country` as for every door (both also as `extensions[<our domain>]`);
   the clock starts at our receipt (`received` is now), `submitted_time` (RFC 3339 with an offset)
@@ -70,7 +71,7 @@ from dsr.identity import IdentityError, identity_hash, normalise_email
 from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
 from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.store import LedgerError, UnknownRequest
-from dsr.models import NewRequest, RequestInputError, RequestType, Status, parse_new_request
+from dsr.models import UNVERIFIED_TYPES, NewRequest, RequestInputError, RequestType, Status, parse_new_request
 from dsr.notify import Notice, NotifyError, SmtpChannel, SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.state import RequestState, derive_state
@@ -100,6 +101,12 @@ TYPES: dict[str, RequestType] = {
     "access": RequestType.ACCESS,
     "portability": RequestType.PORTABILITY,
     "erasure": RequestType.ERASURE,
+    # Our extensions: the rights that stop a use (no corrected values to carry; a rectification
+    # goes through the privacy office, which checks the new values).
+    "restriction": RequestType.RESTRICTION,
+    "objection": RequestType.OBJECTION,
+    "consent_withdrawal": RequestType.CONSENT_WITHDRAWAL,
+    "opt_out": RequestType.OPT_OUT,
 }
 #: OpenDSR `regulation` values to our regimes; uk-gdpr, lgpd and pipeda are our extensions.
 REGULATIONS: dict[str, Regime] = {
@@ -494,11 +501,24 @@ class Intake:
         controller's role in OpenDSR): its request is recorded as verified by it, and no code is
         e-mailed. Unsigned requests are verified by the e-mailed code (our extension).
         """
-        config = self._smtp() if controller_id is None else None
+        config: SmtpConfig | None = None
+        unavailable: IntakeUnavailable | None = None
+        if controller_id is None:
+            try:
+                config = self._smtp()
+            except IntakeUnavailable as exc:
+                unavailable = exc  # codes need mail; an opt-out needs no code, so it is taken without
         now = datetime.now(UTC)
-        parsed = parse_opendsr(body, key=self._key, now=now, callback_url_prefixes=self.callback_url_prefixes,
-                               clock_skew=self.clock_skew, extension_domain=extension_domain,
-                               controller_id=controller_id)
+        try:
+            parsed = parse_opendsr(body, key=self._key, now=now, callback_url_prefixes=self.callback_url_prefixes,
+                                   clock_skew=self.clock_skew, extension_domain=extension_domain,
+                                   controller_id=controller_id)
+        except IntakeInvalid:
+            if unavailable is not None:
+                raise unavailable from None
+            raise
+        if unavailable is not None and parsed.new.type not in UNVERIFIED_TYPES:
+            raise unavailable
         request_id = parsed.request_id
         duplicate_of = self._record_intake(parsed, now)
         try:
@@ -518,8 +538,10 @@ class Intake:
         code: CodeNotice | None = None
         if duplicate_of is not None:
             state = self._link_duplicate(request_id, duplicate_of)
-            if config is not None:
+            if config is not None and parsed.new.type not in UNVERIFIED_TYPES:
                 code = self._code_if_needed(duplicate_of, config)
+        elif parsed.new.type in UNVERIFIED_TYPES:
+            pass  # a CCPA opt-out "need not be a verifiable consumer request" (11 CCR 7026): no code
         elif config is not None:
             code = self._code_if_needed(request_id, config)
         else:

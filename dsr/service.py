@@ -44,7 +44,15 @@ from dsr.ledger.texts import (
     text_reference,
 )
 from dsr.ledger.texts import text_sha256 as sha256_of_text
-from dsr.models import CLOSED_STATUSES, OPEN_STATUSES, NewRequest, RequestInputError, Status, validate_method
+from dsr.models import (
+    CLOSED_STATUSES,
+    OPEN_STATUSES,
+    UNVERIFIED_TYPES,
+    NewRequest,
+    RequestInputError,
+    Status,
+    validate_method,
+)
 from dsr.personal_text import contains_email_address, redact
 from dsr.settings import Settings
 from dsr.state import EventType, RequestState, derive_state, index_row
@@ -245,6 +253,8 @@ class DsrService:
                            identity=("email", new.email, digest), expect_new=True,
                            texts=store_texts([note, corrections]))
         log.info("request %s received (%s, %s, subject %s)", request_id, new.type.value, new.regime.value, digest)
+        if new.type in UNVERIFIED_TYPES:  # runnable as received (11 CCR 7026): start it as a verified one starts
+            self._announce(EventType.VERIFIED, request_id)
         return Submitted(self.state(request_id), created=True)
 
     def verify(self, request_id: str, *, method: str, note: str, actor: str | None = None) -> RequestState:

@@ -55,6 +55,7 @@ from dsr.api.schema import (
 )
 from dsr.api.web import mount_web
 from dsr.bundle import verify_bundle
+from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError, ExtensionNotAllowed, PauseNotAllowed, Regime, accepted_countries
 from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError, UnknownRequest
 from dsr.models import (
@@ -131,6 +132,10 @@ class SubmitBody(BaseModel):
                                               "default: the regime's own.")] | None = None
     received: ReceivedAt | None = None
     channel: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$", max_length=32)] = "api"
+    changes: Annotated[dict[str, Annotated[str, Field(max_length=300)]] | None, Field(
+        description="Rectification only: canonical field (first_name, last_name, email, phone, postal_address, "
+                    "company, title) -> corrected value.",
+        json_schema_extra={"propertyNames": {"enum": list(RECTIFIABLE_FIELDS)}})] = None
 
 
 class VerifyBody(BaseModel):
@@ -349,7 +354,8 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     def submit(body: SubmitBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
         """Record a new request (status awaiting_verification)."""
         new = parse_new_request(type=body.type, email=body.email, regime=body.regime, country=body.country,
-                                received=body.received or datetime.now(UTC), channel=body.channel)
+                                received=body.received or datetime.now(UTC), channel=body.channel,
+                                changes=body.changes)
         state = service.submit(new, actor=who.name).state
         return request_summary(state, personal=False, service=service)
 

@@ -13,7 +13,8 @@ the request and downloads their data. Public: no token, no account, no cookie.
   the page (whoever knows the request id must not get the data). `/privacy/download/{token}` shows a
   button; pressing it spends the token and streams the package (a `package.downloaded` event).
 - Global Privacy Control: a `Sec-GPC: 1` header is honoured as a valid opt-out of sale and sharing
-  under the CCPA (11 CCR 7025) and the page says so; `/.well-known/gpc.json` declares it. This site
+  under the CCPA (11 CCR 7025) and the page says so: a California request sent with it also records
+  an `opt_out` request (no code needed); `/.well-known/gpc.json` declares it. This site
   itself sets no cookie and loads nothing from third parties.
 
 Abuse limits: per client address, the intake API's own `RateLimiter` with its numbers (submit 10,
@@ -58,6 +59,14 @@ PLAIN_WORDS = {
                     "file (JSON and CSV) that you can take to another service."),
     "erasure": ("Delete my data", "We erase the personal data we hold about you, except what the law "
                 "makes us keep (for example tax records of your orders), and tell you what was kept and why."),
+    "restriction": ("Keep my data but stop using it", "We keep your data as it is and stop using it (no "
+                    "marketing, not deleted by our retention either) until you or we lift the restriction."),
+    "objection": ("Stop direct marketing to me", "We stop using your data for direct marketing: no "
+                  "newsletters or offers, and you are taken out of advertising audiences."),
+    "consent_withdrawal": ("Withdraw my consent to marketing", "You can withdraw consent to marketing at any "
+                           "time: we stop marketing e-mails and take you out of advertising audiences."),
+    "opt_out": ("Do not sell or share my personal information", "California residents: we stop selling or "
+                "sharing your personal information. No verification code is needed."),
 }
 #: Where we take requests from, the law that applies, and the name shown.
 COUNTRIES: dict[str, tuple[str, str]] = {
@@ -164,10 +173,12 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
             "regulation": regime,
             "country": values["country"] if regime == "gdpr" else None,
         }
-        if gpc_signal(request):
-            body["extensions"] = {"gpc": True}
         try:
             outcome = intake.submit(body)
+            if gpc_signal(request) and regime == "ccpa" and values["type"] != "opt_out":
+                # The browser's Global Privacy Control is a valid opt-out of sale and sharing (11 CCR
+                # 7025): recorded beside what was asked, with no code to wait for.
+                intake.submit({**body, "subject_request_id": new_request_id(), "subject_request_type": "opt_out"})
         except IntakeInvalid as exc:
             return form_page(request, values, _problems(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
         except IntakeUnavailable:
@@ -177,6 +188,8 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
         except IntakeConflict as exc:
             return problem(request, status.HTTP_409_CONFLICT, "Please try again", str(exc))
         target = outcome.duplicate_of or outcome.state.request_id
+        if values["type"] == "opt_out":  # nothing to verify: straight to its status
+            return RedirectResponse(f"{PREFIX}/requests/{target}", status_code=status.HTTP_303_SEE_OTHER)
         return RedirectResponse(f"{PREFIX}/requests/{target}/verify", status_code=status.HTTP_303_SEE_OTHER)
 
     def known(request_id: str) -> bool:
