@@ -16,7 +16,8 @@ The `google-ads` package is gRPC only and cannot be pointed at an HTTP emulator 
 - ``data_manager`` (``https://datamanager.googleapis.com/v1/audienceMembers:remove``, Google's
   replacement): one request per list, the accounts in the body (``operatingAccount`` = the customer,
   ``loginAccount`` = `login_customer_id`), the hash as ``emailAddress`` with ``encoding: HEX``. No
-  developer token. Google answers a ``requestId`` only: the removal is *requested*, not confirmed.
+  developer token. Google answers a ``requestId``; ``GET /v1/requestStatus:retrieve?requestId=`` is then
+  polled until every destination is ``SUCCESS`` (``FAILED``/``PARTIAL_SUCCESS``: not done).
 
 What it does, per operation of the contract (DESIGN.md):
 
@@ -28,11 +29,11 @@ What it does, per operation of the contract (DESIGN.md):
   that membership is not readable, which identifier is uploaded). No call to Google; no hash.
 - `erase`: the removals above; RETAIN decisions make no call; ANONYMISE is carried out as a removal (the
   only operation an audience has). A list's outcome is done when its job ended ``SUCCESS`` (mode
-  ``offline_user_data_job``) or Google accepted the request (``data_manager``); never ``already_gone``
+  ``offline_user_data_job``) or its request status reads SUCCESS (``data_manager``); never ``already_gone``
   (absence cannot be seen). `vendor_receipt_id` lists the jobs with their final status
   (``google_ads:customers/1/offlineUserDataJobs/2=SUCCESS ...``) or the Data Manager request ids
-  (``google_datamanager:customers/1/userLists/111=<requestId> ...``): "removal confirmed by job status" or
-  "removal requested", never "verified absent". Idempotent: removing a hash that is not in a list succeeds.
+  (``google_datamanager:customers/1/userLists/111=<requestId>:SUCCESS ...``): "removal confirmed" by the
+  vendor's status (`confirms_removal`), never "verified absent". Idempotent: removing a hash that is not in a list succeeds.
 - `verify_erased`: ``[]``; the connector declares ``write_only`` and the runner records that the removal
   cannot be verified by re-query.
 
@@ -420,9 +421,9 @@ class GoogleAdsConnector(AudienceConnector):
 
     @property
     def confirms_removal(self) -> bool:
-        """Offline user data jobs are polled until SUCCESS: a done removal is confirmed. The Data Manager API
-        answers a request id only: the removal is requested."""
-        return self._settings.mode == "offline_user_data_job"
+        """A done removal is confirmed in both modes: offline user data jobs are polled until SUCCESS, Data
+        Manager requests (``requestStatus:retrieve``) until every destination is SUCCESS."""
+        return True
 
     # --- the contract ---
 
@@ -607,6 +608,7 @@ class GoogleAdsConnector(AudienceConnector):
     def _remove_with_data_manager(self, todo: Sequence[ErasureDecision], hashed: str,
                                   outcomes: dict[str, RecordOutcome]) -> list[str]:
         parts: list[str] = []
+        accepted: dict[str, ErasureDecision] = {}  # requestId -> decision
         login = self._settings.login_customer_id
         for decision in todo:
             cid, lid = self._lists[decision.ref.id]
@@ -630,9 +632,52 @@ class GoogleAdsConnector(AudienceConnector):
                 outcomes[decision.ref.key] = outcome_for(
                     decision, done=False, error="the Data Manager API accepted the removal without a requestId")
                 continue
-            parts.append(f"{decision.ref.id}={request_id}")
-            outcomes[decision.ref.key] = outcome_for(decision, done=True)
+            accepted[request_id] = decision
+        for request_id, (status, problem) in self._poll_requests(accepted).items():
+            decision = accepted[request_id]
+            parts.append(f"{decision.ref.id}={request_id}:{status}")
+            outcomes[decision.ref.key] = outcome_for(decision, done=problem is None, error=problem)
         return parts
+
+    def _poll_requests(self, accepted: Mapping[str, ErasureDecision]) -> dict[str, tuple[str, str | None]]:
+        """Read each removal's status (``GET /v1/requestStatus:retrieve``) until every destination is SUCCESS
+        (confirmed: no problem) or one is FAILED / PARTIAL_SUCCESS, or `poll_timeout_seconds` pass."""
+        result: dict[str, tuple[str, str | None]] = {}
+        waiting = list(accepted)
+        deadline = time.monotonic() + self._settings.poll_timeout_seconds
+        while waiting:
+            for request_id in list(waiting):
+                what = accepted[request_id].ref.id
+                try:
+                    answer = self._call("erase", what, "GET", f"{self._base_url}/{DATA_MANAGER_VERSION}/"
+                                        f"requestStatus:retrieve?requestId={request_id}", None, ads=False)
+                except GoogleAdsApiError as exc:
+                    if exc.fatal:
+                        raise
+                    result[request_id] = ("UNREAD", f"removal requested (request {request_id}) but its status "
+                                                     f"could not be read: {exc}")
+                    waiting.remove(request_id)
+                    continue
+                self._count("polls")
+                status = _data_manager_status(answer)
+                if status == "SUCCESS":
+                    result[request_id] = (status, None)
+                    waiting.remove(request_id)
+                elif status in ("FAILED", "PARTIAL_SUCCESS"):
+                    result[request_id] = (status, f"the Data Manager API reports the removal from {what} "
+                                                  f"(request {request_id}) {status}; it was not fully applied")
+                    waiting.remove(request_id)
+            if not waiting:
+                break
+            if time.monotonic() >= deadline:
+                for request_id in waiting:
+                    result[request_id] = ("PROCESSING", f"removal requested (request {request_id}) but not "
+                                                        "confirmed: still PROCESSING after poll_timeout_seconds "
+                                                        f"({self._settings.poll_timeout_seconds:g} s); re-run to "
+                                                        "request it again")
+                break
+            time.sleep(min(self._settings.poll_seconds, max(deadline - time.monotonic(), 0.0)))
+        return result
 
     # --- calling Google ---
 
@@ -815,6 +860,16 @@ class GoogleAdsConnector(AudienceConnector):
 def _job_path(job: str) -> str:
     """``offlineUserDataJobs/{id}`` of a job resource name ``customers/{cid}/offlineUserDataJobs/{id}``."""
     return job.split("/", 2)[2]
+
+
+def _data_manager_status(answer: Any) -> str | None:
+    """One status for a Data Manager request: SUCCESS only if every destination's is; else the first other."""
+    entries = answer.get("requestStatusPerDestination") if isinstance(answer, dict) else None
+    statuses = [e.get("requestStatus") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    statuses = [s for s in statuses if isinstance(s, str) and _CODE.match(s)]
+    if not statuses:
+        return None
+    return next((s for s in statuses if s != "SUCCESS"), "SUCCESS")
 
 
 def _developer_token_problem(codes: Sequence[str]) -> bool:

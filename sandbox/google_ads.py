@@ -17,6 +17,10 @@ Wire formats as vendor-apis.md section 4 gives them; the connector talks plain `
   body of section 4 (``destinations`` with ``operatingAccount``/``loginAccount``/``productDestinationId``,
   ``audienceMembers[].userData.userIdentifiers[].emailAddress`` as hex SHA-256, ``encoding: HEX``);
   answers ``{"requestId": ...}``. Bearer only: no developer token, the accounts travel in the body.
+  ``GET /v1/requestStatus:retrieve?requestId=...`` answers ``{"requestStatusPerDestination": [{"destination",
+  "requestStatus": PROCESSING|SUCCESS|FAILED, "audienceMembersRemovalStatus"|"errorInfo"}]}``
+  (RetrieveRequestStatusResponse of the ``google-ads-datamanager`` library): PROCESSING for ``job_polls``
+  reads, then SUCCESS, when the removal takes effect (FAILED if `fail_next_job` armed one of its lists).
 
 Behaviour (section 4 where it says, else chosen and marked here):
 
@@ -115,6 +119,7 @@ API_VERSIONS: tuple[str, ...] = tuple(f"v{n}" for n in range(23, 27))
 LATEST_VERSION = API_VERSIONS[-1]
 TOKEN_PATH = "/token"
 DATA_MANAGER_PATH = "/v1/audienceMembers:remove"
+DATA_MANAGER_STATUS_PATH = "/v1/requestStatus:retrieve"
 ADWORDS_SCOPE = "https://www.googleapis.com/auth/adwords"
 DATAMANAGER_SCOPE = "https://www.googleapis.com/auth/datamanager"
 MAX_OPERATIONS_PER_REQUEST = 100_000
@@ -215,9 +220,23 @@ class _Refusal(Exception):
 
 
 @dataclass
+class _DmRequest:
+    """A Data Manager removal: PROCESSING for `job_polls` status reads, then SUCCESS (removals applied) or
+    FAILED (when `fail_next_job` armed one of its lists)."""
+
+    destinations: list[dict[str, Any]]  # as sent: the status answer echoes each one
+    lists: list[str]  # list ids, in destination order
+    hashes: list[str]
+    reads: int = 0
+    status: str = "PROCESSING"
+    failed: bool = False
+
+
+@dataclass
 class _State:
     lists: dict[str, _UserList] = field(default_factory=dict)  # list id -> list (ids unique in the sandbox)
     jobs: dict[str, _Job] = field(default_factory=dict)
+    dm_requests: dict[str, _DmRequest] = field(default_factory=dict)  # requestId -> its removal
     removals: list[dict[str, str]] = field(default_factory=list)
     next_id: int = 5_000_000_000
 
@@ -295,13 +314,14 @@ class GoogleAdsSandbox(Vendor):
         add("POST", rf"{c}/offlineUserDataJobs/(?P<job>\d+):run", self._run_job)
         add("POST", rf"{c}/googleAds:search", self._search)
         add("POST", re.escape(DATA_MANAGER_PATH), self._data_manager_remove)
+        add("GET", re.escape(DATA_MANAGER_STATUS_PATH), self._data_manager_status)
 
     # --- kit hooks ------------------------------------------------------------------------------
 
     def authenticate(self, request: Request) -> Response | None:
         if request.path == TOKEN_PATH:
             return None
-        if request.path == DATA_MANAGER_PATH:
+        if request.path in (DATA_MANAGER_PATH, DATA_MANAGER_STATUS_PATH):
             problem = self._bearer_problem(request)
             return None if problem is None else self._dm_unauthenticated(problem)
         match = _ADS_PATH.match(request.path)
@@ -915,15 +935,60 @@ class GoogleAdsSandbox(Vendor):
                         if encoding == "HEX" and not _HEX64.match(str(email)):
                             return self._violation(where, "Email is not hex encoded.", "INVALID_HEX_ENCODING")
                         hashes.append(str(email) if encoding == "HEX" else _b64_to_hex(str(email)))
+                request_id = str(uuid.uuid4())
                 if not body.get("validateOnly"):
+                    failed = False
                     for user_list in targets:
-                        for hashed in hashes:
-                            user_list.members.discard(hashed)
-                            self._state.removals.append({"via": "data_manager", "userList": user_list.resource_name,
-                                                         "hash": hashed})
-                return Response.json({"requestId": str(uuid.uuid4())})
+                        queued = self._fail_next.get(user_list.id)
+                        if queued:
+                            queued.pop(0)
+                            failed = True
+                    removal = _DmRequest([dict(d) for d in destinations], [t.id for t in targets], hashes,
+                                         failed=failed)
+                    self._state.dm_requests[request_id] = removal
+                    if self.job_polls <= 0:
+                        self._finish_dm(removal)
+                return Response.json({"requestId": request_id})
         except _Refusal as refusal:
             return refusal.response
+
+    def _finish_dm(self, removal: _DmRequest) -> None:
+        if removal.failed:
+            removal.status = "FAILED"
+            return
+        for list_id in removal.lists:
+            user_list = self._state.lists[list_id]
+            for hashed in removal.hashes:
+                user_list.members.discard(hashed)
+                self._state.removals.append({"via": "data_manager", "userList": user_list.resource_name,
+                                             "hash": hashed})
+        removal.status = "SUCCESS"
+
+    def _data_manager_status(self, request: Request) -> Response:
+        """``GET /v1/requestStatus:retrieve?requestId=``: one RequestStatusPerDestination per destination."""
+        request_id = request.arg("requestId") or ""
+        with self._lock:
+            removal = self._state.dm_requests.get(request_id)
+            if removal is None:
+                if not request_id:
+                    return self._violation("request_id", "Request ID is required.", "REQUIRED_FIELD_MISSING")
+                return self._dm_error(404, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                             "reason": "NOT_FOUND", "domain": "datamanager.googleapis.com"}])
+            if removal.status == "PROCESSING":
+                removal.reads += 1
+                if removal.reads > self.job_polls:
+                    self._finish_dm(removal)
+            statuses = []
+            for destination in removal.destinations:
+                entry: dict[str, Any] = {"destination": destination, "requestStatus": removal.status}
+                if removal.status == "SUCCESS":
+                    entry["audienceMembersRemovalStatus"] = {"userDataRemovalStatus": {
+                        "recordCount": str(len(removal.hashes)), "userIdentifierCount": str(len(removal.hashes))}}
+                elif removal.status == "FAILED":
+                    entry["errorInfo"] = {"errorCounts": [{"recordCount": str(len(removal.hashes)),
+                                                           "reason": "PROCESSING_ERROR_REASON_INTERNAL_ERROR"}]}
+                statuses.append(entry)
+        return Response.json({"requestStatusPerDestination": statuses})
 
     def _violation(self, field_path: str, description: str, reason: str) -> Response:
         """Data Manager's 400: ErrorInfo plus a BadRequest field violation (the shape of section 4)."""

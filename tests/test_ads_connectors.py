@@ -234,6 +234,24 @@ def test_google_data_manager_mode(gads: gsb.GoogleAdsSandbox, monkeypatch: pytes
         assert GRACE_HASH not in gads.members(list_id) and ADA_HASH in gads.members(list_id)
 
 
+def test_google_data_manager_removal_is_done_only_when_its_request_status_reads_success(
+        gads: gsb.GoogleAdsSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DSR_GADS_DEVELOPER_TOKEN")
+    settings = g_settings(mode="data_manager")
+    del settings["api_version"], settings["developer_token_env"]
+    gads.fail_next_job("222")
+    with gads_connector.create("google_ads", settings) as conn:
+        assert conn.confirms_removal
+        receipt = conn.erase(delete_all(conn.discover(subject(GRACE))))
+        assert conn.stats["polls"] == 3 * 3  # PROCESSING twice, then the final status, per list
+    by_list = {o.ref.id.rsplit("/", 1)[1]: o for o in receipt.outcomes}
+    assert by_list["111"].done and by_list["333"].done
+    assert not by_list["222"].done and "FAILED" in (by_list["222"].error or "")
+    assert GRACE_HASH in gads.members("222") and GRACE_HASH not in gads.members("111")
+    assert ":SUCCESS" in (receipt.vendor_receipt_id or "") and ":FAILED" in (receipt.vendor_receipt_id or "")
+    assert_no_identity(by_list["222"].error or "", GRACE)
+
+
 def test_google_429_is_retried_after_the_retry_delay(gconn: GoogleAdsConnector, gads: gsb.GoogleAdsSandbox,
                                                      g_shared: Any) -> None:
     faults(g_url(g_shared), throttle_rate=1.0, burst=3, path_pattern=":create$")

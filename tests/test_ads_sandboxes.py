@@ -386,6 +386,33 @@ def test_token_answers_are_not_cacheable(google: tuple[str, GoogleAdsSandbox]) -
         assert "no-store" in answer.headers["Cache-Control"] and answer.headers["Pragma"] == "no-cache"
 
 
+def test_data_manager_answers_parse_with_the_datamanager_librarys_own_messages(
+        google: tuple[str, GoogleAdsSandbox]) -> None:
+    """The Data Manager answers (remove, request status, FAILED with its error counts) are what
+    google-ads-datamanager's generated v1 classes accept, strictly."""
+    datamanager = pytest.importorskip("google.ads.datamanager_v1")
+    url, vendor = google
+    bearer = {"Authorization": f"Bearer {access_token(url)}"}
+    vendor.fail_next_job("222")
+    for expected in ("FAILED", "SUCCESS"):
+        answer = requests.post(f"{url}/v1/audienceMembers:remove", json=dm_body(), headers=bearer, timeout=5)
+        request_id = _strict(datamanager.RemoveAudienceMembersResponse, answer.json()).request_id
+        for _ in range(3):
+            status = requests.get(f"{url}/v1/requestStatus:retrieve", params={"requestId": request_id},
+                                  headers=bearer, timeout=5)
+            parsed = _strict(datamanager.RetrieveRequestStatusResponse, status.json())
+        (entry,) = parsed.request_status_per_destination
+        assert entry.request_status.name == expected
+        assert entry.destination.product_destination_id == "222"
+        if expected == "SUCCESS":
+            assert entry.audience_members_removal_status.user_data_removal_status.record_count == 1
+        else:
+            assert entry.error_info.error_counts[0].reason.name == "PROCESSING_ERROR_REASON_INTERNAL_ERROR"
+    unknown = requests.get(f"{url}/v1/requestStatus:retrieve", params={"requestId": "nope"}, headers=bearer,
+                           timeout=5)
+    assert unknown.status_code == 404 and unknown.json()["error"]["status"] == "NOT_FOUND"
+
+
 def test_window_limit_throttles() -> None:
     vendor = GoogleAdsSandbox(requests_per_window=2, window_seconds=60)
     vendor.seed_demo()
@@ -410,6 +437,11 @@ def test_data_manager_remove(google: tuple[str, GoogleAdsSandbox]) -> None:
     bearer = {"Authorization": f"Bearer {access_token(url)}"}  # no developer token, no login-customer-id
     answer = requests.post(f"{url}/v1/audienceMembers:remove", json=dm_body(), headers=bearer, timeout=5)
     assert answer.status_code == 200 and set(answer.json()) == {"requestId"}
+    status_url = f"{url}/v1/requestStatus:retrieve?requestId={answer.json()['requestId']}"
+    statuses = [requests.get(status_url, headers=bearer, timeout=5).json() for _ in range(3)]
+    assert [s["requestStatusPerDestination"][0]["requestStatus"] for s in statuses] == [
+        "PROCESSING", "PROCESSING", "SUCCESS"]  # the removal takes effect at SUCCESS
+    assert statuses[-1]["requestStatusPerDestination"][0]["destination"] == dm_body()["destinations"][0]
     assert ADA not in vendor.members("222") and ADA in vendor.members("111")
     assert GRACE in vendor.members("222")
     assert vendor.removals() == [{"via": "data_manager", "userList": f"customers/{CID}/userLists/222", "hash": ADA}]

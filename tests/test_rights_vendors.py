@@ -57,8 +57,8 @@ def _erase_audiences(service: DsrService, connect: dict[str, Any]) -> dict[str, 
 
 def test_audience_erasure_is_recorded_as_removal_confirmed_by_the_vendors_status(
         sqlite_service: DsrService, sandboxes: dict[str, SandboxServer]) -> None:
-    """Google Ads jobs polled to SUCCESS and LinkedIn segments read until READY: "confirmed"; the Data
-    Manager API, which answers a request id only: "requested". The officer's view says which."""
+    """Google Ads jobs polled to SUCCESS, Data Manager requests read until SUCCESS, LinkedIn segments read
+    until READY: "confirmed", and the officer's view says so."""
     systems = sqlite_service.data_map.systems
 
     def connect(name: str, **overrides: Any) -> Any:
@@ -78,10 +78,11 @@ def test_audience_erasure_is_recorded_as_removal_confirmed_by_the_vendors_status
         assert sha256(ADA) not in members
         assert all(sha256(decoy) in members for decoy in lsb.DECOY_EMAILS)
 
-    requested = _erase_audiences(sqlite_service, {"google_ads": connect("google_ads", mode="data_manager",
-                                                                        api_version=None, developer_token_env=None)})
-    assert requested["google_ads"].removal == "requested"
-    assert "removal requested" in requested["google_ads"].proof
+    data_manager = _erase_audiences(sqlite_service, {"google_ads": connect("google_ads", mode="data_manager",
+                                                                           api_version=None, developer_token_env=None)})
+    assert data_manager["google_ads"].status.value == "completed", data_manager["google_ads"].error
+    assert data_manager["google_ads"].removal == "confirmed"
+    assert [r["via"] for r in sandboxes["google_ads"].vendor.removals()][-3:] == ["data_manager"] * 3
 
 
 # --- LinkedIn: a 201 is not a confirmation; the segment's status is -------------------------------------------
