@@ -32,6 +32,10 @@ class SystemConfig(_Strict):
 
     kind: str
     title: str
+    # What the subject reads (the package summary): the privacy policy's name for the system and
+    # for each kind of record in it, instead of internal keys (`crm`, `cashSale`).
+    display_name: str | None = None
+    object_names: dict[str, str] = Field(default_factory=dict)
     owner: str = "privacy-office"
     enabled: bool = True
     request_types: tuple[RequestType, ...] = (RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE)
@@ -56,6 +60,15 @@ class DataMap(_Strict):
 
     def enabled(self) -> dict[str, SystemConfig]:
         return {name: s for name, s in self.systems.items() if s.enabled}
+
+    def display_names(self) -> dict[str, str]:
+        """`system` and `system/object` -> the name the subject reads (only those the data map gives)."""
+        names: dict[str, str] = {}
+        for system, config in self.systems.items():
+            if config.display_name:
+                names[system] = config.display_name
+            names.update({f"{system}/{obj}": name for obj, name in config.object_names.items()})
+        return names
 
 
 class TaxRetention(_Strict):

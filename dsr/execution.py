@@ -628,7 +628,8 @@ class RequestRunner:
             for a in system.task.get("attachments", [])
         }
         digest, size = write_package(target, request_id, state.to_view(), exports,
-                                     self.service.policy.subject_summary, extra_files=attachments)
+                                     self.service.policy.subject_summary, extra_files=attachments,
+                                     names=self.service.data_map.display_names())
         stored = self.store.put_package(request_id, target)
         self._append(request_id, EventType.PACKAGE_CREATED, {
             "sha256": digest, "bytes": size, "file": target.name, "uri": stored.uri,

@@ -27,6 +27,7 @@ import hashlib
 import html
 import io
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -118,14 +119,20 @@ def _write_csv(out: IO[bytes], spill: _ObjectSpill) -> None:
     text.detach()
 
 
+def _humane(key: str) -> str:
+    """An internal key in words where the data map gives no name: `cashSale` -> cash sale, `dmp_segment` -> dmp segment."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).replace("_", " ").lower()
+
+
 def _summary_text(request_id: str, view: Mapping[str, Any], summary: SubjectSummary,
-                  counts: Mapping[str, Mapping[str, int]]) -> str:
+                  counts: Mapping[str, Mapping[str, int]], names: Mapping[str, str] | None = None) -> str:
+    names = names or {}
     lines = [f"Your personal data held by {summary.controller}", f"Request {request_id} ({view.get('type')})", ""]
     lines.append("What we found, by system:")
-    for system, objects in sorted(counts.items()):
+    for system, objects in sorted(counts.items(), key=lambda item: names.get(item[0], item[0]).lower()):
         total = sum(objects.values())
-        detail = ", ".join(f"{o}: {n}" for o, n in sorted(objects.items())) or "nothing"
-        lines.append(f"  - {system}: {total} record(s) ({detail})")
+        detail = ", ".join(f"{names.get(f'{system}/{o}', _humane(o))}: {n}" for o, n in sorted(objects.items()))
+        lines.append(f"  - {names.get(system, _humane(system))}: {total} record(s) ({detail or 'nothing'})")
     sections: list[tuple[str, Any]] = [
         ("Why we use it", summary.purposes),
         ("Kinds of data", [f"{k}: {v}" for k, v in summary.categories.items()]),
@@ -157,10 +164,12 @@ def _summary_html(text: str) -> str:
 
 def write_package(target: Path, request_id: str, request_view: Mapping[str, Any],
                   exports: Mapping[str, Path], summary: SubjectSummary,
-                  extra_files: Mapping[str, Path] | None = None) -> tuple[str, int]:
+                  extra_files: Mapping[str, Path] | None = None,
+                  names: Mapping[str, str] | None = None) -> tuple[str, int]:
     """Write the package atomically to `target`; return (sha256 hex, size in bytes).
 
     `extra_files` (name in the zip -> file) carries exports a person attached to a manual task.
+    `names` (`system` and `system/object` -> words, DataMap.display_names) is how the summary names them.
     """
     private_dir(target.parent)
     tmp = target.with_name(target.name + PART_SUFFIX)
@@ -182,7 +191,7 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
             for name, source in sorted((extra_files or {}).items()):
                 with source.open("rb") as src, archive.open(_member(name), "w") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
-            text = _summary_text(request_id, request_view, summary, counts)
+            text = _summary_text(request_id, request_view, summary, counts, names)
             archive.writestr(_member("summary.txt"), text)
             archive.writestr(_member("summary.html"), _summary_html(text))
     digest = hashlib.sha256()

@@ -214,3 +214,17 @@ def test_a_legal_hold_stops_an_erasure_until_it_is_released(crm_only_service: Ds
     assert outcome.status == Status.COMPLETED, outcome.reason
     assert _rows(service, count, ACCESS_SUBJECT) == [(0,)]
     assert len(service.state(request_id).bundles) == 2
+
+
+def test_the_package_summary_names_systems_and_records_as_the_privacy_policy_does(
+        crm_only_service: DsrService) -> None:
+    import zipfile
+
+    request_id = _request(crm_only_service, "access", ACCESS_SUBJECT)
+    outcome = _run(crm_only_service, request_id)
+    assert outcome.status == Status.COMPLETED and outcome.package_path is not None
+    with zipfile.ZipFile(outcome.package_path) as package:
+        summary = package.read("summary.txt").decode()
+    assert "Precision customer records (website account, quotes, orders)" in summary
+    assert "Your account and contact details: 1" in summary and "Website chat messages: 1" in summary
+    assert "  - crm:" not in summary and "web_analytics_events" not in summary
