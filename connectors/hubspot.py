@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -98,7 +99,15 @@ from connectors.base import (
     unique_decisions,
     validate_settings,
 )
-from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.pacing import (
+    LATENCY_MARGIN,
+    Pause,
+    budget_key,
+    limiter_for,
+    parse_retry_after,
+    register_cache,
+    vendor_retry,
+)
 from dsr.contract import RECTIFIABLE_FIELDS
 
 KIND = "hubspot"
@@ -866,8 +875,12 @@ class HubSpotConnector:
 
     def _all_properties(self, obj: str, operation: str = "export") -> list[str]:
         if obj not in self._property_names:
-            answer = self._call(operation, obj, self._properties_api.get_all_with_http_info, obj)
-            self._property_names[obj] = sorted({p.name for p in answer.results or []})
+            names = _PROPERTIES.get(self._limiter, obj)
+            if names is None:
+                answer = self._call(operation, obj, self._properties_api.get_all_with_http_info, obj)
+                names = sorted({p.name for p in answer.results or []})
+                _PROPERTIES.put(self._limiter, obj, names)
+            self._property_names[obj] = list(names)
         return self._property_names[obj]
 
     def _read_batch(self, operation: str, obj: str, ids: Sequence[str], properties: list[str]) -> dict[str, dict[str, Any]]:
@@ -893,6 +906,8 @@ class HubSpotConnector:
             waited = self._pause.wait()
             if search:
                 waited += self._search_limiter.acquire()
+                waited += _SEARCH_SPACING.wait(self._search_limiter,
+                                               self._search_limiter.period / self._search_limiter.calls)
             waited += self._limiter.acquire()
             self._count("calls")
             if waited:
@@ -1020,6 +1035,68 @@ def _next_after(page: Any) -> str | None:
     nxt = getattr(paging, "next", None) if paging is not None else None
     after = getattr(nxt, "after", None) if nxt is not None else None
     return str(after) if after else None
+
+
+#: How long an object type's property list is reused by the connectors of a process (it was read
+#: again by every export: one call per object type). A property added in HubSpot is exported
+#: within this time.
+PROPERTIES_TTL_SECONDS = 900.0
+
+
+class _ProcessCache:
+    """Answers kept per vendor account (its limiter, which `limiter_for` shares per account) and key."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._answers: dict[tuple[object, str], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, account: object, key: str) -> Any | None:
+        with self._lock:
+            entry = self._answers.get((account, key))
+        return entry[1] if entry is not None and entry[0] >= time.monotonic() else None
+
+    def put(self, account: object, key: str, answer: Any) -> None:
+        with self._lock:
+            self._answers[(account, key)] = (time.monotonic() + self.ttl, answer)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
+_PROPERTIES = _ProcessCache(PROPERTIES_TTL_SECONDS)
+register_cache(_PROPERTIES.clear)
+
+
+class _Spacer:
+    """Search calls of one account spaced evenly (period / calls apart), never in bursts.
+
+    The search limiter allows its whole window at once; a burst that left together can reach
+    HubSpot late and bunched with the next window's first calls (threads on a loaded machine), and
+    HubSpot answers 429 below its limit. Evenly spaced, a call must be late by a whole interval for that.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[object, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, account: object, interval: float) -> float:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next.get(account, 0.0))
+            self._next[account] = start + interval
+        if start > now:
+            time.sleep(start - now)
+        return start - now
+
+    def clear(self) -> None:
+        with self._lock:
+            self._next.clear()
+
+
+_SEARCH_SPACING = _Spacer()
+register_cache(_SEARCH_SPACING.clear)
 
 
 def _id_order(object_id: str) -> tuple[int, str]:

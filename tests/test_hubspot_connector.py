@@ -480,3 +480,49 @@ def test_missing_environment_variables_are_named_never_their_values(
     with pytest.raises(ConnectorConfigError) as caught:
         create(SYSTEM, settings())
     assert "settings.base_url_env" in str(caught.value) and DEMO_TOKEN not in str(caught.value)
+
+
+def test_a_second_export_in_the_process_does_not_read_the_property_lists_again(hub: HubSpotSandbox) -> None:
+    """Property lists are kept per process (connectors.hubspot.PROPERTIES_TTL_SECONDS): one call per
+    object type the first time, none for the next request of the same account."""
+    from connectors.pacing import forget_limiters
+
+    forget_limiters()  # earlier tests of this module used the same account
+    with create(SYSTEM, settings()) as first:
+        refs = first.discover(subject(ACCESS_SUBJECT))
+        before = first.stats["calls"]
+        exported = list(first.export(refs))
+        first_export = first.stats["calls"] - before
+    with create(SYSTEM, settings()) as second:
+        before = second.stats.get("calls", 0)
+        assert list(second.export(refs)) == exported
+        second_export = second.stats["calls"] - before
+    object_types = len({ref.object for ref in refs})
+    assert object_types > 1
+    assert second_export == first_export - object_types
+
+
+def test_searches_from_many_threads_reach_hubspot_evenly_spaced(hub: HubSpotSandbox) -> None:
+    """The search budget is taken one interval (period / calls) apart, never as a burst of the window."""
+    import threading
+    import time
+
+    with create(SYSTEM, settings(search_rate_limit={"calls": 20, "period_seconds": 1})) as connector:
+        started: list[float] = []
+        lock = threading.Lock()
+        original = connector._search_api.do_search_with_http_info  # noqa: SLF001 - timing the real calls
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                started.append(time.monotonic())
+            return original(*args, **kwargs)
+
+        connector._search_api.do_search_with_http_info = timed  # noqa: SLF001
+        threads = [threading.Thread(target=connector.discover, args=(subject(ACCESS_SUBJECT),)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    gaps = [b - a for a, b in zip(sorted(started), sorted(started)[1:], strict=False)]
+    assert len(started) == 8
+    assert min(gaps) >= 0.05 * 0.8  # 1 s / 20 calls, less scheduling jitter
