@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python -m bench.purge
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.workers
+	$(BIN)/python -m bench.latency
 
 # Chaos campaigns (issue #10; docs/reliability.md): crash-and-resume trials of request runs and
 # retention purges, then vendor fault storms (5xx, timeouts, resets, 429s, expired sessions) and
