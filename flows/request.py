@@ -1,35 +1,51 @@
 """The `process-request` flow: one verified request, fanned out to one task per system.
 
 Thin on purpose: every rule lives in dsr.execution.RequestRunner, which writes each step to the
-ledger before the next. Prefect contributes the fan-out, retries of whole system steps, and the
-run's visibility; the ledger stays the record (Prefect's own run history is lossy under load).
+ledger before the next. Prefect contributes the fan-out, retries of whole system steps that failed
+for a transient reason (flows.observe), and the run's visibility: a name and tags by type and
+regime, and an artifact of the per-system outcome; the ledger stays the record (Prefect's own run
+history is lossy under load).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import runtime
+from dsr import telemetry
+from flows import observe, runtime
 
 #: Systems are I/O-bound and each connector paces itself to its vendor's limit; threads suffice.
 MAX_PARALLEL_SYSTEMS = 8
 
 
-@task(name="system-step", task_run_name="{system}", cache_policy=NO_CACHE)
+@task(name="system-step", task_run_name="{system}", cache_policy=NO_CACHE,
+      retries=observe.SYSTEM_STEP_RETRIES, retry_delay_seconds=observe.SYSTEM_STEP_RETRY_DELAYS,
+      retry_condition_fn=observe.retry_transient)
 def system_step(request_id: str, system: str, lease: str | None = None) -> dict[str, Any]:
     # `lease` names the run (not this thread): the step writes only while the run holds the request.
-    result = runtime.runner().run_system(request_id, system, runtime.connector_factory(system), lease=lease)
+    built: list[observe.WatchedConnector] = []
+    connect = observe.watched_factory(runtime.connector_factory(system), built)
+    result = runtime.runner().run_system(request_id, system, connect, lease=lease)
+    observe.record_vendor_traffic(system, built)
+    failure = built[-1].failure if built else None
+    # The failure is in the ledger already; a transient one is raised so Prefect runs the step again
+    # (it resumes where it stopped), until the last attempt, whose result stands as recorded.
+    if (result.status == "failed" and failure is not None and observe.is_transient(failure)
+            and (task_run.run_count or 1) <= observe.SYSTEM_STEP_RETRIES):
+        raise observe.TransientSystemFailure(f"{system}: {type(failure).__name__}, recorded; trying again")
     return asdict(result)
 
 
 @flow(name="process-request",
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_SYSTEMS),  # type: ignore[arg-type]
-      flow_run_name="request-{request_id}", validate_parameters=True)
+      flow_run_name=observe.request_run_name, validate_parameters=True)
 def process_request(request_id: str) -> dict[str, Any]:
     """Run a verified request in every system it concerns, then seal its evidence.
 
@@ -37,6 +53,9 @@ def process_request(request_id: str) -> dict[str, Any]:
     Refuses (raises) an unverified, cancelled or rejected request.
     """
     logger = get_run_logger()
+    started = time.monotonic()
+    kind, regime = observe.request_labels(request_id)
+    observe.tag_current_run([f"type:{kind}", f"regime:{regime}"])
     runner = runtime.runner()
     plan = runner.begin(request_id)
     if plan.manual_reason:
@@ -51,7 +70,7 @@ def process_request(request_id: str) -> dict[str, Any]:
             future.result()
     outcome = runner.finish(request_id, lease=plan.lease)
     logger.info("request %s ended %s", request_id, outcome.status.value)
-    return {
+    result = {
         "request_id": outcome.request_id,
         "status": outcome.status.value,
         "reason": outcome.reason,
@@ -59,3 +78,6 @@ def process_request(request_id: str) -> dict[str, Any]:
         "bundle": str(outcome.bundle_path) if outcome.bundle_path else outcome.bundle_uri,
         "package": str(outcome.package_path) if outcome.package_path else None,
     }
+    telemetry.record_run(kind, regime, result["status"], time.monotonic() - started)
+    observe.publish_run_artifact(request_id, result)
+    return result

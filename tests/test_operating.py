@@ -320,3 +320,80 @@ def test_vendor_traffic_and_run_durations_reach_the_metrics_by_system() -> None:
     assert registry.get_sample_value("dsr_run_seconds_count",
                                      {"type": "erasure", "regime": "gdpr", "status": "completed"}) >= 1
     assert b"dsr_run_seconds_bucket" in generate_latest(registry)
+
+
+# -- Prefect: retries, names, tags, artifacts -----------------------------------------------------
+
+
+def test_only_failures_that_may_pass_are_retried() -> None:
+    import requests
+
+    from connectors.base import ConnectorConfigError
+    from connectors.hubspot import HubSpotApiError
+    from dsr.contract import ConnectorError
+    from flows.observe import is_transient
+
+    def wrapped(cause: BaseException) -> ConnectorError:
+        try:
+            raise ConnectorError("crm: discover failed") from cause
+        except ConnectorError as exc:
+            return exc
+
+    assert is_transient(HubSpotApiError("x", status=503, category=None, policy=None))
+    assert is_transient(HubSpotApiError("x", status=429, category=None, policy="TEN_SECONDLY_ROLLING"))
+    assert is_transient(wrapped(requests.ConnectionError("reset")))
+    assert is_transient(wrapped(TimeoutError()))
+    assert not is_transient(HubSpotApiError("x", status=429, category=None, policy="DAILY"))
+    assert not is_transient(HubSpotApiError("x", status=401, category=None, policy=None))
+    assert not is_transient(ConnectorConfigError("systems.crm.settings.url: missing"))
+    assert not is_transient(ConnectorError("subject has no e-mail address"))
+
+
+@pytest.mark.prefect
+def test_a_vendor_outage_that_passes_is_retried_by_prefect_and_the_run_is_named_tagged_and_reported(
+        prefect_harness: None, sqlite_service, sandboxes, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from dsr.models import parse_new_request
+    from flows import runtime
+    from flows.request import process_request, system_step
+    from sandbox.crm_seed import ERASURE_SUBJECT
+    from sandbox.kit import FaultConfig
+
+    monkeypatch.setattr(system_step, "retry_delay_seconds", [0, 0])  # the waits, not the retries, are shortened
+    service = sqlite_service
+    runtime.use_service(service)
+    try:
+        new = parse_new_request(type="erasure", email=ERASURE_SUBJECT, regime="gdpr", received=datetime.now(UTC))
+        request_id = service.submit(new).state.request_id
+        service.verify(request_id, method="email-code", note="code returned")
+        # HubSpot answers 503 to more calls than its connector retries, then recovers.
+        sandboxes["hubspot"].vendor.faults.configure(FaultConfig(error_rate=1.0, burst=6))
+        result = process_request(request_id)
+    finally:
+        runtime.use_service(None)
+
+    assert result["status"] == "completed", result
+    hubspot = [e.type for e in service.ledger.events(request_id) if e.payload.get("system") == "hubspot"]
+    assert "system.failed" in hubspot and hubspot[-1] == "system.completed"
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+        run = next(r for r in runs if r.parameters.get("request_id") == request_id)
+        assert run.name == f"erasure-gdpr-{request_id[:8]}"
+        assert {"type:erasure", "regime:gdpr"} <= set(run.tags)
+        steps = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        hubspot_step = next(t for t in steps if t.name.startswith("hubspot"))
+        assert hubspot_step.run_count == 2 and hubspot_step.state.is_completed()
+        table = client.read_latest_artifacts(limit=200)
+    keys = {a.key: a for a in table}
+    outcome = keys[f"request-{request_id}"]
+    rows = json.loads(outcome.data) if isinstance(outcome.data, str) else outcome.data
+    assert {row["system"]: row["status"] for row in rows}["hubspot"] == "completed"
+    sealed = service.state(request_id).bundles[-1]
+    assert sealed["sha256"] in keys[f"request-{request_id}-evidence"].data
+    everything = json.dumps([outcome.data, keys[f"request-{request_id}-evidence"].data]).lower()
+    assert ERASURE_SUBJECT.lower() not in everything

@@ -1,0 +1,183 @@
+"""What the flows tell Prefect and Prometheus about a run, and which failures Prefect retries.
+
+- Retries: the runner records a system's failure in the ledger and reports the system as failed
+  (it never raises for it). A failure worth trying again soon (the vendor down, a timeout, a 5xx or
+  429 past the connector's own retries, a dropped database connection) is raised to Prefect as
+  `TransientSystemFailure`, and the `system-step` task retries it (`retry_transient`); anything
+  else (bad settings, a 4xx, a refusal) is final for this run.
+- Names and tags: runs are named and tagged by request type and regime (`type:erasure`,
+  `regime:gdpr`), never by anything of the subject.
+- Artifacts: each process-request run leaves a table (per system: status, records found, what was
+  done, what is left) and the sealed bundle's version and SHA-256. No personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from dsr import telemetry
+
+log = logging.getLogger(__name__)
+
+#: How many times Prefect repeats a system step that failed for a transient reason.
+SYSTEM_STEP_RETRIES = 2
+#: Seconds before each retry (the connectors already retried each call with backoff).
+SYSTEM_STEP_RETRY_DELAYS = [5, 30]
+
+_TRANSIENT_NAMES = frozenset({
+    "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutError", "ConnectionResetError",
+    "ConnectionRefusedError", "BrokenPipeError", "RemoteDisconnected", "ChunkedEncodingError", "RetryError",
+    "OperationalError", "InterfaceError", "DisconnectionError", "ServiceUnavailable", "SessionExpired",
+})
+
+
+class TransientSystemFailure(RuntimeError):
+    """A system step failed for a reason that may pass (recorded in the ledger); Prefect retries the step."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that may pass on its own: network, timeout, a vendor's 5xx or 429, a lost connection.
+
+    Configuration errors, refusals and a vendor's 4xx answers are not: repeating them changes nothing.
+    """
+    from connectors.base import ConnectorConfigError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # the cause chain: a wrapped timeout counts
+        seen.add(id(current))
+        if isinstance(current, ConnectorConfigError):
+            return False
+        status = getattr(current, "status", None) or getattr(current, "status_code", None)
+        if isinstance(status, int):  # a daily quota used up does not pass within a retry's wait
+            return (status == 429 and getattr(current, "policy", None) != "DAILY") or status >= 500
+        if isinstance(current, TimeoutError | ConnectionError):
+            return True
+        if any(klass.__name__ in _TRANSIENT_NAMES for klass in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class WatchedConnector:
+    """A connector as the runner sees it, remembering the last exception any operation raised (the
+    runner records failures but does not hand them back). Everything else passes through."""
+
+    def __init__(self, connector: Any) -> None:
+        self._connector = connector
+        self.failure: BaseException | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._connector, name)
+        if name.startswith("_") or not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = value(*args, **kwargs)
+            except BaseException as exc:
+                self.failure = exc
+                raise
+            return self._watch(result) if isinstance(result, Iterator) else result
+
+        return call
+
+    def _watch(self, items: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from items
+        except BaseException as exc:  # an export that breaks off mid-stream
+            self.failure = exc
+            raise
+
+    @property
+    def stats(self) -> dict[str, float]:
+        stats = getattr(self._connector, "stats", None)
+        return dict(stats) if isinstance(stats, dict) else {}
+
+
+def watched_factory(connect: Callable[[], Any], built: list[WatchedConnector]) -> Callable[[], Any]:
+    def build() -> Any:
+        watched = WatchedConnector(connect())
+        built.append(watched)
+        return watched
+
+    return build
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry_condition_fn for system steps: retry only a TransientSystemFailure."""
+    try:
+        state.result()
+    except TransientSystemFailure:
+        return True
+    except BaseException:  # noqa: BLE001 - any other failure is final for this run
+        return False
+    return False
+
+
+def record_vendor_traffic(system: str, built: Iterable[WatchedConnector]) -> None:
+    for connector in built:
+        telemetry.record_vendor_stats(system, connector.stats)
+
+
+def tag_current_run(tags: Iterable[str]) -> None:
+    """Add tags to the running flow run (a deployment's runs get the event's type and regime only now)."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.get_id()
+        if not run_id:
+            return
+        current = set(flow_run.get_tags() or ())
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, tags=sorted(current | set(tags)))
+    except Exception as exc:  # noqa: BLE001 - tags help the operator find runs; never fail a run for them
+        log.debug("could not tag the flow run (%s)", type(exc).__name__)
+
+
+def request_labels(request_id: str) -> tuple[str, str]:
+    """(type, regime) of a request, or ("unknown", "unknown") when it cannot be read (the run will say why)."""
+    from flows import runtime
+
+    try:
+        state = runtime.service().state(request_id)
+        return state.type, state.regime
+    except Exception:  # noqa: BLE001 - a name is no place to fail; process_request refuses with the reason
+        return "unknown", "unknown"
+
+
+def request_run_name() -> str:
+    """`erasure-gdpr-1a2b3c4d`: what the run does, under which law, and which request (its id's start)."""
+    from prefect.runtime import flow_run
+
+    request_id = str(flow_run.get_parameters().get("request_id", ""))
+    kind, regime = request_labels(request_id)
+    return f"{kind}-{regime}-{request_id[:8]}"
+
+
+def publish_run_artifact(request_id: str, result: dict[str, Any]) -> None:
+    """A table of the run's per-system outcome, and the sealed bundle's version and hash (no personal data)."""
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        from flows import runtime
+
+        rows = [{"system": s["system"], "status": s["status"], "records found": s["records_found"],
+                 "done": ", ".join(f"{k} {n}" for k, n in sorted(s.get("actions", {}).items()))
+                 or (f"exported {s['exported']}" if s.get("exported") is not None else ""),
+                 "left after erasure": "" if s.get("remaining") is None else s["remaining"],
+                 "error": (s.get("error") or "").split(":", 1)[0]}  # the error's type: its text may quote a vendor
+                for s in result["systems"]]
+        key = f"request-{request_id.lower()}"
+        create_table_artifact(rows, key=key, description=f"Request {request_id}: {result['status']}, per system")
+        bundles = runtime.service().state(request_id).bundles
+        sealed = bundles[-1] if bundles else None
+        evidence = (f"evidence bundle v{sealed['version']} of request `{request_id}`, "
+                    f"SHA-256 `{sealed['sha256']}`" if sealed else "no evidence bundle sealed in this run")
+        create_markdown_artifact(f"**{result['status']}**: {evidence}", key=f"{key}-evidence",
+                                 description="The sealed evidence bundle: verify with `dsr bundle verify`.")
+    except Exception as exc:  # noqa: BLE001 - the ledger is the record; an artifact is a convenience
+        log.warning("request %s: run artifact not published (%s)", request_id, type(exc).__name__)
