@@ -15,6 +15,7 @@ not what was sealed (409 with the failed check) or the missing request (404); ne
 """
 
 
+import copy
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -108,7 +109,7 @@ ReceivedAt = Annotated[datetime, BeforeValidator(_rfc3339), Field(
                 "Default: now.")]
 
 
-def _countries_by_regime() -> dict[str, Any]:
+def _countries_by_regime() -> list[dict[str, Any]]:
     """Which countries each regime accepts, as JSON Schema: one `if regime is R then country is one of`
     per regime, so a generated body is never one the deadline rules refuse."""
     rules = []
@@ -116,11 +117,24 @@ def _countries_by_regime() -> dict[str, Any]:
         countries = sorted(accepted_countries(regime))
         rules.append({"if": {"properties": {"regime": {"const": regime.value}}, "required": ["regime"]},
                       "then": {"properties": {"country": {"anyOf": [{"enum": countries}, {"type": "null"}]}}}})
-    return {"allOf": rules}
+    return rules
+
+
+def _rectification_rules() -> list[dict[str, Any]]:
+    """The service's rules for corrected fields, stated: a rectification names at least one, nothing else
+    names any; each value is non-blank, an e-mail address or a telephone number where the field says."""
+    values = {"type": "object", "properties": {"email": {"format": "email"},
+                                               "phone": {"pattern": r"^\+?[0-9 ()./-]{3,40}$"}},
+              "additionalProperties": {"pattern": r"\S"}}
+    return [{"properties": {"changes": {"anyOf": [{"type": "null"}, values]}}},
+            {"if": {"properties": {"type": {"const": RequestType.RECTIFICATION.value}}, "required": ["type"]},
+             "then": {"required": ["changes"], "properties": {"changes": {"type": "object", "minProperties": 1}}},
+             "else": {"properties": {"changes": {"anyOf": [{"type": "null"}, {"maxProperties": 0}]}}}}]
 
 
 class SubmitBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_countries_by_regime())
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"allOf": _countries_by_regime() + _rectification_rules()})
 
     type: RequestType
     email: Annotated[str, Field(min_length=3, max_length=320, json_schema_extra={"format": "email"},
@@ -249,6 +263,25 @@ def _install_error_handlers(app: FastAPI) -> None:
                              "check": SEALED_HASH_CHECK}, status_code=status.HTTP_409_CONFLICT)
 
 
+def _document_rights(app: FastAPI, service: DsrService) -> None:
+    """Add the policy's rights per regime to the schema of a submission (`if regime is R then type is
+    one of`): which types a regime gives is configuration (policy.yaml), so it is read when the schema
+    is asked for, not fixed in the model."""
+    built = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = copy.deepcopy(built())
+        body = schema.get("components", {}).get("schemas", {}).get("SubmitBody")
+        if body is not None:
+            body.setdefault("allOf", []).extend(
+                {"if": {"properties": {"regime": {"const": regime.value}}, "required": ["regime"]},
+                 "then": {"properties": {"type": {"enum": [t.value for t in service.policy.regimes[regime].rights]}}}}
+                for regime in Regime)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema
+
+
 def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceReader, *,
                intake_smtp: Callable[[], SmtpConfig | None] | None = None,
                callback_url_prefixes: tuple[str, ...] | None = None,
@@ -266,6 +299,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     subject = require(resolve, Role.SUBJECT)
     app.state.service, app.state.resolve = service, resolve
     _install_error_handlers(app)
+    _document_rights(app, service)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
