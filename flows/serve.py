@@ -281,6 +281,10 @@ def build_deployments(*, purge_timezone: str, sweep_cron: str = SWEEP_CRON, swee
         deployments.append(retention_purge.to_deployment(
             name="retention-purge", schedules=[_schedule(purge_cron, purge_every, purge_timezone)],
             parameters={"dry_run": False}, concurrency_limit=1, entrypoint_type=module))
+    from flows.alerts import failure_trigger, run_failed_alert  # the automation on failed or crashed runs
+
+    deployments.append(run_failed_alert.to_deployment(name="run-failed-alert", triggers=[failure_trigger()],
+                                                      concurrency_limit=5, entrypoint_type=module))
     return deployments
 
 

@@ -137,7 +137,7 @@ def test_prefect_yaml_and_dsr_serve_declare_the_same_deployments() -> None:
     timezone = load_policy(REPO / "config" / "policy.yaml").retention.timezone
     served = {d.name: d for d in build_deployments(purge_timezone=timezone)}
     assert set(declared) == set(served) == {"process-request", "process-verified", "deadline-sweep",
-                                             "retention-purge"}
+                                             "retention-purge", "run-failed-alert"}
     assert {d["work_pool"]["name"] for d in declared.values()} == {"dsr-pool"}
 
     triggers = declared["process-request"]["triggers"]
@@ -146,6 +146,12 @@ def test_prefect_yaml_and_dsr_serve_declare_the_same_deployments() -> None:
     assert parsed.model_dump(mode="json", exclude={"name"}) == verified_trigger().model_dump(mode="json", exclude={"name"})
     assert [t.model_dump(mode="json", exclude={"name"}) for t in served["process-request"].triggers] == \
         [parsed.model_dump(mode="json", exclude={"name"})]
+    from flows.alerts import failure_trigger
+
+    alert = TypeAdapter(DeploymentTriggerTypes).validate_python(declared["run-failed-alert"]["triggers"][0])
+    assert alert.model_dump(mode="json", exclude={"name"}) == failure_trigger().model_dump(mode="json", exclude={"name"})
+    assert [t.model_dump(mode="json", exclude={"name"}) for t in served["run-failed-alert"].triggers] == \
+        [alert.model_dump(mode="json", exclude={"name"})]
 
     for name, entry in declared.items():
         deployment = served[name]
@@ -297,6 +303,22 @@ def test_a_verified_request_is_completed_by_its_trigger_alone(embedded: Embedded
     runs = [r for r in _flow_runs("process-request") if r.parameters.get("request_id") == request_id]
     assert len(runs) == 1
     assert runs[0].created_by is not None and runs[0].created_by.type == "AUTOMATION"
+
+
+def test_a_failed_run_sets_off_the_failure_automation(embedded: Embedded) -> None:
+    """A process-request run that fails (here: a request id the ledger does not hold) is followed,
+    through Prefect's own Failed event and the run-failed-alert trigger, by an alert run about it."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    failed = run_deployment("process-request/process-request", parameters={"request_id": "no-such-request"},
+                            timeout=60)
+    assert failed.state is not None and failed.state.is_failed()
+    alerts = _wait_for("the run-failed-alert run about it", lambda: [
+        r for r in _flow_runs("run-failed-alert", types=[StateType.COMPLETED])
+        if r.parameters.get("flow_run_id") == f"prefect.flow-run.{failed.id}"], timeout=60)
+    assert alerts[0].created_by is not None and alerts[0].created_by.type == "AUTOMATION"
+    assert alerts[0].parameters["event"] == "prefect.flow-run.Failed"
 
 
 def test_a_schedule_fires_in_embedded_mode(embedded: Embedded) -> None:
