@@ -405,7 +405,7 @@ def list_requests(
 
 def _systems_table(rows: list[dict[str, Any]]) -> Table:
     """Per-system results; rows are `SystemResult`s as dicts (run) or state views (status)."""
-    table = Table("system", "status", "found", "done", "left after erasure", "note")
+    table = Table("system", "status", "found", "done", "left on re-query", "note")
     for row in rows:
         actions = ", ".join(f"{k} {n}" for k, n in sorted(row.get("actions", {}).items()))
         exported = row.get("exported", row.get("records_exported"))

@@ -25,6 +25,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -50,6 +51,8 @@ from dsr.state import EventType, RequestState
 if TYPE_CHECKING:
     from dsr.execution import RequestRunner
 
+#: Days a person has to put marketing back in a system without an API after a restriction is lifted.
+RESTORE_TASK_DAYS = 7
 #: The basis that keeps a held subject's records from erasure.
 HOLD_BASIS = "GDPR Art. 17(3)(e): establishment, exercise or defence of legal claims"
 #: The manual step (and RightsAction) each request type needs in a system.
@@ -379,9 +382,11 @@ def lift_restriction(runner: RequestRunner, request_id: str, *, reason: str, act
             connector = connect(system)
             if was_manual or needs_person(connector, RESTORE):
                 if not (current.task and current.task.get("step") == RESTORE):
+                    # A lift has no legal deadline of its own: a week is the office's working rule.
+                    due = datetime.now(UTC).date() + timedelta(days=RESTORE_TASK_DAYS)
                     runner._append(request_id, EventType.TASK_OPENED, {
                         "system": system, "step": RESTORE, "assignee": _assignee(service, system),
-                        "instructions": instructions(connector, RESTORE, []), "due": None, "records": []})
+                        "instructions": instructions(connector, RESTORE, []), "due": due.isoformat(), "records": []})
                 tasks.append(system)
                 continue
             assert isinstance(connector, MarketingSuppressor) and suppressed is not None

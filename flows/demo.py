@@ -1,15 +1,16 @@
 """`make demo` / `dsr demo`: the main job on embedded defaults, end to end.
 
 Seeds the demo CRM (a SQLite file under var/demo/) and starts the vendor sandboxes (HubSpot) on
-loopback, seeded with the same subjects; then for two demo subjects submits,
-verifies and runs a request through the real `process-request` flow: an erasure under GDPR (NL)
-and an access request under UK GDPR. Prints each system's result and where the evidence and the
-subject package are.
+loopback, seeded with the same subjects; then submits, verifies and runs one request of every type
+through the real `process-request` flow: Ada's erasure under GDPR (NL), then Grace's access,
+portability, rectification, restriction (lifted again), objection, consent withdrawal and CCPA
+opt-out (unverified, as the law allows). Manual tasks are played by the demo. Prints each system's
+result and where the evidence and the subject package are.
 
 Then it runs the retention purge by hand: a dry run (which the blast-radius guard stops, as the
 demo data is mostly old), the approved purge, and a dry run that finds nothing left.
 
-Running it again re-seeds the CRM from scratch (same data) and adds two new requests to the
+Running it again re-seeds the CRM from scratch (same data) and adds eight new requests to the
 ledger; earlier requests, bundles and packages stay where they are.
 
 With `--serve` (`serve_after_demo`) the sandboxes stay up and `dsr serve` starts on them: the
@@ -46,7 +47,7 @@ def _crm_url(service: DsrService) -> str:
 
 def run_demo(service: DsrService, console: Console, run: RunFn, *,
              serve: Callable[[], None] | None = None) -> int:
-    """Returns the exit code: 0 when both requests completed and their bundles verify.
+    """Returns the exit code: 0 when every request completed, its bundle verifies and the purge is done.
 
     `serve`, when given, is called after the demo while the sandboxes still run (it blocks until Ctrl-C).
     """
@@ -106,8 +107,8 @@ def _do_manual_tasks(service: DsrService, console: Console, request_id: str, ema
         console.print(f"[yellow]manual task[/yellow] {name} ({task['step']}) for {task['assignee']}, "
                       f"due {task['due']}")
         attachments: list[Path] = []
-        if name in steps:
-            steps[name](email)  # what the person does in the vendor's own UI
+        if name in steps and task["step"] == "erase":
+            steps[name](email)  # what the person does in the vendor's own UI (support deletes the visitor)
         if task["step"] == "export":
             export = service.settings.home / "demo" / f"{name}-export-{request_id[:8]}.csv"
             export.parent.mkdir(parents=True, exist_ok=True)
@@ -123,20 +124,32 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
     from dsr.bundle import verify_bundle
     from dsr.signing import load_or_create_signing_key
 
-    demo_requests = [
-        ("erasure", ERASURE_SUBJECT, "gdpr", "NL", "web-form"),
-        ("access", ACCESS_SUBJECT, "uk-gdpr", None, "email"),
+    # One request of every type the privacy policy promises. Ada's data is erased first; the other
+    # rights are Grace's (an access request, then a correction, then the rights that stop a use).
+    demo_requests: list[tuple[str, str, str, str | None, str, dict[str, str] | None]] = [
+        ("erasure", ERASURE_SUBJECT, "gdpr", "NL", "web-form", None),
+        ("access", ACCESS_SUBJECT, "uk-gdpr", None, "email", None),
+        ("portability", ACCESS_SUBJECT, "gdpr", "DE", "web-form", None),
+        ("rectification", ACCESS_SUBJECT, "uk-gdpr", None, "email",
+         {"title": "Rear Admiral", "company": "Harvard Computation Laboratory"}),
+        ("restriction", ACCESS_SUBJECT, "gdpr", "NL", "post", None),
+        ("objection", ACCESS_SUBJECT, "uk-gdpr", None, "email", None),
+        ("consent_withdrawal", ACCESS_SUBJECT, "pipeda", None, "phone", None),
+        ("opt_out", ACCESS_SUBJECT, "ccpa", None, "web-form", None),
     ]
     code = 0
-    for kind, email, regime, country, channel in demo_requests:
+    for kind, email, regime, country, channel, changes in demo_requests:
         new = parse_new_request(type=kind, email=email, regime=regime, country=country,
-                                received=datetime.now(UTC), channel=channel)
+                                received=datetime.now(UTC), channel=channel, changes=changes)
         state = service.submit(new, actor="demo").state
         console.rule(f"{kind} · {regime} · {state.request_id}")
         console.print(f"submitted; subject {state.identity_hash}; due {state.due}")
-        service.verify(state.request_id, method="email-code", note="demo: code sent to the address was returned",
-                       actor="demo")
-        console.print("verified (email-code)")
+        if kind == "opt_out":
+            console.print("a CCPA opt-out needs no verification (11 CCR 7026): it runs as received")
+        else:
+            service.verify(state.request_id, method="email-code", note="demo: code sent to the address was returned",
+                           actor="demo")
+            console.print("verified (email-code)")
         result = run(service, state.request_id)
         from dsr.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
 
@@ -152,9 +165,26 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
         check = verify_bundle(Path(result["bundle"]), signer.public_key)
         console.print(f"evidence bundle verifies: {'yes' if check.ok else 'NO: ' + str(check.reason)}")
         code = code or (0 if check.ok else 1)
+        if kind == "restriction":
+            code = code or _lift_restriction(service, console, state.request_id, email, steps)
     console.rule()
     console.print("try: dsr list · dsr status ID · dsr bundle verify PATH · dsr deadline uk-gdpr 2026-01-30")
     return code
+
+
+def _lift_restriction(service: DsrService, console: Console, request_id: str, email: str,
+                      steps: dict[str, Callable[[str], None]]) -> int:
+    """`dsr restriction lift`: marketing put back exactly as it was before the restriction."""
+    from dsr.cli import _connect_by_name
+    from dsr.execution import RequestRunner
+    from dsr.rights import lift_restriction
+
+    result = lift_restriction(RequestRunner(service), request_id, reason="demo: the subject's dispute is resolved",
+                              actor="demo", connect=_connect_by_name(service))
+    console.print(f"restriction lifted: marketing restored in {', '.join(result.restored) or 'no system'}"
+                  + (f"; a person restores it in {', '.join(result.tasks)}" if result.tasks else ""))
+    _do_manual_tasks(service, console, request_id, email, steps)
+    return 1 if result.failed else 0
 
 
 # -- `dsr demo --serve` ------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_demo_runs_end_to_end_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for _ in range(2):
         result = runner.invoke(app, ["demo"])
         assert result.exit_code == 0, result.output
-        assert result.output.count("evidence bundle verifies: yes") == 2
-        assert "subject package:" in result.output
-    assert len(list((tmp_path / "var" / "bundles").iterdir())) == 4
+        assert result.output.count("evidence bundle verifies: yes") == 8  # one request of every type
+        assert "subject package:" in result.output and "restriction lifted" in result.output
+    assert len(list((tmp_path / "var" / "bundles").iterdir())) == 16
     assert os.path.exists(tmp_path / "var" / "ledger.sqlite")
