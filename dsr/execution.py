@@ -547,15 +547,23 @@ class RequestRunner:
             # The one window write-ahead cannot close: the vendor acted, the ledger does not know yet.
             # A re-run repeats the erase; each connector makes that harmless (see chaos/README.md).
             crash_point("erased-unrecorded")
-            self._append(request_id, EventType.SYSTEM_ERASED, _receipt_payload(system, receipt))
+            erased = _receipt_payload(system, receipt)
+            if connector.info.write_only and not planned.get("held"):
+                erased["removal"] = _audience_removal(connector)
+            self._append(request_id, EventType.SYSTEM_ERASED, erased)
             crash_point("erased")  # between erase and verify
             if receipt.failed:
                 raise RuntimeError(f"{len(receipt.failed)} record(s) could not be erased in {system}")
         retained = {d.ref.key for d in decisions if d.action == ErasureAction.RETAIN}
+        removal: dict[str, str] = {}
         if planned.get("held") and (connector.info.write_only or "discover" in connector.info.manual_steps):
             proof, remaining = f"legal hold {', '.join(planned['held'])}: nothing erased, nothing to re-query", []
         elif connector.info.write_only:
-            proof, remaining = "write-only system: removal requested, absence cannot be re-queried", []
+            recorded = _last_payload(self.service.events(request_id), EventType.SYSTEM_ERASED, system) or {}
+            removal["removal"] = str(recorded.get("removal") or "requested")
+            proof, remaining = (f"write-only system: removal {removal['removal']}"
+                                + (" by the vendor's job status" if removal["removal"] == "confirmed" else "")
+                                + ", absence cannot be re-queried"), []
         else:
             remaining = [r.key for r in connector.verify_erased(subject)]
             proof = "re-query after erasure"
@@ -563,6 +571,7 @@ class RequestRunner:
         self._append(request_id, EventType.SYSTEM_VERIFIED, {
             "system": system, "proof": proof, "remaining": len(remaining),
             "retained_as_decided": sorted(set(remaining) & retained), "unexpected_remaining": unexpected,
+            **removal,
         })
         if unexpected:
             raise RuntimeError(f"{len(unexpected)} record(s) still match the subject in {system} after erasure")
@@ -830,6 +839,16 @@ def _decision_from_dict(system: str, data: dict[str, Any]) -> ErasureDecision:
     until = data.get("retain_until")
     return ErasureDecision(ref_from_dict(system, data["ref"]), ErasureAction(data["action"]), data.get("basis"),
                            date.fromisoformat(until) if until else None)
+
+
+def _audience_removal(connector: Connector) -> str:
+    """"confirmed" when the write-only connector's done outcomes mean the vendor finished the removal
+    (a job or segment status polled to its end), else "requested" (the vendor only accepted it).
+
+    Read from the connector's optional `confirms_removal` (connectors.base.AudienceConnector); the
+    domain does not import connectors, so it is asked by name.
+    """
+    return "confirmed" if getattr(connector, "confirms_removal", False) is True else "requested"
 
 
 def _receipt_payload(system: str, receipt: Receipt) -> dict[str, Any]:
