@@ -483,3 +483,37 @@ def test_rectification_completes_in_hubspot_and_netsuite(
     assert contact["lastname"] == "Byron"
     customers = [r for r in sandboxes["netsuite"].vendor.records("customer") if str(r.get("email") or "").lower() == ADA]
     assert customers and all(r["lastName"] == "Byron" for r in customers)
+
+
+@pytest.fixture
+def wistia_service(tmp_path: Path, systems_file: Path) -> Iterator[DsrService]:
+    """The test data map plus the demo's Wistia system (left out by default: it waits for a person)."""
+    from dsr.settings import Settings
+
+    data = yaml.safe_load(systems_file.read_text())
+    data["systems"]["wistia"] = yaml.safe_load((REPO / "config" / "demo" / "systems.yaml").read_text())[
+        "systems"]["wistia"]
+    path = tmp_path / "systems-with-wistia.yaml"
+    path.write_text(yaml.safe_dump(data))
+    service = DsrService(Settings(home=tmp_path / "var", config_dir=REPO / "config", systems_file=path,
+                                  identity_key="test-identity-key"))
+    yield service
+    service.close()
+
+
+@pytest.mark.parametrize(("kind", "step", "changes"), [("objection", "suppress", None),
+                                                       ("rectification", "rectify", {"last_name": "Byron"})])
+def test_wistia_right_waits_for_its_manual_task_and_completes_when_it_is_done(
+        kind: str, step: str, changes: dict[str, str] | None, wistia_service: DsrService,
+        sandboxes: dict[str, SandboxServer]) -> None:
+    request_id, outcome = _run_request(wistia_service, kind, changes)
+    assert outcome.status.value == "awaiting_manual_action", outcome.reason
+    task = wistia_service.state(request_id).systems["wistia"].task
+    assert task["step"] == step and "visitor_key" in task["instructions"] and "Wistia support" in task["instructions"]
+    assert "lovelace" not in task["instructions"].lower() and "byron" not in task["instructions"].lower()
+    wistia_service.task_done(request_id, "wistia", note="Wistia ticket 4711 confirmed", actor="marketing-ops")
+    runner = RequestRunner(wistia_service)
+    systems = wistia_service.data_map.systems
+    runner.run_system(request_id, "wistia", lambda: build_connector("wistia", systems["wistia"].kind,
+                                                                    systems["wistia"].settings))
+    assert runner.finish(request_id).status.value == "completed"
