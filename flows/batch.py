@@ -22,14 +22,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dsr.execution import RunPlan
 from dsr.service import RequestStateError
-from flows import runtime
+from flows import observe, runtime
 from flows.request import system_step
 
 #: System steps in flight across all requests of the batch (connectors pace each vendor).
 MAX_PARALLEL_STEPS = 32
 
 
-@flow(name="process-verified",
+@flow(name="process-verified", flow_run_name=observe.timed_run_name("process-verified"),
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
       validate_parameters=True)
 def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, 
     service = runtime.service()
     runner = runtime.runner()
     ended: dict[str, str] = {}
+    observe.tag_current_run(["flow:process-verified"])
     for _ in range(max_rounds):
         waiting = [row.request_id for row in service.list(open_only=True)
                    if row.status == "verified" and row.request_id not in ended][:max_requests]
@@ -74,4 +75,7 @@ def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, 
                 logger.warning("request %s could not be finished (%s)", request_id, type(exc).__name__)
                 ended[request_id] = "unfinished"
     logger.info("batch ended: %d request(s)", len(ended))
+    labels = {row.request_id: (row.type, row.regime) for row in service.list() if row.request_id in ended}
+    observe.tag_current_run({f"type:{kind}" for kind, _ in labels.values()} |
+                            {f"regime:{regime}" for _, regime in labels.values()})
     return {"requests": ended}

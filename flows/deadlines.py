@@ -10,14 +10,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows import runtime
+from flows import observe, runtime
 
 
-@flow(name="deadline-sweep")
+@flow(name="deadline-sweep", flow_run_name=observe.timed_run_name("deadline-sweep"))
 def deadline_sweep() -> dict[str, Any]:
     """One pass over open requests; alerts are raised once per threshold and recorded in the ledger."""
     from dsr.sweep import sweep
 
+    observe.tag_current_run(["flow:deadline-sweep"])
     service = runtime.service()
     report = sweep(service, service.policy.escalation.channels.build())
     logger = get_run_logger()

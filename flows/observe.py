@@ -158,6 +158,17 @@ def request_run_name() -> str:
     return f"{kind}-{regime}-{request_id[:8]}"
 
 
+def timed_run_name(kind: str) -> Callable[[], str]:
+    """A run name for flows about no one request: `deadline-sweep-20260107T1400Z`."""
+
+    def name() -> str:
+        from datetime import UTC, datetime
+
+        return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%MZ}"
+
+    return name
+
+
 def publish_run_artifact(request_id: str, result: dict[str, Any]) -> None:
     """A table of the run's per-system outcome, and the sealed bundle's version and hash (no personal data)."""
     try:

@@ -10,15 +10,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows import runtime
+from flows import observe, runtime
 
 
-@flow(name="retention-purge")
+@flow(name="retention-purge", flow_run_name=observe.timed_run_name("retention-purge"))
 def retention_purge(dry_run: bool = False, approve: str | None = None) -> dict[str, Any]:
     """One purge run; stops before deleting anything if the blast-radius guard trips."""
     from connectors.registry import build_connector
     from dsr.retention import Purger
 
+    observe.tag_current_run(["flow:retention-purge", "dry-run" if dry_run else "live"])
     service = runtime.service()
 
     def connect(name: str):  # noqa: ANN202 - a Connector

@@ -397,3 +397,30 @@ def test_a_vendor_outage_that_passes_is_retried_by_prefect_and_the_run_is_named_
     assert sealed["sha256"] in keys[f"request-{request_id}-evidence"].data
     everything = json.dumps([outcome.data, keys[f"request-{request_id}-evidence"].data]).lower()
     assert ERASURE_SUBJECT.lower() not in everything
+
+
+@pytest.mark.prefect
+def test_scheduled_flows_are_named_by_kind_and_time_and_tagged(prefect_harness: None, crm_only_service) -> None:  # noqa: ANN001
+    from prefect.client.orchestration import get_client
+
+    from flows import runtime
+    from flows.deadlines import deadline_sweep
+
+    runtime.use_service(crm_only_service)
+    try:
+        deadline_sweep()
+    finally:
+        runtime.use_service(None)
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs(limit=200) if r.name.startswith("deadline-sweep-")]
+    assert runs and "flow:deadline-sweep" in runs[0].tags
+
+
+def test_a_failure_alert_names_the_run_and_its_state_only() -> None:
+    from flows.alerts import failure_notice
+
+    notice = failure_notice("prefect.flow-run.0d1e", "erasure-gdpr-1a2b3c4d", "prefect.flow-run.Crashed")
+    assert notice.subject == "dsr: flow run erasure-gdpr-1a2b3c4d crashed"
+    assert notice.fields == {"kind": "flow-run-failed", "flow_run_id": "0d1e", "run_name": "erasure-gdpr-1a2b3c4d",
+                             "state": "crashed"}
+    assert "dsr status" in notice.body
