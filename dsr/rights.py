@@ -43,6 +43,7 @@ from dsr.contract import (
 )
 from dsr.identity import identity_hash
 from dsr.ledger.schema import identities as identities_table
+from dsr.ledger.store import LedgerError
 from dsr.ledger.texts import store_texts, text_sha256
 from dsr.models import SUPPRESSION_TYPES, RequestInputError, RequestType, Status
 from dsr.service import DsrService, RequestStateError, _evidence_text, with_free_text
@@ -219,7 +220,13 @@ def run_step(runner: RequestRunner, request_id: str, state: RequestState, system
 
 
 def rekey_identity(runner: RequestRunner, request_id: str, state: RequestState) -> None:
-    """After a rectified address: record the subject's new keyed hash beside the old (once)."""
+    """After a rectified address: record the subject's new keyed hash beside the old (once).
+
+    The new address gets its own identity row the way every identity does: beside the first event
+    of a chain of its own (`rekey-<request id>`, one `identity.rekeyed` event holding the new hash),
+    so the ledger proves it like any other. The request's chain then records the same event naming
+    that chain; its own first event, and so the old hash, stay as they were.
+    """
     if RequestType(state.type) is not RequestType.RECTIFICATION:
         return
     if any(e.type == EventType.IDENTITY_REKEYED for e in runner.service.events(request_id)):
@@ -230,21 +237,20 @@ def rekey_identity(runner: RequestRunner, request_id: str, state: RequestState) 
     digest = runner.service.identity_hash(new_email)
     if digest == state.identity_hash:
         return
-    def guard(chain: Sequence[Any]) -> None:
-        if any(e.type == EventType.IDENTITY_REKEYED for e in chain):
-            raise _AlreadyDone
+    chain_id = REKEY_PREFIX + request_id
+    payload = {"identity_kind": "email", "identity_hash": digest, "previous_identity_hash": state.identity_hash,
+               "request_id": request_id}
+    if not runner.ledger.exists(chain_id):
+        try:
+            runner.ledger.append(chain_id, EventType.IDENTITY_REKEYED, payload, actor="pipeline", expect_new=True,
+                                 identity=("email", new_email, digest), project=False, anchor=True)
+        except LedgerError:
+            pass  # a twin run wrote it first: the same event
+    runner._append(request_id, EventType.IDENTITY_REKEYED, {**payload, "identity_chain": chain_id})
 
-    try:
-        runner.ledger.append(request_id, EventType.IDENTITY_REKEYED,
-                             {"identity_kind": "email", "identity_hash": digest,
-                              "previous_identity_hash": state.identity_hash},
-                             actor="pipeline", identity=(REKEYED_KIND, new_email, digest), guard=guard)
-    except _AlreadyDone:
-        pass
 
-
-#: The identity row kind of a rectified address (kept beside the chain like the first one).
-REKEYED_KIND = "email.rectified"
+#: The chain that keeps a rectified address (its identity row beside its first event).
+REKEY_PREFIX = "rekey-"
 
 
 class _AlreadyDone(Exception):
@@ -300,7 +306,7 @@ def requests_of(service: DsrService, identity_hash_: str) -> list[str]:
     with service.ledger.read_engine.connect() as conn:
         ids = conn.execute(select(identities_table.c.request_id).where(
             identities_table.c.hash == identity_hash_, identities_table.c.kind == "email")).scalars().all()
-    return sorted(i for i in ids if not i.startswith(("hold-", "purge-")))
+    return sorted(i for i in ids if not i.startswith(("hold-", "purge-", REKEY_PREFIX)))
 
 
 def open_duplicate(service: DsrService, email: str, kind: RequestType) -> str | None:

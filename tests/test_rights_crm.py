@@ -228,3 +228,44 @@ def test_the_package_summary_names_systems_and_records_as_the_privacy_policy_doe
     assert "Precision customer records (website account, quotes, orders)" in summary
     assert "Your account and contact details: 1" in summary and "Website chat messages: 1" in summary
     assert "  - crm:" not in summary and "web_analytics_events" not in summary
+
+
+@pytest.fixture
+def any_ledger_service(tmp_path, crm_url: str, ledger_url: str):
+    """The CRM-only data map on a ledger of each kind (SQLite and PostgreSQL)."""
+    from pathlib import Path
+
+    import yaml
+
+    from dsr.ledger.store import Ledger
+    from dsr.settings import Settings
+    from dsr.state import index_row
+
+    repo = Path(__file__).resolve().parent.parent
+    crm = yaml.safe_load((repo / "config" / "demo" / "systems.yaml").read_text())["systems"]["crm"]
+    crm["settings"]["url"] = crm_url
+    path = tmp_path / "systems-crm.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "systems": {"crm": crm}}))
+    settings = Settings(home=tmp_path / "var", config_dir=repo / "config", systems_file=path,
+                        identity_key="test-identity-key")
+    service = DsrService(settings, Ledger(ledger_url, projector=index_row))
+    yield service
+    service.close()
+
+
+def test_rekeying_holds_and_restrictions_on_each_ledger(any_ledger_service: DsrService) -> None:
+    service = any_ledger_service
+    request_id = _request(service, "rectification", ERASURE_SUBJECT, changes={"email": NEW_ADDRESS})
+    assert _run(service, request_id).status == Status.COMPLETED
+    assert service.ledger.verify(request_id) == len(service.events(request_id))
+    assert any(e.type == EventType.IDENTITY_REKEYED for e in service.events(request_id))
+    restriction = _request(service, "restriction", ACCESS_SUBJECT)
+    assert _run(service, restriction).status == Status.COMPLETED
+    assert [rid for rid, _ in restricted_subjects(service)] == [restriction]
+    add_hold(service, email=ACCESS_SUBJECT, ref="H-1", reason="claim")
+    erasure = _request(service, "erasure", ACCESS_SUBJECT)
+    assert _run(service, erasure).status == Status.COMPLETED
+    release_hold(service, ref="H-1", reason="over")
+    assert service.state(erasure).status == Status.IN_PROGRESS
+    audit = service.ledger.audit()  # every chain, the rectified address's identity row included
+    assert audit.problems == [], audit.problems
