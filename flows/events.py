@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dsr.models import UNVERIFIED_TYPES
 from dsr.service import DsrService
 from dsr.state import EventType
 
@@ -85,7 +86,10 @@ def emit_backlog(service: DsrService) -> list[str]:
     """
     emitted: list[str] = []
     for row in service.list(open_only=True):
-        if row.status != "verified":
+        # A CCPA opt-out runs unverified (dsr.models.UNVERIFIED_TYPES): waiting for no one, it is runnable too.
+        runnable = row.status == "verified" or (row.status == "awaiting_verification"
+                                                and row.type in {t.value for t in UNVERIFIED_TYPES})
+        if not runnable:
             continue
         try:
             emit_verified(service, row.request_id)
