@@ -424,3 +424,28 @@ def test_a_failure_alert_names_the_run_and_its_state_only() -> None:
     assert notice.fields == {"kind": "flow-run-failed", "flow_run_id": "0d1e", "run_name": "erasure-gdpr-1a2b3c4d",
                              "state": "crashed"}
     assert "dsr status" in notice.body
+
+
+# -- the intake's per-client limit, shared by every API process -----------------------------------
+
+
+def test_api_processes_share_one_per_client_limit(ledger_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
+
+    from connectors.shared_pacing import SlotStore
+    from dsr.api.limits import SharedClientLimit
+
+    # Two API processes: each its own engine on the shared database, and 3 submissions a minute per client.
+    doors = [SharedClientLimit(SlotStore(ledger_url), "opendsr-submit", 3, 60.0, key=b"k") for _ in range(2)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: doors[n % 2].retry_after("203.0.113.9"), range(12)))
+    assert sum(1 for wait in answers if wait is None) == 3  # not 3 per process
+    assert all(0 < wait <= 60 for wait in answers if wait is not None)
+    assert doors[1].retry_after("198.51.100.7") is None  # another client has its own budget
+    with doors[0].store.engine.connect() as conn:
+        stored = " ".join(row[0] for row in conn.execute(text("SELECT budget FROM dsr_rate_slots")))
+    assert "203.0.113.9" not in stored and "198.51.100.7" not in stored  # addresses kept as keyed hashes
+    for door in doors:
+        door.store.close()

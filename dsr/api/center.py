@@ -17,8 +17,8 @@ the request and downloads their data. Public: no token, no account, no cookie.
   an `opt_out` request (no code needed); `/.well-known/gpc.json` declares it. This site
   itself sets no cookie and loads nothing from third parties.
 
-Abuse limits: per client address, the intake API's own `RateLimiter` with its numbers (submit 10,
-verify 20, status 60 a minute); codes are limited by the intake itself (3 attempts, 5 codes).
+Abuse limits: per client address, the intake API's numbers (submit 10, verify 20, status 60 a
+minute), counted in the database every API process shares (dsr.api.limits); codes are limited by the intake itself (3 attempts, 5 codes).
 Links in e-mails use DSR_PUBLIC_URL when set; without it only a loopback Host is trusted (a
 forged Host header must not turn a download link into one to another site).
 """
@@ -36,7 +36,7 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from dsr.access import token_hash
-from dsr.api.intake import RateLimiter
+from dsr.api.limits import shared_client_limit
 from dsr.api.pages import same_origin
 from dsr.api.web import environment, is_loopback, read_form, render_page
 from dsr.intake import TYPES, CodeRefused, Intake, IntakeConflict, IntakeInvalid, IntakeUnavailable, new_request_id
@@ -109,7 +109,9 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
                  smtp: Callable[[], SmtpConfig | None]) -> None:
     env = environment()
     summary = service.policy.subject_summary
-    limits = {"submit": RateLimiter(10, 60.0), "verify": RateLimiter(20, 60.0), "status": RateLimiter(60, 60.0)}
+    # The intake's numbers, counted in the database every API process shares (dsr.api.limits).
+    limits = {name: shared_client_limit(service, f"center-{name}", calls, 60.0)
+              for name, calls in (("submit", 10), ("verify", 20), ("status", 60))}
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
     def page(request: Request, name: str, context: dict[str, Any], code: int = 200) -> Response:

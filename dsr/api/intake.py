@@ -50,6 +50,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dsr import opendsr
+from dsr.api.limits import shared_client_limit
 from dsr.intake import (
     CodeLimits,
     CodeRefused,
@@ -178,8 +179,9 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
     controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting
     if service.settings.opendsr_certificate_file or service.settings.opendsr_key_file:
         processor_identity(service.settings)  # configured certificate and key: checked now, not at the first answer
-    limits = {"submit": RateLimiter(*submit_limit), "verify": RateLimiter(*verify_limit),
-              "status": RateLimiter(*status_limit)}
+    # Per client address, counted in the database every API process shares (dsr.api.limits).
+    limits = {name: shared_client_limit(service, f"opendsr-{name}", *limit)
+              for name, limit in (("submit", submit_limit), ("verify", verify_limit), ("status", status_limit))}
     api = APIRouter(prefix="/opendsr", tags=["opendsr (public)"])
     api.intake = intake  # type: ignore[attr-defined]  # the intake behind the routes (tests, wiring)
 
