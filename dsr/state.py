@@ -344,7 +344,8 @@ def _apply_system(system: SystemState, kind: str, p: Mapping[str, Any], texts: T
     elif kind == EventType.TASK_DONE and system.task is not None:
         system.task = {**system.task, "done": True, "note": payload_text(p, "note", texts), "by": p.get("by"),
                        "attachments": p.get("attachments", [])}
-        system.status = SystemStatus.IN_PROGRESS
+        # A restore task belongs to a restriction's lift, after the run: done is the system's end.
+        system.status = SystemStatus.COMPLETED if system.task.get("step") == "restore" else SystemStatus.IN_PROGRESS
 
 
 def index_row(events: Sequence[LedgerEvent]) -> dict[str, Any]:

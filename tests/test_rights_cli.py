@@ -131,6 +131,9 @@ def test_restriction_and_lift_from_the_cli(cli_env: str) -> None:
     assert "crm: marketing settings restored" in lifted.output and "portal: a person restores" in lifted.output
     assert _crm(cli_env, "SELECT marketing_opt_in FROM contacts WHERE lower(trim(email)) = ?", ERASURE_SUBJECT) == [(1,)]
     assert runner.invoke(app, ["task", "done", request_id, "portal", "--note", "settings back"]).exit_code == 0
+    status = json.loads(runner.invoke(app, ["status", request_id, "--json"]).output)
+    assert status["status"] == "completed" and status["restriction_lifted"] is True
+    assert status["systems"]["portal"]["status"] == "completed"
     assert runner.invoke(app, ["restriction", "lift", request_id, "--reason", "again"]).exit_code == 3
 
 
