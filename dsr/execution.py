@@ -524,9 +524,11 @@ class RequestRunner:
         done = state.system(system)
         events = self.service.events(request_id)
         planned = _last_payload(events, EventType.SYSTEM_ERASE_PLANNED, system)
-        if planned is None or (planned.get("held") and system not in state.held):  # a released hold: plan anew
+        held = rights.holds_on(self.service, subject.identity_hash)
+        # Plan anew after a released hold, or when a hold came before anything was erased.
+        if (planned is None or (planned.get("held") and system not in state.held)
+                or (held and not planned.get("held") and "erase" not in done.steps_done)):
             today = datetime.now(UTC).date()
-            held = rights.holds_on(self.service, subject.identity_hash)
             if held:  # legal claims keep every record as it is (GDPR 17(3)(e)); the hold's release re-opens them
                 decisions = [ErasureDecision(r, ErasureAction.RETAIN, basis=rights.hold_basis(held)) for r in refs]
             else:

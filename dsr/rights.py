@@ -411,7 +411,13 @@ def lift_restriction(runner: RequestRunner, request_id: str, *, reason: str, act
     if failed:
         return LiftResult(request_id, tuple(restored), tuple(tasks), failed)
     payload = with_free_text({"restored": restored, "tasks": tasks}, "reason", text)
-    runner.ledger.append(request_id, EventType.RESTRICTION_LIFTED, payload, actor=actor, texts=store_texts([text]))
+
+    def once(chain: Sequence[Any]) -> None:
+        if any(e.type == EventType.RESTRICTION_LIFTED for e in chain):
+            raise RequestStateError(f"the restriction of request {request_id} is already lifted")
+
+    runner.ledger.append(request_id, EventType.RESTRICTION_LIFTED, payload, actor=actor, guard=once,
+                         texts=store_texts([text]))
     # A new outcome event so the evidence is sealed again with the lift in it.
     runner.ledger.append(request_id, EventType.COMPLETED, {"systems": sorted(state.systems),
                                                            "response": "restriction lifted; subject to be told"},

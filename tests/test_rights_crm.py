@@ -269,3 +269,31 @@ def test_rekeying_holds_and_restrictions_on_each_ledger(any_ledger_service: DsrS
     assert service.state(erasure).status == Status.IN_PROGRESS
     audit = service.ledger.audit()  # every chain, the rectified address's identity row included
     assert audit.problems == [], audit.problems
+
+
+def test_a_hold_placed_after_planning_but_before_erasing_still_stops_the_erasure(
+        crm_only_service: DsrService) -> None:
+    service = crm_only_service
+    request_id = _request(service, "erasure", ACCESS_SUBJECT)
+
+    class FailsToErase:
+        """The CRM, except that its erase fails once (the vendor was down)."""
+
+        def __init__(self, inner: Connector) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str):  # noqa: ANN204 - delegate everything else
+            return getattr(self._inner, name)
+
+        def erase(self, decisions):  # noqa: ANN001, ANN201
+            raise RuntimeError("CRM unavailable")
+
+    runner = RequestRunner(service)
+    runner.begin(request_id)
+    runner.run_system(request_id, "crm", lambda: FailsToErase(_connect(service)()))
+    assert runner.finish(request_id).status == Status.PARTIALLY_COMPLETED  # planned, nothing erased
+    add_hold(service, email=ACCESS_SUBJECT, ref="LATE-1", reason="claim received after the plan")
+    outcome = _run(service, request_id)
+    assert outcome.status == Status.COMPLETED
+    assert service.state(request_id).held == {"crm": ["LATE-1"]}
+    assert _rows(service, "SELECT count(*) FROM contacts WHERE email = ?", ACCESS_SUBJECT) == [(1,)]
