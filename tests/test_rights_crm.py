@@ -297,3 +297,24 @@ def test_a_hold_placed_after_planning_but_before_erasing_still_stops_the_erasure
     assert outcome.status == Status.COMPLETED
     assert service.state(request_id).held == {"crm": ["LATE-1"]}
     assert _rows(service, "SELECT count(*) FROM contacts WHERE email = ?", ACCESS_SUBJECT) == [(1,)]
+
+
+def test_the_retention_purge_holds_back_a_restricted_subjects_records(crm_only_service: DsrService) -> None:
+    from dsr.retention import Purger
+
+    service = crm_only_service
+
+    def connect(name: str) -> Connector:
+        return _connect(service, name)()
+
+    def held_back() -> int:
+        return sum(t.held_back for t in Purger(service, connect).run(dry_run=True).tallies)
+
+    before = held_back()
+    request_id = _request(service, "restriction", ERASURE_SUBJECT)
+    assert _run(service, request_id).status == Status.COMPLETED
+    # Ada's expired records (a 2016 order and its invoice, an old lead...) are held back now.
+    restricted = held_back()
+    assert restricted > before
+    lift_restriction(RequestRunner(service), request_id, reason="resolved", actor="officer", connect=connect)
+    assert held_back() == before
