@@ -19,7 +19,6 @@ import requests
 from connectors import google_ads as gads_connector
 from connectors import linkedin as li_connector
 from connectors.base import (
-    Connector,
     ConnectorConfigError,
     ConnectorError,
     DataCategory,
@@ -125,7 +124,6 @@ def g_url(g_shared: tuple[SandboxServer, gsb.GoogleAdsSandbox]) -> str:
 
 def test_google_declares_a_write_only_audience_and_discovers_one_ref_per_list(
         gconn: GoogleAdsConnector, gads: gsb.GoogleAdsSandbox) -> None:
-    assert isinstance(gconn, Connector)
     info = gconn.info
     assert (info.kind, info.version, info.write_only, tuple(info.objects)) == ("google_ads", "google_ads/1", True,
                                                                                 ("user_list",))

@@ -17,7 +17,6 @@ import pytest
 import requests
 
 from connectors.base import (
-    Connector,
     ConnectorConfigError,
     ConnectorError,
     DataCategory,
@@ -123,7 +122,7 @@ def _contact_ids(vendor: HubSpotSandbox) -> list[str]:
 def test_registry_builds_it_and_it_declares_itself(hub: HubSpotSandbox) -> None:
     built = build_connector(SYSTEM, "hubspot", settings(rate_limit={"calls": 100, "period_seconds": 10}))
     try:
-        assert isinstance(built, Connector)
+        assert isinstance(built, HubSpotConnector)  # the kind in systems.yaml builds the HubSpot connector
         info = built.info
         assert (info.kind, info.version, info.max_batch, info.write_only) == ("hubspot", "hubspot/1", 100, False)
         assert info.rate_limit_per_second == 10.0

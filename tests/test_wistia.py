@@ -20,7 +20,6 @@ import pytest
 import requests
 
 from connectors.base import (
-    Connector,
     ConnectorConfigError,
     ConnectorError,
     DataCategory,
@@ -250,7 +249,6 @@ def test_seed_is_deterministic_and_holds_subjects_and_decoys() -> None:
 
 
 def test_it_declares_itself_with_a_manual_erase_step(connector: WistiaConnector) -> None:
-    assert isinstance(connector, Connector)
     info = connector.info
     assert (info.system, info.kind, info.version, info.write_only) == (SYSTEM, "wistia", "wistia/1", False)
     assert info.manual_steps == frozenset({"erase", "rectify", "suppress", "restore"})
