@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from html import escape
+from functools import cache
 from typing import Any
+
+import jinja2
 
 from dsr.ledger.events import LedgerEvent, canonical_json
 from dsr.ledger.texts import reference_digests, text_reference
@@ -71,40 +73,13 @@ _EXEMPTION_BASIS = ("basis", "legal_basis")
 _EXEMPTION_UNTIL = ("retain_until", "until", "retention_until", "retention_end")
 _EXEMPTION_SCOPE = ("record", "records", "count", "categories", "category", "objects")
 
-_CSS = """
-body { font: 10.5pt/1.4 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
-       color: #111; margin: 2em auto; max-width: 62em; padding: 0 1em; }
-h1 { font-size: 1.5em; margin: 0 0 .2em; }
-h2 { font-size: 1.15em; margin: 1.6em 0 .4em; border-bottom: 1px solid #999; }
-.sub { color: #555; margin: 0 0 1em; }
-table { border-collapse: collapse; width: 100%; margin: .3em 0; }
-th, td { border: 1px solid #bbb; padding: .25em .45em; text-align: left; vertical-align: top; }
-th { background: #eee; }
-dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1.2em; margin: 0; }
-dl.kv dt { font-weight: 600; }
-dl.kv dd { margin: 0; }
-code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: .92em;
-              overflow-wrap: anywhere; }
-td.num { text-align: right; }
-.none { color: #666; font-style: italic; }
-@page { size: A4; margin: 14mm; }
-@media print {
-  body { margin: 0; max-width: none; padding: 0; font-size: 9pt; }
-  h2 { break-after: avoid; }
-  tr, dl.kv { break-inside: avoid; }
-  thead { display: table-header-group; }
-  th { background: #eee; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-}
-"""
-
-
 def render_report(
     events: Sequence[LedgerEvent],
     request_view: Mapping[str, Any],
     system_views: Mapping[str, Mapping[str, Any]],
     manifest_summary: Mapping[str, Any],
 ) -> str:
-    """Render the bundle's one-page HTML report.
+    """Render the bundle's one-page HTML report (template `dsr/templates/report.html`, autoescaped).
 
     Args:
         events: The request's ledger events, in sequence order.
@@ -115,46 +90,42 @@ def render_report(
             other bundle members. The report cannot list its own hash.
 
     Returns:
-        A complete HTML document; the same inputs always give the same text.
+        A complete HTML document; the same inputs always give the same text (the template is read
+        from the package, and nothing in it depends on the time, the locale or the machine).
     """
     request_view = _mapping(request_view)
     summary = _mapping(manifest_summary)
     request_id = _first(request_view, ("request_id", "id")) or summary.get("request_id") or (
         events[0].request_id if events else None
     )
-    title = f"Evidence report — request {_text(request_id)}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        # Belt and braces: even if something slipped through, the page may load and run nothing.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "style-src 'unsafe-inline'\">",
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="sub">Sealed through ledger event #{_e(summary.get("through_seq"))} '
-        f"at {_e(summary.get('generated_at'))}. Verify this bundle offline with the signer's public key.</p>",
-        _request_section(request_view),
-        _deadline_section(request_view),
-        _systems_section(system_views),
-        _exemptions_section(request_view, system_views),
-        _timeline_section(events),
-        _seal_section(summary),
-        "</body>",
-        "</html>",
-    ]
-    return "\n".join(part for part in parts if part) + "\n"
+    return _template().render(
+        title=f"Evidence report — request {_text(request_id)}",
+        through_seq=_text(summary.get("through_seq")),
+        generated_at=_text(summary.get("generated_at")),
+        request=_request_section(request_view),
+        deadline=_deadline_section(request_view),
+        systems=_systems_section(system_views),
+        exemptions=_exemptions_section(request_view, system_views),
+        timeline=_timeline_section(events),
+        seal=_seal_section(summary),
+    )
 
 
-# --- sections -----------------------------------------------------------------------------------
+@cache
+def _template() -> jinja2.Template:
+    # One way to write HTML in the product (the pages use Jinja2 with autoescape too). Strict: a
+    # name the template uses and this module does not give is an error, not an empty cell.
+    env = jinja2.Environment(loader=jinja2.PackageLoader("dsr", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters["t"] = _text
+    return env.get_template("report.html")
 
 
-def _request_section(view: Mapping[str, Any]) -> str:
+# --- sections (the data each part of the template shows; all values text) ------------------------
+
+
+def _request_section(view: Mapping[str, Any]) -> dict[str, Any]:
     used: set[str] = set(_OWN_SECTION)
     rows = []
     for label, paths in _HEADER_FIELDS:
@@ -177,76 +148,44 @@ def _request_section(view: Mapping[str, Any]) -> str:
         rows.append(("Identity verified", "not verified"))
     extra_rows = [(str(key), _short(view[key], limit=160)) for key in sorted(view, key=str)
                   if key not in used and view[key] not in (None, "", [], {})]
-    extra = ""
-    if extra_rows:
-        extra = "\n<h2>Further request details</h2>\n" + _definition_list(extra_rows)
-    return "<h2>Request</h2>\n" + _definition_list(rows) + extra
+    return {"rows": rows, "extra": extra_rows}
 
 
-def _deadline_section(view: Mapping[str, Any]) -> str:
+def _deadline_section(view: Mapping[str, Any]) -> dict[str, Any] | None:
     deadline = _mapping(view.get("deadline"))
     clock = [item for item in _items(view.get("clock_events")) if isinstance(item, Mapping)]
     if not deadline and not clock:
-        return ""
-    parts = ["<h2>Deadline and clock</h2>"]
-    if deadline:
-        parts.append(_definition_list(
-            [(label, _short(deadline.get(key), limit=160)) for label, key in _DEADLINE_FIELDS
-             if deadline.get(key) is not None]
-        ))
-        steps = [str(step) for step in _items(deadline.get("steps"))]
-        if steps:
-            parts.append("<p><strong>How the due date was derived</strong></p>\n<ol>\n"
-                         + "\n".join(f"<li>{_e(_short(step, limit=200))}</li>" for step in steps) + "\n</ol>")
-    if clock:
-        rows = "\n".join(
-            f'<tr><td class="mono">{_e(_display_time(str(item.get("at") or "")))}</td>'
-            f"<td>{_e(_short(item.get('kind')))}</td>"
-            f"<td>{_e(_short(item.get('reason'), limit=160))}</td></tr>"
-            for item in clock
-        )
-        parts.append("<table>\n<thead><tr><th>Time</th><th>Clock event</th><th>Reason</th></tr></thead>\n"
-                     f"<tbody>\n{rows}\n</tbody>\n</table>")
-    return "\n".join(parts)
+        return None
+    rows = [(label, _short(deadline.get(key), limit=160)) for label, key in _DEADLINE_FIELDS
+            if deadline.get(key) is not None]
+    steps = [_short(str(step), limit=200) for step in _items(deadline.get("steps"))]
+    clock_rows = [(_display_time(str(item.get("at") or "")), _short(item.get("kind")),
+                   _short(item.get("reason"), limit=160)) for item in clock]
+    return {"rows": rows if deadline else None, "steps": steps, "clock": clock_rows}
 
 
-def _systems_section(system_views: Mapping[str, Mapping[str, Any]]) -> str:
+def _systems_section(system_views: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
     views = _mapping(system_views)
-    if not views:
-        return '<h2>Systems searched and actions taken</h2>\n<p class="none">No system results recorded.</p>'
     rows = []
     for name in sorted(views, key=str):
         view = _mapping(views[name])
         status = _short(view.get("status"))
         if view.get("error"):
             status = f"{status}: {_short(view.get('error'), limit=120)}"
-        rows.append(
-            "<tr>"
-            f"<td><strong>{_e(name)}</strong></td>"
-            f'<td class="mono">{_e(_short(view.get("connector_version")))}</td>'
-            f'<td class="num">{_e(_found(view))}</td>'
-            f"<td>{_e(_actions(view))}</td>"
-            f"<td>{_e(status)}</td>"
-            f'<td class="mono">{_e(_receipts(_first(view, _SYSTEM_RECEIPT)))}</td>'
-            f"<td>{_e(_requery(_first(view, _SYSTEM_REQUERY)))}</td>"
-            "</tr>"
-        )
-    return (
-        "<h2>Systems searched and actions taken</h2>\n<table>\n<thead><tr><th>System</th><th>Connector</th>"
-        "<th>Records found</th><th>Actions</th><th>Status</th><th>Vendor receipt</th>"
-        "<th>Re-query after erasure</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
-    )
+        rows.append({"name": str(name), "connector": _short(view.get("connector_version")), "found": _found(view),
+                     "actions": _actions(view), "status": status,
+                     "receipt": _receipts(_first(view, _SYSTEM_RECEIPT)),
+                     "requery": _requery(_first(view, _SYSTEM_REQUERY))})
+    return rows
 
 
 def _exemptions_section(
     request_view: Mapping[str, Any], system_views: Mapping[str, Mapping[str, Any]]
-) -> str:
+) -> list[tuple[str, str, str, str, str, str]]:
     found: list[tuple[str, Any]] = [(DASH, item) for item in _items(request_view.get("exemptions"))]
     views = _mapping(system_views)
     for name in sorted(views, key=str):
         found.extend((str(name), item) for item in _items(_mapping(views[name]).get("exemptions")))
-    if not found:
-        return '<h2>Exemptions and refusals</h2>\n<p class="none">None recorded.</p>'
     # Exemptions come per record; one row per (system, action, basis, end date) keeps the page short.
     groups: dict[tuple[str, str, str, str], list[str]] = {}
     for system, item in found:
@@ -262,37 +201,16 @@ def _exemptions_section(
         shown = ", ".join(scopes[:_RECORDS_SHOWN])
         if len(scopes) > _RECORDS_SHOWN:
             shown += f" and {len(scopes) - _RECORDS_SHOWN} more"
-        rows.append(
-            f"<tr><td>{_e(system)}</td><td>{_e(basis)}</td><td>{_e(until)}</td><td>{_e(action)}</td>"
-            f'<td class="num">{len(scopes) or DASH}</td><td class="mono">{_e(shown or DASH)}</td></tr>'
-        )
-    return (
-        "<h2>Exemptions and refusals</h2>\n<table>\n<thead><tr><th>System</th><th>Legal basis</th>"
-        "<th>Retained until</th><th>Action</th><th>Records</th><th>Which</th></tr></thead>\n<tbody>\n"
-        + "\n".join(rows) + "\n</tbody>\n</table>"
-    )
+        rows.append((system, basis, until, action, str(len(scopes) or DASH), shown or DASH))
+    return rows
 
 
-def _timeline_section(events: Sequence[LedgerEvent]) -> str:
-    if not events:
-        return '<h2>Timeline</h2>\n<p class="none">No events.</p>'
-    rows = [
-        "<tr>"
-        f'<td class="num">{_e(event.seq)}</td>'
-        f'<td class="mono">{_e(_display_time(event.at))}</td>'
-        f"<td>{_e(event.actor)}</td>"
-        f"<td><code>{_e(event.type)}</code></td>"
-        f"<td>{_e(_summarise(event.payload))}</td>"
-        "</tr>"
-        for event in events
-    ]
-    return (
-        "<h2>Timeline</h2>\n<table>\n<thead><tr><th>#</th><th>Time (UTC)</th><th>Actor</th><th>Event</th>"
-        "<th>Details</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
-    )
+def _timeline_section(events: Sequence[LedgerEvent]) -> list[tuple[str, str, str, str, str]]:
+    return [(str(event.seq), _display_time(event.at), str(event.actor), str(event.type), _summarise(event.payload))
+            for event in events]
 
 
-def _seal_section(summary: Mapping[str, Any]) -> str:
+def _seal_section(summary: Mapping[str, Any]) -> dict[str, Any]:
     rows = [
         ("Format", _short(summary.get("format"))),
         ("Request", _short(summary.get("request_id"))),
@@ -301,28 +219,13 @@ def _seal_section(summary: Mapping[str, Any]) -> str:
         ("Sealed at (last event)", _short(summary.get("generated_at"))),
         ("Signer fingerprint (SHA-256)", _short(summary.get("signer_fingerprint"), limit=200)),
     ]
-    section = "<h2>Seal</h2>\n" + _definition_list(rows, mono=True)
     members = _mapping(summary.get("members"))
-    if members:
-        lines = []
-        for name in sorted(members, key=str):
-            member = _mapping(members[name])
-            lines.append(
-                f'<tr><td class="mono">{_e(name)}</td><td class="num">{_e(_short(member.get("bytes")))}</td>'
-                f'<td class="mono">{_e(_short(member.get("sha256"), limit=200))}</td></tr>'
-            )
-        section += (
-            "\n<table>\n<thead><tr><th>Member</th><th>Bytes</th><th>SHA-256</th></tr></thead>\n<tbody>\n"
-            + "\n".join(lines) + "\n</tbody>\n</table>"
-        )
-    return section
+    member_rows = [(str(name), _short(_mapping(members[name]).get("bytes")),
+                    _short(_mapping(members[name]).get("sha256"), limit=200)) for name in sorted(members, key=str)]
+    return {"rows": rows, "members": member_rows}
 
 
 # --- value helpers ------------------------------------------------------------------------------
-
-
-def _e(value: Any) -> str:
-    return escape(_text(value), quote=True)
 
 
 def _text(value: Any) -> str:
@@ -527,9 +430,3 @@ def _display_time(stamp: str) -> str:
     if len(stamp) >= 19 and stamp[10:11] == "T":
         return f"{stamp[:10]} {stamp[11:19]}"
     return stamp or DASH
-
-
-def _definition_list(rows: Iterable[tuple[str, str]], *, mono: bool = False) -> str:
-    cls = ' class="mono"' if mono else ""
-    body = "\n".join(f"<dt>{_e(label)}</dt><dd{cls}>{_e(value)}</dd>" for label, value in rows)
-    return f'<dl class="kv">\n{body}\n</dl>'

@@ -449,3 +449,17 @@ def test_api_processes_share_one_per_client_limit(ledger_url: str) -> None:
     assert "203.0.113.9" not in stored and "198.51.100.7" not in stored  # addresses kept as keyed hashes
     for door in doors:
         door.store.close()
+
+
+def test_the_evidence_report_is_a_template_that_escapes_and_is_a_pure_function() -> None:
+    from dsr.report import render_report
+
+    hostile = {"request_id": "r-1", "type": "erasure", "channel": '<script>alert("x")</script>',
+               "status": "completed", "odd": "a & b"}
+    systems = {"crm<img src=x>": {"status": "completed", "records_found": 2}}
+    first = render_report([], hostile, systems, {"through_seq": 4, "request_id": "r-1"})
+    assert first == render_report([], dict(hostile), dict(systems), {"through_seq": 4, "request_id": "r-1"})
+    assert "<script>" not in first and "&lt;script&gt;" in first
+    assert "<img" not in first and "crm&lt;img src=x&gt;" in first
+    assert "a &amp; b" in first  # an unknown field still shown, escaped
+    assert "Sealed through ledger event #4" in first
