@@ -6,7 +6,7 @@ from the clock, so the same arguments always give the same database.
 
 Two demo subjects carry a full spread of data, and a set of decoy addresses sits next to them that
 an exact, escaped match must never confuse with either subject (LIKE wildcards, suffixes, prefixes,
-a neighbouring top-level domain).
+a neighbouring top-level domain), and a namesake of Ada's at another address.
 
     python -m sandbox.crm_seed var/demo/crm.sqlite --contacts 200
 """
@@ -37,6 +37,10 @@ DECOY_EMAILS: tuple[str, ...] = (
     "ada.lovelace%@example.com",
 )
 """Addresses that must never match either demo subject (each has a contact and child rows)."""
+
+LOOKALIKE_EMAILS: tuple[str, ...] = ("ada.lovelace@analytical-engines.example",)
+"""Ada's namesakes: her very name and company at another address, opted in to marketing. A right
+carried out for Ada that matched on names would change them."""
 
 TABLES: tuple[str, ...] = (
     "contacts",
@@ -414,6 +418,15 @@ def _add_decoys(crm: _Crm) -> None:
         crm.visit(contact, created + timedelta(hours=2))
 
 
+def _add_lookalikes(crm: _Crm) -> None:
+    """Ada's namesakes (recent, so no retention purge touches them): a contact, a lead, a subscription."""
+    for email in LOOKALIKE_EMAILS:
+        created = datetime(2025, 6, 2, 9, 0)
+        crm.contact(email, "Ada", "Lovelace", "Analytical Engines Ltd", "GB", created, opt_in=True)
+        crm.lead(email, "Ada Lovelace", "Analytical Engines Ltd", created - timedelta(days=2))
+        crm.newsletter(email, created + timedelta(days=1))
+
+
 def _add_random_people(crm: _Crm, count: int) -> None:
     rng = crm.rng
     used: set[str] = set()
@@ -485,6 +498,7 @@ def seed_crm(path_or_url: str, *, contacts: int = 200, seed: int = 7) -> SeedInf
     _add_demo_subjects(crm)
     _add_decoys(crm)
     _add_random_people(crm, contacts)
+    _add_lookalikes(crm)  # last: the rows above stay exactly as they were
 
     connection = sqlite3.connect(path)
     try:

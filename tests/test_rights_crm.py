@@ -18,7 +18,7 @@ from dsr.models import RequestInputError, Status, parse_new_request
 from dsr.rights import lift_restriction, restricted_subjects
 from dsr.service import DsrService, RequestStateError
 from dsr.state import EventType
-from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT
+from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, LOOKALIKE_EMAILS
 
 NEW_ADDRESS = "ada.king@example.net"
 
@@ -53,11 +53,14 @@ def _rows(service: DsrService, sql: str, *params: object) -> list[tuple]:
 
 
 def _decoys(service: DsrService) -> list[tuple]:
-    marks = ",".join("?" * len(DECOY_EMAILS))
-    return (_rows(service, f"SELECT * FROM contacts WHERE email IN ({marks}) ORDER BY id", *DECOY_EMAILS)
-            + _rows(service, f"SELECT * FROM newsletter_subscriptions WHERE email IN ({marks}) ORDER BY id",
-                    *DECOY_EMAILS)
-            + _rows(service, f"SELECT * FROM leads WHERE email IN ({marks}) ORDER BY id", *DECOY_EMAILS))
+    """Every row of the decoy addresses and of Ada's namesakes (same name, another address)."""
+    emails = (*DECOY_EMAILS, *LOOKALIKE_EMAILS)
+    marks = ",".join("?" * len(emails))
+    rows = (_rows(service, f"SELECT * FROM contacts WHERE email IN ({marks}) ORDER BY id", *emails)
+            + _rows(service, f"SELECT * FROM newsletter_subscriptions WHERE email IN ({marks}) ORDER BY id", *emails)
+            + _rows(service, f"SELECT * FROM leads WHERE email IN ({marks}) ORDER BY id", *emails))
+    assert sum(1 for r in rows if "Ada" in str(r)) >= 2  # the namesakes are there
+    return rows
 
 
 def _marketing(service: DsrService, email: str) -> tuple[list[int], list[str]]:
