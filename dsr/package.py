@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import html
 import io
 import json
 import re
@@ -148,18 +147,14 @@ def _summary_text(request_id: str, view: Mapping[str, Any], summary: SubjectSumm
 
 
 def _summary_html(text: str) -> str:
-    body = []
+    from dsr.report import html_templates  # one way to write HTML: the templates, autoescaped
+
+    blocks = []
     for block in text.strip().split("\n\n"):
         rows = block.split("\n")
-        head, items = rows[0], [r.strip()[2:] for r in rows[1:] if r.strip().startswith("- ")]
-        rest = [r for r in rows[1:] if not r.strip().startswith("- ")]
-        body.append(f"<h2>{html.escape(head)}</h2>")
-        body += [f"<p>{html.escape(r)}</p>" for r in rest]
-        if items:
-            body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Your data</title>"
-            "<style>body{font-family:sans-serif;max-width:46rem;margin:2rem auto;line-height:1.45}"
-            "h2{font-size:1.1rem;margin-top:1.6rem}</style></head><body>" + "".join(body) + "</body></html>\n")
+        blocks.append({"head": rows[0], "bullets": [r.strip()[2:] for r in rows[1:] if r.strip().startswith("- ")],
+                       "lines": [r for r in rows[1:] if not r.strip().startswith("- ")]})
+    return html_templates().get_template("summary.html").render(blocks=blocks)
 
 
 def write_package(target: Path, request_id: str, request_view: Mapping[str, Any],

@@ -112,14 +112,19 @@ def render_report(
 
 
 @cache
-def _template() -> jinja2.Template:
-    # One way to write HTML in the product (the pages use Jinja2 with autoescape too). Strict: a
-    # name the template uses and this module does not give is an error, not an empty cell.
+def html_templates() -> jinja2.Environment:
+    """The templates of the HTML the domain writes (dsr/templates: the evidence report, the subject
+    package's summary): one way to write HTML in the product, as the pages (Jinja2, autoescaped).
+    Strict: a name a template uses and its caller does not give is an error, not an empty cell."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("dsr", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters["t"] = _text
-    return env.get_template("report.html")
+    return env
+
+
+def _template() -> jinja2.Template:
+    return html_templates().get_template("report.html")
 
 
 # --- sections (the data each part of the template shows; all values text) ------------------------
