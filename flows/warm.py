@@ -53,6 +53,10 @@ DEFAULT_PARALLEL_RUNS = 4
 #: The fallback poll when no `Scheduled` event arrives (an event lost, the websocket reconnecting).
 DEFAULT_POLL_SECONDS = 5.0
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+#: After a wake (a `Scheduled` event, a local verification) that found nothing to claim, look again
+#: after these pauses: the trigger creates the run a little after the verification, and the event
+#: can come before the run it announces is readable.
+RECHECK_SECONDS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.4, 0.8)
 
 #: The flow runs lately executed warm in this process, newest last (for `ran_here`).
 _recent_runs: deque[UUID] = deque(maxlen=1000)
@@ -113,6 +117,13 @@ class WarmWorker:
                 future.result(max(0.0, deadline - time.monotonic()))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def nudge(self) -> None:
+        """Look for runs now (and again shortly): something that makes one was just recorded here,
+        e.g. a verification whose trigger is about to create a run. Safe from any thread."""
+        if self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+
     @property
     def running(self) -> int:
         with self._lock:
@@ -137,10 +148,18 @@ class WarmWorker:
         try:
             async with get_client() as client:
                 self._ready.set()
+                woken = False
                 while not self._stopping.is_set():
-                    await self._claim_and_start(client)
+                    started = await self._claim_and_start(client)
+                    if woken and not started:
+                        # Measured: without this, a claim waited for the next event or poll (2 s and more).
+                        for pause in RECHECK_SECONDS:
+                            await asyncio.sleep(pause)
+                            if self._stopping.is_set() or await self._claim_and_start(client):
+                                break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                    woken = self._wake.is_set()
                     self._wake.clear()
         finally:
             listener.cancel()
@@ -166,21 +185,24 @@ class WarmWorker:
                           self._poll_seconds)
                 await asyncio.sleep(self._poll_seconds)
 
-    async def _claim_and_start(self, client: PrefectClient) -> None:
+    async def _claim_and_start(self, client: PrefectClient) -> int:
+        """Claim and start what is waiting, as far as free threads allow; how many runs started
+        (a full worker counts as having started one: there is nothing to look again for)."""
         from prefect.types._datetime import now
 
         free = self._parallel_runs - self.running
         if free <= 0:
-            return
+            return 1
         try:
             runs = await client.get_scheduled_flow_runs_for_deployments(
                 deployment_ids=list(self._flows), scheduled_before=now("UTC"), limit=free)
         except Exception as exc:  # noqa: BLE001 - the server restarting; try again on the next wake
             log.warning("could not read scheduled runs (%s)", type(exc).__name__)
-            return
+            return 0
+        started = 0
         for flow_run in runs:
             if self._stopping.is_set():
-                return
+                break
             with self._lock:
                 if flow_run.id in self._running:
                     continue
@@ -190,8 +212,10 @@ class WarmWorker:
             if flow is None:
                 continue
             self.claimed += 1
+            started += 1
             with self._lock:
                 self._running[flow_run.id] = self._executor.submit(self._execute, flow, flow_run)
+        return started
 
     @staticmethod
     async def _claim(client: PrefectClient, flow_run: FlowRun) -> bool:
