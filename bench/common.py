@@ -402,6 +402,25 @@ def postgres_schema(base_url: str, prefix: str = "dsr_bench") -> contextlib.Abst
     return private_schema(base_url, prefix)
 
 
+@contextlib.contextmanager
+def postgres_database(base_url: str, prefix: str = "dsr_bench") -> Iterator[str]:
+    """A fresh database on the server (dropped on exit), as an asyncpg URL (what Prefect's server takes)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{os.getpid()}_{int(time.time())}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 class Sampler:
     """Calls `probe()` every `interval` seconds in a thread, keeping (time.time(), value) samples."""
 

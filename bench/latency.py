@@ -185,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         report.emit("latency.serve.p95", percentile(serve_seconds, 0.95), "s", size=sizes)
         report.emit("latency.serve.over_direct", serve_p50 / direct_p50, "x", serve_p50 / direct_p50, "<= 1.5",
                     size=sizes, note="p50 on serve over p50 of the runner called directly")
+        pg_seconds = measure_serve_postgresql(service, size, report) if not args.quick else []
+        if pg_seconds:
+            pg_p50 = statistics.median(pg_seconds)
+            report.emit("latency.serve_postgresql.p50", pg_p50, "s", pg_p50, "< 2", size=sizes,
+                        note="as latency.serve, the Prefect server on PostgreSQL instead of SQLite")
+            report.emit("latency.serve_postgresql.p95", percentile(pg_seconds, 0.95), "s", size=sizes)
+            report.emit("latency.serve_postgresql.over_direct", pg_p50 / direct_p50, "x", pg_p50 / direct_p50,
+                        "<= 1.5", size=sizes)
         if handoff:
             report.emit("latency.dsr_run_handoff.p50", statistics.median(handoff), "s",
                         statistics.median(handoff), "< 3", size={"runs": len(handoff)},
@@ -241,6 +249,39 @@ def measure_serve(service: Any, spec: ServiceSpec, root: Path, size: int, report
         handoff = measure_handoff(spec, handoff_runs) if handoff_runs else []
         crm_only(service, spec, root, size, report)
     return seconds, handoff
+
+
+def measure_serve_postgresql(service: Any, size: int, report: Report) -> list[float]:
+    """The serve phase again, its Prefect server on a fresh PostgreSQL database (none: skipped)."""
+    from bench.common import postgres_database, postgres_url
+
+    base, why = postgres_url()
+    if base is None:
+        report.note(f"serve on PostgreSQL not measured: {why}")
+        return []
+    with postgres_database(base, "dsr_bench_prefect") as database_url, scratch_dir("latency-pg") as home:
+        previous = os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+        os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+        try:
+            log("serve on PostgreSQL: starting its Prefect server")
+            with served(service, home):
+                log(f"serve on PostgreSQL: {size + 1} requests")
+
+                def one(number: int, kind: str) -> float:
+                    request_id = submit(service, kind, 4000 + number)
+                    started = time.monotonic()
+                    service.verify(request_id, method="email-code", note="code sent to the address was returned")
+                    status = wait_done(service, request_id)
+                    if status != "completed":
+                        raise RuntimeError(f"served run of a {kind} request ended {status}")
+                    return time.monotonic() - started
+
+                return timed_series(size, one)
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+            else:
+                os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = previous
 
 
 def crm_only(service: Any, spec: ServiceSpec, root: Path, size: int, report: Report) -> None:

@@ -56,7 +56,7 @@ SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 #: After a wake (a `Scheduled` event, a local verification) that found nothing to claim, look again
 #: after these pauses: the trigger creates the run a little after the verification, and the event
 #: can come before the run it announces is readable.
-RECHECK_SECONDS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.4, 0.8)
+RECHECK_SECONDS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.5, 0.5, 0.5)
 
 #: The flow runs lately executed warm in this process, newest last (for `ran_here`).
 _recent_runs: deque[UUID] = deque(maxlen=1000)
