@@ -514,7 +514,10 @@ def run(
         from dsr.execution import RequestRunner
 
         state = RequestRunner(service).check_runnable(request_id)  # refuse before a 10 s orchestrator start
-        _check_connector_settings(service, state)
+        from flows.warm import running_serve
+
+        if running_serve(service.settings.home) is None:  # a running dsr serve connects with its own settings
+            _check_connector_settings(service, state)
         result = run_with_progress(service, request_id)
         if as_json:
             _print_json(result)
