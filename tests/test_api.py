@@ -83,6 +83,8 @@ ORIGIN = {"Origin": "http://testserver"}  # the auditor page's forms pass its sa
 # the sign-in form) or "none")
 MATRIX: dict[tuple[str, str], tuple[frozenset[str], str]] = {
     ("GET", "/health"): (PUBLIC, "none"),
+    ("GET", "/ready"): (PUBLIC, "none"),  # probes and Prometheus: counts only, no personal data
+    ("GET", "/metrics"): (PUBLIC, "none"),
     ("GET", "/openapi.json"): (PUBLIC, "none"),
     ("GET", "/docs"): (PUBLIC, "none"),
     ("GET", "/docs/oauth2-redirect"): (PUBLIC, "none"),
@@ -161,6 +163,11 @@ PAGE_PARAMS = {"{action}": "acknowledge", "{system}": "crm", "{ref}": "LIT-MATRI
 PAGE_FORMS = {"/console/purge": {"approve": "purge-no-such-run"}}
 
 
+# The API answers under /v1; its unversioned paths (the first release's) answer the same, deprecated.
+MATRIX.update({(method, "/v1" + path): rule for (method, path), rule in list(MATRIX.items())
+               if path.startswith(("/requests", "/subject/"))})
+
+
 def served_routes(app: Any) -> set[tuple[str, str]]:
     """(method, path) of every route the app answers, routers included (HEAD and OPTIONS aside)."""
     found: set[tuple[str, str]] = set()
@@ -187,6 +194,7 @@ BODIES: dict[str, dict[str, Any]] = {  # a body each POST route would accept
     "/requests/{request_id}/subject-token": {"days": 1},
     "/opendsr/requests/{request_id}/verify": {"code": "123456"},
 }
+BODIES.update({"/v1" + path: body for path, body in list(BODIES.items()) if path.startswith("/requests")})
 
 
 def _new_request(service: DsrService, *, verified: bool) -> str:
@@ -230,8 +238,8 @@ def _call(client: TestClient, service: DsrService, ids: dict[str, str], method: 
     token = {"officer": OFFICER, "auditor": AUDITOR, "nobody": None, "forged": "x" * 43}.get(role)
     if role == "subject":
         token = _subject_token(client, ids["access"])
-    fresh = route in ("/requests/{request_id}/verify", "/requests/{request_id}/extend",
-                      "/requests/{request_id}/cancel") and method == "POST"
+    fresh = route.removeprefix("/v1") in ("/requests/{request_id}/verify", "/requests/{request_id}/extend",
+                                          "/requests/{request_id}/cancel") and method == "POST"
     request_id = _new_request(service, verified=route.endswith("/extend")) if fresh else ids["access"]
     if route.startswith("/opendsr/"):
         request_id = "7a1c7e46-3f63-4f7c-9a1e-2b0e6c1d5f3a"  # a well-formed id nobody submitted

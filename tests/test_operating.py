@@ -463,3 +463,84 @@ def test_the_evidence_report_is_a_template_that_escapes_and_is_a_pure_function()
     assert "<img" not in first and "crm&lt;img src=x&gt;" in first
     assert "a &amp; b" in first  # an unknown field still shown, escaped
     assert "Sealed through ledger event #4" in first
+
+
+# -- the API: /v1, pages, entity tags, private downloads ------------------------------------------
+
+
+@pytest.fixture
+def officer_api(crm_only_service):  # noqa: ANN001, ANN201 - (TestClient, DsrService, {kind: request id})
+    from fastapi.testclient import TestClient
+
+    from dsr.access import AccessConfig, Role, TokenEntry, token_hash
+    from dsr.api.app import create_app
+    from dsr.storage import config_from_settings, open_store
+    from sandbox.crm_seed import ACCESS_SUBJECT
+    from tests.test_api import _done
+
+    access = AccessConfig(tokens=(TokenEntry(name="alice", role=Role.OFFICER, sha256=token_hash("o" * 40)),))
+    app = create_app(crm_only_service, access, open_store(config_from_settings(crm_only_service.settings)))
+    ids = {"access": _done(crm_only_service, "access", ACCESS_SUBJECT)}
+    with TestClient(app, headers={"Authorization": "Bearer " + "o" * 40}) as client:
+        yield client, crm_only_service, ids
+
+
+def test_lists_come_a_page_at_a_time_under_v1_and_the_old_paths_still_answer(officer_api) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime, timedelta
+
+    from dsr.models import parse_new_request
+
+    client, service, ids = officer_api
+    start = datetime.now(UTC) - timedelta(days=3)
+    for n in range(4):
+        service.submit(parse_new_request(type="access", email=f"page{n}@example.com", regime="gdpr",
+                                         received=start + timedelta(minutes=n)))
+    everything = [row["request_id"] for row in client.get("/v1/requests").json()]
+    assert len(everything) == 5
+    seen, url = [], "/v1/requests?limit=2"
+    while url:
+        answer = client.get(url)
+        assert answer.status_code == 200 and len(answer.json()) <= 2
+        seen += [row["request_id"] for row in answer.json()]
+        link = answer.headers.get("link")
+        url = link.split(">", 1)[0].lstrip("<") if link else None
+        assert link is None or link.endswith('rel="next"') and "limit=2" in link
+    assert seen == everything  # every request once, oldest first, across pages
+    assert client.get("/v1/requests?after=00000000-0000-4000-8000-000000000000").status_code == 404
+
+    events = client.get(f"/v1/requests/{ids['access']}/timeline").json()
+    first = client.get(f"/v1/requests/{ids['access']}/timeline?limit=3")
+    assert [e["seq"] for e in first.json()] == [1, 2, 3] and 'after=3' in first.headers["link"]
+    rest = client.get(f"/v1/requests/{ids['access']}/timeline?after=3&limit=10000")
+    assert [e["seq"] for e in first.json() + rest.json()] == [e["seq"] for e in events] and "link" not in rest.headers
+
+    assert client.get("/requests").json() == client.get("/v1/requests").json()  # the first release's path
+    operation = client.get("/openapi.json").json()["paths"]["/requests"]["get"]
+    assert operation["deprecated"] is True
+
+
+def test_a_bundle_carries_its_sealed_hash_as_etag_and_a_package_is_never_cached(officer_api) -> None:  # noqa: ANN001
+    import base64
+    import hashlib
+
+    from dsr.state import EventType
+
+    client, service, ids = officer_api
+    request_id = ids["access"]
+    sealed = service.state(request_id).bundles[-1]["sha256"]
+    downloads = lambda: sum(1 for e in service.events(request_id) if e.type == EventType.BUNDLE_DOWNLOADED)  # noqa: E731
+    before = downloads()
+    bundle = client.get(f"/v1/requests/{request_id}/bundle")
+    assert bundle.status_code == 200 and hashlib.sha256(bundle.content).hexdigest() == sealed
+    assert bundle.headers["etag"] == f'"{sealed}"'
+    assert bundle.headers["repr-digest"] == f"sha-256=:{base64.b64encode(bytes.fromhex(sealed)).decode()}:"
+    assert bundle.headers["x-content-type-options"] == "nosniff"
+    again = client.get(f"/v1/requests/{request_id}/bundle", headers={"If-None-Match": f'"{sealed}"'})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == f'"{sealed}"'
+    assert downloads() == before + 1  # the 304 sent nothing: not a download
+    other = client.get(f"/v1/requests/{request_id}/bundle", headers={"If-None-Match": '"0000"'})
+    assert other.status_code == 200 and other.content == bundle.content
+
+    package = client.get(f"/v1/requests/{request_id}/package")
+    assert package.status_code == 200
+    assert package.headers["cache-control"] == "no-store" and package.headers["x-content-type-options"] == "nosniff"

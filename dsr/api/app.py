@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, BinaryIO, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,6 +35,21 @@ from dsr.api.intake import router as opendsr_router
 from dsr.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from dsr.api.ops import ops_router
 from dsr.api.pages import mount_pages
+from dsr.api.paging import (
+    EVENTS_PAGE,
+    EVENTS_PAGE_MAX,
+    EVIDENCE_DOWNLOAD,
+    EVIDENCE_HEADERS,
+    LINK_HEADER,
+    PACKAGE_HEADERS,
+    PRIVATE_DOWNLOAD,
+    REQUESTS_PAGE,
+    REQUESTS_PAGE_MAX,
+    entity_tag,
+    link_next,
+    not_modified,
+    repr_digest,
+)
 from dsr.api.schema import (
     AUTH,
     BODY,
@@ -195,10 +210,18 @@ def _sealed_hash(state: RequestState, version: int) -> str | None:
 def _allowed_methods(app: FastAPI, request: Request) -> str:
     """Every method some route serves at this path: Starlette's own 405 names only the first route's."""
     methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+
+    def walk(routes: Any) -> None:
+        for route in routes:
+            candidates = getattr(route, "effective_candidates", None)
+            if candidates is not None:  # an included router (the /v1 routes and their deprecated twins)
+                walk(candidates())
+                continue
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods.update(getattr(route, "methods", None) or ())
+
+    walk(app.router.routes)
     return ", ".join(sorted(methods))
 
 
@@ -307,24 +330,44 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     app.include_router(ops_router(service, evidence))  # /ready and /metrics for probes and Prometheus
 
+    # The API's routes live under /v1; the unversioned paths of the first release answer too, for one
+    # more release, marked deprecated in the schema (included below).
+    api = APIRouter()
+
     # -- auditors and officers ------------------------------------------------------------------
 
-    @app.get("/requests", tags=["requests"], responses=responses(AUTH, QUERY))
+    Limit = Annotated[int, Query(ge=1, le=REQUESTS_PAGE_MAX, description="At most this many in one page.")]
+    After = Annotated[str | None, Query(pattern=REQUEST_ID_PATTERN, description=(
+        "Start after this request (the last of the previous page; the `Link: rel=next` header names it)."))]
+
+    @api.get("/requests", tags=["requests"], responses=responses(
+        {200: {"headers": LINK_HEADER}}, AUTH, {404: {**BY_ID[404], "description": "No request `after` names."}},
+        QUERY))
     def list_requests(
+        request: Request, response: Response,
         who: Annotated[Principal, Depends(staff)],
         open_only: Annotated[bool, Query(alias="open", description="Only requests still open.")] = False,
         type: RequestType | None = None,
         status_: Annotated[Status | None, Query(alias="status")] = None,
+        limit: Limit = REQUESTS_PAGE,
+        after: After = None,
     ) -> list[RequestRow]:
-        """Requests, oldest first; no personal data."""
-        rows = service.list(open_only=open_only)
-        return [
-            RequestRow(request_id=r.request_id, type=r.type, regime=r.regime, status=r.status,
-                       received_at=r.received_at, due=r.due)
-            for r in rows if (type is None or r.type == type) and (status_ is None or r.status == status_)
-        ]
+        """Requests, oldest first, a page at a time (the next page's address in `Link`); no personal data."""
+        everything = service.list()
+        start: tuple[str, str] | None = None
+        if after is not None:
+            start = next(((r.received_at, r.request_id) for r in everything if r.request_id == after), None)
+            if start is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "after: no such request")
+        rows = [r for r in (service.list(open_only=True) if open_only else everything)
+                if (type is None or r.type == type) and (status_ is None or r.status == status_)
+                and (start is None or (r.received_at, r.request_id) > start)]
+        page = rows[:limit]
+        link_next(request, response, {"after": page[-1].request_id} if len(rows) > limit else None)
+        return [RequestRow(request_id=r.request_id, type=r.type, regime=r.regime, status=r.status,
+                           received_at=r.received_at, due=r.due) for r in page]
 
-    @app.get("/requests/{request_id}", tags=["requests"], responses=responses(AUTH, BY_ID, EDITED),
+    @api.get("/requests/{request_id}", tags=["requests"], responses=responses(AUTH, BY_ID, EDITED),
              response_model=RequestView)
     def get_request(request_id: RequestId, who: Annotated[Principal, Depends(staff)]) -> dict[str, Any]:
         """One request's record; officers also see the subject's address."""
@@ -334,12 +377,23 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         return redact_all(request_summary(service.state(request_id, for_auditor=True), personal=False,
                                           service=service))
 
-    @app.get("/requests/{request_id}/timeline", tags=["requests"], responses=responses(AUTH, BY_ID, EDITED),
+    @api.get("/requests/{request_id}/timeline", tags=["requests"],
+             responses=responses({200: {"headers": LINK_HEADER}}, AUTH, BY_ID, QUERY, EDITED),
              response_model=list[EventView])
-    def timeline(request_id: RequestId, who: Annotated[Principal, Depends(staff)]) -> list[dict[str, Any]]:
-        """The request's ledger events, oldest first, as chained, with the free text they reference."""
+    def timeline(request_id: RequestId, request: Request, response: Response,
+                 who: Annotated[Principal, Depends(staff)],
+                 limit: Annotated[int, Query(ge=1, le=EVENTS_PAGE_MAX, description="At most this many events.")]
+                 = EVENTS_PAGE,
+                 after: Annotated[int, Query(ge=0, le=2**62, description=(
+                     "Start after this event number (the `Link: rel=next` header names it)."))] = 0,
+                 ) -> list[dict[str, Any]]:
+        """The request's ledger events, oldest first, as chained, with the free text they reference; a
+        page at a time (the next page's address in `Link`)."""
         auditor = who.role != Role.OFFICER
-        events = timeline_with_texts(service.events(request_id), service.texts(request_id, for_auditor=auditor))
+        chain = [event for event in service.events(request_id) if event.seq > after]
+        page = chain[:limit]
+        link_next(request, response, {"after": str(page[-1].seq)} if len(chain) > limit else None)
+        events = timeline_with_texts(page, service.texts(request_id, for_auditor=auditor))
         # Old chains carry notes in the clear: an auditor gets them redacted (their hashes then differ;
         # the evidence bundle is what proves the chain).
         return redact_all(events) if auditor else events
@@ -355,19 +409,30 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     Version = Annotated[int | None, Query(ge=1, le=1_000_000, description="Default: the latest.")]
 
-    @app.get("/requests/{request_id}/bundle", tags=["requests"], response_class=Response,
-             responses=responses(ZIP, AUTH, BY_ID, QUERY, TAMPERED))
-    def download_bundle(request_id: RequestId, who: Annotated[Principal, Depends(staff)],
-                        version: Version = None) -> Response:
-        """The sealed evidence bundle (zip); the download is recorded in the ledger."""
+    @api.get("/requests/{request_id}/bundle", tags=["requests"], response_class=Response,
+             responses=responses({**ZIP, 200: {**ZIP[200], "headers": EVIDENCE_HEADERS}},
+                                 {304: {"description": "Not modified: `If-None-Match` names this bundle."}},
+                                 AUTH, BY_ID, QUERY, TAMPERED))
+    def download_bundle(request_id: RequestId, who: Annotated[Principal, Depends(staff)], request: Request,
+                        version: Version = None,
+                        if_none_match: Annotated[str | None, Header(max_length=1024, description=(
+                            "An `ETag` of this bundle already held: answered 304, nothing sent."))] = None) -> Response:
+        """The sealed evidence bundle (zip); the download is recorded in the ledger. Its SHA-256, sealed
+        in the ledger, is its `ETag` and `Repr-Digest`."""
         state = service.state(request_id)
         chosen = _version(state, version)
-        data = evidence.get_bundle(request_id, chosen, expected_sha256=_sealed_hash(state, chosen))
+        sealed = _sealed_hash(state, chosen)
+        tags = {"ETag": entity_tag(sealed), **EVIDENCE_DOWNLOAD} if sealed else dict(EVIDENCE_DOWNLOAD)
+        if sealed and not_modified(request, sealed):
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=tags)  # nothing sent: no download
+        data = evidence.get_bundle(request_id, chosen, expected_sha256=sealed)
         service.record_download(request_id, "bundle", by=who.name, role=who.role.value, version=chosen)
+        if sealed:
+            tags["Repr-Digest"] = repr_digest(sealed)
         return Response(data, media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="evidence-{request_id}-v{chosen}.zip"'})
+            "Content-Disposition": f'attachment; filename="evidence-{request_id}-v{chosen}.zip"', **tags})
 
-    @app.get("/requests/{request_id}/bundle/verify", tags=["requests"],
+    @api.get("/requests/{request_id}/bundle/verify", tags=["requests"],
              responses=responses(AUTH, BY_ID, QUERY, TAMPERED))
     def verify(request_id: RequestId, who: Annotated[Principal, Depends(staff)],
                version: Version = None) -> VerifyReport:
@@ -383,7 +448,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     # -- officers -----------------------------------------------------------------------------------
 
-    @app.post("/requests", status_code=status.HTTP_201_CREATED, tags=["officer"], response_model=RequestView,
+    @api.post("/requests", status_code=status.HTTP_201_CREATED, tags=["officer"], response_model=RequestView,
               responses=responses(AUTH, BODY))
     def submit(body: SubmitBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
         """Record a new request (status awaiting_verification)."""
@@ -395,33 +460,33 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     acting = responses(AUTH, BY_ID, BODY, STATE)
 
-    @app.post("/requests/{request_id}/verify", tags=["officer"], response_model=RequestView, responses=acting)
+    @api.post("/requests/{request_id}/verify", tags=["officer"], response_model=RequestView, responses=acting)
     def verify_identity(request_id: RequestId, body: VerifyBody,
                         who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
         """Record that the requester's identity was verified; the request may then run."""
         state = service.verify(request_id, method=body.method, note=body.note, actor=who.name)
         return request_summary(state, personal=False, service=service)
 
-    @app.post("/requests/{request_id}/extend", tags=["officer"], response_model=RequestView, responses=acting)
+    @api.post("/requests/{request_id}/extend", tags=["officer"], response_model=RequestView, responses=acting)
     def extend(request_id: RequestId, body: ReasonBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
         """Extend the deadline where the regime allows it."""
         state = service.extend(request_id, reason=body.reason, actor=who.name)
         return request_summary(state, personal=False, service=service)
 
-    @app.post("/requests/{request_id}/cancel", tags=["officer"], response_model=RequestView, responses=acting)
+    @api.post("/requests/{request_id}/cancel", tags=["officer"], response_model=RequestView, responses=acting)
     def cancel(request_id: RequestId, body: ReasonBody, who: Annotated[Principal, Depends(officer)]) -> dict[str, Any]:
         """Cancel an open request."""
         state = service.cancel(request_id, reason=body.reason, actor=who.name)
         return request_summary(state, personal=False, service=service)
 
-    @app.get("/requests/{request_id}/package", tags=["officer"], response_class=StreamingResponse,
-             responses=responses(ZIP, AUTH, BY_ID, EDITED))
+    @api.get("/requests/{request_id}/package", tags=["officer"], response_class=StreamingResponse,
+             responses=responses({200: {**ZIP[200], "headers": PACKAGE_HEADERS}}, AUTH, BY_ID, EDITED))
     def download_package(request_id: RequestId, who: Annotated[Principal, Depends(officer)]) -> StreamingResponse:
         """The subject's package (zip, personal data); the download is recorded in the ledger."""
         state = service.state(request_id)
         return _package_response(state, who)
 
-    @app.post("/requests/{request_id}/subject-token", status_code=status.HTTP_201_CREATED, tags=["officer"],
+    @api.post("/requests/{request_id}/subject-token", status_code=status.HTTP_201_CREATED, tags=["officer"],
               responses=acting)
     def subject_token(request_id: RequestId, body: SubjectTokenBody,
                       who: Annotated[Principal, Depends(officer)]) -> SubjectToken:
@@ -431,15 +496,15 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
 
     # -- subjects -----------------------------------------------------------------------------------
 
-    @app.get("/subject/request", tags=["subject"], responses=responses(AUTH, EDITED))
+    @api.get("/subject/request", tags=["subject"], responses=responses(AUTH, EDITED))
     def subject_status(who: Annotated[Principal, Depends(subject)]) -> SubjectStatus:
         """The status of the token's own request."""
         state = service.state(str(who.request_id))
         return SubjectStatus(request_id=state.request_id, type=state.type, status=state.status.value,
                              due=state.due, package_available=state.package is not None)
 
-    @app.get("/subject/package", tags=["subject"], response_class=StreamingResponse,
-             responses=responses(ZIP, AUTH, {404: BY_ID[404]}, EDITED))
+    @api.get("/subject/package", tags=["subject"], response_class=StreamingResponse,
+             responses=responses({200: {**ZIP[200], "headers": PACKAGE_HEADERS}}, AUTH, {404: BY_ID[404]}, EDITED))
     def subject_package(request: Request, who: Annotated[Principal, Depends(subject)]) -> StreamingResponse:
         """The subject's package, once: the download spends the token."""
         state = service.state(str(who.request_id))
@@ -462,7 +527,10 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
                     yield chunk
 
         return StreamingResponse(chunks(), media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="your-data-{state.request_id}.zip"'})
+            "Content-Disposition": f'attachment; filename="your-data-{state.request_id}.zip"', **PRIVATE_DOWNLOAD})
+
+    app.include_router(api, prefix="/v1")
+    app.include_router(api, deprecated=True)
 
     intake = service.policy.intake
     routes = opendsr_router(
