@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from dsr.access import token_hash
 from dsr.api.limits import shared_client_limit
 from dsr.api.pages import same_origin
+from dsr.api.paging import PRIVATE_DOWNLOAD
 from dsr.api.web import environment, is_loopback, read_form, render_page
 from dsr.intake import TYPES, CodeRefused, Intake, IntakeConflict, IntakeInvalid, IntakeUnavailable, new_request_id
 from dsr.ledger.store import UnknownRequest
@@ -346,8 +347,8 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
                 while chunk := stream.read(1 << 16):
                     yield chunk
 
-        return StreamingResponse(chunks(), media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="your-data-{request_id}.zip"'})
+        return StreamingResponse(chunks(), media_type="application/zip", headers={  # personal data: never cached
+            "Content-Disposition": f'attachment; filename="your-data-{request_id}.zip"', **PRIVATE_DOWNLOAD})
 
     @app.get("/.well-known/gpc.json", include_in_schema=False)
     def gpc_json() -> JSONResponse:

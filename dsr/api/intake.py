@@ -51,6 +51,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dsr import opendsr
 from dsr.api.limits import shared_client_limit
+from dsr.api.paging import PRIVATE_DOWNLOAD
 from dsr.intake import (
     CodeLimits,
     CodeRefused,
@@ -539,7 +540,7 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
                     yield chunk
 
         return StreamingResponse(chunks(), media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="results-{state.request_id}.zip"', "Cache-Control": "no-store"})
+            "Content-Disposition": f'attachment; filename="results-{state.request_id}.zip"', **PRIVATE_DOWNLOAD})
 
     # -- OpenGDPR 1.0: the prior name's routes (section 10.1) --
 
