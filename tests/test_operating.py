@@ -544,3 +544,26 @@ def test_a_bundle_carries_its_sealed_hash_as_etag_and_a_package_is_never_cached(
     package = client.get(f"/v1/requests/{request_id}/package")
     assert package.status_code == 200
     assert package.headers["cache-control"] == "no-store" and package.headers["x-content-type-options"] == "nosniff"
+
+
+def test_bundle_verify_answers_json_with_each_check(tmp_path: Path, systems_file: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    from dsr.settings import Settings
+    from tests.test_cli import _sealed_bundle
+
+    for key, value in {"DSR_HOME": str(tmp_path / "var"), "DSR_CONFIG_DIR": str(REPO / "config"),
+                       "DSR_SYSTEMS_FILE": str(systems_file), "DSR_IDENTITY_KEY": "cli-test-key"}.items():
+        monkeypatch.setenv(key, value)
+    bundle = _sealed_bundle(Settings())
+    intact = _json(["bundle", "verify", str(bundle), "--json"])
+    assert intact["ok"] is True and intact["reason"] is None and intact["events"] > 3  # type: ignore[index]
+    assert all(check["ok"] for check in intact["checks"])  # type: ignore[index]
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data.replace(b"erasure", b"access!") if item.filename == "request.json" else data)
+    broken = _json(["bundle", "verify", str(tampered), "--json"], code=1)
+    assert broken["ok"] is False and "request.json" in json.dumps(broken["checks"])  # type: ignore[index]
