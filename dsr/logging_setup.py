@@ -87,7 +87,9 @@ def configure_logging(log_format: str = "text", level: str = "WARNING") -> None:
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactIdentities())
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_dsr_handler", False)]:
+    # JSON lines are for a log collector: another handler on the root (Prefect's console, set up in a
+    # flow-run process) would write the same records again in another format, so it goes.
+    for old in [h for h in root.handlers if getattr(h, "_dsr_handler", False) or fmt == "json"]:
         root.removeHandler(old)
     handler._dsr_handler = True  # type: ignore[attr-defined]
     try:
@@ -95,3 +97,10 @@ def configure_logging(log_format: str = "text", level: str = "WARNING") -> None:
     except ValueError:
         raise ValueError(f"DSR_LOG_LEVEL: {level!r} must be DEBUG, INFO, WARNING or ERROR") from None
     root.addHandler(handler)
+
+
+def configure_from_environment() -> None:
+    """In a process that did not start through `dsr` (a Prefect worker's flow run): JSON lines when
+    DSR_LOG_FORMAT=json; text mode leaves the process's logging as it is."""
+    if os.environ.get("DSR_LOG_FORMAT", "").strip().lower() == "json":
+        configure_logging("json", os.environ.get("DSR_LOG_LEVEL", "WARNING"))

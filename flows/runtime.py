@@ -20,6 +20,9 @@ def service() -> DsrService:
     global _service
     with _lock:
         if _service is None:
+            from dsr.logging_setup import configure_from_environment
+
+            configure_from_environment()  # a worker's flow run: JSON log lines too (DSR_LOG_FORMAT)
             _service = DsrService(Settings())
         return _service
 

@@ -567,3 +567,26 @@ def test_bundle_verify_answers_json_with_each_check(tmp_path: Path, systems_file
             dst.writestr(item, data.replace(b"erasure", b"access!") if item.filename == "request.json" else data)
     broken = _json(["bundle", "verify", str(tampered), "--json"], code=1)
     assert broken["ok"] is False and "request.json" in json.dumps(broken["checks"])  # type: ignore[index]
+
+
+def test_json_logging_takes_over_the_root_logger_from_prefects_console(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from dsr.logging_setup import configure_logging
+
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    prefects = logging.StreamHandler()  # stands in for the console handler Prefect puts on a flow run's root
+    root.addHandler(prefects)
+    try:
+        configure_logging("json", "INFO")
+        assert prefects not in root.handlers and len(root.handlers) == 1
+        logging.getLogger("prefect.flow_runs").info("Finished in state Completed()")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        assert [line["logger"] for line in lines] == ["prefect.flow_runs"]
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(level)
