@@ -460,7 +460,10 @@ def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
     if api_url is not None:
         try:
             with err.status(f"process-request {request_id[:8]}: handed to the running dsr serve"):
-                run_on_serve(api_url, request_id)
+                final = run_on_serve(api_url, request_id)
+            if final != "COMPLETED":  # the flow run itself failed (a refusal, a lost lease): say where to look
+                err.print(f"[yellow]the run on dsr serve ended {final.lower()}; its log is in the Prefect UI at "
+                          f"{api_url.removesuffix('/api')}[/yellow]")
             return outcome_from_ledger(service, request_id)
         except HandoffError as exc:
             if exc.taken:
