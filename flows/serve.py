@@ -15,9 +15,9 @@ subprocess. A `dsr run` on the same DSR home hands its run to this process (flow
 
 The same deployments, for a shared server and workers, are in deployments/prefect.yaml.
 
-On SIGINT or SIGTERM the runner stops (in-flight runs are cancelled; process-request resumes
-where it stopped when run again), the API is told to stop and the child server's process group
-is terminated. On Linux the child also gets SIGTERM if this process dies without cleaning up.
+On SIGINT or SIGTERM the runner stops (its in-flight runs are cancelled), the warm runs in
+flight are given a minute to end (a run cut short resumes where it stopped when run again), the
+API is told to stop and the child server's process group is terminated. On Linux the child also gets SIGTERM if this process dies without cleaning up.
 """
 
 from __future__ import annotations
