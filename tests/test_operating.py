@@ -590,3 +590,19 @@ def test_json_logging_takes_over_the_root_logger_from_prefects_console(capsys: p
         for handler in saved:
             root.addHandler(handler)
         root.setLevel(level)
+
+
+@pytest.mark.prefect
+def test_dsr_run_answers_json_with_each_systems_outcome(prefect_harness: None, cli_env: None) -> None:
+    from sandbox.crm_seed import ERASURE_SUBJECT
+
+    submitted = _json(["submit", "--type", "erasure", "--email", ERASURE_SUBJECT, "--regime", "gdpr", "--json"])
+    request_id = submitted["request_id"]  # type: ignore[index]
+    assert runner.invoke(app, ["verify", request_id, "--method", "email-code", "--note", "ok"]).exit_code == 0
+    ran = runner.invoke(app, ["run", request_id, "--json"])
+    assert ran.exit_code == 0, ran.output
+    result = json.loads(ran.stdout)
+    assert result["request_id"] == request_id and result["status"] == "completed"
+    assert {s["system"] for s in result["systems"]} >= {"crm"} and all(s["status"] == "completed"
+                                                                      for s in result["systems"])
+    assert result["bundle"].endswith(".zip") and ERASURE_SUBJECT not in ran.stdout
