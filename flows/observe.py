@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from uuid import UUID
 
 from dsr import telemetry
 
@@ -133,7 +134,7 @@ def tag_current_run(tags: Iterable[str]) -> None:
             return
         current = set(flow_run.get_tags() or ())
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run_id, tags=sorted(current | set(tags)))
+            client.update_flow_run(UUID(str(run_id)), tags=sorted(current | set(tags)))
     except Exception as exc:  # noqa: BLE001 - tags help the operator find runs; never fail a run for them
         log.debug("could not tag the flow run (%s)", type(exc).__name__)
 

@@ -105,7 +105,7 @@ def ops_router(service: DsrService, evidence: Any) -> APIRouter:
     def ready() -> JSONResponse:
         checks = readiness(service, evidence)
         failed = {name: verdict for name, verdict in checks.items() if verdict != "ok"}
-        body = {"status": "ready" if not failed else "not ready", "checks": checks}
+        body: dict[str, Any] = {"status": "ready" if not failed else "not ready", "checks": checks}
         if failed:
             body["failed"] = sorted(failed)
         return JSONResponse(body, status_code=200 if not failed else 503)
