@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: How many times Prefect repeats a system step that failed for a transient reason.
 SYSTEM_STEP_RETRIES = 2
 #: Seconds before each retry (the connectors already retried each call with backoff).
-SYSTEM_STEP_RETRY_DELAYS = [5, 30]
+SYSTEM_STEP_RETRY_DELAYS: list[float] = [5.0, 30.0]
 
 _TRANSIENT_NAMES = frozenset({
     "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutError", "ConnectionResetError",

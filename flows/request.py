@@ -78,6 +78,6 @@ def process_request(request_id: str) -> dict[str, Any]:
         "bundle": str(outcome.bundle_path) if outcome.bundle_path else outcome.bundle_uri,
         "package": str(outcome.package_path) if outcome.package_path else None,
     }
-    telemetry.record_run(kind, regime, result["status"], time.monotonic() - started)
+    telemetry.record_run(kind, regime, outcome.status.value, time.monotonic() - started)
     observe.publish_run_artifact(request_id, result)
     return result
