@@ -30,7 +30,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -200,10 +200,16 @@ def test_opendsr_submit_answers_garbled_bytes_cleanly(doors, raw: bytes, content
 
 @settings(PROFILE)
 @given(request_id=st.one_of(nasty_text, st.uuids().map(str)), code=json_value)
+@example(request_id=".", code="123456")
+@example(request_id="..", code="123456")
 def test_opendsr_verify_and_status_answer_every_id_and_code_cleanly(doors, request_id: str, code: Any) -> None:
     intake, _, _ = doors
     TRIED["http verify/status"] += 1
     path_id = quote(request_id, safe="") or "x"  # as a client would send it
+    # A segment of "." or ".." is a dot segment, which URL normalisation removes (`/requests/./verify` is
+    # `/requests/verify`, the status route of an id "verify"); percent-encoded, it is an id like any other.
+    if request_id in (".", ".."):
+        path_id = "%2E" * len(request_id)
     # (An id of "/" ends the path in a slash: Starlette redirects (307) to the path without it; not followed.)
     verify = intake.post(f"/opendsr/requests/{path_id}/verify", json={"code": code}, follow_redirects=False)
     _assert_clean_answer(verify, {400, 404, 422, 307})
