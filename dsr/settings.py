@@ -76,6 +76,10 @@ class Settings(BaseSettings):
                                   "or certificate_url); default config_dir/opendsr_controllers.yaml if present.")
     opendsr_require_signature: bool = Field(
         default=False, description="Refuse OpenDSR requests that carry no valid controller signature.")
+    opendsr_calls_per_minute: int | None = Field(
+        default=None, gt=0, description="Calls per client address a minute on each OpenDSR route family (unsigned "
+                                        "callers); default 10 submissions, 20 code attempts and cancellations, "
+                                        "60 reads. Raise it only for a trusted load (a test run).")
 
     # Evidence and package storage (dsr.storage): local directories unless DSR_STORAGE_BACKEND=s3.
     storage_backend: str | None = None

@@ -41,7 +41,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -52,7 +52,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from dsr import opendsr
 from dsr.api.limits import shared_client_limit
 from dsr.api.paging import PRIVATE_DOWNLOAD
+from dsr.callbacks import MAX_CALLBACK_URLS, MAX_URL_LENGTH
+from dsr.deadlines import Regime, accepted_countries
 from dsr.intake import (
+    REGULATIONS,
+    TYPES,
     CodeLimits,
     CodeRefused,
     Intake,
@@ -64,6 +68,7 @@ from dsr.intake import (
 )
 from dsr.ledger.events import format_timestamp
 from dsr.ledger.store import UnknownRequest
+from dsr.models import RequestType
 from dsr.opendsr_signing import OpenDsrKeyError, load_controllers, processor_identity, verify_bytes
 from dsr.service import DsrService, RequestStateError
 
@@ -75,6 +80,97 @@ EXAMPLE = {
     "regulation": "gdpr",
     "status_callback_urls": ["https://forms.example.com/opendsr/callback"],
 }
+
+
+# -- the bodies, as they are checked (dsr.intake.parse_opendsr), stated as JSON Schema ----------------
+
+#: An OpenDSR id: a version-4 UUID (read case-insensitively).
+SUBJECT_REQUEST_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+#: RFC 3339 with its offset, as the intake reads `submitted_time`.
+SUBMITTED_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+CODE_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["code"], "additionalProperties": False,
+    "properties": {"code": {"type": "string", "pattern": r"^\d{6}$", "description": "The 6 digits from the e-mail."}}}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _named(field: str) -> dict[str, Any]:
+    """`field` is present and not null."""
+    return {"required": [field], "properties": {field: {"type": "string"}}}
+
+
+def request_body_schema(rights: Mapping[Regime, Iterable[RequestType]], *, extension_domain: str | None,
+                        regulation_implied: bool = False) -> dict[str, Any]:
+    """An OpenDSR request body exactly as the intake accepts it, as JSON Schema.
+
+    Beyond field types: one e-mail identity, sent raw (a code is e-mailed to it); the regime named by
+    `regulation`, `regime` or our extension's `regime` (all that are given agree); the country, where
+    given, one that regime accepts; a request type that regime gives a right to (`rights`, the policy's). `extension_domain`: the processor domain whose entry in
+    `extensions` carries our extensions (None: no extension is read). `regulation_implied`: OpenGDPR
+    1.0, where a body naming neither `regulation` nor `regime` is a GDPR request.
+    """
+    extensions: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "object"},
+                                  "description": "Per processor domain, an object of that processor's extensions."}
+    if extension_domain is not None:
+        extensions["properties"] = {extension_domain: {
+            "type": "object", "additionalProperties": False,
+            "description": "Ours: `regime` (gdpr, uk-gdpr, ccpa, lgpd, pipeda) and `country` (ISO 3166).",
+            "properties": {"regime": _nullable({"type": "string"}), "country": _nullable({"type": "string"})}}}
+    identity = {"type": "object", "required": ["identity_type", "identity_value"], "additionalProperties": False,
+                "properties": {"identity_type": {"type": "string", "enum": ["email"]},
+                               "identity_value": {"type": "string", "format": "email", "minLength": 3,
+                                                  "maxLength": 320},
+                               "identity_format": {"type": "string", "enum": ["raw"], "default": "raw"}}}
+    schema: dict[str, Any] = {
+        "type": "object", "additionalProperties": False,
+        "required": ["subject_request_id", "subject_request_type", "submitted_time", "subject_identities"],
+        "properties": {
+            "subject_request_id": {"type": "string", "pattern": SUBJECT_REQUEST_ID_PATTERN,
+                                   "description": "The controller's id for the request: a UUID (version 4)."},
+            "subject_request_type": {"type": "string", "enum": list(TYPES)},
+            "submitted_time": {"type": "string", "format": "date-time", "pattern": SUBMITTED_TIME_PATTERN,
+                               "description": "When the subject asked (RFC 3339, with its offset); "
+                                              "not in the future (5 minutes of clock skew are allowed)."},
+            "subject_identities": {"type": "array", "minItems": 1, "maxItems": 1, "items": identity,
+                                   "description": "Exactly one identity: the subject's e-mail address, raw."},
+            "regulation": _nullable({"type": "string", "maxLength": 32}),
+            "regime": _nullable({"type": "string", "maxLength": 32}),
+            "country": _nullable({"type": "string", "maxLength": 8}),
+            "status_callback_urls": {"type": "array", "maxItems": MAX_CALLBACK_URLS, "items": {
+                "type": "string", "pattern": "^https://", "maxLength": MAX_URL_LENGTH,
+                "description": "An https URL whose host is a name or a public address (or under the "
+                               "configured callback prefixes), without . or .. segments."}},
+            "api_version": _nullable({"type": "string", "maxLength": 16}),
+            "property_id": _nullable({"type": "string", "maxLength": 200}),
+            "extensions": _nullable(extensions),
+        },
+    }
+    named = [_named("regulation"), _named("regime")]
+    if extension_domain is not None:
+        by_extension: dict[str, Any] = {"required": ["extensions"], "properties": {"extensions": {
+            "type": "object", "required": [extension_domain], "properties": {extension_domain: _named("regime")}}}}
+        if regulation_implied:  # only where `regulation` or `regime` is sent (null): else gdpr is implied
+            by_extension["anyOf"] = [{"required": ["regulation"]}, {"required": ["regime"]}]
+        named.append(by_extension)
+    by_regime = []
+    for regime in Regime:
+        spelled = {"type": "string", "enum": sorted(k for k, v in REGULATIONS.items() if v is regime)}
+        countries = {"type": "string", "enum": sorted(accepted_countries(regime))}
+        types = {"type": "string", "enum": [name for name, kind in TYPES.items() if kind in set(rights[regime])]}
+        branch: dict[str, Any] = {"properties": {"regulation": _nullable(spelled), "regime": _nullable(spelled),
+                                                 "country": _nullable(countries), "subject_request_type": types}}
+        if extension_domain is not None:
+            branch["properties"]["extensions"] = {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
+                extension_domain: {"properties": {"regime": _nullable(spelled), "country": _nullable(countries)}}}}]}
+        implied = regulation_implied and regime is Regime.GDPR
+        # Neither `regulation` nor `regime` sent at all: OpenGDPR 1.0 reads the body as GDPR.
+        branch["anyOf"] = named + ([{"properties": {"regulation": False, "regime": False}}] if implied else [])
+        by_regime.append(branch)
+    schema["anyOf"] = by_regime
+    return schema
 
 
 class RateLimiter:
@@ -146,6 +242,24 @@ def _submitted_view(intake: Intake, outcome: IntakeOutcome) -> dict[str, Any]:
     return view
 
 
+def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    """An operation's JSON request body, declared as the route checks it (the route reads it itself)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
+
+
+_DETAIL_TEXT = {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
+
+
+def _legacy_problems(description: str) -> dict[str, Any]:
+    """The unversioned routes' 422: `{"detail": [{"loc", "msg"}]}`, each problem naming its field."""
+    problem = {"type": "object", "required": ["loc", "msg"],
+               "properties": {"loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                              "msg": {"type": "string"}, "type": {"type": "string"}}}
+    return {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["detail"],
+        "properties": {"detail": {"type": "array", "items": problem}}}}}}
+
+
 def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
            duplicate_window: timedelta = timedelta(days=7),
            callback_url_prefixes: Sequence[str] = (),
@@ -177,10 +291,14 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
                                  codes_per_identity_per_window=policy.codes_per_identity_per_day)
     intake = Intake(service, smtp_config_provider, duplicate_window=duplicate_window,
                     callback_url_prefixes=callback_url_prefixes, limits=code_limits)
+    if service.settings.opendsr_calls_per_minute is not None:  # one setting for all three (a trusted load)
+        submit_limit = verify_limit = status_limit = (service.settings.opendsr_calls_per_minute, 60.0)
     controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting
     if service.settings.opendsr_certificate_file or service.settings.opendsr_key_file:
         processor_identity(service.settings)  # configured certificate and key: checked now, not at the first answer
     # Per client address, counted in the database every API process shares (dsr.api.limits).
+    # The rights each regime gives, as the policy says: the bodies' schema names the types each accepts.
+    rights = {regime: service.policy.regimes[regime].rights for regime in Regime}
     limits = {name: shared_client_limit(service, f"opendsr-{name}", *limit)
               for name, limit in (("submit", submit_limit), ("verify", verify_limit), ("status", status_limit))}
     api = APIRouter(prefix="/opendsr", tags=["opendsr (public)"])
@@ -195,11 +313,14 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
 
     @api.post("/requests", status_code=status.HTTP_201_CREATED,
               responses={200: {"description": "the same request was submitted before"},
+                         400: {"description": "the body cannot be read (not UTF-8 JSON)", "content": {
+                             "application/json": {"schema": _DETAIL_TEXT}}},
                          409: {"description": "the id is taken by other content"},
                          413: {"description": "body larger than the cap"},
-                         422: {"description": "bad body; every problem names its field"},
+                         422: _legacy_problems("bad body; every problem names its field"),
                          429: {"description": "rate limited"},
-                         503: {"description": "e-mail verification is not configured"}})
+                         503: {"description": "e-mail verification is not configured"}},
+              openapi_extra=_body(request_body_schema(rights, extension_domain=None), EXAMPLE))
     def submit_opendsr(request: Request, background: BackgroundTasks,
                        body: Annotated[Any, Body(examples=[EXAMPLE])]) -> Any:
         """Submit an OpenDSR request from the web form; a 6-digit code is e-mailed to the subject."""
@@ -219,7 +340,8 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
                          404: {"description": "not a request id"},
                          409: {"description": "the request is closed"},
                          413: {"description": "body larger than the cap"},
-                         422: {"description": "not a 6-digit code"}, 429: {"description": "rate limited"}})
+                         422: _legacy_problems("not a 6-digit code"), 429: {"description": "rate limited"}},
+              openapi_extra=_body(CODE_BODY_SCHEMA, {"code": "123456"}))
     def verify_opendsr(request_id: str, request: Request, background: BackgroundTasks,
                        body: Annotated[Any, Body(examples=[{"code": "123456"}])]) -> Any:
         """Return the 6-digit code from the e-mail: the request's identity is then verified."""
@@ -270,9 +392,7 @@ def _spec_response(description: str) -> dict[str, Any]:
 
 
 _LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: {"description": "body larger than the cap"}, 429: {"description": "rate limited (unsigned callers)"}}
-_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"type": "object"}, "example": EXAMPLE | {"api_version": opendsr.API_VERSION}}}}}
+    413: {"description": "body larger than the cap"}, 429: _spec_response("rate limited (unsigned callers)")}
 
 
 class _Refused(Exception):
@@ -443,6 +563,11 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
     # -- OpenDSR 2.0 --
 
     discovery_doc = {200: {"description": "what this processor supports"}, 429: _spec_response("rate limited")}
+    domain_name = settings.opendsr_domain.strip().lower()  # the processor domain our extensions are under
+    example = EXAMPLE | {"api_version": opendsr.API_VERSION}
+    rights = {regime: service.policy.regimes[regime].rights for regime in Regime}
+    body_v2 = _body(request_body_schema(rights, extension_domain=domain_name), example)
+    body_v1 = _body(request_body_schema(rights, extension_domain=domain_name, regulation_implied=True), example)
     created = {201: {"description": "recorded (or recorded before: the same answer)"},
                400: _spec_response("bad body; every problem names its field, never its value"),
                403: _spec_response("a signature that does not verify, or none where one is required"),
@@ -469,7 +594,7 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
         return Response(identity().certificate_pem(), media_type="application/x-pem-file",
                         headers={"Cache-Control": "public, max-age=3600"})
 
-    @api.post("/v2/requests", status_code=201, responses=created, openapi_extra=_REQUEST_BODY, tags=["opendsr 2.0"])
+    @api.post("/v2/requests", status_code=201, responses=created, openapi_extra=body_v2, tags=["opendsr 2.0"])
     async def submit_v2(request: Request) -> Response:
         """Submit an OpenDSR 2.0 request (section 7)."""
         return await submit(request, opendsr.API_VERSION)
@@ -487,9 +612,9 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
     @api.post("/v2/requests/{request_id}/verify", tags=["opendsr 2.0"],
               responses={200: {"description": "verified"},
                          400: _spec_response("the code is not accepted, or not 6 digits"),
-                         404: _spec_response("no such request"), 429: _spec_response("rate limited")},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"type": "object"}, "example": {"code": "123456"}}}}})
+                         404: _spec_response("no such request"), 429: _spec_response("rate limited"),
+                         413: {"description": "body larger than the cap"}},
+              openapi_extra=_body(CODE_BODY_SCHEMA, {"code": "123456"}))
     async def verify_v2(request: Request, request_id: str) -> Response:
         """Extension: return the 6-digit code the subject was e-mailed."""
         wait = throttled(request, "verify")
@@ -549,7 +674,7 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
         """OpenGDPR 1.0 discovery."""
         return discovery_answer(request, opendsr.OPENGDPR_API_VERSION)
 
-    @api.post("/v1/opengdpr_requests", status_code=201, responses=created, openapi_extra=_REQUEST_BODY,
+    @api.post("/v1/opengdpr_requests", status_code=201, responses=created, openapi_extra=body_v1,
               tags=["opengdpr 1.0"])
     async def submit_v1(request: Request) -> Response:
         """Submit an OpenGDPR 1.0 request (without `regulation`: gdpr)."""
