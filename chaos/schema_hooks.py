@@ -6,9 +6,9 @@ schema calls valid is one the API must accept. Each rule is also said in the fie
 - Free text kept as evidence (`note`, `reason`) must not hold an e-mail address, however spelled
   (dsr.personal_text decides): such a text becomes a plain one.
 - OpenDSR submissions: a well-formed `subject_request_id` becomes a fresh UUID (an id already used
-  with other content is refused, and the roles' runs share one API); a well-formed `submitted_time`
-  in the future becomes now; an https callback URL the intake refuses for its host (loopback, a
-  private address: dsr.callbacks decides) becomes a public one.
+  with other content is refused); a well-formed `submitted_time` in the future, or before year 1 in
+  UTC, becomes now; an https callback URL the intake refuses (a loopback or private host, a dot
+  segment, credentials: dsr.callbacks decides) becomes a public one.
 
 Only a field that is otherwise valid is changed, so a call generated to be invalid stays invalid.
 """
@@ -44,14 +44,18 @@ def _out_of_window(value: Any) -> bool:
     return not EARLIEST_RECEIVED <= moment <= datetime.now(UTC)
 
 
-def _in_future(value: str) -> bool:
-    """A submission time past the intake's allowance for clock skew (a few minutes)."""
+def _unacceptable_submission_time(value: str) -> bool:
+    """A well-formed submission time past the intake's allowance for clock skew (a few minutes), or one
+    before year 1 once in UTC (0001-01-01T00:00:00+04:00)."""
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
     except ValueError:
         return False
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment > datetime.now(UTC) + timedelta(minutes=1)
+    try:
+        return moment.astimezone(UTC) > datetime.now(UTC) + timedelta(minutes=1)
+    except OverflowError:
+        return True
 
 
 @schemathesis.hook
@@ -65,7 +69,7 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
                                                                      body["subject_request_id"]):
         body["subject_request_id"] = str(uuid.uuid4())
     submitted = body.get("submitted_time")
-    if isinstance(submitted, str) and re.match(SUBMITTED_TIME_PATTERN, submitted) and _in_future(submitted):
+    if isinstance(submitted, str) and re.match(SUBMITTED_TIME_PATTERN, submitted) and _unacceptable_submission_time(submitted):
         body["submitted_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     urls = body.get("status_callback_urls")
     if isinstance(urls, list):

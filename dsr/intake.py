@@ -293,8 +293,10 @@ def parse_opendsr(body: object, *, key: bytes, now: datetime, callback_url_prefi
     else:
         try:
             submitted = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
-        except ValueError:
-            problems.append((("submitted_time",), "is not a real date and time"))
+            submitted.astimezone(UTC)  # kept in UTC: 0001-01-01T00:00:00+04:00 would fall before year 1
+        except (ValueError, OverflowError):
+            submitted = None
+            problems.append((("submitted_time",), "is not a real date and time (in UTC)"))
     if submitted is not None and submitted > now + clock_skew:
         problems.append((("submitted_time",), "must not be in the future"))
 

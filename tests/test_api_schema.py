@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from fastapi.testclient import TestClient
 from chaos.schema import CONFIG, PUBLIC_PATHS, PUBLIC_ROLE, ROLES, run_roles, seeded_api
 from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from dsr.api.app import create_app
+from dsr.api.intake import EXAMPLE
+from dsr.notify import SmtpConfig
 from dsr.service import DsrService
 from dsr.storage import config_from_settings, open_store
 
@@ -122,3 +125,18 @@ def test_the_schema_declares_auth_constraints_and_every_status(client: TestClien
         verdict = ours[("GET", path)]["responses"]["409"]["content"]["application/json"]["schema"]
         assert {"$ref": "#/components/schemas/IntegrityVerdict"} in verdict["anyOf"]
     assert set(schema["components"]["schemas"]["IntegrityVerdict"]["required"]) == {"detail", "check"}
+
+
+def test_an_opendsr_time_before_year_one_in_utc_is_refused_naming_the_field(crm_only_service: DsrService) -> None:
+    """0001-01-01T00:00:03+04:00 is well-formed RFC 3339 but falls before year 1 in UTC, where the ledger
+    keeps it: a 400 naming submitted_time, not a server error."""
+    # E-mail is configured (the intake refuses all with a 503 otherwise); the refused body sends nothing.
+    smtp = SmtpConfig(host="127.0.0.1", port=9, starttls=False, sender="privacy@example.com",
+                      recipients=("privacy@example.com",), timeout_seconds=1)
+    app = create_app(crm_only_service, AccessConfig(tokens=()), open_store(config_from_settings(
+        crm_only_service.settings)), intake_smtp=lambda: smtp)
+    body = EXAMPLE | {"subject_request_id": str(uuid.uuid4()), "submitted_time": "0001-01-01T00:00:03+04:00"}
+    with TestClient(app) as client:
+        answer = client.post("/opendsr/v2/requests", json=body)
+    assert answer.status_code == 400, answer.text
+    assert [e["message"].split(":")[0] for e in answer.json()["error"]["errors"]] == ["submitted_time"]

@@ -133,7 +133,8 @@ def request_body_schema(rights: Mapping[Regime, Iterable[RequestType]], *, exten
             "subject_request_type": {"type": "string", "enum": list(TYPES)},
             "submitted_time": {"type": "string", "format": "date-time", "pattern": SUBMITTED_TIME_PATTERN,
                                "description": "When the subject asked (RFC 3339, with its offset); "
-                                              "not in the future (5 minutes of clock skew are allowed)."},
+                                              "not in the future (5 minutes of clock skew are allowed), "
+                                              "not before 0001-01-01T00:00:00Z."},
             "subject_identities": {"type": "array", "minItems": 1, "maxItems": 1, "items": identity,
                                    "description": "Exactly one identity: the subject's e-mail address, raw."},
             "regulation": _nullable({"type": "string", "maxLength": 32}),
