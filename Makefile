@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 demo: install
 	DSR_SYSTEMS_FILE=config/demo/systems.yaml $(BIN)/dsr demo
 
+# Two pytest workers (pytest-xdist), a test file per worker at a time: most of the suite waits on
+# servers and subprocesses, so two workers on 2 cores take about half the time of one.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Benchmarks (not tests): each prints one JSON line per figure and a summary; see bench/README.md.
 bench: install
