@@ -33,8 +33,9 @@ KIND = "manual"
 VERSION = "manual/1"
 
 DEFAULT_INSTRUCTIONS = {
-    "erase": "Find every record of the subject named in the request (look it up with `dsr status ID` as an "
-             "officer) and delete it; where the law keeps a record, remove the personal fields instead. "
+    "erase": "Find every record of the subject named in the request (`dsr status ID --subject` shows its "
+             "address to an officer, as does the task's page in the console) and delete it; where the law "
+             "keeps a record, remove the personal fields instead. "
              "Then record what you did: dsr task done ID SYSTEM --note '...'.",
     "export": "Export every record of the subject (CSV or JSON), then attach it: "
               "dsr task done ID SYSTEM --note '...' --attach FILE.",

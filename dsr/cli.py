@@ -317,12 +317,22 @@ def cancel(
 def status(
     request_id: Annotated[str, typer.Argument(metavar="ID")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    show_subject: Annotated[bool, typer.Option(
+        "--subject", help="Also show the subject's address, checked against the ledger (for the officer doing a "
+                          "manual task; shown on this terminal only, never logged).")] = False,
 ) -> None:
     """Show a request: status, deadline, per-system results."""
     with _service() as service:
         state = service.state(request_id)
         view = state.to_view()
         view["systems"] = {name: s.to_view() for name, s in sorted(state.systems.items())}
+        # Read through the ledger's checked identity read: a swapped identity row refuses, never shows.
+        address = service.ledger.identity(request_id) if show_subject else None
+        if show_subject:
+            view["subject_email"] = address
+            if state.type == "rectification":
+                from dsr.rights import corrections
+                view["corrected_values"] = corrections(service, request_id)
         if as_json:
             _print_json(view)
             return
@@ -330,6 +340,10 @@ def status(
                   f"{' (' + state.country + ')' if state.country else ''} · [bold]{state.status.value}[/bold]")
         out.print(f"received {state.received_at} via {state.channel}; due [bold]{state.due}[/bold]"
                   f"{' (extended)' if state.deadline and state.deadline.get('extended') else ''}")
+        if show_subject:
+            out.print(f"subject: {address or '(address erased)'} ({state.identity_hash})")
+            for name, value in sorted(view.get("corrected_values", {}).items()):
+                out.print(f"  corrected {name}: {value}")
         if state.verification:
             out.print(f"verified by {state.verification['by']} ({state.verification['method']}) at {state.verification['at']}")
         if state.outcome_reason:

@@ -63,7 +63,7 @@ _EVENT_OF = {RECTIFY: EventType.SYSTEM_RECTIFIED, SUPPRESS: EventType.SYSTEM_SUP
              RESTORE: EventType.SYSTEM_RESTORED}
 
 DEFAULT_INSTRUCTIONS = {
-    RECTIFY: "Correct the subject's fields named in the request (see `dsr status ID` as an officer) in every "
+    RECTIFY: "Correct the subject's fields named in the request (`dsr status ID --subject` shows them to an officer) in every "
              "record of the subject, and nothing else. Then: dsr task done ID SYSTEM --note '...'.",
     SUPPRESS: "Stop all marketing to the subject: unsubscribe from every list, set every opt-out flag, remove "
               "from ad audiences; keep the data. Then: dsr task done ID SYSTEM --note '...'.",

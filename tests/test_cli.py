@@ -222,3 +222,30 @@ def test_holds_and_a_guarded_purge_from_the_command_line(cli_env: Settings) -> N
     assert "LIT-7" in approved.output  # the held subject's records were held back, and said so
     assert runner.invoke(app, ["hold", "release", "LIT-7", "--reason", "settled"]).exit_code == 0
     assert "no holds" in runner.invoke(app, ["hold", "list"]).output
+
+
+def test_status_shows_the_subject_address_only_when_asked(cli_env: Settings) -> None:
+    """A manual task sends the officer to `dsr status ID --subject` for the address to look up; plain status
+    and its JSON carry the keyed hash only."""
+    request_id = _submit()
+    plain = runner.invoke(app, ["status", request_id])
+    assert plain.exit_code == 0, plain.output
+    assert "ada@example.com" not in plain.output
+    shown = runner.invoke(app, ["status", request_id, "--subject"])
+    assert shown.exit_code == 0, shown.output
+    assert "subject: ada@example.com (hmac-sha256:" in shown.output
+    as_json = json.loads(runner.invoke(app, ["status", request_id, "--subject", "--json"]).output)
+    assert as_json["subject_email"] == "ada@example.com"
+    assert "subject_email" not in json.loads(runner.invoke(app, ["status", request_id, "--json"]).output)
+
+
+def test_status_subject_shows_a_rectifications_corrected_values(cli_env: Settings) -> None:
+    """The officer doing a manual rectification reads what to write from `dsr status ID --subject`."""
+    done = runner.invoke(app, ["submit", "--type", "rectification", "--email", "ada@example.com", "--regime", "gdpr",
+                               "--set", "last_name=King"])
+    assert done.exit_code == 0, done.output
+    request_id = done.output.splitlines()[0]
+    shown = runner.invoke(app, ["status", request_id, "--subject"])
+    assert shown.exit_code == 0, shown.output
+    assert "corrected last_name: King" in shown.output
+    assert "King" not in runner.invoke(app, ["status", request_id]).output
