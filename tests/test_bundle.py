@@ -565,3 +565,12 @@ def test_swapped_refs_are_caught_by_the_chain_even_under_a_valid_signature(tmp_p
     assert not result.ok
     assert set(failed(result)) == {"discovered refs match the timeline"}
     assert "not the refs file the timeline recorded" in failed(result)["discovered refs match the timeline"]
+
+
+def test_report_timeline_json_wraps_inside_the_page(bundle: bytes) -> None:
+    """An event's payload summary holds long unbroken tokens (hashes, JSON): its cell must be allowed to
+    break anywhere, or a long line runs off the printed page."""
+    report = members_of(bundle)["report.html"].decode("utf-8")
+    assert re.search(r"td\.details\s*\{\s*overflow-wrap:\s*anywhere", report)
+    cells = re.findall(r'<td class="details">([^<]*)</td>', report)
+    assert cells and any("hmac-sha256:" in cell for cell in cells), "the timeline's payload cells carry the class"
