@@ -8,6 +8,7 @@ critical violation. It saves a screenshot of each page under docs/screenshots/.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -28,6 +29,7 @@ from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from dsr.api.app import create_app
 from dsr.api.console import COOKIE
 from dsr.models import parse_new_request
+from dsr.rights import corrections
 from dsr.service import DsrService
 from dsr.settings import Settings
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
@@ -245,6 +247,24 @@ def test_a_request_that_arrived_by_post_is_recorded_from_the_inbox(console) -> N
     first = service.events(row.request_id)[0]
     assert (first.actor, first.payload["channel"], first.payload["country"]) == ("alice", "post", "DE")
     assert recorded.headers["location"].startswith(f"/console/requests/{row.request_id}?")
+
+
+def test_a_rectification_is_recorded_from_the_inbox_with_its_corrected_values(console) -> None:
+    """The inbox form carries the corrected fields; the values stay out of the chain (names and a hash only)."""
+    client, service = console
+    csrf = _login(client)
+    form = {"csrf": csrf, "type": "rectification", "email": ERASURE_SUBJECT, "regime": "gdpr", "country": "NL",
+            "channel": "post", "set_last_name": "Byron-King", "set_first_name": ""}
+    recorded = client.post("/console/requests", data=form, headers=SAME_SITE, follow_redirects=False)
+    assert recorded.status_code == 303, recorded.text[:500]
+    [row] = service.list()
+    first = service.events(row.request_id)[0]
+    assert first.payload["changes"]["fields"] == ["last_name"]
+    assert "Byron-King" not in json.dumps(first.payload)
+    assert corrections(service, row.request_id) == {"last_name": "Byron-King"}
+    bare = client.post("/console/requests", data={**form, "set_last_name": "", "email": "other@example.org"},
+                       headers=SAME_SITE)
+    assert bare.status_code == 400 and "changes" in bare.text and len(service.list()) == 1
 
 
 def test_bad_input_is_named_by_field_and_refusals_by_state_without_a_trace(console) -> None:

@@ -44,6 +44,7 @@ from dsr.api import jobs as _jobs
 from dsr.api.auth import request_id_or_400
 from dsr.api.pages import same_origin
 from dsr.api.web import environment, read_form, render_page, secure_cookie
+from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError
 from dsr.identity import IdentityError
 from dsr.ledger.store import UnknownRequest
@@ -271,6 +272,7 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
             "owner": sorted({service.policy.escalation.owner} | {c.owner for c in systems.values()}
                             | {c.assignee for c in systems.values() if c.assignee}),
         }
+        rectifiable = list(RECTIFIABLE_FIELDS)
         filters = {name: query.get(name) or "" for name in choices}
         errors = [f"{name}: must be one of {', '.join(choices[name])}" for name, value in filters.items()
                   if value and value not in choices[name]]
@@ -295,7 +297,7 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         rows.sort(key=_urgency)
         return page(request, "console_inbox.html", {
             "section": "inbox", "rows": rows, "filters": filters, "choices": choices, "errors": errors,
-            "today": today.isoformat(), "new_errors": new_errors or {},
+            "today": today.isoformat(), "new_errors": new_errors or {}, "rectifiable": rectifiable,
             "new": new_values or {"type": "", "email": "", "regime": "", "country": "", "channel": "email"},
         }, status.HTTP_400_BAD_REQUEST if errors and code == 200 else code, signed_in)
 
@@ -307,10 +309,14 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
             return checked
         signed_in, form = checked
         values = {name: form.get(name, "").strip() for name in ("type", "email", "regime", "country", "channel")}
+        # A rectification's corrected values, one optional field each; blank means "not corrected".
+        changes = {name: str(form.get(f"set_{name}", "")).strip() for name in RECTIFIABLE_FIELDS}
+        changes = {name: value for name, value in changes.items() if value}
+        values.update({f"set_{name}": value for name, value in changes.items()})
         try:
             new = parse_new_request(type=values["type"], email=values["email"], regime=values["regime"],
                                     country=values["country"] or None, received=datetime.now(UTC),
-                                    channel=values["channel"] or "email")
+                                    channel=values["channel"] or "email", changes=changes or None)
             state = service.submit(new, actor=signed_in[0].name).state
         except (RequestInputError, IdentityError, DeadlineError) as exc:
             field, _, text = str(exc).partition(": ")
