@@ -8,6 +8,7 @@ connector without importing any vendor SDK.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -227,8 +228,9 @@ class FieldChange:
 
     field: str
     vendor_field: str
-    old: str | None = field(default=None, repr=False)
-    new: str | None = field(default=None, repr=False)
+    # dataclasses.field spelled out: the attribute named `field` shadows the import in this body.
+    old: str | None = dataclasses.field(default=None, repr=False)
+    new: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
