@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.pacing import Limiter
 from dsr.contract import (
+    RECTIFIABLE_FIELDS,
     Connector,
     ConnectorError,
     ConnectorInfo,
@@ -162,6 +163,27 @@ def receipt_id(prefix: str, outcomes: Sequence[RecordOutcome | RightsOutcome]) -
     """The same outcomes give the same id, so a re-run's receipt is recognisably the same erasure."""
     lines = sorted(f"{o.ref.key}\t{o.action.value}" for o in outcomes)
     return f"{prefix}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def check_rectifiable(system: str, changes: Mapping[str, str]) -> None:
+    """Refuse a rectification naming a field outside the contract's canonical names."""
+    unknown = sorted(name for name in changes if name not in RECTIFIABLE_FIELDS)
+    if unknown:
+        raise ConnectorError(f"systems.{system}: rectify: unknown field(s) {', '.join(unknown)} (rectifiable: "
+                             f"{', '.join(RECTIFIABLE_FIELDS)})")
+
+
+def as_text(value: Any) -> str | None:
+    """A vendor's field value as text, empty as None (vendors leave empty fields out or send "")."""
+    return None if value is None or value == "" else str(value)
+
+
+def same_text(canonical: str, current: Any, wanted: str) -> bool:
+    """Whether a field already holds the rectified value (e-mail addresses compare without case)."""
+    have, want = as_text(current), (wanted or None)
+    if have is None or want is None:
+        return have == want
+    return have.strip().lower() == want.strip().lower() if canonical == "email" else have == want
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:

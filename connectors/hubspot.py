@@ -88,6 +88,8 @@ from connectors.base import (
     RightsOutcome,
     RightsReceipt,
     Subject,
+    as_text,
+    check_rectifiable,
     chunks,
     env_secret,
     json_friendly,
@@ -95,6 +97,7 @@ from connectors.base import (
     outcome_for,
     receipt_id,
     resolve_origin,
+    same_text,
     subject_email,
     unique_decisions,
     validate_settings,
@@ -604,7 +607,7 @@ class HubSpotConnector:
             ConnectorError: `changes` names a field that is not a canonical rectifiable field, or HubSpot
                 failed (network, token, throttled after retries).
         """
-        _check_canonical(self._system, changes)
+        check_rectifiable(self._system, changes)
         calls_before = self._stats["calls"]
         mapping = self._rectifiable()
         held = {canonical: mapping[canonical] for canonical in changes if canonical in mapping}
@@ -630,7 +633,7 @@ class HubSpotConnector:
     def verify_rectified(self, refs: Sequence[RecordRef], changes: Mapping[str, str]) -> list[RecordRef]:
         """Read the contacts again: those whose properties do not show the new values (a contact deleted
         meanwhile holds no old value either, so it is not listed)."""
-        _check_canonical(self._system, changes)
+        check_rectifiable(self._system, changes)
         mapping = self._rectifiable()
         held = {canonical: mapping[canonical] for canonical in changes if canonical in mapping}
         contacts = [r for r in refs if r.object == "contacts" and self._problem_with(r) is None]
@@ -638,7 +641,7 @@ class HubSpotConnector:
             return []
         current = self._read_batch("verify", "contacts", [r.id for r in contacts], sorted(set(held.values())))
         return [ref for ref in contacts if ref.id in current and any(
-            not _same_text(canonical, current[ref.id].get(prop), changes[canonical]) for canonical, prop in held.items())]
+            not same_text(canonical, current[ref.id].get(prop), changes[canonical]) for canonical, prop in held.items())]
 
     def _rectifiable(self) -> Mapping[str, str]:
         return self._settings.rectifiable if self._settings.rectifiable is not None else DEFAULT_RECTIFIABLE
@@ -648,9 +651,9 @@ class HubSpotConnector:
         if current is None:
             return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
                                  error="the contact no longer exists in HubSpot")
-        diffs = tuple(FieldChange(canonical, f"contacts.{prop}", old=_as_text(current.get(prop)), new=changes[canonical])
+        diffs = tuple(FieldChange(canonical, f"contacts.{prop}", old=as_text(current.get(prop)), new=changes[canonical])
                       for canonical, prop in held.items()
-                      if not _same_text(canonical, current.get(prop), changes[canonical]))
+                      if not same_text(canonical, current.get(prop), changes[canonical]))
         if not diffs:
             return RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=not_held)
         properties = {held[d.field]: d.new or "" for d in diffs}  # "" clears a property
@@ -1010,24 +1013,6 @@ class HubSpotConnector:
 
 # --- module helpers ---------------------------------------------------------------------------------
 
-
-def _check_canonical(system: str, changes: Mapping[str, str]) -> None:
-    unknown = sorted(name for name in changes if name not in RECTIFIABLE_FIELDS)
-    if unknown:
-        raise ConnectorError(f"systems.{system}: rectify: unknown field(s) {', '.join(unknown)} (rectifiable: "
-                             f"{', '.join(RECTIFIABLE_FIELDS)})")
-
-
-def _as_text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _same_text(canonical: str, current: Any, wanted: str) -> bool:
-    """Whether a property already holds the rectified value (e-mail addresses compare without case)."""
-    have, want = _as_text(current), (wanted or None)
-    if have is None or want is None:
-        return have == want
-    return have.strip().lower() == want.strip().lower() if canonical == "email" else have == want
 
 
 def _next_after(page: Any) -> str | None:

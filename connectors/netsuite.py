@@ -96,11 +96,14 @@ from connectors.base import (
     RightsOutcome,
     RightsReceipt,
     Subject,
+    as_text,
+    check_rectifiable,
     chunks,
     env_secret,
     origin_problem,
     outcome_for,
     receipt_id,
+    same_text,
     subject_email,
     unique_decisions,
     validate_settings,
@@ -759,7 +762,7 @@ class NetSuiteConnector(HttpConnector):
         Raises:
             ConnectorError: `changes` names a field that is not a canonical rectifiable field.
         """
-        _check_canonical(self._system, changes)
+        check_rectifiable(self._system, changes)
         calls_before = self._calls()
         outcomes: list[RightsOutcome] = []
         failure: str | None = None
@@ -789,7 +792,7 @@ class NetSuiteConnector(HttpConnector):
 
         A record deleted meanwhile holds no old value either, so it is not listed.
         """
-        _check_canonical(self._system, changes)
+        check_rectifiable(self._system, changes)
         wrong: list[RecordRef] = []
         for ref in refs:
             mapping = self._rectifiable(ref.object)
@@ -797,7 +800,7 @@ class NetSuiteConnector(HttpConnector):
             if not held or self._problem_with(ref) is not None:
                 continue
             current = self._get("verify", ref.object, ref.id, expand=False)
-            if current is not None and any(not _same_text(canonical, current.get(name), changes[canonical])
+            if current is not None and any(not same_text(canonical, current.get(name), changes[canonical])
                                            for canonical, name in held.items()):
                 wrong.append(ref)
         return wrong
@@ -814,9 +817,9 @@ class NetSuiteConnector(HttpConnector):
         if current is None:
             return RightsOutcome(ref, RightsAction.RECTIFY, False, not_held=not_held,
                                  error="the record no longer exists in NetSuite")
-        diffs = tuple(FieldChange(canonical, f"{ref.object}.{name}", old=_as_text(current.get(name)),
+        diffs = tuple(FieldChange(canonical, f"{ref.object}.{name}", old=as_text(current.get(name)),
                                   new=changes[canonical])
-                      for canonical, name in held.items() if not _same_text(canonical, current.get(name),
+                      for canonical, name in held.items() if not same_text(canonical, current.get(name),
                                                                              changes[canonical]))
         if not diffs:
             return RightsOutcome(ref, RightsAction.RECTIFY, True, not_held=not_held)
@@ -1243,24 +1246,6 @@ def _same(current: Any, wanted: Scalar) -> bool:
         return current is None or current == ""
     return bool(current == wanted)
 
-
-def _check_canonical(system: str, changes: Mapping[str, str]) -> None:
-    unknown = sorted(name for name in changes if name not in RECTIFIABLE_FIELDS)
-    if unknown:
-        raise ConnectorError(f"systems.{system}: rectify: unknown field(s) {', '.join(unknown)} (rectifiable: "
-                             f"{', '.join(RECTIFIABLE_FIELDS)})")
-
-
-def _as_text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _same_text(canonical: str, current: Any, wanted: str) -> bool:
-    """Whether a field already holds the rectified value (e-mail addresses compare without case)."""
-    have, want = _as_text(current), (wanted or None)
-    if have is None or want is None:
-        return have == want
-    return have.strip().lower() == want.strip().lower() if canonical == "email" else have == want
 
 
 def _subscription(record: Mapping[str, Any]) -> str:
