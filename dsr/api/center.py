@@ -138,6 +138,17 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
         return problem(request, status.HTTP_404_NOT_FOUND, "Request not found",
                        "We have no request with that reference. Check the reference in our e-mail.")
 
+    def refused_post(request: Request, which: str, request_id: str | None = None) -> Response | None:
+        """What a form post is checked for, in order: sent from this site, within its rate limit, ours."""
+        if not same_origin(request):
+            return problem(request, status.HTTP_403_FORBIDDEN, "Refused", "This form must be sent from this site.")
+        refused = limited(request, which)
+        if refused is not None:
+            return refused
+        if request_id is not None and not known(request_id):
+            return not_ours(request)
+        return None
+
     def form_page(request: Request, values: dict[str, str], errors: dict[str, str], code: int = 200) -> Response:
         return page(request, "center_form.html", {
             "types": [(key, *PLAIN_WORDS.get(key, (key, ""))) for key in TYPES],
@@ -150,9 +161,7 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
 
     @router.post("/requests")
     async def submit(request: Request) -> Response:
-        if not same_origin(request):
-            return problem(request, status.HTTP_403_FORBIDDEN, "Refused", "This form must be sent from this site.")
-        refused = limited(request, "submit")
+        refused = refused_post(request, "submit")
         if refused is not None:
             return refused
         form = await read_form(request)
@@ -211,13 +220,9 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
 
     @router.post("/requests/{request_id}/verify")
     async def verify(request: Request, request_id: str) -> Response:
-        if not same_origin(request):
-            return problem(request, status.HTTP_403_FORBIDDEN, "Refused", "This form must be sent from this site.")
-        refused = limited(request, "verify")
+        refused = refused_post(request, "verify", request_id)
         if refused is not None:
             return refused
-        if not known(request_id):
-            return not_ours(request)
         code = (await read_form(request)).get("code", "").strip()
         try:
             intake.verify_code(request_id, code)
@@ -276,13 +281,9 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
 
     @router.post("/requests/{request_id}/link")
     async def send_link(request: Request, request_id: str) -> Response:
-        if not same_origin(request):
-            return problem(request, status.HTTP_403_FORBIDDEN, "Refused", "This form must be sent from this site.")
-        refused = limited(request, "submit")
+        refused = refused_post(request, "submit", request_id)
         if refused is not None:
             return refused
-        if not known(request_id):
-            return not_ours(request)
         if not package_ready(request_id):
             return problem(request, status.HTTP_409_CONFLICT, "Not ready yet",
                            "Your data is not ready yet; this page will offer the download once it is.")
