@@ -227,6 +227,19 @@ def measure_direct(service: Any, calls: CallLog, size: int, report: Report) -> l
     return seconds
 
 
+def verified_to_done(service: Any, what: str, offset: int) -> Callable[[int, str], float]:
+    """A timed_series step: submit a request, then time verification -> completed on a running serve."""
+    def one(number: int, kind: str) -> float:
+        request_id = submit(service, kind, offset + number)
+        started = time.monotonic()
+        service.verify(request_id, method="email-code", note="code sent to the address was returned")
+        status = wait_done(service, request_id)
+        if status != "completed":
+            raise RuntimeError(f"{what} run of a {kind} request ended {status}")
+        return time.monotonic() - started
+    return one
+
+
 def measure_serve(service: Any, spec: ServiceSpec, root: Path, size: int, report: Report, *,
                   handoff_runs: int) -> tuple[list[float], list[float]]:
     log("serve: starting dsr serve's Prefect server")
@@ -236,16 +249,7 @@ def measure_serve(service: Any, spec: ServiceSpec, root: Path, size: int, report
                     note="prefect server start with a fresh database, deployments, warm worker")
         log(f"serve: {size + 1} requests through the verified trigger")
 
-        def one(number: int, kind: str) -> float:
-            request_id = submit(service, kind, 1000 + number)
-            started = time.monotonic()
-            service.verify(request_id, method="email-code", note="code sent to the address was returned")
-            status = wait_done(service, request_id)
-            if status != "completed":
-                raise RuntimeError(f"served run of a {kind} request ended {status}")
-            return time.monotonic() - started
-
-        seconds = timed_series(size, one)
+        seconds = timed_series(size, verified_to_done(service, "served", 1000))
         handoff = measure_handoff(spec, handoff_runs) if handoff_runs else []
         crm_only(service, spec, root, size, report)
     return seconds, handoff
@@ -266,17 +270,7 @@ def measure_serve_postgresql(service: Any, size: int, report: Report) -> list[fl
             log("serve on PostgreSQL: starting its Prefect server")
             with served(service, home):
                 log(f"serve on PostgreSQL: {size + 1} requests")
-
-                def one(number: int, kind: str) -> float:
-                    request_id = submit(service, kind, 4000 + number)
-                    started = time.monotonic()
-                    service.verify(request_id, method="email-code", note="code sent to the address was returned")
-                    status = wait_done(service, request_id)
-                    if status != "completed":
-                        raise RuntimeError(f"served run of a {kind} request ended {status}")
-                    return time.monotonic() - started
-
-                return timed_series(size, one)
+                return timed_series(size, verified_to_done(service, "served", 4000))
         finally:
             if previous is None:
                 os.environ.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
@@ -297,17 +291,8 @@ def crm_only(service: Any, spec: ServiceSpec, root: Path, size: int, report: Rep
         install(crm_service)
         runtime.use_service(crm_service)
         try:
-            def one(number: int, kind: str) -> float:
-                request_id = submit(crm_service, kind, 2000 + number)
-                started = time.monotonic()
-                crm_service.verify(request_id, method="email-code", note="code sent to the address was returned")
-                status = wait_done(crm_service, request_id)
-                if status != "completed":
-                    raise RuntimeError(f"served CRM-only run of a {kind} request ended {status}")
-                return time.monotonic() - started
-
             log(f"serve, CRM only: {size + 1} requests")
-            seconds = timed_series(size, one)
+            seconds = timed_series(size, verified_to_done(crm_service, "served CRM-only", 2000))
         finally:
             runtime.use_service(service)
     p50 = statistics.median(seconds)
