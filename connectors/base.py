@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import logging
 import os
 import threading
@@ -42,6 +41,7 @@ from dsr.contract import (
     RightsReceipt,
     Subject,
 )
+from dsr.net import is_loopback
 
 __all__ = [
     "AudienceConnector",
@@ -409,15 +409,6 @@ def validate_settings(model: type[M], system: str, settings: Mapping[str, Any], 
 # --- endpoints ---------------------------------------------------------------------------------------
 
 LOOPBACK_HOSTS = "(127.0.0.1, ::1, localhost)"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def origin_problem(url: str, *, https_only: bool = False, loopback_only: bool = False) -> str | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from cryptography.x509.oid import NameOID
 
 from dsr.config import ConfigError
 from dsr.files import create_exclusive
+from dsr.net import is_loopback
 
 RSA_BITS = 2048
 CERT_DAYS = 825  # the longest validity browsers accept for a leaf: a sane bound for a generated one
@@ -264,7 +264,7 @@ class Controllers:
 def _fetch(url: str, timeout: float) -> bytes:
     """GET a certificate from a configured URL: https (plain http to loopback only), no redirects, size-capped."""
     parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
         raise OpenDsrKeyError("certificate_url: must be https (plain http only to this machine)")
     with requests.get(url, timeout=timeout, allow_redirects=False, stream=True) as answer:
         if answer.status_code != 200:
@@ -273,15 +273,6 @@ def _fetch(url: str, timeout: float) -> bytes:
     if len(data) > MAX_CERT_BYTES:
         raise OpenDsrKeyError("certificate_url: larger than a certificate")
     return bytes(data)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_controllers(settings: Any) -> Controllers:

@@ -10,7 +10,6 @@ as the auditor page's are; the console adds a per-session CSRF token on top (dsr
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from dsr.access import AccessConfig
+from dsr.net import is_loopback
 from dsr.service import DsrService
 
 HERE = Path(__file__).resolve().parent
@@ -50,17 +50,6 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-def is_loopback(host: str | None) -> bool:
-    """A loopback host name or address, without a port (as `request.url.hostname` gives it)."""
-    name = (host or "").strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def secure_cookie(request: Request) -> bool:
