@@ -148,10 +148,14 @@ def test_prefect_yaml_and_dsr_serve_declare_the_same_deployments() -> None:
         [parsed.model_dump(mode="json", exclude={"name"})]
     from flows.alerts import failure_trigger
 
+    def trigger(t: Any) -> dict[str, Any]:
+        """A trigger as JSON; its event sets (`expect`, `after`) sorted, as JSON writes a set in hash order."""
+        dumped = t.model_dump(mode="json", exclude={"name"})
+        return {k: sorted(v) if k in ("expect", "after") else v for k, v in dumped.items()}
+
     alert = TypeAdapter(DeploymentTriggerTypes).validate_python(declared["run-failed-alert"]["triggers"][0])
-    assert alert.model_dump(mode="json", exclude={"name"}) == failure_trigger().model_dump(mode="json", exclude={"name"})
-    assert [t.model_dump(mode="json", exclude={"name"}) for t in served["run-failed-alert"].triggers] == \
-        [alert.model_dump(mode="json", exclude={"name"})]
+    assert trigger(alert) == trigger(failure_trigger())
+    assert [trigger(t) for t in served["run-failed-alert"].triggers] == [trigger(alert)]
 
     for name, entry in declared.items():
         deployment = served[name]
