@@ -6,19 +6,25 @@ this kit gives each the same machinery:
 - `Router` / `Request` / `Response`: regex routes over the standard library's threading HTTP
   server (HTTP/1.1 keep-alive). The standard library rather than an ASGI server because a
   connection reset must be a real TCP reset, which only owning the socket allows.
-- `WindowLimiter`: a sliding-window counter for a vendor's rate limit.
+- `WindowLimiter`, `DailyCounter`, `retry_after`: a vendor's rate windows, daily quotas and the
+  ``Retry-After`` they answer with.
+- `bearer_token`, `TokenStore`: the access tokens a vendor issues, expires and revokes.
 - `Faults`: seeded, deterministic fault injection (server errors, timeouts, connection resets,
   throttling, expired sessions, added latency), set per test or benchmark.
 - `SandboxServer`: runs an app on 127.0.0.1 on a free port, in-process (a thread) for tests.
-- A control API under `/__sandbox__/` (stats, faults, reset) that tests and benchmarks use;
-  vendors' clients never call it.
+- A control API under `/__sandbox__/` (stats, faults, pace, reset, and each vendor's own actions,
+  registered with `Vendor.on_control`) that tests and benchmarks use; vendors' clients never call it.
+  `ControlClient` is its client.
+- `demo_cli` / `serve_demo`: the ``python -m sandbox.<vendor>`` entry point.
 
 Sandboxes know vendor wire formats only, never the project's own code.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import random
 import re
 import socket
@@ -29,9 +35,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import requests
 
 CONTROL_PREFIX = "/__sandbox__"
 
@@ -55,6 +64,16 @@ class Request:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object of a control call ({} for an empty body or a JSON null)."""
+        return (self.json() if self.body else None) or {}
+
+
+def bearer_token(request: Request, schemes: tuple[str, ...] = ("bearer",)) -> str:
+    """The token of an ``Authorization: <scheme> <token>`` header ('' without one of `schemes`)."""
+    scheme, _, token = (request.header("authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() in schemes else ""
 
 
 @dataclass
@@ -129,6 +148,89 @@ class WindowLimiter:
     def reset(self) -> None:
         with self._lock:
             self._calls.clear()
+
+
+class DailyCounter:
+    """Calls counted against a daily quota; the quota is passed in, as vendors let tests change it."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, quota: int | None) -> bool:
+        """Count one call; False (and not counted) when `quota` is used up. None: no quota."""
+        if quota is None:
+            return True
+        with self._lock:
+            if self.used >= quota:
+                return False
+            self.used += 1
+            return True
+
+    def exhaust(self, quota: int | None) -> int:
+        """Use the quota up (a quota of 1 when there was none); the quota now in force."""
+        with self._lock:
+            self.used = quota or 1
+            return self.used
+
+    def reset(self) -> None:
+        with self._lock:
+            self.used = 0
+
+
+def retry_after(seconds: float, fractional: bool = False) -> str:
+    """A ``Retry-After`` value: whole seconds (at least 1), or milliseconds' precision for fast tests."""
+    return f"{max(seconds, 0.001):.3f}" if fractional else str(max(1, math.ceil(seconds)))
+
+
+def seconds_to_midnight() -> float:
+    """Seconds until the next UTC midnight, when vendors' daily quotas start again."""
+    now = datetime.now(UTC)
+    return ((now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0) - now).total_seconds()
+
+
+class TokenStore:
+    """The access tokens a vendor issued, each until its expiry (thread-safe).
+
+    `problem` tells a token the vendor honours (None) from a missing, expired or never issued one.
+    """
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, float | None] = {}  # token -> monotonic expiry, None: until revoked
+        self._expired: set[str] = set()
+        self._lock = threading.Lock()
+
+    def issue(self, token: str, lifetime: float | None) -> str:
+        with self._lock:
+            self._expiry[token] = None if lifetime is None else time.monotonic() + lifetime
+        return token
+
+    def problem(self, token: str) -> str | None:
+        """None for a live token, else 'missing', 'expired' or 'invalid'."""
+        if not token:
+            return "missing"
+        with self._lock:
+            if token in self._expiry:
+                expiry = self._expiry[token]
+                if expiry is None or time.monotonic() < expiry:
+                    return None
+                del self._expiry[token]
+                self._expired.add(token)
+            return "expired" if token in self._expired else "invalid"
+
+    def revoke(self, token: str) -> None:
+        """End one token now (the client must fetch another)."""
+        with self._lock:
+            if self._expiry.pop(token, 0) != 0:
+                self._expired.add(token)
+
+    def expire_all(self) -> int:
+        """End every live token; how many there were."""
+        with self._lock:
+            count = len(self._expiry)
+            self._expired.update(self._expiry)
+            self._expiry.clear()
+            return count
 
 
 @dataclass
@@ -221,6 +323,13 @@ class Vendor:
         self.pace: WindowLimiter | None = None
         # Which calls the pace counts (vendors do not count OAuth token calls against API limits).
         self.pace_pattern: re.Pattern[str] | None = None
+        self.controls = Router()  # the vendor's own control actions (`on_control`)
+
+    def on_control(self, method: str, action: str, handler: Callable[[dict[str, Any], dict[str, str]], Any]) -> None:
+        """Answer ``<method> /__sandbox__/<action>`` (a regex; named groups are passed as params) with
+        `handler(body, params)`: a `Response`, or a value answered as JSON. A KeyError, ValueError or
+        TypeError (a control call missing a field or giving a wrong one) is answered 400."""
+        self.controls.add(method, action, lambda request: handler(request.payload(), request.params))
 
     # Hooks ------------------------------------------------------------------------------------
 
@@ -349,6 +458,14 @@ class Vendor:
             self.faults.configure(FaultConfig())
             self.reset_state()
             return Response.json({"reset": True})
+        resolved = self.controls.resolve(request.method, action)
+        if resolved:
+            handler, request.params = resolved  # type: ignore[misc]
+            try:
+                value = handler(request)
+            except (KeyError, ValueError, TypeError) as exc:
+                return Response.json({"error": f"{type(exc).__name__}: {exc}"}, 400)
+            return value if isinstance(value, Response) else Response.json(value)
         answer = self.control(action, request)
         if answer is not None:
             return answer
@@ -443,6 +560,46 @@ class SandboxServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ControlClient:
+    """The control API of a sandbox at `base_url`, over plain `requests` (vendors' clients subclass it)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url, self.timeout = base_url.rstrip("/"), timeout
+        self._http = requests.Session()
+
+    def control(self, action: str, body: Mapping[str, Any] | None = None) -> Any:
+        """POST a sandbox control action (``faults``, ``reset``, ``seed-demo``, ...); its JSON answer."""
+        answer = self._http.post(f"{self.base_url}{CONTROL_PREFIX}/{action}", json=dict(body or {}),
+                                 timeout=self.timeout)
+        answer.raise_for_status()
+        return answer.json()
+
+    def stats(self) -> dict[str, int]:
+        """The sandbox's counters (calls, faults, logins...)."""
+        answer = self._http.get(f"{self.base_url}{CONTROL_PREFIX}/stats", timeout=self.timeout)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def demo_cli(vendor: str, description: str | None) -> argparse.ArgumentParser:
+    """The arguments of ``python -m sandbox.<vendor>`` every sandbox takes: --port and --seed."""
+    parser = argparse.ArgumentParser(prog=f"python -m sandbox.{vendor}", description=description)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    return parser
+
+
+def serve_demo(vendor: Vendor, port: int, seed: int | None) -> int:
+    """Seed the vendor's demo data (unless `seed` is None), then serve it until interrupted."""
+    if seed is not None:
+        vendor.seed_demo(seed)  # type: ignore[attr-defined]
+    serve_forever(vendor, port)
+    return 0
 
 
 def serve_forever(vendor: Vendor, port: int) -> None:

@@ -61,10 +61,8 @@ Sandboxes know vendor wire formats only, never the project's own code.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-import math
 import random
 import re
 import threading
@@ -76,7 +74,8 @@ from typing import Any
 from urllib.parse import quote
 
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
-from sandbox.kit import Request, Response, Vendor, WindowLimiter, serve_forever
+from sandbox.kit import Request, Response, Vendor, WindowLimiter, bearer_token, demo_cli, retry_after, serve_demo
+from sandbox.people import FIRST_NAMES, MARKETING_COMPANIES, decoy_name, new_person
 
 __all__ = [
     "ACCESS_SUBJECT",
@@ -123,6 +122,7 @@ RETENTION_DAYS = 730
 VISITOR_FILTERS = frozenset({"has_name", "has_email", "identified_by_email_gate"})
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _KEY = r"(?P<key>[^/]+?)"
+_FIRST_NAMES = FIRST_NAMES[:22]  # the names Wistia's demo draws from (another list would seed other people)
 
 
 def _iso(moment: datetime) -> str:
@@ -219,15 +219,6 @@ _PLACES = (("GB", "England", "London", 51.5072, -0.1276), ("GB", "England", "Lee
 _AGENTS = (("Chrome", "131.0", "Windows", False), ("Firefox", "133.0", "Linux", False),
            ("Safari", "18.1", "Mac", False), ("Mobile Safari", "18.1", "iOS", True),
            ("Edge", "131.0", "Windows", False), ("Chrome Mobile", "131.0", "Android", True))
-_FIRST = ("Alice", "Bruno", "Chloe", "Daniel", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kavya",
-          "Lucas", "Marta", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tessa", "Umar", "Vera")
-_LAST = ("Andersen", "Barbosa", "Chen", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova", "Jansen",
-         "Kowalski", "Larsen", "Moreau", "Novak", "Okafor", "Petrov", "Rossi", "Silva", "Tanaka", "Walsh")
-_COMPANIES = (("Northwind Networks", "northwind.example"), ("Bluewater Datacentres", "bluewater-dc.example"),
-              ("Helix Carrier Services", "helixcarrier.example"), ("Polar Telecom", "polartel.example"),
-              ("Tidal Cloud", "tidalcloud.example"), ("Orbital Exchange", "orbital-ix.example"))
-
-
 class WistiaSandbox(Vendor):
     """Wistia's Stats API on loopback: visitors, events, fuzzy search, paging, 600/min, no delete.
 
@@ -268,6 +259,7 @@ class WistiaSandbox(Vendor):
         self._state = _State()
         self._rng = random.Random(0)
         self._routes()
+        self._controls()
         if seed_demo_data:
             self.seed_demo()
 
@@ -287,7 +279,7 @@ class WistiaSandbox(Vendor):
     # --- kit hooks ------------------------------------------------------------------------------------
 
     def authenticate(self, request: Request) -> Response | None:
-        token = _token_of(request.header("authorization") or "")
+        token = _token_of(request)
         if token in self.tokens or token in self.limited_tokens:
             if not self.account_active:
                 return _unauthorized("account_inactive", "This account is not active.")
@@ -319,41 +311,39 @@ class WistiaSandbox(Vendor):
         self._window.reset()
         self.account_active = True
 
-    def control(self, action: str, request: Request) -> Response | None:
-        body = (request.json() if request.body else None) or {}
-        try:
-            if action == "seed-demo" and request.method == "POST":
-                return Response.json(self.seed_demo(int(body.get("seed", 7))))
-            if action == "add-visitor" and request.method == "POST":
-                key = self.add_visitor(body.get("email"), name=body.get("name"), org_name=body.get("org_name"),
-                                       org_title=body.get("org_title"), created_at=body.get("created_at"),
-                                       last_active_at=body.get("last_active_at"))
-                events = self.add_events(key, int(body.get("events", 0)))
-                return Response.json({"visitor_key": key, "event_keys": events})
-            if action == "add-events" and request.method == "POST":
-                keys = self.add_events(str(body["visitor_key"]), int(body["count"]),
-                                       received_at=body.get("received_at"))
-                return Response.json({"count": len(keys), "event_keys": keys})
-            if action == "delete-visitor" and request.method == "POST":
-                deleted, count = self.delete_visitor(str(body["visitor_key"]))
-                return Response.json({"deleted": deleted, "events_deleted": count})
-            if action == "delete-event" and request.method == "POST":
-                return Response.json({"deleted": self.delete_event(str(body["event_key"]))})
-            if action == "account" and request.method == "POST":
-                self.account_active = bool(body.get("active", True))
-                return Response.json({"active": self.account_active})
-            if action == "state" and request.method == "GET":
-                return Response.json(self.summary())
-        except (KeyError, ValueError, TypeError) as exc:
-            return Response.json({"error": f"{type(exc).__name__}: {exc}"}, 400)
-        return None
+    def _controls(self) -> None:
+        on = self.on_control
+        on("POST", "seed-demo", lambda body, _: self.seed_demo(int(body.get("seed", 7))))
+        on("POST", "add-visitor", lambda body, _: self._add_visitor_control(body))
+        on("POST", "add-events", lambda body, _: self._add_events_control(body))
+        on("POST", "delete-visitor", lambda body, _: self._delete_visitor_control(body))
+        on("POST", "delete-event", lambda body, _: {"deleted": self.delete_event(str(body["event_key"]))})
+        on("POST", "account", lambda body, _: {"active": self._set_active(bool(body.get("active", True)))})
+        on("GET", "state", lambda body, _: self.summary())
+
+    def _add_visitor_control(self, body: dict[str, Any]) -> dict[str, Any]:
+        key = self.add_visitor(body.get("email"), name=body.get("name"), org_name=body.get("org_name"),
+                               org_title=body.get("org_title"), created_at=body.get("created_at"),
+                               last_active_at=body.get("last_active_at"))
+        return {"visitor_key": key, "event_keys": self.add_events(key, int(body.get("events", 0)))}
+
+    def _add_events_control(self, body: dict[str, Any]) -> dict[str, Any]:
+        keys = self.add_events(str(body["visitor_key"]), int(body["count"]), received_at=body.get("received_at"))
+        return {"count": len(keys), "event_keys": keys}
+
+    def _delete_visitor_control(self, body: dict[str, Any]) -> dict[str, Any]:
+        deleted, count = self.delete_visitor(str(body["visitor_key"]))
+        return {"deleted": deleted, "events_deleted": count}
+
+    def _set_active(self, active: bool) -> bool:
+        self.account_active = active
+        return active
 
     # --- answers --------------------------------------------------------------------------------------
 
     def _rate_limited(self, wait: float) -> Response:
-        seconds = f"{max(wait, 0.001):.3f}" if self.fractional_retry_after else str(max(1, math.ceil(wait)))
         response = Response.text("Rate limit exceeded", 429)
-        response.headers["Retry-After"] = seconds
+        response.headers["Retry-After"] = retry_after(wait, self.fractional_retry_after)
         return response
 
     def _list_visitors(self, request: Request) -> Response:
@@ -560,7 +550,7 @@ def _seed(sandbox: WistiaSandbox) -> None:
     sandbox.add_events(grace, 12, conversion_every=12)
     # Decoys: near matches of the subjects' addresses, and a namesake with another address.
     for number, email in enumerate(DECOY_EMAILS):
-        decoy = sandbox.add_visitor(email, name=f"{_FIRST[number]} {_LAST[-1 - number]}", org_name="Decoy Systems")
+        decoy = sandbox.add_visitor(email, name=" ".join(decoy_name(number)), org_name="Decoy Systems")
         sandbox.add_events(decoy, 2)
     namesake = sandbox.add_visitor("ada@lovelace-family.example", name="Ada Lovelace")
     sandbox.add_events(namesake, 1)
@@ -571,13 +561,7 @@ def _seed(sandbox: WistiaSandbox) -> None:
             anonymous = sandbox.add_visitor(None)
             sandbox.add_events(anonymous, rng.randint(1, 4))
             continue
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        company, domain = rng.choice(_COMPANIES)
-        email = f"{first}.{last}@{domain}".lower()
-        suffix = 2
-        while email in used:
-            email, suffix = f"{first}.{last}{suffix}@{domain}".lower(), suffix + 1
-        used.add(email)
+        first, last, company, email = new_person(rng, used, first_names=_FIRST_NAMES, companies=MARKETING_COMPANIES)
         person = sandbox.add_visitor(email, name=f"{first} {last}", org_name=company,
                                      org_title=rng.choice(("Network Engineer", "IT Director", "CTO", None)))
         sandbox.add_events(person, rng.randint(0, 5), conversion_every=rng.choice((0, 3)))
@@ -586,9 +570,10 @@ def _seed(sandbox: WistiaSandbox) -> None:
 # --- request helpers -------------------------------------------------------------------------------------
 
 
-def _token_of(header: str) -> str:
+def _token_of(request: Request) -> str:
+    header = request.header("authorization") or ""
     if header.lower().startswith("bearer "):
-        return header[7:].strip()
+        return bearer_token(request)
     if header.lower().startswith("basic "):  # legacy: any user name, the token as password
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
@@ -639,20 +624,15 @@ def _like(term: str) -> re.Pattern[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sandbox.wistia --port N`: serve the demo account until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox.wistia", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser = demo_cli("wistia", main.__doc__)
     parser.add_argument("--token", action="append", help=f"accepted API token (default {DEMO_TOKEN})")
     parser.add_argument("--rate-limit", type=int, default=600, help="calls per rolling window (600)")
     parser.add_argument("--rate-window", type=float, default=60.0)
     args = parser.parse_args(argv)
     sandbox = WistiaSandbox(tokens=args.token or (DEMO_TOKEN,), rate_limit=args.rate_limit,
                             rate_window=args.rate_window)
-    sandbox.seed_demo(args.seed)
-    serve_forever(sandbox, args.port)
-    return 0
+    return serve_demo(sandbox, args.port, args.seed)
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
