@@ -45,17 +45,18 @@ Control API (tests and the demo): ``GET /__sandbox__/members/<segment id>``, ``G
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sandbox.kit import Request, Response, Vendor, WindowLimiter, serve_forever
+from sandbox.audiences import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, demo_members, hash_email
+from sandbox.kit import DailyCounter, Request, Response, Vendor, WindowLimiter, bearer_token, demo_cli, serve_demo
+
+__all__ = ["ACCESS_SUBJECT", "DECOY_EMAILS", "DEMO_TOKEN", "ERASURE_SUBJECT", "LinkedInSandbox", "hash_email", "main"]
 
 DEMO_TOKEN = "AQXsandboxDemoLinkedInAccessToken-dmp-segments-0001"
 """The 3-legged OAuth access token (scope ``rw_dmp_segments``) the demo sandbox accepts."""
@@ -67,17 +68,6 @@ DEMO_SEGMENTS: dict[str, str] = {
     "8003": "Event attendees (matched)",
 }
 """DMP segment id -> name (URNs ``urn:li:dmpSegment:<id>``)."""
-
-ERASURE_SUBJECT = "ada.lovelace@example.com"
-ACCESS_SUBJECT = "grace.hopper@example.org"
-DECOY_EMAILS: tuple[str, ...] = (
-    "ada.lovelace@example.com.attacker.test",
-    "xada.lovelace@example.com",
-    "adalovelace@example.com",
-    "ada.lovelace+ads@example.com",
-    "ada.lovelace@example.co",
-)
-"""Members whose hashes no removal for the demo subjects may ever touch."""
 
 
 def _months(first: tuple[int, int], last: tuple[int, int]) -> tuple[str, ...]:
@@ -99,11 +89,6 @@ ID_TYPES = {"SHA256_EMAIL": 64, "SHA512_EMAIL": 128, "GOOGLE_AID": 0}
 _USERS_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)/users$")
 _SEGMENT_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)$")
 _VERSION = re.compile(r"^(?P<month>\d{6})(?:\.(?P<rev>\d{2}))?$")
-
-
-def hash_email(address: str) -> str:
-    """SHA-256 hex of the trimmed, lower-cased address (section 5)."""
-    return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
 
 
 class LinkedInSandbox(Vendor):
@@ -141,7 +126,7 @@ class LinkedInSandbox(Vendor):
         self.segment_names = dict(segments)
         self.per_minute_limit, self.window_seconds = per_minute_limit, window_seconds
         self.daily_limit = daily_limit
-        self._daily_used = 0
+        self._daily = DailyCounter()
         self._window = WindowLimiter(per_minute_limit, window_seconds)
         self._lock = threading.RLock()
         self._members: dict[str, set[str]] = {sid: set() for sid in self.segment_names}
@@ -154,6 +139,7 @@ class LinkedInSandbox(Vendor):
         self._modified: dict[str, int] = dict.fromkeys(self.segment_names, _now_ms())
         self.router.add("POST", _USERS_PATH.pattern[1:-1], self._users)
         self.router.add("GET", _SEGMENT_PATH.pattern[1:-1], self._segment)
+        self._controls()
         if seed_demo_data:
             self.seed_demo()
 
@@ -172,7 +158,7 @@ class LinkedInSandbox(Vendor):
             shown = f"{match.group('month')}{match.group('rev') or '01'}" if match else version.strip()
             return self.error(426, f"Requested version {shown} is not active", code="NONEXISTENT_VERSION")
         header = request.header("authorization") or ""
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        token = bearer_token(request)
         if not header.strip():
             return Response.json({"message": "Empty oauth2_access_token", "serviceErrorCode": 401, "status": 401}, 401)
         if not header.lower().startswith("bearer "):
@@ -194,11 +180,8 @@ class LinkedInSandbox(Vendor):
     def limit(self, request: Request) -> Response | None:
         if not request.path.startswith("/rest/"):
             return None
-        if self.daily_limit is not None:
-            with self._lock:
-                if self._daily_used >= self.daily_limit:
-                    return self._throttle("APPLICATION", "DAY")
-                self._daily_used += 1
+        if not self._daily.take(self.daily_limit):
+            return self._throttle("APPLICATION", "DAY")
         if _USERS_PATH.match(request.path):
             ok, _wait, _remaining = self._window.acquire()
             if not ok:
@@ -224,42 +207,43 @@ class LinkedInSandbox(Vendor):
 
     def reset_state(self) -> None:
         self._window.reset()
-        with self._lock:
-            self._daily_used = 0
+        self._daily.reset()
 
-    def control(self, action: str, request: Request) -> Response | None:
-        body = request.json() if request.body else {}
-        body = body or {}
-        try:
-            if action.startswith("members/") and request.method == "GET":
-                segment = action.split("/", 1)[1]
-                return Response.json({"segment": f"urn:li:dmpSegment:{segment}", "members": self.members(segment)})
-            if action == "removals" and request.method == "GET":
-                return Response.json({"removals": self.removals()})
-            if action == "seed-demo" and request.method == "POST":
-                return Response.json(self.seed_demo(int(body.get("seed", 7))))
-            if action == "add-members" and request.method == "POST":
-                self.add_members(str(body["segment"]), [str(h) for h in body["hashes"]])
-                return Response.json({"added": len(body["hashes"])})
-            if action == "fail-next-element" and request.method == "POST":
-                self.fail_next_element(str(body["segment"]), int(body.get("status", 500)),
-                                       str(body.get("message", "Internal error while processing the element")))
-                return Response.json({"armed": True})
-            if action == "fail-next-update" and request.method == "POST":
-                self.fail_next_update(str(body["segment"]))
-                return Response.json({"armed": True})
-            if action == "expire-token" and request.method == "POST":
-                self.expired_tokens.add(str(body.get("token", DEMO_TOKEN)))
-                return Response.json({"expired": True})
-            if action == "revoke-token" and request.method == "POST":
-                self.revoked_tokens.add(str(body.get("token", DEMO_TOKEN)))
-                return Response.json({"revoked": True})
-            if action == "exhaust-daily" and request.method == "POST":
-                self.exhaust_daily()
-                return Response.json({"exhausted": True})
-        except (KeyError, ValueError, TypeError) as exc:
-            return Response.json({"error": f"{type(exc).__name__}: {exc}"}, 400)
-        return None
+    def _controls(self) -> None:
+        def fail_next_element(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.fail_next_element(str(body["segment"]), int(body.get("status", 500)),
+                                   str(body.get("message", "Internal error while processing the element")))
+            return {"armed": True}
+
+        def fail_next_update(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.fail_next_update(str(body["segment"]))
+            return {"armed": True}
+
+        def mark(tokens: str, answer: str) -> Callable[[dict[str, Any], object], dict[str, Any]]:
+            def marked(body: dict[str, Any], _: object) -> dict[str, Any]:
+                getattr(self, tokens).add(str(body.get("token", DEMO_TOKEN)))  # tests may replace the set
+                return {answer: True}
+            return marked
+
+        def exhaust_daily(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.exhaust_daily()
+            return {"exhausted": True}
+
+        on = self.on_control
+        on("GET", "members/(?P<segment>[^/]+)", lambda _, p: {"segment": f"urn:li:dmpSegment:{p['segment']}",
+                                                             "members": self.members(p["segment"])})
+        on("GET", "removals", lambda body, _: {"removals": self.removals()})
+        on("POST", "seed-demo", lambda body, _: self.seed_demo(int(body.get("seed", 7))))
+        on("POST", "add-members", lambda body, _: self._add_members_control(body))
+        on("POST", "fail-next-element", fail_next_element)
+        on("POST", "fail-next-update", fail_next_update)
+        on("POST", "expire-token", mark("expired_tokens", "expired"))
+        on("POST", "revoke-token", mark("revoked_tokens", "revoked"))
+        on("POST", "exhaust-daily", exhaust_daily)
+
+    def _add_members_control(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.add_members(str(body["segment"]), [str(h) for h in body["hashes"]])
+        return {"added": len(body["hashes"])}
 
     # --- Python control -------------------------------------------------------------------------
 
@@ -296,9 +280,7 @@ class LinkedInSandbox(Vendor):
             return self._status[segment]
 
     def exhaust_daily(self) -> None:
-        with self._lock:
-            self.daily_limit = self.daily_limit or 1
-            self._daily_used = self.daily_limit
+        self.daily_limit = self._daily.exhaust(self.daily_limit)
 
     def seed_demo(self, seed: int = 7) -> dict[str, Any]:
         """Forget every member, then fill each segment: the two subjects, the decoys, ~40 others."""
@@ -310,9 +292,7 @@ class LinkedInSandbox(Vendor):
             self._updates, self._fail_update = {}, set()
             self._status = dict.fromkeys(self.segment_names, "READY")
             for members in self._members.values():
-                members.update(hash_email(e) for e in (ERASURE_SUBJECT, ACCESS_SUBJECT, *DECOY_EMAILS))
-                for _ in range(40):
-                    members.add(hash_email(f"person{rng.randrange(10_000)}@example.net"))
+                members.update(demo_members(rng))
             return {"segments": {sid: len(m) for sid, m in self._members.items()}}
 
     # --- answers --------------------------------------------------------------------------------
@@ -452,15 +432,10 @@ def _element_error(status: int, message: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sandbox.linkedin --port N`: serve the demo segments until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox.linkedin", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser = demo_cli("linkedin", main.__doc__)
     parser.add_argument("--per-minute", type=int, default=500, help="/users calls per minute per member")
     args = parser.parse_args(argv)
-    sandbox = LinkedInSandbox(per_minute_limit=args.per_minute)
-    sandbox.seed_demo(args.seed)
-    serve_forever(sandbox, args.port)
-    return 0
+    return serve_demo(LinkedInSandbox(per_minute_limit=args.per_minute), args.port, args.seed)
 
 
 if __name__ == "__main__":
