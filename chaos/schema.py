@@ -104,9 +104,9 @@ def seeded_api(home: Path) -> Iterator[ApiUnderTest]:
     from aiosmtpd.controller import Controller
 
     from dsr.access import AccessConfig, Role, TokenEntry, new_token, token_hash
-    from dsr.api.app import create_app
-    from dsr.notify import SmtpConfig
-    from dsr.storage import config_from_settings, open_store
+    from doors.api.app import create_app
+    from dsr.adapters.mail import SmtpConfig
+    from dsr.adapters.storage import config_from_settings, open_store
 
     service, ids = _seeded_service(home)
     # The intake e-mails a code on each submission: a real SMTP server on loopback takes them.

@@ -8,7 +8,7 @@ schema calls valid is one the API must accept. Each rule is also said in the fie
 - OpenDSR submissions: a well-formed `subject_request_id` becomes a fresh UUID (an id already used
   with other content is refused); a well-formed `submitted_time` in the future, or before year 1 in
   UTC, becomes now; an https callback URL the intake refuses (a loopback or private host, a dot
-  segment, credentials: dsr.callbacks decides) becomes a public one.
+  segment, credentials: dsr.adapters.webhooks decides) becomes a public one.
 
 Only a field that is otherwise valid is changed, so a call generated to be invalid stays invalid.
 """
@@ -22,9 +22,9 @@ from typing import Any
 
 import schemathesis
 
-from dsr.api.app import RFC3339_DATE_TIME
-from dsr.api.intake import SUBJECT_REQUEST_ID_PATTERN, SUBMITTED_TIME_PATTERN
-from dsr.callbacks import check_callback_url
+from doors.api.app import RFC3339_DATE_TIME
+from doors.api.intake import SUBJECT_REQUEST_ID_PATTERN, SUBMITTED_TIME_PATTERN
+from dsr.adapters.webhooks import check_callback_url
 from dsr.models import EARLIEST_RECEIVED
 from dsr.personal_text import contains_email_address
 

@@ -44,7 +44,7 @@ from chaos.world import MANUAL_SYSTEMS, Trial, World, submit, world
 from connectors.pacing import forget_limiters
 from dsr.bundle import verify_bundle
 from dsr.models import Status
-from dsr.notify import Notice
+from dsr.adapters.mail import Notice
 from dsr.service import DsrService
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState, SystemStatus

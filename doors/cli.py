@@ -33,7 +33,7 @@ from dsr.identity import IdentityError
 from dsr.ledger.events import ChainError
 from dsr.ledger.store import LedgerError, SchemaOutOfDate, UnknownRequest
 from dsr.models import RequestInputError, RequestType, parse_new_request
-from dsr.opendsr_client import app as opendsr_app
+from doors.opendsr_client import app as opendsr_app
 from dsr.service import PAUSES, DsrService, RequestStateError
 from dsr.settings import HomeMissing, Settings
 
@@ -748,8 +748,8 @@ def ledger_adopt() -> None:
                   "nothing was signed over them")
 
 
-def _store(settings: Settings):  # -> dsr.storage.EvidenceStore
-    from dsr.storage import config_from_settings, open_store
+def _store(settings: Settings):  # -> dsr.adapters.storage.EvidenceStore
+    from dsr.adapters.storage import config_from_settings, open_store
 
     return open_store(config_from_settings(settings))
 
@@ -776,7 +776,7 @@ def _serve_app(service: DsrService, *, host: str, port: int, prefect_port: int |
     import uvicorn
 
     from dsr.access import AccessConfig, load_access
-    from dsr.api.app import create_app
+    from doors.api.app import create_app
 
     loaded = load_access(service.settings.access_path)
     access = AccessConfig(tokens=(*loaded.tokens, *extra_tokens)) if extra_tokens else loaded
@@ -788,7 +788,7 @@ def _serve_app(service: DsrService, *, host: str, port: int, prefect_port: int |
     # The API and intake work without them, but every run would record these systems as failed.
     for problem in _connector_setting_problems(service, sorted(service.data_map.enabled())):
         err.print(f"[yellow]warning:[/yellow] {problem} (data map: {service.settings.systems_path})")
-    from dsr.api.limits import uvicorn_proxy_options
+    from doors.api.limits import uvicorn_proxy_options
 
     try:  # forwarded headers are believed from the configured proxies only (DSR_TRUSTED_PROXIES)
         proxies = uvicorn_proxy_options(service.settings.trusted_proxies)
@@ -836,7 +836,7 @@ def consume(
     import boto3
 
     from dsr.intake import Intake
-    from dsr.queue import QueueConsumer
+    from dsr.adapters.queue import QueueConsumer
 
     with _service() as service:
         intake_policy = service.policy.intake

@@ -16,7 +16,7 @@ from dsr.contract import DataCategory, ErasureAction
 from dsr.deadlines import DeadlineRules, Regime
 from dsr.escalation import Thresholds
 from dsr.models import RequestInputError, RequestType
-from dsr.notify import ChannelsConfig, SmtpConfig
+from dsr.adapters.mail import ChannelsConfig, SmtpConfig
 
 
 class ConfigError(ValueError):

@@ -39,7 +39,7 @@ from urllib.request import url2pathname
 
 from dsr import rights
 from dsr.bundle import build_bundle, discovered_hashes
-from dsr.callbacks import on_status_change
+from dsr.adapters.webhooks import on_status_change
 from dsr.contract import (
     Connector,
     DataCategory,
@@ -55,13 +55,13 @@ from dsr.files import open_private, private_dir, remove_tree
 from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, parse_timestamp
 from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError
 from dsr.models import AUTOMATED_TYPES, EXPORT_TYPES, UNVERIFIED_TYPES, RequestType, Status
-from dsr.notify import Notice, deliver
+from dsr.adapters.mail import Notice, deliver
 from dsr.package import leftovers, remove_leftovers, write_package
 from dsr.policy import decide_erasure
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import EventType, RequestState, SystemStatus, derive_state
-from dsr.storage import BundleConflict, EvidenceStore, LocalEvidenceStore, config_from_settings, open_store
+from dsr.adapters.storage import BundleConflict, EvidenceStore, LocalEvidenceStore, config_from_settings, open_store
 
 log = logging.getLogger(__name__)
 

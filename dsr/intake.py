@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dsr.callbacks import (
+from dsr.adapters.webhooks import (
     MAX_CALLBACK_URLS,
     check_callback_url,
     expected_completion_time,
@@ -72,7 +72,7 @@ from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, par
 from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.store import LedgerError, UnknownRequest
 from dsr.models import UNVERIFIED_TYPES, NewRequest, RequestInputError, RequestType, Status, parse_new_request
-from dsr.notify import Notice, NotifyError, SmtpChannel, SmtpConfig
+from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.state import RequestState, derive_state
 
@@ -446,7 +446,7 @@ class CodeLimits:
 
 
 class Intake:
-    """The public intake over a `DsrService` (the HTTP door in dsr.api.intake is a thin shell)."""
+    """The public intake over a `DsrService` (the HTTP door in doors.api.intake is a thin shell)."""
 
     def __init__(self, service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
                  duplicate_window: timedelta = timedelta(days=7),

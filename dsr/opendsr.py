@@ -1,6 +1,6 @@
 """OpenDSR 2.0 as a processor speaks it: discovery, response objects, error objects, signed bodies.
 
-The HTTP routes are in dsr.api.intake; the intake rules (codes, duplicates, clock) in dsr.intake;
+The HTTP routes are in doors.api.intake; the intake rules (codes, duplicates, clock) in dsr.intake;
 this module holds the protocol's shapes, so that the routes, the callbacks and the `dsr opendsr`
 client agree on them.
 

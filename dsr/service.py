@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dsr.access import Principal, Role, new_token, token_hash
-from dsr.callbacks import on_status_change
+from dsr.adapters.webhooks import on_status_change
 from dsr.config import DataMap, Policy, load_data_map, load_policy
 from dsr.deadlines import (
     ClockEvent,

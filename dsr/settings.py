@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
                                     description="Largest request body the HTTP API accepts, in bytes.")
 
-    # The public OpenDSR door (dsr.api.intake, dsr.opendsr). Forwarded headers (X-Forwarded-For) are
+    # The public OpenDSR door (doors.api.intake, dsr.opendsr). Forwarded headers (X-Forwarded-For) are
     # believed only from these proxies (comma-separated IPs or networks); none by default, so a caller
     # cannot pick the client address the rate limits count.
     trusted_proxies: str = Field(default="", description="Proxies whose X-Forwarded-For is believed (IPs/CIDRs).")
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
                                         "callers); default 10 submissions, 20 code attempts and cancellations, "
                                         "60 reads. Raise it only for a trusted load (a test run).")
 
-    # Evidence and package storage (dsr.storage): local directories unless DSR_STORAGE_BACKEND=s3.
+    # Evidence and package storage (dsr.adapters.storage): local directories unless DSR_STORAGE_BACKEND=s3.
     storage_backend: str | None = None
     storage_s3_bundle_bucket: str | None = None
     storage_s3_package_bucket: str | None = None

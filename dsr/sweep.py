@@ -19,7 +19,7 @@ from dsr.deadlines import DeadlineError, Regime
 from dsr.escalation import Alert, AlertKind, AlertLevel, due_alerts
 from dsr.ledger.events import LedgerEvent
 from dsr.models import OPEN_STATUSES, Status
-from dsr.notify import Channel, Notice, deliver
+from dsr.adapters.mail import Channel, Notice, deliver
 from dsr.service import DsrService
 from dsr.state import EventType, RequestState, SystemStatus, derive_state
 

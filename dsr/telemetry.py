@@ -1,9 +1,9 @@
-"""Process-wide counters of vendor traffic and request runs, for Prometheus (`/metrics`, dsr.api.ops).
+"""Process-wide counters of vendor traffic and request runs, for Prometheus (`/metrics`, doors.api.ops).
 
 Labels are system names, request types, regimes and outcomes: never an identity, a request id or
 anything a subject wrote. The counters are fed where a run ends (flows.request) from each
 connector's own `stats`; a process that runs no flows (an API-only one) shows them at zero, and its
-request gauges come from the ledger instead (dsr.api.ops).
+request gauges come from the ledger instead (doors.api.ops).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def failure_trigger() -> Any:
 
 
 def failure_notice(flow_run_id: str, run_name: str, event: str) -> Any:
-    from dsr.notify import Notice
+    from dsr.adapters.mail import Notice
 
     state = event.rsplit(".", 1)[-1].lower()
     run_id = flow_run_id.removeprefix("prefect.flow-run.")
@@ -53,7 +53,7 @@ def failure_notice(flow_run_id: str, run_name: str, event: str) -> Any:
 @flow(name="run-failed-alert")
 def run_failed_alert(flow_run_id: str, run_name: str = "", event: str = "prefect.flow-run.Failed") -> dict[str, str]:
     """Tell the privacy office through the escalation channels; returns each channel's result."""
-    from dsr.notify import deliver
+    from dsr.adapters.mail import deliver
 
     logger = get_run_logger()
     channels = runtime.service().policy.escalation.channels.build()

@@ -151,7 +151,7 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
                            actor="demo")
             console.print("verified (email-code)")
         result = run(service, state.request_id)
-        from dsr.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
+        from doors.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
 
         _print_outcome(result)
         if result["status"] == "awaiting_manual_action":
@@ -175,7 +175,7 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
 def _lift_restriction(service: DsrService, console: Console, request_id: str, email: str,
                       steps: dict[str, Callable[[str], None]]) -> int:
     """`dsr restriction lift`: marketing put back exactly as it was before the restriction."""
-    from dsr.cli import _connect_by_name
+    from doors.cli import _connect_by_name
     from dsr.execution import RequestRunner
     from dsr.rights import lift_restriction
 
@@ -255,7 +255,7 @@ def serve_after_demo(service: DsrService, console: Console, serve_app: Callable[
                      host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the API, the console and the privacy center on the demo's data until Ctrl-C."""
     from dsr.access import Role, TokenEntry, new_token, token_hash
-    from dsr.notify import SmtpConfig
+    from dsr.adapters.mail import SmtpConfig
 
     token = new_token()
     entry = TokenEntry(name="demo-officer", role=Role.OFFICER, sha256=token_hash(token))

@@ -252,7 +252,7 @@ def add_key_files(needles: Needles, root: Path) -> None:
 
 def add_identity_key(needles: Needles, key: str) -> None:
     needles.add_secret(key)
-    # dsr.callbacks.callback_key's default: derived from the identity key.
+    # dsr.adapters.webhooks.callback_key's default: derived from the identity key.
     derived = hmac.new(key.encode("utf-8"), b"dsr-pipeline opendsr status callbacks v1", hashlib.sha256)
     needles.add_secret(derived.hexdigest())
 

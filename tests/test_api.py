@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from dsr.access import AccessConfig, Role, TokenEntry, token_hash
-from dsr.api.app import create_app
-from dsr.api.auth import COOKIE
+from doors.api.app import create_app
+from doors.api.auth import COOKIE
 from dsr.execution import RequestRunner
 from dsr.models import parse_new_request
 from dsr.service import DsrService
-from dsr.storage import EvidenceStore, config_from_settings, open_store
+from dsr.adapters.storage import EvidenceStore, config_from_settings, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 
 OFFICER, AUDITOR = "officer-token-" + "o" * 30, "auditor-token-" + "a" * 30

@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 
 from chaos.schema import CONFIG, PUBLIC_PATHS, PUBLIC_ROLE, ROLES, run_roles, seeded_api
 from dsr.access import AccessConfig, Role, TokenEntry, token_hash
-from dsr.api.app import create_app
-from dsr.api.intake import EXAMPLE
-from dsr.notify import SmtpConfig
+from doors.api.app import create_app
+from doors.api.intake import EXAMPLE
+from dsr.adapters.mail import SmtpConfig
 from dsr.service import DsrService
-from dsr.storage import config_from_settings, open_store
+from dsr.adapters.storage import config_from_settings, open_store
 
 OFFICER = "schema-officer-token-" + "o" * 30
 LEGACY_PATHS = r"^/(requests|subject)(/|$)"

@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dsr.access import AccessConfig, Role, TokenEntry, token_hash
-from dsr.api.app import create_app
-from dsr.api.auth import COOKIE
-from dsr.api.pages import mount_pages
+from doors.api.app import create_app
+from doors.api.auth import COOKIE
+from doors.api.pages import mount_pages
 from dsr.bundle import contains_email_address
 from dsr.metrics import RequestFacts, aggregate, request_facts
 from dsr.models import parse_new_request

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dsr.cli import app
+from doors.cli import app
 from dsr.execution import RequestRunner
 from dsr.service import DsrService
 from dsr.settings import Settings

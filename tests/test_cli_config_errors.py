@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dsr.cli import app
+from doors.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 UNSET = "DSR_TEST_CRM_URL_NEVER_SET"  # the one setting this data map lacks
@@ -70,7 +70,7 @@ def test_a_bad_dsr_variable_exits_2_naming_it_without_its_value(
 def test_the_installed_command_says_error_not_internal_error(unset_setting_env: dict[str, str]) -> None:
     """The probe's case, through `main()` as a shell runs it: `dsr purge --dry-run` with a setting unset."""
     env = {k: v for k, v in os.environ.items() if k != UNSET} | unset_setting_env
-    done = subprocess.run([sys.executable, "-c", "from dsr.cli import main; main()", "purge", "--dry-run"],
+    done = subprocess.run([sys.executable, "-c", "from doors.cli import main; main()", "purge", "--dry-run"],
                           env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert UNSET in done.stderr and "internal error" not in done.stderr and "Traceback" not in done.stderr

@@ -26,8 +26,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dsr.access import AccessConfig, Role, TokenEntry, token_hash
-from dsr.api.app import create_app
-from dsr.api.console import COOKIE
+from doors.api.app import create_app
+from doors.api.console import COOKIE
 from dsr.models import parse_new_request
 from dsr.rights import corrections
 from dsr.service import DsrService
@@ -458,7 +458,7 @@ def test_token_create_write_adds_a_working_officer_token_to_the_access_file(cli_
     from typer.testing import CliRunner
 
     from dsr.access import load_access
-    from dsr.cli import app as cli
+    from doors.cli import app as cli
 
     runner = CliRunner()
     made = runner.invoke(cli, ["token", "create", "--role", "officer", "--name", "alice", "--write"])
@@ -476,7 +476,7 @@ def test_token_create_write_adds_a_working_officer_token_to_the_access_file(cli_
 def test_sweep_without_a_channel_does_not_claim_delivery(cli_home: Path) -> None:
     from typer.testing import CliRunner
 
-    from dsr.cli import app as cli
+    from doors.cli import app as cli
 
     runner = CliRunner()
     old = (datetime.now(UTC) - timedelta(days=40)).date().isoformat()
@@ -491,7 +491,7 @@ def test_sweep_without_a_channel_does_not_claim_delivery(cli_home: Path) -> None
 def test_task_list_shows_what_to_do(cli_home: Path) -> None:
     from typer.testing import CliRunner
 
-    from dsr.cli import app as cli
+    from doors.cli import app as cli
     from dsr.execution import RequestRunner
     from dsr.service import DsrService
 
@@ -500,7 +500,7 @@ def test_task_list_shows_what_to_do(cli_home: Path) -> None:
         request_id = _submit(service, "access", ACCESS_SUBJECT)
         service.verify(request_id, method="email-code", note="ok")
         runner = RequestRunner(service)
-        from dsr.api.jobs import connector_factory
+        from doors.api.jobs import connector_factory
 
         connect = connector_factory(service)
         plan = runner.begin(request_id)
@@ -519,7 +519,7 @@ def test_demo_serve_prints_the_addresses_a_working_officer_token_and_mails_witho
     """`dsr demo --serve` after the demo: what it hands to `dsr serve`, and what the person sees."""
     from rich.console import Console
 
-    from dsr.notify import Notice, SmtpChannel
+    from dsr.adapters.mail import Notice, SmtpChannel
     from flows.demo import serve_after_demo
 
     screen = Console(record=True, width=200)

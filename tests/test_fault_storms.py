@@ -32,7 +32,7 @@ from chaos.storm import (
 )
 from chaos.world import World, submit
 from dsr.models import CLOSED_STATUSES, Status
-from dsr.notify import Notice
+from dsr.adapters.mail import Notice
 from dsr.state import SystemStatus
 from dsr.sweep import sweep
 from sandbox.crm_seed import ERASURE_SUBJECT

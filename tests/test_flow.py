@@ -70,7 +70,7 @@ def _cli_env(tmp_path: Path, systems_file: Path) -> dict[str, str]:
 
 def test_dsr_run_prints_results_and_exits_zero_when_completed(tmp_path: Path, systems_file: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from dsr.cli import app
+    from doors.cli import app
 
     for key, value in _cli_env(tmp_path, systems_file).items():
         monkeypatch.setenv(key, value)
@@ -87,7 +87,7 @@ def test_dsr_run_prints_results_and_exits_zero_when_completed(tmp_path: Path, sy
 
 
 def test_demo_runs_end_to_end_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dsr.cli import app
+    from doors.cli import app
 
     monkeypatch.chdir(tmp_path)  # the demo's data map points at ./var/demo/crm.sqlite
     monkeypatch.setenv("DSR_CONFIG_DIR", str(REPO / "config"))

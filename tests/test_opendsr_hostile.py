@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dsr.api.intake import router as opendsr_router
-from dsr.api.limits import BodySizeLimit
-from dsr.notify import SmtpConfig
+from doors.api.intake import router as opendsr_router
+from doors.api.limits import BodySizeLimit
+from dsr.adapters.mail import SmtpConfig
 from dsr.service import DsrService
 from dsr.settings import Settings
 from tests.test_hostile_input import PROFILE, REPO, _free_port, _Inbox, json_value, nasty_text, opendsr_bodies

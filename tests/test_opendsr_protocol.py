@@ -1,5 +1,5 @@
 """OpenDSR 2.0 conformance, over real HTTP: the app served by uvicorn on a loopback port, driven by
-the `dsr opendsr` client (dsr.opendsr_client), codes e-mailed to a real SMTP server (aiosmtpd),
+the `dsr opendsr` client (doors.opendsr_client), codes e-mailed to a real SMTP server (aiosmtpd),
 callbacks to a real receiver (sandbox kit). One test per item of the spec's processor checklist
 (certification_checklists.md), named after it; then the CLI, and the proxy-header rule."""
 
@@ -36,19 +36,19 @@ from typer.testing import CliRunner
 
 from dsr import opendsr
 from dsr.access import AccessConfig
-from dsr.api.app import create_app
-from dsr.api.limits import uvicorn_proxy_options
+from doors.api.app import create_app
+from doors.api.limits import uvicorn_proxy_options
 from dsr.execution import RequestRunner
 from dsr.ledger.store import Ledger
 from dsr.metrics import aggregate, request_facts
-from dsr.notify import SmtpConfig
-from dsr.opendsr_client import OpenDsrClient, new_request, verify_callback
-from dsr.opendsr_client import app as opendsr_cli
+from dsr.adapters.mail import SmtpConfig
+from doors.opendsr_client import OpenDsrClient, new_request, verify_callback
+from doors.opendsr_client import app as opendsr_cli
 from dsr.opendsr_signing import OpenDsrKeyError, load_controllers, processor_identity, sign_bytes, verify_bytes
 from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.state import index_row
-from dsr.storage import config_from_settings, open_store
+from dsr.adapters.storage import config_from_settings, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.kit import Request, Response, SandboxServer, Vendor
 from tests.test_execution import _connect

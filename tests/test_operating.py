@@ -17,7 +17,7 @@ from alembic import command
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from dsr.cli import app
+from doors.cli import app
 from dsr.ledger.store import _alembic_config, create_ledger_engine, migrate, schema_revisions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,7 +174,7 @@ def test_processes_starting_together_upgrade_the_schema_once(postgres_url: str) 
 def test_json_logs_are_one_object_a_line_with_identities_as_keyed_hashes(tmp_path: Path) -> None:
     env = _clean_env(DSR_HOME=str(tmp_path / "var"), DSR_CONFIG_DIR=str(REPO / "config"), DSR_IDENTITY_KEY="log-key",
                      DSR_LOG_FORMAT="json", DSR_LOG_LEVEL="INFO")
-    script = "import sys; from dsr.cli import main; sys.argv = ['dsr', *sys.argv[1:]]; main()"
+    script = "import sys; from doors.cli import main; sys.argv = ['dsr', *sys.argv[1:]]; main()"
     done = subprocess.run([sys.executable, "-c", script, "submit", "--type", "erasure", "--email",
                            "Grace.Hopper@example.com", "--regime", "gdpr"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
@@ -251,8 +251,8 @@ def _ops_client(service):  # noqa: ANN001, ANN202 - a DsrService; a TestClient
     from fastapi.testclient import TestClient
 
     from dsr.access import AccessConfig
-    from dsr.api.app import create_app
-    from dsr.storage import config_from_settings, open_store
+    from doors.api.app import create_app
+    from dsr.adapters.storage import config_from_settings, open_store
 
     store = open_store(config_from_settings(service.settings))
     store.ensure_ready()
@@ -435,7 +435,7 @@ def test_api_processes_share_one_per_client_limit(ledger_url: str) -> None:
     from sqlalchemy import text
 
     from connectors.shared_pacing import SlotStore
-    from dsr.api.limits import SharedClientLimit
+    from doors.api.limits import SharedClientLimit
 
     # Two API processes: each its own engine on the shared database, and 3 submissions a minute per client.
     doors = [SharedClientLimit(SlotStore(ledger_url), "opendsr-submit", 3, 60.0, key=b"k") for _ in range(2)]
@@ -473,8 +473,8 @@ def officer_api(crm_only_service):  # noqa: ANN001, ANN201 - (TestClient, DsrSer
     from fastapi.testclient import TestClient
 
     from dsr.access import AccessConfig, Role, TokenEntry, token_hash
-    from dsr.api.app import create_app
-    from dsr.storage import config_from_settings, open_store
+    from doors.api.app import create_app
+    from dsr.adapters.storage import config_from_settings, open_store
     from sandbox.crm_seed import ACCESS_SUBJECT
     from tests.test_api import _done
 

@@ -103,7 +103,7 @@ def _kill_and_check(parent: subprocess.Popen[bytes], seen: list[psutil.Process])
 
 def _dsr(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.Popen[bytes]:
     log = (tmp_path / "command.log").open("wb")
-    return subprocess.Popen([sys.executable, "-c", "from dsr.cli import main; main()", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-c", "from doors.cli import main; main()", *args], cwd=REPO, env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -21,7 +21,7 @@ import yaml
 from pii_scan_plugin import LogTap, Needles, Scanner, add_identity_key, collect_needles
 
 from connectors.registry import build_connector
-from dsr.callbacks import callback_key, register_callbacks
+from dsr.adapters.webhooks import callback_key, register_callbacks
 from dsr.identity import identity_hash
 from dsr.models import Status, parse_new_request
 from dsr.service import DsrService

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from dsr.notify import SmtpConfig
+from dsr.adapters.mail import SmtpConfig
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT
 from tests.test_console import (

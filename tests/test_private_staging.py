@@ -23,7 +23,7 @@ from dsr.execution import CRASH_ENV, RequestRunner
 from dsr.models import Status, parse_new_request
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
-from dsr.storage import StorageConfig, open_store
+from dsr.adapters.storage import StorageConfig, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT
 from tests.conftest import REPO
 
@@ -93,7 +93,7 @@ from connectors.registry import build_connector
 from dsr.execution import RequestRunner
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
-from dsr.storage import StorageConfig, open_store
+from dsr.adapters.storage import StorageConfig, open_store
 
 spec = json.loads(sys.argv[1])
 service = DsrService(Settings(**spec["settings"]))

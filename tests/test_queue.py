@@ -15,8 +15,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from dsr.intake import Intake
-from dsr.notify import SmtpConfig
-from dsr.queue import QueueConsumer
+from dsr.adapters.mail import SmtpConfig
+from dsr.adapters.queue import QueueConsumer
 from dsr.service import DsrService
 
 boto3 = pytest.importorskip("boto3")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dsr.cli import app
+from doors.cli import app
 from dsr.settings import Settings
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from dsr.execution import RequestRunner
 from dsr.models import Status
-from dsr.notify import SmtpConfig
+from dsr.adapters.mail import SmtpConfig
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from tests.test_console import OFFICER, make_app

@@ -1,4 +1,4 @@
-"""dsr.storage: local directory and S3 (moto in server mode, over HTTP on loopback), Object Lock included."""
+"""dsr.adapters.storage: local directory and S3 (moto in server mode, over HTTP on loopback), Object Lock included."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import requests
 from pydantic import ValidationError
 
-from dsr.storage import (
+from dsr.adapters.storage import (
     BundleConflict,
     EvidenceStore,
     IntegrityError,
@@ -278,7 +278,7 @@ def test_local_backend_works_without_boto3(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
         "from pathlib import Path\n"
-        "from dsr.storage import StorageConfig, StorageError, open_store\n"
+        "from dsr.adapters.storage import StorageConfig, StorageError, open_store\n"
         f"root = Path({str(tmp_path)!r})\n"
         "store = open_store(StorageConfig(local_bundle_dir=root / 'b', local_package_dir=root / 'p'))\n"
         "store.ensure_ready(); store.put_bundle('r1', 1, b'x'); assert store.get_bundle('r1', 1) == b'x'\n"

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from dsr.deadlines import PauseNotAllowed
 from dsr.models import parse_new_request
-from dsr.notify import ChannelsConfig, SmtpChannel, SmtpConfig, WebhookChannel, WebhookConfig
+from dsr.adapters.mail import ChannelsConfig, SmtpChannel, SmtpConfig, WebhookChannel, WebhookConfig
 from dsr.service import DsrService
 from dsr.sweep import sweep
 from sandbox.kit import Request, Response, SandboxServer, Vendor
@@ -264,7 +264,7 @@ def test_smtp_with_starttls_and_auth(tmp_path: Path, monkeypatch: pytest.MonkeyP
             "host": "127.0.0.1", "port": port, "starttls": True, "tls_ca_file": str(cert),
             "username_env": "DSR_SMTP_USER", "password_env": "DSR_SMTP_PASSWORD",
             "sender": "dsr@precision.test", "recipients": ["privacy@precision.test"], "timeout_seconds": 2}}).build()
-        from dsr.notify import Notice, deliver
+        from dsr.adapters.mail import Notice, deliver
 
         assert deliver(channels, Notice("[DSR warning] test", "body", {})) == {"email": "sent"}
         assert seen == [("dsr", "s3cret")] and "[DSR warning] test" in handler.messages[0]

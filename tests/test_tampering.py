@@ -20,7 +20,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from connectors.registry import build_connector
-from dsr.cli import app
+from doors.cli import app
 from dsr.contract import Connector
 from dsr.execution import RequestRunner, SealConflict
 from dsr.ledger.anchors import SignedHead
@@ -442,8 +442,8 @@ def test_the_api_refuses_a_swapped_identity_naming_the_request_not_the_address(s
     from fastapi.testclient import TestClient
 
     from dsr.access import AccessConfig, Role, TokenEntry, token_hash
-    from dsr.api.app import create_app
-    from dsr.storage import config_from_settings, open_store
+    from doors.api.app import create_app
+    from dsr.adapters.storage import config_from_settings, open_store
 
     officer = "officer-token-" + "o" * 30
     ada = _submit(svc, ERASURE_SUBJECT)

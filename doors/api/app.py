@@ -30,12 +30,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from dsr.access import AccessConfig, Principal, Role
-from dsr.api.auth import BEARER_SCHEME, principal_resolver, require
-from dsr.api.intake import router as opendsr_router
-from dsr.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from dsr.api.ops import ops_router
-from dsr.api.pages import mount_pages
-from dsr.api.paging import (
+from doors.api.auth import BEARER_SCHEME, principal_resolver, require
+from doors.api.intake import router as opendsr_router
+from doors.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from doors.api.ops import ops_router
+from doors.api.pages import mount_pages
+from doors.api.paging import (
     EVENTS_PAGE,
     EVENTS_PAGE_MAX,
     EVIDENCE_DOWNLOAD,
@@ -50,7 +50,7 @@ from dsr.api.paging import (
     not_modified,
     repr_digest,
 )
-from dsr.api.schema import (
+from doors.api.schema import (
     AUTH,
     BODY,
     BY_ID,
@@ -69,7 +69,7 @@ from dsr.api.schema import (
     VerifyReport,
     responses,
 )
-from dsr.api.web import mount_web
+from doors.api.web import mount_web
 from dsr.bundle import verify_bundle
 from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError, ExtensionNotAllowed, PauseNotAllowed, Regime, accepted_countries
@@ -82,13 +82,13 @@ from dsr.models import (
     Status,
     parse_new_request,
 )
-from dsr.notify import SmtpConfig
+from dsr.adapters.mail import SmtpConfig
 from dsr.personal_text import redact_all
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState, timeline_with_texts
-from dsr.storage import IntegrityError as StorageIntegrityError
-from dsr.storage import ObjectNotFound
+from dsr.adapters.storage import IntegrityError as StorageIntegrityError
+from dsr.adapters.storage import ObjectNotFound
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the default cap; DSR_API_MAX_BODY_BYTES sets another
 
@@ -101,7 +101,7 @@ RequestId = Annotated[str, Path(pattern=REQUEST_ID_PATTERN, max_length=64,
 
 
 class EvidenceReader(Protocol):
-    """What the API needs from storage (dsr.storage implements it)."""
+    """What the API needs from storage (dsr.adapters.storage implements it)."""
 
     def get_bundle(self, request_id: str, version: int, *, expected_sha256: str | None = None) -> bytes: ...
 

@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dsr.access import AccessConfig, Principal, Role
-from dsr.api.schema import REQUEST_ID_PATTERN
+from doors.api.schema import REQUEST_ID_PATTERN
 from dsr.service import DsrService
 
 COOKIE = "dsr_token"

@@ -18,7 +18,7 @@ the request and downloads their data. Public: no token, no account, no cookie.
   itself sets no cookie and loads nothing from third parties.
 
 Abuse limits: per client address, the intake API's numbers (submit 10, verify 20, status 60 a
-minute), counted in the database every API process shares (dsr.api.limits); codes are limited by the intake itself (3 attempts, 5 codes).
+minute), counted in the database every API process shares (doors.api.limits); codes are limited by the intake itself (3 attempts, 5 codes).
 Links in e-mails use DSR_PUBLIC_URL when set; without it only a loopback Host is trusted (a
 forged Host header must not turn a download link into one to another site).
 """
@@ -36,16 +36,16 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from dsr.access import token_hash
-from dsr.api.limits import shared_client_limit
-from dsr.api.pages import same_origin
-from dsr.api.paging import PRIVATE_DOWNLOAD
-from dsr.api.web import environment, is_loopback, read_form, render_page
+from doors.api.limits import shared_client_limit
+from doors.api.pages import same_origin
+from doors.api.paging import PRIVATE_DOWNLOAD
+from doors.api.web import environment, is_loopback, read_form, render_page
 from dsr.intake import TYPES, CodeRefused, Intake, IntakeConflict, IntakeInvalid, IntakeUnavailable, new_request_id
 from dsr.ledger.store import UnknownRequest
-from dsr.notify import Notice, NotifyError, SmtpChannel, SmtpConfig
+from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.state import EventType
-from dsr.storage import ObjectNotFound
+from dsr.adapters.storage import ObjectNotFound
 
 PREFIX = "/privacy"
 LINK_DAYS = 3
@@ -110,7 +110,7 @@ def mount_center(app: FastAPI, *, service: DsrService, evidence: Any, intake: In
                  smtp: Callable[[], SmtpConfig | None]) -> None:
     env = environment()
     summary = service.policy.subject_summary
-    # The intake's numbers, counted in the database every API process shares (dsr.api.limits).
+    # The intake's numbers, counted in the database every API process shares (doors.api.limits).
     limits = {name: shared_client_limit(service, f"center-{name}", calls, 60.0)
               for name, calls in (("submit", 10), ("verify", 20), ("status", 60))}
     router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -40,10 +40,10 @@ from starlette.datastructures import UploadFile
 
 from dsr import report as _report
 from dsr.access import AccessConfig, Principal, Role
-from dsr.api import jobs as _jobs
-from dsr.api.auth import request_id_or_400
-from dsr.api.pages import same_origin
-from dsr.api.web import environment, read_form, render_page, secure_cookie
+from doors.api import jobs as _jobs
+from doors.api.auth import request_id_or_400
+from doors.api.pages import same_origin
+from doors.api.web import environment, read_form, render_page, secure_cookie
 from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError
 from dsr.identity import IdentityError

@@ -50,9 +50,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from dsr import opendsr
-from dsr.api.limits import shared_client_limit
-from dsr.api.paging import PRIVATE_DOWNLOAD
-from dsr.callbacks import MAX_CALLBACK_URLS, MAX_URL_LENGTH
+from doors.api.limits import shared_client_limit
+from doors.api.paging import PRIVATE_DOWNLOAD
+from dsr.adapters.webhooks import MAX_CALLBACK_URLS, MAX_URL_LENGTH
 from dsr.deadlines import Regime, accepted_countries
 from dsr.intake import (
     REGULATIONS,
@@ -297,7 +297,7 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
     controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting
     if service.settings.opendsr_certificate_file or service.settings.opendsr_key_file:
         processor_identity(service.settings)  # configured certificate and key: checked now, not at the first answer
-    # Per client address, counted in the database every API process shares (dsr.api.limits).
+    # Per client address, counted in the database every API process shares (doors.api.limits).
     # The rights each regime gives, as the policy says: the bodies' schema names the types each accepts.
     rights = {regime: service.policy.regimes[regime].rights for regime in Regime}
     limits = {name: shared_client_limit(service, f"opendsr-{name}", *limit)
@@ -654,7 +654,7 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
         state = service.state(str(who.request_id)) if who is not None else None
         if who is None or state is None or state.package is None or not service.spend_subject_token(token):
             return refused(_Refused(404, "unknown, expired or used link", reason="NotFound", domain="Request"))
-        from dsr.storage import config_from_settings, open_store
+        from dsr.adapters.storage import config_from_settings, open_store
 
         stream = open_store(config_from_settings(settings)).open_package(state.request_id)
         service.record_download(state.request_id, "package", by=intake.controller_id(state.request_id)[:64],

@@ -1,6 +1,6 @@
 """Long operations started from the console (a request's run, a retention purge) in background threads.
 
-A page starts a job and returns at once; the browser polls the job's JSON (dsr.api.console) and
+A page starts a job and returns at once; the browser polls the job's JSON (doors.api.console) and
 shows its progress. The work itself is the same code the CLI and the flows call: `RequestRunner`
 (begin, each system, finish) and `Purger`. A request's run holds the request's lease in the ledger,
 so a run started here and one the orchestrator started on verification cannot both act: the second

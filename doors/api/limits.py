@@ -177,7 +177,7 @@ FORGET_EVERY = 1_000
 class SharedClientLimit:
     """At most `limit` calls per client in any `per_seconds` (a burst of `limit`, then one every
     per_seconds/limit), counted in a database every API process shares. Same use as the in-memory
-    `dsr.api.intake.RateLimiter`: `retry_after(client)` is None (and counts the call) or seconds to wait."""
+    `doors.api.intake.RateLimiter`: `retry_after(client)` is None (and counts the call) or seconds to wait."""
 
     def __init__(self, store: Any, name: str, limit: int, per_seconds: float, *, key: bytes) -> None:
         if limit < 1 or per_seconds <= 0:

@@ -43,7 +43,7 @@ from fastapi.templating import Jinja2Templates
 
 from dsr import report as _report
 from dsr.access import Principal, Role
-from dsr.api.auth import COOKIE, request_id_or_400
+from doors.api.auth import COOKIE, request_id_or_400
 from dsr.bundle import verify_bundle
 from dsr.ledger.events import LedgerEvent, parse_timestamp
 from dsr.ledger.store import UnknownRequest

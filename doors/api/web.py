@@ -3,7 +3,7 @@
 Both are server-rendered (Jinja2, autoescaped) and load nothing from outside: their one script and
 one style sheet come from `/static/` on this server, so the Content-Security-Policy can forbid every
 other source and every inline script. Every POST form is checked for a same-site Origin (or Referer)
-as the auditor page's are; the console adds a per-session CSRF token on top (dsr.api.console).
+as the auditor page's are; the console adds a per-session CSRF token on top (doors.api.console).
 
 `mount_web` mounts the static route, the console, the privacy center and offline API docs.
 """
@@ -129,8 +129,8 @@ def mount_web(app: FastAPI, *, service: DsrService, access: AccessConfig, eviden
             submits and verifies through the same object, so its code limits are the same.
         smtp: SMTP settings for the download-link e-mail (default: the intake's).
     """
-    from dsr.api.center import mount_center
-    from dsr.api.console import mount_console
+    from doors.api.center import mount_center
+    from doors.api.console import mount_console
 
     @app.middleware("http")
     async def web_headers(request: Request, call_next: Any) -> Any:
