@@ -39,7 +39,6 @@ from urllib.request import url2pathname
 
 from dsr import rights
 from dsr.bundle import build_bundle, discovered_hashes
-from dsr.adapters.webhooks import on_status_change
 from dsr.contract import (
     Connector,
     DataCategory,
@@ -332,7 +331,7 @@ class RequestRunner:
             self._append(request_id, EventType.RUN_STARTED, {"systems": list(systems), "action": action},
                          not_closed)
         crash_point("fanout")
-        on_status_change(self.service, request_id)
+        self.service.status_changed(request_id)
         todo = tuple(s for s in systems if state.systems.get(s) is None
                      or state.systems[s].status != SystemStatus.COMPLETED or self._export_lost(request_id, state, s))
         return RunPlan(request_id, todo, systems, action, lease=holder)
@@ -587,7 +586,7 @@ class RequestRunner:
             outcome = self._finish(request_id)
             crash_point("sealed")
             self._release(request_id, holder)
-        on_status_change(self.service, request_id)
+        self.service.status_changed(request_id)
         return outcome
 
     def _finish(self, request_id: str) -> RunOutcome:

@@ -150,6 +150,12 @@ class DsrService:
             except Exception:  # noqa: BLE001 - the change is recorded; a listener must not undo it
                 log.warning("listener failed after %s on request %s", event_type, request_id, exc_info=True)
 
+    def status_changed(self, request_id: str) -> None:
+        """Tell whoever follows a request's status (its OpenDSR callbacks) that it may have changed.
+
+        Never raises: a receiver that is down must not fail the run or the officer's action."""
+        on_status_change(self, request_id)
+
     @cached_property
     def policy(self) -> Policy:
         return load_policy(self.settings.policy_path)
@@ -272,7 +278,7 @@ class DsrService:
         self.ledger.append(request_id, EventType.VERIFIED, with_free_text({"method": method}, "note", note),
                            actor=actor or self.settings.actor, guard=guard, texts=store_texts([note]))
         log.info("request %s verified by %s", request_id, method)
-        on_status_change(self, request_id)
+        self.status_changed(request_id)
         self._announce(EventType.VERIFIED, request_id)
         return self.state(request_id)
 
@@ -442,7 +448,7 @@ class DsrService:
 
         self.ledger.append(request_id, EventType.CANCELLED, with_free_text({}, "reason", reason),
                            actor=actor or self.settings.actor, guard=guard, texts=store_texts([reason]))
-        on_status_change(self, request_id)
+        self.status_changed(request_id)
         return self.state(request_id)
 
     # -- free text ------------------------------------------------------------------------------
