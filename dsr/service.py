@@ -20,6 +20,7 @@ from typing import Any
 
 from dsr.access import Principal, Role, new_token, token_hash
 from dsr.adapters.webhooks import on_status_change
+from dsr.contract import Connector
 from dsr.config import DataMap, Policy, load_data_map, load_policy
 from dsr.deadlines import (
     ClockEvent,
@@ -118,6 +119,10 @@ class RequestStateError(RuntimeError):
     """The request is not in a state that allows this; the message says what it is in."""
 
 
+#: Builds a system's connector from its name, kind and settings (connectors.registry.build_connector).
+ConnectorBuilder = Callable[[str, str, Any], Connector]
+
+
 @dataclass(frozen=True)
 class Submitted:
     state: RequestState
@@ -127,8 +132,10 @@ class Submitted:
 class DsrService:
     """Submit, verify, extend, cancel and read requests. Holds no state beyond its ledger."""
 
-    def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None, *,
+                 build_connector: ConnectorBuilder | None = None) -> None:
         self.settings = settings or Settings()
+        self._build_connector = build_connector
         self.ledger = ledger or Ledger(self.settings.ledger_url, projector=index_row,
                                        auto_migrate=self.settings.schema_upgrade == "auto", require_current=True)
         # The record cannot be made to lie (DESIGN invariant 6): the ledger signs and mirrors chain
@@ -149,6 +156,19 @@ class DsrService:
                 listener(event_type, request_id)
             except Exception:  # noqa: BLE001 - the change is recorded; a listener must not undo it
                 log.warning("listener failed after %s on request %s", event_type, request_id, exc_info=True)
+
+    def connector(self, system: str) -> Connector:
+        """A freshly built connector for one system of the data map (its kind and settings).
+
+        Raises:
+            KeyError: the data map has no such system.
+            ConnectorError: its settings are wrong (a `ValueError` too), naming the setting at fault.
+        """
+        config = self.data_map.systems[system]
+        build = self._build_connector
+        if build is None:  # the registry imports a connector module only when its kind is used
+            from connectors.registry import build_connector as build
+        return build(system, config.kind, config.settings)
 
     def status_changed(self, request_id: str) -> None:
         """Tell whoever follows a request's status (its OpenDSR callbacks) that it may have changed.

@@ -175,12 +175,11 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
 def _lift_restriction(service: DsrService, console: Console, request_id: str, email: str,
                       steps: dict[str, Callable[[str], None]]) -> int:
     """`dsr restriction lift`: marketing put back exactly as it was before the restriction."""
-    from doors.cli import _connect_by_name
     from dsr.execution import RequestRunner
     from dsr.rights import lift_restriction
 
     result = lift_restriction(RequestRunner(service), request_id, reason="demo: the subject's dispute is resolved",
-                              actor="demo", connect=_connect_by_name(service))
+                              actor="demo", connect=service.connector)
     console.print(f"restriction lifted: marketing restored in {', '.join(result.restored) or 'no system'}"
                   + (f"; a person restores it in {', '.join(result.tasks)}" if result.tasks else ""))
     _do_manual_tasks(service, console, request_id, email, steps)
