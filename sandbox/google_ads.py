@@ -67,25 +67,38 @@ Control API (tests and the demo; vendors' clients never call it): ``GET /__sandb
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-import hashlib
 import json
 import math
 import random
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
-from sandbox.kit import Request, Response, Vendor, WindowLimiter, serve_forever
+from sandbox.audiences import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, demo_members, hash_email
+from sandbox.gaql import GaqlError, holds, parse_gaql, put_field
+from sandbox.kit import (
+    DailyCounter,
+    Request,
+    Response,
+    TokenStore,
+    Vendor,
+    WindowLimiter,
+    bearer_token,
+    demo_cli,
+    oauth_error,
+    seconds_to_midnight,
+    serve_demo,
+)
+
+__all__ = ["ACCESS_SUBJECT", "DECOY_EMAILS", "DEMO_REFRESH_TOKEN", "ERASURE_SUBJECT", "GoogleAdsSandbox", "hash_email",
+           "main"]
 
 DEMO_CLIENT_ID = "1076543210987-sandboxdemo.apps.googleusercontent.com"
 DEMO_CLIENT_SECRET = "GOCSPX-sandbox-demo-client-secret"
@@ -101,18 +114,6 @@ DEMO_USER_LISTS: dict[str, dict[str, str]] = {
     "2345678901": {"333": "Trade show leads"},
 }
 """Client customer id -> Customer Match user list id -> name."""
-
-ERASURE_SUBJECT = "ada.lovelace@example.com"
-ACCESS_SUBJECT = "grace.hopper@example.org"
-
-DECOY_EMAILS: tuple[str, ...] = (
-    "ada.lovelace@example.com.attacker.test",  # the subject's address as a prefix
-    "xada.lovelace@example.com",  # ... as a suffix
-    "adalovelace@example.com",  # without the dot: another member (Google does not require dot removal)
-    "ada.lovelace+ads@example.com",  # a plus-address: another member
-    "ada.lovelace@example.co",  # a neighbouring top-level domain
-)
-"""Members whose hashes no removal for the demo subjects may ever touch."""
 
 # The versions Google still serves, as the google-ads library (34.0.0) ships them; an older one answers 404.
 API_VERSIONS: tuple[str, ...] = tuple(f"v{n}" for n in range(23, 27))
@@ -156,14 +157,7 @@ _JOB_FIELDS = {
 _LIST_FIELDS = {"resource_name": "resourceName", "id": "id", "name": "name", "type": "type",
                 "membership_status": "membershipStatus"}
 _RESOURCES = {"offline_user_data_job": ("offlineUserDataJob", _JOB_FIELDS), "user_list": ("userList", _LIST_FIELDS)}
-_GAQL = re.compile(r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<resource>\w+)(?:\s+WHERE\s+(?P<where>.+?))?"
-                   r"(?:\s+LIMIT\s+(?P<limit>\d+))?\s*$", re.I | re.S)
-_CONDITION = re.compile(r"^\s*(?P<field>[a-z_.]+)\s*(?P<op>=|!=|\bIN\b)\s*(?P<value>.+?)\s*$", re.I | re.S)
-
-
-def hash_email(address: str) -> str:
-    """Customer Match normalisation: trim, lower-case, SHA-256 of the UTF-8 bytes, lower-case hex."""
-    return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
+_QUERYABLE = {resource: fields for resource, (_json, fields) in _RESOURCES.items()}
 
 
 def _duration(seconds: float) -> str:
@@ -292,14 +286,14 @@ class GoogleAdsSandbox(Vendor):
         self.allowlisted = allowlisted
         self.requests_per_window, self.window_seconds = requests_per_window, window_seconds
         self._window = WindowLimiter(requests_per_window, window_seconds)
-        self._daily_used = 0
-        self._tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
-        self._expired: set[str] = set()
+        self._daily = DailyCounter()
+        self._tokens = TokenStore()
         self._lock = threading.RLock()
         self._state = _State()
         self._fail_next: dict[str, list[str]] = {}  # list id -> failure reasons of its next runs
         self._load_lists()
         self._routes()
+        self._controls()
         if seed_demo_data:
             self.seed_demo()
 
@@ -349,11 +343,8 @@ class GoogleAdsSandbox(Vendor):
     def limit(self, request: Request) -> Response | None:
         if request.path == TOKEN_PATH:
             return None
-        if self.daily_requests is not None:
-            with self._lock:
-                if self._daily_used >= self.daily_requests:
-                    return self._quota_exhausted(request)
-                self._daily_used += 1
+        if not self._daily.take(self.daily_requests):
+            return self._quota_exhausted(request)
         ok, wait, _ = self._window.acquire()
         if not ok:
             return self._temporarily_exhausted(request, max(wait, 0.001))
@@ -372,8 +363,7 @@ class GoogleAdsSandbox(Vendor):
 
     def expired(self, request: Request) -> Response:
         if request.path == TOKEN_PATH:
-            return Response.json({"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
-                                 400)
+            return oauth_error("invalid_grant", "Token has been expired or revoked.")
         if request.path == DATA_MANAGER_PATH:
             return self._dm_unauthenticated("expired")
         return self.ads_error(request, 401, [_err("authenticationError", "OAUTH_TOKEN_EXPIRED",
@@ -387,43 +377,41 @@ class GoogleAdsSandbox(Vendor):
 
     def reset_state(self) -> None:
         self._window.reset()
-        with self._lock:
-            self._daily_used = 0
+        self._daily.reset()
 
-    def control(self, action: str, request: Request) -> Response | None:
-        body = request.json() if request.body else {}
-        body = body or {}
-        try:
-            if action.startswith("members/") and request.method == "GET":
-                list_id = action.split("/", 1)[1]
-                members = self.members(list_id)
-                return Response.json({"userList": self._state.lists[list_id].resource_name, "members": members})
-            if action == "jobs" and request.method == "GET":
-                return Response.json({"jobs": self.jobs()})
-            if action == "removals" and request.method == "GET":
-                return Response.json({"removals": self.removals()})
-            if action == "seed-demo" and request.method == "POST":
-                return Response.json(self.seed_demo(int(body.get("seed", 7))))
-            if action == "add-members" and request.method == "POST":
-                self.add_members(str(body["userList"]), [str(h) for h in body["hashes"]])
-                return Response.json({"added": len(body["hashes"])})
-            if action == "fail-next-job" and request.method == "POST":
-                self.fail_next_job(str(body["userList"]), str(body.get("reason", "UNKNOWN")))
-                return Response.json({"armed": True})
-            if action == "expire-tokens" and request.method == "POST":
-                return Response.json({"expired": self.expire_tokens()})
-            if action == "revoke-refresh-token" and request.method == "POST":
-                self.revoke_refresh_token(str(body.get("refreshToken", DEMO_REFRESH_TOKEN)))
-                return Response.json({"revoked": True})
-            if action == "disallow-customer-match" and request.method == "POST":
-                self.allowlisted = bool(body.get("allowlisted", False))
-                return Response.json({"allowlisted": self.allowlisted})
-            if action == "exhaust-quota" and request.method == "POST":
-                self.exhaust_quota()
-                return Response.json({"exhausted": True})
-        except (KeyError, ValueError, TypeError) as exc:
-            return Response.json({"error": f"{type(exc).__name__}: {exc}"}, 400)
-        return None
+    def _controls(self) -> None:
+        def add_members(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.add_members(str(body["userList"]), [str(h) for h in body["hashes"]])
+            return {"added": len(body["hashes"])}
+
+        def fail_next_job(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.fail_next_job(str(body["userList"]), str(body.get("reason", "UNKNOWN")))
+            return {"armed": True}
+
+        def revoke_refresh_token(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.revoke_refresh_token(str(body.get("refreshToken", DEMO_REFRESH_TOKEN)))
+            return {"revoked": True}
+
+        def disallow_customer_match(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.allowlisted = bool(body.get("allowlisted", False))
+            return {"allowlisted": self.allowlisted}
+
+        def exhaust_quota(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.exhaust_quota()
+            return {"exhausted": True}
+
+        on = self.on_control
+        on("GET", "members/(?P<list>.+)", lambda _, p: {"userList": self._state.lists[p["list"]].resource_name,
+                                                       "members": self.members(p["list"])})
+        on("GET", "jobs", lambda body, _: {"jobs": self.jobs()})
+        on("GET", "removals", lambda body, _: {"removals": self.removals()})
+        on("POST", "seed-demo", lambda body, _: self.seed_demo(int(body.get("seed", 7))))
+        on("POST", "add-members", add_members)
+        on("POST", "fail-next-job", fail_next_job)
+        on("POST", "expire-tokens", lambda body, _: {"expired": self.expire_tokens()})
+        on("POST", "revoke-refresh-token", revoke_refresh_token)
+        on("POST", "disallow-customer-match", disallow_customer_match)
+        on("POST", "exhaust-quota", exhaust_quota)
 
     # --- Python control -------------------------------------------------------------------------
 
@@ -459,23 +447,16 @@ class GoogleAdsSandbox(Vendor):
 
     def expire_tokens(self) -> int:
         """Every access token issued so far is now expired (the connector must refresh)."""
-        with self._lock:
-            count = len(self._tokens)
-            self._expired.update(self._tokens)
-            self._tokens.clear()
-            return count
+        return self._tokens.expire_all()
 
     def revoke_refresh_token(self, token: str = DEMO_REFRESH_TOKEN) -> None:
         with self._lock:
             self.refresh_tokens.discard(token)
-            self._expired.update(self._tokens)
-            self._tokens.clear()
+            self._tokens.expire_all()
 
     def exhaust_quota(self) -> None:
         """The developer token's daily budget is used up until midnight."""
-        with self._lock:
-            self.daily_requests = self.daily_requests or 1
-            self._daily_used = self.daily_requests
+        self.daily_requests = self._daily.exhaust(self.daily_requests)
 
     def seed_demo(self, seed: int = 7) -> dict[str, Any]:
         """Forget every job and member, then fill each list: the two subjects, the decoys, ~40 others."""
@@ -485,9 +466,7 @@ class GoogleAdsSandbox(Vendor):
             self._fail_next = {}
             self._load_lists()
             for user_list in self._state.lists.values():
-                user_list.members.update(hash_email(e) for e in (ERASURE_SUBJECT, ACCESS_SUBJECT, *DECOY_EMAILS))
-                for _ in range(40):
-                    user_list.members.add(hash_email(f"person{rng.randrange(10_000)}@example.net"))
+                user_list.members.update(demo_members(rng))
             return {"userLists": {lid: len(lst.members) for lid, lst in self._state.lists.items()}}
 
     def _load_lists(self) -> None:
@@ -540,9 +519,7 @@ class GoogleAdsSandbox(Vendor):
                                            "retryDelay": _duration(seconds)}})])
 
     def _quota_exhausted(self, request: Request) -> Response:
-        now = datetime.now(UTC)
-        wait = math.ceil(((now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0) - now)
-                         .total_seconds())
+        wait = math.ceil(seconds_to_midnight())
         if request.path == DATA_MANAGER_PATH:
             return self._status_error(429, _MESSAGE[429], [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
@@ -556,18 +533,7 @@ class GoogleAdsSandbox(Vendor):
     # --- helpers --------------------------------------------------------------------------------
 
     def _bearer_problem(self, request: Request) -> str | None:
-        header = request.header("authorization") or ""
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not token:
-            return "missing"
-        with self._lock:
-            expiry = self._tokens.get(token)
-            if expiry is not None and time.monotonic() >= expiry:
-                del self._tokens[token]
-                self._expired.add(token)
-            if token in self._expired:
-                return "expired"
-            return None if token in self._tokens else "invalid"
+        return self._tokens.problem(bearer_token(request))
 
     def _can_reach(self, customer: str, login: str | None) -> bool:
         """The OAuth user reaches the manager directly and its clients only through it."""
@@ -614,18 +580,15 @@ class GoogleAdsSandbox(Vendor):
             form = {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
         grant = form.get("grant_type", "")
         if grant != "refresh_token":
-            return Response.json({"error": "unsupported_grant_type", "error_description": f"Invalid grant_type: {grant}"},
-                                 400)
+            return oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant}")
         if form.get("client_id") != self.client_id:
-            return Response.json({"error": "invalid_client", "error_description": "The OAuth client was not found."}, 401)
+            return oauth_error("invalid_client", "The OAuth client was not found.", 401)
         if form.get("client_secret") != self.client_secret:
-            return Response.json({"error": "invalid_client", "error_description": "Unauthorized"}, 401)
+            return oauth_error("invalid_client", "Unauthorized", 401)
         with self._lock:
             if form.get("refresh_token") not in self.refresh_tokens:
-                return Response.json({"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
-                                     400)
-            token = "ya29.a0" + secrets.token_urlsafe(48)
-            self._tokens[token] = time.monotonic() + self.token_lifetime
+                return oauth_error("invalid_grant", "Token has been expired or revoked.")
+            token = self._tokens.issue("ya29.a0" + secrets.token_urlsafe(48), self.token_lifetime)
         return Response.json({"access_token": token, "expires_in": int(self.token_lifetime) if
                               self.token_lifetime == int(self.token_lifetime) else self.token_lifetime,
                               "scope": f"{ADWORDS_SCOPE} {DATAMANAGER_SCOPE}", "token_type": "Bearer"})
@@ -803,7 +766,10 @@ class GoogleAdsSandbox(Vendor):
                 if "pageSize" in body:
                     return self.ads_error(request, 400, [_err("requestError", "PAGE_SIZE_NOT_SUPPORTED",
                                                               "Setting the page size is not supported.")])
-                resource, fields, conditions, limit = self._parse_gaql(request, str(body.get("query") or ""))
+                try:
+                    resource, fields, conditions, limit = parse_gaql(str(body.get("query") or ""), _QUERYABLE)
+                except GaqlError as error:
+                    return self.ads_error(request, 400, [_err("queryError", error.code, error.message)])
                 json_name, known = _RESOURCES[resource]
                 rows: list[_Job | _UserList]
                 if resource == "offline_user_data_job":
@@ -813,14 +779,14 @@ class GoogleAdsSandbox(Vendor):
                 values = [self._job_values(r) if isinstance(r, _Job) else self._list_values(r) for r in rows]
                 results = []
                 for row, value in zip(rows, values, strict=True):
-                    if not all(_holds(value, cond) for cond in conditions):
+                    if not all(holds(value, cond) for cond in conditions):
                         continue
                     if isinstance(row, _Job):
                         self._advance(row)
                         value = self._job_values(row)
                     entity: dict[str, Any] = {}
                     for name in dict.fromkeys(["resource_name", *fields]):
-                        _put(entity, known[name], value[name])
+                        put_field(entity, known[name], value[name])
                     results.append({json_name: entity})
                     if limit is not None and len(results) >= limit:
                         break
@@ -832,38 +798,6 @@ class GoogleAdsSandbox(Vendor):
                 return Response.json(answer)
         except _Refusal as refusal:
             return refusal.response
-
-    def _parse_gaql(self, request: Request, query: str) -> tuple[str, list[str], list[tuple[str, str, Any]], int | None]:
-        def refuse(code: str, message: str) -> _Refusal:
-            return _Refusal(self.ads_error(request, 400, [_err("queryError", code, message)]))
-
-        match = _GAQL.match(query)
-        if match is None:
-            raise refuse("UNEXPECTED_INPUT", "Error in query: unexpected input.")
-        resource = match.group("resource").lower()
-        if resource not in _RESOURCES:
-            raise refuse("INVALID_RESOURCE_NAME_IN_FROM_CLAUSE", f"Error in query: unknown resource {resource}.")
-        known = _RESOURCES[resource][1]
-        fields = []
-        for raw in match.group("fields").split(","):
-            name = raw.strip().lower()
-            if not name.startswith(resource + ".") or name[len(resource) + 1:] not in known:
-                raise refuse("UNRECOGNIZED_FIELD", f"Unrecognized field in the query: '{raw.strip()}'.")
-            fields.append(name[len(resource) + 1:])
-        conditions = []
-        for part in re.split(r"\s+AND\s+", match.group("where") or "", flags=re.I) if match.group("where") else []:
-            cond = _CONDITION.match(part)
-            if cond is None:
-                raise refuse("UNEXPECTED_INPUT", "Error in query: unexpected input in WHERE.")
-            name = cond.group("field").lower()
-            if not name.startswith(resource + ".") or name[len(resource) + 1:] not in known:
-                raise refuse("UNRECOGNIZED_FIELD", "Unrecognized field in the WHERE clause.")
-            value = _literal(cond.group("value"))
-            if value is None:
-                raise refuse("BAD_VALUE_IN_WHERE_CLAUSE", "Error in query: bad value in WHERE.")
-            conditions.append((name[len(resource) + 1:], cond.group("op").upper(), value))
-        limit = int(match.group("limit")) if match.group("limit") else None
-        return resource, fields, conditions, limit
 
     def _job_values(self, job: _Job) -> dict[str, Any]:
         return {"resource_name": job.resource_name, "id": job.id, "status": job.status, "type": "CUSTOMER_MATCH_USER_LIST",
@@ -1030,41 +964,6 @@ def _check_known(sandbox: GoogleAdsSandbox, body: Mapping[str, Any], allowed: Se
                                                      "Cannot find field."}]}]))
 
 
-def _literal(text: str) -> Any:
-    """A GAQL literal: 'string', "string", integer, ENUM, or a (list) of those; None if malformed."""
-    text = text.strip()
-    if text.startswith("(") and text.endswith(")"):
-        parts = re.findall(r"""'[^']*'|"[^"]*"|[^,\s]+""", text[1:-1])
-        values = [_literal(p) for p in parts]
-        return None if any(v is None for v in values) else tuple(values)
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    if re.fullmatch(r"-?\d+|[A-Z_]+", text):
-        return text
-    return None
-
-
-def _holds(values: Mapping[str, Any], condition: tuple[str, str, Any]) -> bool:
-    name, op, wanted = condition
-    have = values.get(name)
-    have = None if have is None else str(have)
-    if op == "IN":
-        return isinstance(wanted, tuple) and have in wanted
-    if op == "!=":
-        return have != wanted
-    return have == wanted
-
-
-def _put(entity: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set a (nested) JSON field; proto3 JSON leaves unset fields out."""
-    if value is None:
-        return
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        entity = entity.setdefault(part, {})
-    entity[parts[-1]] = value
-
-
 def _b64_to_hex(value: str) -> str:
     try:
         return base64.b64decode(value, validate=True).hex()
@@ -1074,15 +973,10 @@ def _b64_to_hex(value: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sandbox.google_ads --port N`: serve the demo audiences until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox.google_ads", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser = demo_cli("google_ads", main.__doc__)
     parser.add_argument("--job-polls", type=int, default=2, help="reads before a run job finishes")
     args = parser.parse_args(argv)
-    sandbox = GoogleAdsSandbox(job_polls=args.job_polls)
-    sandbox.seed_demo(args.seed)
-    serve_forever(sandbox, args.port)
-    return 0
+    return serve_demo(GoogleAdsSandbox(job_polls=args.job_polls), args.port, args.seed)
 
 
 if __name__ == "__main__":

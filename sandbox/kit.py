@@ -99,6 +99,11 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
+def oauth_error(error: str, description: str, status: int = 400) -> Response:
+    """An OAuth 2.0 token endpoint's error answer (RFC 6749 section 5.2)."""
+    return Response.json({"error": error, "error_description": description}, status)
+
+
 class Router:
     """Routes by method and a regex on the path (named groups become `request.params`)."""
 
