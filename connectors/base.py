@@ -1,7 +1,9 @@
 """What every connector module imports: the contract types, plus the few helpers they share.
 
 The contract itself lives in `dsr.contract` (the service layer drives connectors without
-importing any of them); this module only gathers it in one place for connector authors.
+importing any of them); this module only gathers it in one place for connector authors. The HTTP
+base lives in `connectors.http` and the audience base in `connectors.audience`; both build on the
+helpers here, so their classes are handed out from here lazily (`__getattr__`), not imported at the top.
 """
 
 from __future__ import annotations
@@ -10,19 +12,16 @@ import base64
 import hashlib
 import logging
 import os
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.pacing import Limiter
 from dsr.contract import (
     RECTIFIABLE_FIELDS,
     Connector,
@@ -42,6 +41,10 @@ from dsr.contract import (
     Subject,
 )
 from dsr.net import is_loopback
+
+if TYPE_CHECKING:
+    from connectors.audience import AudienceConnector
+    from connectors.http import HttpConnector, HttpFailure
 
 __all__ = [
     "AudienceConnector",
@@ -81,7 +84,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-S = TypeVar("S", bound="HttpConnector")
 M = TypeVar("M", bound=BaseModel)
 
 # Vendor client libraries log request URLs and bodies at DEBUG, and ours carry the subject's
@@ -224,138 +226,6 @@ def topological_order(
     return order, []
 
 
-class HttpConnector:
-    """What the HTTP connectors share: their `info`, thread-safe call counters (`stats`), and an
-    HTTP session to close (also as a context manager). Subclasses set `_info`, `_stats`,
-    `_stats_lock` and `_session` in their constructor."""
-
-    _info: ConnectorInfo
-    _stats: Counter[str]
-    _stats_lock: threading.Lock
-    _session: Any
-
-    @property
-    def info(self) -> ConnectorInfo:
-        return self._info
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """Counters since the connector was built (calls, retries, throttling answers, waits...)."""
-        with self._stats_lock:
-            return dict(self._stats)
-
-    def _count(self, key: str, amount: float = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += amount  # type: ignore[assignment]
-
-    def close(self) -> None:
-        """Release the HTTP session's pooled connections."""
-        self._session.close()
-
-    def __enter__(self: S) -> S:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-
-class HttpFailure(Exception):
-    """An error answer of an HTTP connector, reduced to what may be repeated (subclassed per vendor)."""
-
-    status: int
-
-
-class AudienceConnector(HttpConnector):
-    """What the write-only audience connectors share (Google Ads user lists, LinkedIn DMP segments).
-
-    An audience ref names a list, not a person: erasing it needs the subject's address, which
-    `discover` keeps (`_subjects`, identity hash -> address) or `erase(..., subject=)` gives.
-    Subclasses set `_system`, `_settings` (with `categories`), `_subjects`, and the class
-    attributes `OBJECT` (the ref's object name) and `REFS` (what its refs are called, for errors).
-    """
-
-    OBJECT: ClassVar[str]
-    REFS: ClassVar[str]
-    _system: str
-    _settings: Any
-    _subjects: dict[str, str]
-    _limiter: Limiter
-
-    def _subject_email(self, subject: Subject | None) -> str:
-        if subject is not None:
-            return subject_email(subject)
-        if len(self._subjects) == 1:
-            return next(iter(self._subjects.values()))
-        raise ConnectorError(
-            f"systems.{self._system}: erase needs the subject ({self.REFS} do not say whom to remove): call "
-            "discover(subject) on this connector first, or pass erase(decisions, subject=...)"
-            + (" (discover saw more than one subject)" if self._subjects else ""))
-
-    def _ref(self, audience: str) -> RecordRef:
-        return RecordRef(self._system, self.OBJECT, audience, tuple(self._settings.categories))
-
-    @property
-    def confirms_removal(self) -> bool:
-        """Whether a done removal means the vendor finished it (a job or segment status polled to its end)
-        rather than merely accepted it; the runner records "removal confirmed" or "removal requested"."""
-        return False
-
-    # --- marketing suppression (dsr.contract.MarketingSuppressor) ---
-
-    def erase(self, decisions: Sequence[ErasureDecision], subject: Subject | None = None) -> Receipt:
-        raise NotImplementedError
-
-    def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
-        """Restriction, objection, consent withdrawal, opt-out: remove the subject from every given audience.
-
-        The same removal as an erasure (confirmed where `confirms_removal`). Each audience's change says
-        what is known: membership was not readable (``old``), the removal was confirmed or only requested
-        (``new``).
-        """
-        receipt = self.erase([ErasureDecision(ref, ErasureAction.DELETE) for ref in refs], subject=subject)
-        new = "removed (confirmed)" if self.confirms_removal else "removal requested"
-        outcomes = tuple(
-            RightsOutcome(o.ref, RightsAction.SUPPRESS, o.done, error=o.error,
-                          changes=(FieldChange(f"audience:{o.ref.id}", f"{self.OBJECT}:{o.ref.id}",
-                                               old="not readable", new=new),) if o.done else ())
-            for o in receipt.outcomes)
-        return RightsReceipt(self._system, RightsAction.SUPPRESS, outcomes, receipt.vendor_receipt_id,
-                             receipt.api_calls)
-
-    def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
-        """A lifted restriction adds nobody back: membership was never readable, so re-adding could upload a
-        person who was not a member. The audience's owner refills it from the consented source lists."""
-        subject_email(subject)
-        return RightsReceipt(self._system, RightsAction.RESTORE,
-                             tuple(RightsOutcome(o.ref, RightsAction.RESTORE, True) for o in suppressed))
-
-    def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
-        """Write-only audiences cannot be re-read: always ``[]`` (`info.write_only` says so)."""
-        subject_email(subject)
-        return []
-
-    def _on_retry(self, exc: BaseException, wait: float) -> None:
-        """Count a retry by kind; a vendor's wait of a whole window or more holds the shared limiter."""
-        self._count("retries")
-        self._count("waited_seconds", wait)
-        if isinstance(exc, HttpFailure) and exc.status == 429:
-            self._count("throttled")
-            if wait >= self._limiter.period:
-                self._limiter.hold_off(wait)
-        elif isinstance(exc, HttpFailure):
-            self._count("server_errors")
-        else:
-            self._count("network_errors")
-
-    def _foreign(self, ref: RecordRef) -> str | None:
-        """Why `ref` is not one of this system's audiences (another system's, another object), or None."""
-        if ref.system != self._system:
-            return f"record belongs to system {ref.system!r}, not {self._system!r}"
-        if ref.object != self.OBJECT:
-            return f"unknown object {ref.object!r} in systems.{self._system} (only {self.OBJECT!r})"
-        return None
-
-
 class RateLimitSpec(BaseModel):
     """At most `calls` in any `period_seconds` (a vendor's limit, as a connector setting)."""
 
@@ -462,3 +332,17 @@ def resolve_origin(where: str, base_url: str | None, base_url_env: str | None, d
     if problem:
         raise ConnectorConfigError(f"{where}.{key}_env: environment variable {base_url_env}: {problem}")
     return url.rstrip("/")
+
+
+_LATER = {"HttpConnector": "connectors.http", "HttpFailure": "connectors.http",
+          "AudienceConnector": "connectors.audience"}
+
+
+def __getattr__(name: str) -> Any:
+    """`HttpConnector`, `HttpFailure`, `AudienceConnector` from their modules, which import this one."""
+    module = _LATER.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
