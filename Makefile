@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.latency
 
-# Chaos campaigns (issue #10; docs/reliability.md): crash-and-resume trials of request runs and
+# Chaos campaigns (docs/reliability.md): crash-and-resume trials of request runs and
 # retention purges, then vendor fault storms (5xx, timeouts, resets, 429s, expired sessions) and
 # outages; then Schemathesis against the API's own OpenAPI schema, 500 examples per operation and
 # role (every check: status codes, bodies, headers, constraints, auth); seeded; each prints failures
@@ -49,7 +49,7 @@ chaos: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not prefect"
 
-# Personal data and secret leak scan (issue #10; docs/reliability.md): `dsr demo` with every log at
+# Personal data and secret leak scan (docs/reliability.md): `dsr demo` with every log at
 # DEBUG (ours, Prefect's, uvicorn, the clients), then its logs, Prefect database, ledger and bundles
 # are searched for every seeded e-mail, name, phone, address and secret; then the whole suite runs
 # under the same scan (tests/pii_scan_plugin.py). Fails on any hit; reports in var/pii-scan/.

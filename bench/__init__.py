@@ -1,1 +1,1 @@
-"""dsr-pipeline benchmarks (issue 9): see bench/README.md."""
+"""dsr-pipeline benchmarks: see bench/README.md."""

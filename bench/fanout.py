@@ -1,4 +1,4 @@
-"""Fan-out benchmark (issue 9, item 1): R verified requests across every system, 50 ms per vendor call.
+"""Fan-out benchmark: R verified requests across every system, 50 ms per vendor call.
 
 Set-up (parent process): every demo sandbox (`sandbox.demo.demo_sandboxes`, the vendors'
 default limits), 50 ms added to every vendor call, a demo CRM with R + 100 people, and the demo
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report.note("orchestration overhead not measured (--no-prefect)")
     if count < REQUESTS:
-        report.note(f"{count} requests instead of the issue's {REQUESTS}")
+        report.note(f"{count} requests instead of the full {REQUESTS}")
     report.summary()
     return 0
 

@@ -1,4 +1,4 @@
-"""Ledger benchmark (issue 9, item 4): appends per second with the hash chain, on SQLite and on
+"""Ledger benchmark: appends per second with the hash chain, on SQLite and on
 PostgreSQL, against plain inserts of the same rows; and the time to verify a 1M-event chain.
 
 What is appended: the events of real requests. One access and one erasure request are carried out
@@ -46,7 +46,7 @@ from bench.common import (
 )
 
 APPEND_EVENTS = 20_000  # per database and pass
-VERIFY_EVENTS = 1_000_000  # the issue's size
+VERIFY_EVENTS = 1_000_000  # the size the aims in bench/README.md are set for
 FLAT_AIM = 1.2  # peak RSS verifying N events / verifying N/10: constant memory means ~1
 LONG_CHAIN, SHORT_CHAIN = "purge-bench-long-chain", "purge-bench-short-chain"
 QUICK_APPEND, QUICK_VERIFY = 300, 2_000
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif kind == "chained":
                     report.emit(f"ledger.{label}.append_rate", rate, "events/s", rate / plain_rate, None, size=size,
                                 note="Ledger.append as the service calls it (hash chain + request index); "
-                                     "ratio = chained / plain inserts (the issue sets no aim)")
+                                     "ratio = chained / plain inserts (no aim is set)")
                 else:
                     report.emit(f"ledger.{label}.append_rate_no_index", rate, "events/s", rate / plain_rate, None,
                                 size=size, note="Ledger.append(project=False): chain head + hash only, no index")

@@ -1,4 +1,4 @@
-"""Retention purge benchmark (issue 9, item 2): expired records over the CRM, Salesforce and HubSpot.
+"""Retention purge benchmark: expired records over the CRM, Salesforce and HubSpot.
 
 Set-up (parent process): the demo sandboxes (`sandbox.demo.demo_sandboxes`, default limits) with
 50 ms added to every vendor call once seeding is done, and a fresh demo CRM, given expired
@@ -60,7 +60,7 @@ from bench.common import (
     vendor_limits,
 )
 
-ISSUE_SMALL, ISSUE_LARGE = 100_000, 1_000_000
+FULL_SMALL, FULL_LARGE = 100_000, 1_000_000
 QUICK_SMALL, QUICK_LARGE = 1_000, 3_000
 DEFAULT_SPLIT = {"crm": 0.78, "salesforce": 0.20, "hubspot": 0.02}
 SYSTEMS = ("crm", "salesforce", "hubspot")
@@ -229,7 +229,7 @@ def _split(text: str) -> dict[str, float]:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--small", type=int, default=None, help=f"the small total (default {ISSUE_SMALL:,})")
+    parser.add_argument("--small", type=int, default=None, help=f"the small total (default {FULL_SMALL:,})")
     parser.add_argument("--split", type=_split, default=DEFAULT_SPLIT,
                         help="shares of the records per system, e.g. crm=0.78,salesforce=0.2,hubspot=0.02")
     parser.add_argument("--latency-ms", type=float, default=LATENCY_MS, help="added to every vendor call (50)")
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args("Retention purge: records per call vs max batch, throughput vs rate ceiling, flat RSS.",
                       argv, _add_arguments)
     report = Report("purge")
-    large = args.size or (QUICK_LARGE if args.quick else ISSUE_LARGE)
-    small = args.small or (QUICK_SMALL if args.quick else min(ISSUE_SMALL, large // 10 or 1))
+    large = args.size or (QUICK_LARGE if args.quick else FULL_LARGE)
+    small = args.small or (QUICK_SMALL if args.quick else min(FULL_SMALL, large // 10 or 1))
     limits = vendor_limits()
     runs = {}
     with scratch_dir("purge") as root:
@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[label] = run_size(root / label, total, args.split, args.latency_ms)
     run = runs["large"]
     base_size = {"expired_records": large, "per_system": run["counts"], "latency_ms": args.latency_ms}
-    if large < ISSUE_LARGE:
-        base_size["reduced_from"] = ISSUE_LARGE
+    if large < FULL_LARGE:
+        base_size["reduced_from"] = FULL_LARGE
     for system in SYSTEMS:
         result = run["results"][system]
         size = {**base_size, "system_records": run["counts"][system], "purged": result["purged"]}
@@ -296,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                     note="429/403 throttling answers (sandbox /__sandbox__/stats); ratio = share of the vendor's calls")
     peak_small, peak_large = runs["small"]["peak_rss_mb"], runs["large"]["peak_rss_mb"]
     small_size = {"expired_records": small, "per_system": runs["small"]["counts"]}
-    if small < ISSUE_SMALL:
-        small_size["reduced_from"] = ISSUE_SMALL
+    if small < FULL_SMALL:
+        small_size["reduced_from"] = FULL_SMALL
     report.emit("purge.peak_rss_small", peak_small, "MiB", size=small_size,
                 note="peak RSS of the purging process at the small total")
     report.emit("purge.peak_rss_large", peak_large, "MiB", peak_large / peak_small, f"<= {RSS_AIM}",
@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 note="wall time of the three purges at the large total (systems run one after the other)")
     report.note(f"records split {args.split} (not even: HubSpot lists at most 800 records/s and its sandbox scans "
                 f"every contact per search; see --split)")
-    if large < ISSUE_LARGE or small < ISSUE_SMALL:
-        report.note(f"sizes reduced to {small:,} / {large:,} from the issue's {ISSUE_SMALL:,} / {ISSUE_LARGE:,}")
+    if large < FULL_LARGE or small < FULL_SMALL:
+        report.note(f"sizes reduced to {small:,} / {large:,} from the full {FULL_SMALL:,} / {FULL_LARGE:,}")
     report.summary()
     return 0
 

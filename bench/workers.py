@@ -1,4 +1,4 @@
-"""Scale-out benchmark (issue 9, item 5): the fan-out on a Prefect server with 1 and with 2 process workers.
+"""Scale-out benchmark: the fan-out on a Prefect server with 1 and with 2 process workers.
 
 Set-up: the demo sandboxes with 50 ms per vendor call, their limits raised 20-fold in the data map
 so that no vendor binds (HubSpot is left out: its sandbox enforces HubSpot's own limits whatever the

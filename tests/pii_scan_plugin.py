@@ -1,4 +1,4 @@
-"""Personal-data and secret leak scanner (issue #10): a pytest plugin, and a command for the demo.
+"""Personal-data and secret leak scanner: a pytest plugin, and a command for the demo.
 
 Enabled only when loaded (`pytest -p tests.pii_scan_plugin`, which `make pii-scan` does), so the
 normal suite pays nothing. For the whole session it taps every log record that any logger lets

@@ -1,4 +1,4 @@
-"""The auditor web page (issue 5): metrics, the pages over HTTP, and a real headless browser.
+"""The auditor web page: metrics, the pages over HTTP, and a real headless browser.
 
 The browser test drives Debian's Chromium with Playwright for Python (`executable_path`; Playwright's
 own browser download is never used). `scripts/install-browser.sh` installs both; without them the

@@ -1,4 +1,4 @@
-"""A subject who owns many records (issue #9): what discovery found is hash-chained, not repeated
+"""A subject who owns many records: what discovery found is hash-chained, not repeated
 in the chain, so reading the request back costs no memory per record, and the evidence bundle
 still carries every ref, bound to the chain."""
 

@@ -1,4 +1,4 @@
-"""Vendor faults (issue #10), short version (`python -m chaos.storm` runs the long campaign): the
+"""Vendor faults, short version (`python -m chaos.storm` runs the long campaign): the
 sandboxes answer a large share of calls with 5xx, holds past the client's timeout, TCP resets,
 throttling and expired sessions while real requests run through the RequestRunner. What the
 privacy office must be able to rely on: every request ends completed or partially completed with

@@ -1,4 +1,4 @@
-"""No personal data or secret where it must not be (issue #10): logs at DEBUG, the exception texts
+"""No personal data or secret where it must not be: logs at DEBUG, the exception texts
 the ledger keeps, the evidence bundle, the status callbacks; and config names secrets, never holds them.
 
 One erasure (with two vendors failing first, so their errors are recorded, then finished) and one

@@ -1,4 +1,4 @@
-"""The retention purge lists each system's expired records once (issue #9): one query per
+"""The retention purge lists each system's expired records once: one query per
 Salesforce object and one search per HubSpot object whatever the categories their records hold,
 nothing listed again in the purge pass, the same per-category counts as a listing per category;
 Salesforce delete batches in flight together, within the vendor's pace, each receipt counting its
