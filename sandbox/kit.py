@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -97,6 +98,14 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+
+
+class Refusal(Exception):
+    """Raised anywhere in a route's handler: the call is answered with `response` (the vendor's error)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"refused: {response.status}")
+        self.response = response
 
 
 def oauth_error(error: str, description: str, status: int = 400) -> Response:
@@ -329,6 +338,8 @@ class Vendor:
         # Which calls the pace counts (vendors do not count OAuth token calls against API limits).
         self.pace_pattern: re.Pattern[str] | None = None
         self.controls = Router()  # the vendor's own control actions (`on_control`)
+        # Set by a vendor whose routes all read and write one store: each handler then runs holding it.
+        self.store_lock: AbstractContextManager[Any] | None = None
 
     def on_control(self, method: str, action: str, handler: Callable[[dict[str, Any], dict[str, str]], Any]) -> None:
         """Answer ``<method> /__sandbox__/<action>`` (a regex; named groups are passed as params) with
@@ -433,7 +444,15 @@ class Vendor:
             return Response.json({"error": "method not allowed"}, 405)
         handler, params = resolved  # type: ignore[misc]
         request.params = params
-        response = handler(request)
+        lock = self.store_lock
+        try:
+            if lock is None:
+                response = handler(request)
+            else:
+                with lock:
+                    response = handler(request)
+        except Refusal as refusal:
+            response = refusal.response
         self.decorate(request, response)
         return response
 

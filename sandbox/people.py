@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 FIRST_NAMES = ("Alice", "Bruno", "Chloe", "Daniel", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kavya",
@@ -22,6 +23,9 @@ MARKETING_COMPANIES = (("Northwind Networks", "northwind.example"), ("Bluewater 
                        ("Helix Carrier Services", "helixcarrier.example"), ("Polar Telecom", "polartel.example"),
                        ("Tidal Cloud", "tidalcloud.example"), ("Orbital Exchange", "orbital-ix.example"))
 """(name, e-mail domain) of the marketing vendors' contacts."""
+DEMO_START = datetime(2019, 1, 1, tzinfo=UTC)
+DEMO_END = datetime(2026, 6, 30, tzinfo=UTC)
+"""The span of the demo data's dates: fixed, never the clock, so every run seeds the same records."""
 
 
 class Person(NamedTuple):
@@ -47,3 +51,9 @@ def new_person(rng: random.Random, used: set[str], *, first_names: Sequence[str]
         email, suffix = f"{first}.{last}{suffix}@{domain}".lower(), suffix + 1
     used.add(email)
     return Person(first, last, company, email)
+
+
+def random_moment(rng: random.Random, after: datetime = DEMO_START) -> datetime:
+    """A moment from `after` up to `DEMO_END` (whole seconds)."""
+    span = max(int((DEMO_END - after).total_seconds()), 1)
+    return after + timedelta(seconds=rng.randrange(span))
