@@ -27,6 +27,7 @@ from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
 
 import requests
+import requests.auth
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
@@ -133,6 +134,21 @@ class UnexpectedAnswer(Exception):
     """A 2xx answer that is not the JSON expected."""
 
 
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>`` on every call. Set as the session's auth, so that a ~/.netrc entry
+    can never replace the token; its repr never shows it."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<token>)"
+
+
 class Verdict(Enum):
     """How a failure is handled: tried again, stopping everything, or failing only its own call."""
 
@@ -180,6 +196,7 @@ class HttpConnector:
         self._system = system
         self._settings: Any = settings
         self._base_url = base_url
+        self._root = base_url + self.API_PATH  # every request path is appended to it
         self._credentials = credentials
         rl = settings.rate_limit
         self._limiter = limiter_for(budget_key(self.KIND, *self._account()), rl.calls,
@@ -258,7 +275,8 @@ class HttpConnector:
         if ref.system != self._system:
             return f"record belongs to system {ref.system!r}, not {self._system!r}"
         if ref.object not in self.OBJECTS:
-            return f"unknown object {ref.object!r} in systems.{self._system} (only {', '.join(map(repr, self.OBJECTS))})"
+            known = ", ".join(map(repr, self.OBJECTS))
+            return f"unknown object {ref.object!r} in systems.{self._system} (only {known})"
         return None
 
     def _check_refs(self, refs: Sequence[RecordRef]) -> None:
@@ -301,7 +319,7 @@ class HttpConnector:
         Raises:
             VendorApiError: after the retries, for a failure (`ERROR`, message from `_failure`).
         """
-        url = f"{self._base_url}{self.API_PATH}{path}"
+        url = self._root + path
 
         def send() -> Any:
             response = self._session.request(method, url, params=params, json=json, headers=headers,

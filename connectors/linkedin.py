@@ -20,26 +20,17 @@ import requests
 from pydantic import Field, model_validator
 
 from connectors.audience import AudienceConnector
-from connectors.base import (
-    DataCategory,
-    ErasureDecision,
-    RateLimitSpec,
-    Receipt,
-    Record,
-    RecordOutcome,
-    RecordRef,
-    Subject,
-    outcome_for,
-    subject_email,
-)
-from connectors.http import ENV_VAR_NAME, HttpFailure, HttpSettings, VendorApiError, json_or_none
+from connectors.base import RateLimitSpec, outcome_for, subject_email
+from connectors.http import ENV_VAR_NAME, BearerAuth, HttpFailure, HttpSettings, VendorApiError, json_or_none
 from connectors.pacing import parse_retry_after
+from dsr.contract import DataCategory, ErasureDecision, Receipt, Record, RecordOutcome, RecordRef, Subject
 
 OBJECT = "dmp_segment"
 _SEGMENT_URN = re.compile(r"^urn:li:dmpSegment:(?P<id>\d{1,20})$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,79}$")
 _THROTTLE = re.compile(r"throttle (?P<scope>[A-Z]+) (?P<period>[A-Z]+) limit")
-_SUNSET = "LinkedIn no longer serves API version {s.version} ({said}); set systems.{system}.settings.version to an active YYYYMM"
+_SUNSET = ("LinkedIn no longer serves API version {s.version} ({said}); set systems.{system}.settings.version to an "
+           "active YYYYMM")
 
 
 def sha256_email(email: str) -> str:
@@ -101,9 +92,11 @@ class LinkedInConnector(AudienceConnector):
 
     def __init__(self, system: str, settings: LinkedInSettings, *, base_url: str, credentials: str) -> None:
         super().__init__(system, settings, base_url=base_url, credentials=credentials)
-        self._segments = {_SEGMENT_URN.match(urn).group("id"): urn for urn in settings.segments}  # type: ignore[union-attr]
-        self._session.headers.update({"Authorization": f"Bearer {credentials}", "LinkedIn-Version": settings.version,
-                                      "X-Restli-Protocol-Version": "2.0.0"})
+        # The settings model checked every URN, so each matches.
+        matches = (_SEGMENT_URN.match(urn) for urn in settings.segments)
+        self._segments = {m.group("id"): m.group(0) for m in matches if m is not None}
+        self._session.auth = BearerAuth(credentials)
+        self._session.headers.update({"LinkedIn-Version": settings.version, "X-Restli-Protocol-Version": "2.0.0"})
         self._subjects: dict[str, str] = {}
 
     # --- the contract ---

@@ -45,12 +45,11 @@ and are raised outside the ``except`` block so that nothing is chained. (urllib3
 DEBUG level: keep ``urllib3`` logging at INFO or above in production.)
 """
 
+
 from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -58,38 +57,12 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-import requests.auth
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from connectors.base import (
-    ConnectorError,
-    ConnectorInfo,
-    DataCategory,
-    ErasureAction,
-    ErasureDecision,
-    HttpConnector,
-    RateLimitSpec,
-    Receipt,
-    Record,
-    RecordOutcome,
-    RecordRef,
-    Subject,
-    env_secret,
-    json_friendly,
-    origin_setting_problem,
-    outcome_for,
-    receipt_id,
-    resolve_origin,
-    subject_email,
-    unique_decisions,
-    validate_settings,
-)
-from connectors.pacing import LATENCY_MARGIN, Pause, budget_key, limiter_for, parse_retry_after, vendor_retry
+from connectors.base import ConnectorError, RateLimitSpec, json_friendly, outcome_for, receipt_id, subject_email
+from connectors.http import ENV_VAR_NAME, BearerAuth, HttpConnector, HttpSettings, VendorApiError
+from dsr.contract import DataCategory, ErasureAction, ErasureDecision, Receipt, Record, RecordRef, Subject
 
-KIND = "wistia"
-VERSION = "wistia/1"
-DEFAULT_BASE_URL = "https://api.wistia.com"
-API_PATH = "/modern"
 PAGE_MAX = 100  # Wistia caps per_page at 100
 OBJECTS = ("visitor", "event")
 # Wistia's API reads only: deleting, correcting a visitor's identity and stopping (or resuming) its use for
@@ -121,9 +94,8 @@ _RIGHTS_STEPS: dict[str, tuple[str, str, str, str]] = {
 }
 NO_DELETE_API = "Wistia has no delete API: done by hand (manual task)"
 
-_ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
 _WIRE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # visitor and event keys, as they go into URL paths
-_AUTH_CODE = re.compile(r"^[a-z_]{1,40}$")
 _DEFAULT_CATEGORIES: dict[str, tuple[DataCategory, ...]] = {
     # name, e-mail, organisation and title; browser and platform
     "visitor": (DataCategory.IDENTITY, DataCategory.CONTACT, DataCategory.TECHNICAL),
@@ -132,45 +104,21 @@ _DEFAULT_CATEGORIES: dict[str, tuple[DataCategory, ...]] = {
 }
 
 
-# --- settings ---------------------------------------------------------------------------------------
-# Validators raise ValueError("relative.path: message"); `describe_validation_error` puts the system's
-# config path in front, so every error names the field at fault without echoing its value.
-
-
-class WistiaSettings(BaseModel):
+class WistiaSettings(HttpSettings):
     """The `settings:` block of a `wistia` system in `systems.yaml`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    SECRET_KEYS = ("token", "api_token", "api_password", "access_token", "api_key")
 
-    base_url: str | None = Field(default=None, min_length=1)
-    base_url_env: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
-    token_env: str = Field(pattern=_ENV_VAR_NAME)
+    token_env: str = Field(pattern=ENV_VAR_NAME)
     api_version: str = Field(default="2026-01", pattern=r"^\d{4}-\d{2}$")
     account: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")  # <account>.wistia.com
     rate_limit: RateLimitSpec = RateLimitSpec(calls=600, period_seconds=60)
     page_size: int = Field(default=PAGE_MAX, ge=1, le=PAGE_MAX)
     event_history_days: int = Field(default=731, ge=1, le=3650)  # how far back events are asked for
     categories: dict[str, tuple[DataCategory, ...]] = Field(default_factory=dict)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)
-    retry_attempts: int = Field(default=5, ge=1, le=20)
-    retry_max_wait: float = Field(default=60.0, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_secret(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            for key in ("token", "api_token", "api_password", "access_token", "api_key"):
-                if key in data:
-                    raise ValueError(f"{key}: never put a token in systems.yaml; name its environment "
-                                     "variable with token_env")
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> WistiaSettings:
-        problem = origin_setting_problem(self.base_url, self.base_url_env)
-        if problem:
-            raise ValueError(problem)
         for name, cats in self.categories.items():
             if name not in OBJECTS:
                 raise ValueError(f"categories.{name}: not an object of this system (visitor or event)")
@@ -182,123 +130,39 @@ class WistiaSettings(BaseModel):
         return self.categories.get(obj) or _DEFAULT_CATEGORIES[obj]
 
 
-def parse_settings(system: str, settings: Mapping[str, Any]) -> WistiaSettings:
-    """Validate a system's settings.
-
-    Raises:
-        ConnectorConfigError: naming every field at fault by its path under ``systems.<system>.settings``.
-    """
-    return validate_settings(WistiaSettings, system, settings)
-
-
-# --- construction -----------------------------------------------------------------------------------
-
-
-def create(system: str, settings: Mapping[str, Any]) -> WistiaConnector:
-    """Build the connector for one system (the registry's entry point). Makes no call to Wistia.
-
-    Raises:
-        ConnectorConfigError: bad settings, or an environment variable they name is unset.
-    """
-    parsed = parse_settings(system, settings)
-    base_url = resolve_origin(f"systems.{system}.settings", parsed.base_url, parsed.base_url_env, DEFAULT_BASE_URL)
-    token = env_secret(f"systems.{system}.settings.token_env", parsed.token_env)
-    return WistiaConnector(system, parsed, base_url=base_url, token=token)
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-class WistiaApiError(ConnectorError):
-    """Wistia answered with an error status; the message names status and code only."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class _Status(Exception):
-    """A non-2xx answer, as the retry policy sees it (never carries the URL or the body's text)."""
-
-    def __init__(self, status: int, *, code: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(status)
-        self.status, self.code, self.retry_after = status, code, retry_after
-
-
-class _BadAnswer(Exception):
-    """A 2xx answer that is not the JSON expected."""
-
-
-_NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                   requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _Status):
-        return exc.status == 429 or exc.status >= 500
-    return isinstance(exc, _NETWORK_ERRORS)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    return exc.retry_after if isinstance(exc, _Status) and exc.status == 429 else None
-
-
-def _auth_code(response: requests.Response) -> str | None:
-    """Wistia's 401 `code` (unauthorized_credentials...), if it is one; never free text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    code = body.get("code") if isinstance(body, dict) else None
-    return code if isinstance(code, str) and _AUTH_CODE.match(code) else None
-
-
-class _Bearer(requests.auth.AuthBase):
-    """``Authorization: Bearer <API token>`` on every call (Wistia's documented scheme)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_Bearer(<token>)"
-
-
-# --- the connector ----------------------------------------------------------------------------------
+class WistiaApiError(VendorApiError):
+    """Wistia answered with an error status (or could not be reached); the message names status and code only."""
 
 
 class WistiaConnector(HttpConnector):
     """Discover, export and re-query a subject's Wistia visitors and events; erasure is a manual task.
 
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
-    `stats` counts calls, retries, throttling answers and waits, for benchmarks and tests.
     """
 
-    def __init__(self, system: str, settings: WistiaSettings, *, base_url: str, token: str) -> None:
-        self._system = system
-        self._settings = settings
-        self._root = base_url + API_PATH
-        rl = settings.rate_limit
-        self._limiter = limiter_for(budget_key("wistia", base_url, token), rl.calls,
-                                    rl.period_seconds * (1 + LATENCY_MARGIN))
-        self._pause = Pause()
-        self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
-        self._stats: Counter[str] = Counter()
-        self._stats_lock = threading.Lock()
-        self._session = requests.Session()
-        self._session.auth = _Bearer(token)  # explicit auth: a ~/.netrc entry can never replace the token
-        self._session.headers.update({
-            "X-Wistia-Api-Version": settings.api_version,
-            "Accept": "application/json",
-            "User-Agent": f"dsr-pipeline {VERSION}",
-        })
-        self._info = ConnectorInfo(
-            system=system, kind=KIND, version=VERSION, write_only=False, manual_steps=MANUAL_STEPS,
-            rate_limit_per_second=rl.calls / rl.period_seconds, max_batch=1, objects=OBJECTS,
-        )
+    KIND, VERSION, VENDOR = "wistia", "wistia/1", "Wistia"
+    DEFAULT_BASE_URL = "https://api.wistia.com"
+    API_PATH = "/modern"
+    SETTINGS = WistiaSettings
+    OBJECTS, MANUAL_STEPS = OBJECTS, MANUAL_STEPS
+    ERROR = WistiaApiError
+    NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                      requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)
+    RETRY_STATUSES = frozenset(range(500, 600))
+    PAUSE_ON_THROTTLE = True  # Wistia's Retry-After is shorter than its window: every caller waits it
+    HINTS = {
+        "unauthorized_scope": "the Wistia API token lacks the \"Read detailed stats\" permission ({said}); give "
+                              "the token in {s.token_env} that permission",
+        "account_inactive": "the Wistia account is inactive ({said})",
+        401: "Wistia refused the API token ({said}); put a valid token in the environment variable {s.token_env}",
+        403: "the Wistia plan or token does not allow this call ({said})",
+    }
+    _settings: WistiaSettings
+
+    def __init__(self, system: str, settings: WistiaSettings, *, base_url: str, credentials: str) -> None:
+        super().__init__(system, settings, base_url=base_url, credentials=credentials)
+        self._session.auth = BearerAuth(credentials)
+        self._session.headers.update({"X-Wistia-Api-Version": settings.api_version, "Accept": "application/json"})
 
     # --- the contract ---
 
@@ -330,8 +194,8 @@ class WistiaConnector(HttpConnector):
         visitors = grouped.get("visitor", [])
         wanted = {ref.id: ref for ref in grouped.get("event", [])}
         for ref in visitors:
-            visitor = self._get("export", "visitor", f"/stats/visitors/{quote(ref.id, safe='')}", {},
-                                missing_ok=True)
+            visitor = self.request("export", "visitor", "GET", f"/stats/visitors/{quote(ref.id, safe='')}",
+                                   missing_ok=True)
             if visitor is None:
                 continue
             if not isinstance(visitor, dict):
@@ -345,7 +209,7 @@ class WistiaConnector(HttpConnector):
                 if found is not None:
                     yield Record(ref=found, fields=_flatten(event))
         for ref in list(wanted.values()):  # events whose visitor is not among the refs: one call each
-            event = self._get("export", "event", f"/stats/events/{quote(ref.id, safe='')}", {}, missing_ok=True)
+            event = self.request("export", "event", "GET", f"/stats/events/{quote(ref.id, safe='')}", missing_ok=True)
             if event is None:
                 continue
             if not isinstance(event, dict) or event.get("event_key") != ref.id:
@@ -358,18 +222,10 @@ class WistiaConnector(HttpConnector):
         RETAIN is done (nothing to do); every DELETE or ANONYMISE is answered not done with
         `NO_DELETE_API`, so a caller that forgot the manual step sees it in the receipt.
         """
-        outcomes: dict[str, RecordOutcome] = {}
-        for decision in unique_decisions(decisions, outcomes):
-            problem = self._problem_with(decision.ref)
-            if problem is not None:
-                outcomes[decision.ref.key] = outcome_for(decision, done=False, error=problem)
-            elif decision.action is ErasureAction.RETAIN:
-                outcomes[decision.ref.key] = outcome_for(decision, done=True)
-            else:
-                outcomes[decision.ref.key] = outcome_for(decision, done=False, error=NO_DELETE_API)
-        ordered = tuple(outcomes[key] for key in dict.fromkeys(d.ref.key for d in decisions))
-        return Receipt(system=self._system, outcomes=ordered, vendor_receipt_id=receipt_id("wistia", ordered),
-                       api_calls=0)
+        outcomes, todo = self._triage(decisions)
+        for decision in todo:
+            outcomes[decision.ref.key] = outcome_for(decision, done=False, error=NO_DELETE_API)
+        return self._receipt(decisions, outcomes, self._calls())
 
     def verify_erased(self, subject: Subject) -> list[RecordRef]:
         """Re-run discovery: the visitors (and their events) that still carry the subject's address."""
@@ -416,7 +272,7 @@ class WistiaConnector(HttpConnector):
             "   The keys identify the records: do not put the person's name or e-mail address in the ticket.",
             "2. Keep Wistia's ticket number and wait for its confirmation that the deletion is done.",
             "3. Check, if you can: Wistia's API answers 404 for GET "
-            f"{API_PATH}/stats/visitors/<visitor_key> for each visitor above (the pipeline checks again).",
+            f"{self.API_PATH}/stats/visitors/<visitor_key> for each visitor above (the pipeline checks again).",
             "4. Mark this task done with Wistia's ticket number in the note. The pipeline then re-queries "
             "Wistia by the person's address and closes the step only if nothing matches any more.",
             "To keep the person from being tracked again, Wistia's Player Privacy Mode (or W.consent(false) "
@@ -466,8 +322,8 @@ class WistiaConnector(HttpConnector):
         """Changes nothing: no delete API for visitors or events. Every ref is answered not done; route them
         to a manual request (`manual_instructions("purge", refs)`)."""
         outcomes = tuple(
-            RecordOutcome(ref=r, action=ErasureAction.DELETE, done=False,
-                          error=self._problem_with(r) or f"{NO_DELETE_API}; Wistia drops events after 2 years itself")
+            outcome_for(ErasureDecision(r, ErasureAction.DELETE), done=False,
+                        error=self._problem_with(r) or f"{NO_DELETE_API}; Wistia drops events after 2 years itself")
             for r in refs)
         return Receipt(system=self._system, outcomes=outcomes, vendor_receipt_id=receipt_id("wistia", outcomes),
                        api_calls=0)
@@ -506,7 +362,8 @@ class WistiaConnector(HttpConnector):
         page = 1
         seen: set[str] = set()
         while True:
-            items = self._get(operation, obj, path, {**params, "per_page": str(size), "page": str(page)})
+            query = {**params, "per_page": str(size), "page": str(page)}
+            items = self.request(operation, obj, "GET", path, params=query)
             if not isinstance(items, list):
                 raise self._bad_answer(operation, obj)
             fresh = 0
@@ -525,103 +382,17 @@ class WistiaConnector(HttpConnector):
                 raise WistiaApiError(f"systems.{self._system}: {operation} of {obj!r} failed: Wistia's paging "
                                      f"did not advance at page {page}")
             page += 1
-
-    def _get(self, operation: str, obj: str, path: str, params: Mapping[str, str], *,
-             missing_ok: bool = False) -> Any:
-        """One GET: paced, retried, decoded; None for a 404 when `missing_ok`; errors as PII-free ConnectorErrors."""
-        url = self._root + path
-
-        @vendor_retry(retryable=_retryable, retry_after=_retry_after, attempts=self._settings.retry_attempts,
-                      max_wait=self._settings.retry_max_wait, on_retry=self._on_retry)
-        def attempt() -> Any:
-            waited = self._pause.wait() + self._limiter.acquire()
-            self._count("calls")
-            if waited:
-                self._count("waited_seconds", waited)
-            response = self._session.get(url, params=params, timeout=self._timeout, allow_redirects=False)
-            if response.status_code == 200:
-                try:
-                    return response.json()
-                except ValueError:
-                    raise _BadAnswer() from None
-            if response.status_code == 404 and missing_ok:
-                return None
-            code = _auth_code(response) if response.status_code == 401 else None
-            retry_after = parse_retry_after(response.headers.get("Retry-After")) if response.status_code == 429 else None
-            raise _Status(response.status_code, code=code, retry_after=retry_after)
-
-        try:
-            return attempt()
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a PII-free ConnectorError below
-            error = self._wrap(operation, obj, exc)
-        raise error  # outside the except block: the requests exception (URL with the address) is not chained
-
-    def _on_retry(self, exc: BaseException, wait: float) -> None:
-        self._count("retries")
-        if isinstance(exc, _Status) and exc.status == 429:
-            self._count("throttled")
-            self._pause.extend(wait)  # every caller waits what Wistia asked, not only this one
-            if wait >= self._limiter.period:  # shorter, hold_off could let a burst through
-                self._limiter.hold_off(wait)
-        elif isinstance(exc, _Status):
-            self._count("server_errors")
-        else:
-            self._count("network_errors")
-        self._count("waited_seconds", wait)
-
-    def _wrap(self, operation: str, obj: str, exc: BaseException) -> ConnectorError:
-        where = f"systems.{self._system}: {operation} of {obj!r}"
-        attempts = self._settings.retry_attempts
-        if isinstance(exc, _BadAnswer):
-            return self._bad_answer(operation, obj)
-        if not isinstance(exc, _Status):
-            if isinstance(exc, _NETWORK_ERRORS):
-                return WistiaApiError(f"{where} failed: Wistia unreachable ({type(exc).__name__}), "
-                                      f"after {attempts} attempts")
-            return WistiaApiError(f"{where} failed: unexpected {type(exc).__name__} calling Wistia")
-        status, code = exc.status, exc.code
-        if status == 401 and code == "unauthorized_scope":
-            message = (f"{where} failed: the Wistia API token lacks the \"Read detailed stats\" permission "
-                       f"(401 unauthorized_scope); give the token in {self._settings.token_env} that permission")
-        elif status == 401 and code == "account_inactive":
-            message = f"{where} failed: the Wistia account is inactive (401 account_inactive)"
-        elif status == 401:
-            message = (f"{where} failed: Wistia refused the API token (401 {code or 'unauthorized'}); put a valid "
-                       f"token in the environment variable {self._settings.token_env}")
-        elif status == 403:
-            message = f"{where} failed: the Wistia plan or token does not allow this call (403)"
-        elif status == 429:
-            message = f"{where} failed: still throttled by Wistia (429) after {attempts} attempts"
-        elif status >= 500:
-            message = f"{where} failed: Wistia server error {status} after {attempts} attempts"
-        else:
-            message = f"{where} failed: Wistia answered {status}"
-        return WistiaApiError(message, status=status, code=code)
-
-    def _bad_answer(self, operation: str, obj: str) -> WistiaApiError:
-        return WistiaApiError(f"systems.{self._system}: {operation} of {obj!r} failed: Wistia's answer was not "
-                              "the JSON expected (is base_url a Wistia API?)")
-
-    # --- helpers ---
-
     def _ref(self, obj: str, key: str) -> RecordRef:
         return RecordRef(self._system, obj, key, self._settings.categories_of(obj))
 
     def _problem_with(self, ref: RecordRef) -> str | None:
-        if ref.system != self._system:
-            return f"record belongs to system {ref.system!r}, not {self._system!r}"
-        if ref.object not in OBJECTS:
-            return f"unknown object {ref.object!r} in systems.{self._system}"
-        if not _WIRE_KEY.match(ref.id):
-            return f"id is not a Wistia {ref.object} key"
-        return None
+        problem = super()._problem_with(ref)
+        return problem if problem is not None or _WIRE_KEY.match(ref.id) else f"id is not a Wistia {ref.object} key"
 
     def _group(self, refs: Sequence[RecordRef]) -> dict[str, list[RecordRef]]:
+        self._check_refs(refs)
         grouped: dict[str, list[RecordRef]] = {}
         for ref in refs:
-            problem = self._problem_with(ref)
-            if problem is not None:
-                raise ConnectorError(f"systems.{self._system}: {problem}")
             grouped.setdefault(ref.object, []).append(ref)
         return grouped
 
@@ -659,3 +430,5 @@ def _parse_time(value: Any) -> datetime | None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
+
+create = WistiaConnector.create
