@@ -85,6 +85,7 @@ from sandbox.audiences import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, dem
 from sandbox.gaql import GaqlError, holds, parse_gaql, put_field
 from sandbox.kit import (
     DailyCounter,
+    Refusal,
     Request,
     Response,
     TokenStore,
@@ -203,14 +204,6 @@ class _Job:
     @property
     def resource_name(self) -> str:
         return f"customers/{self.customer}/offlineUserDataJobs/{self.id}"
-
-
-class _Refusal(Exception):
-    """A request the vendor refuses; carries the vendor's answer."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__("refused")
-        self.response = response
 
 
 @dataclass
@@ -545,9 +538,9 @@ class GoogleAdsSandbox(Vendor):
         try:
             body = request.json() if request.body else {}
         except ValueError:
-            raise _Refusal(self._status_error(400, "Invalid JSON payload received. Unexpected token.")) from None
+            raise Refusal(self._status_error(400, "Invalid JSON payload received. Unexpected token.")) from None
         if not isinstance(body, dict):
-            raise _Refusal(self._status_error(400, "Invalid JSON payload received. Expected an object."))
+            raise Refusal(self._status_error(400, "Invalid JSON payload received. Expected an object."))
         _check_known(self, body, allowed, where)
         return body
 
@@ -558,13 +551,13 @@ class GoogleAdsSandbox(Vendor):
     def _job(self, request: Request) -> _Job:
         job = self._state.jobs.get(request.params["job"])
         if job is None or job.customer != request.params["cid"]:
-            raise _Refusal(self.ads_error(request, 400, [_err("requestError", "RESOURCE_NOT_FOUND",
+            raise Refusal(self.ads_error(request, 400, [_err("requestError", "RESOURCE_NOT_FOUND",
                                                               "Resource was not found.")]))
         return job
 
     def _check_access(self, request: Request) -> None:
         if not self._can_reach(request.params["cid"], request.header("login-customer-id")):
-            raise _Refusal(self.ads_error(request, 403, [_err("authorizationError", "USER_PERMISSION_DENIED",
+            raise Refusal(self.ads_error(request, 403, [_err("authorizationError", "USER_PERMISSION_DENIED",
                                                               _PERMISSION_DENIED)]))
 
     # --- OAuth ----------------------------------------------------------------------------------
@@ -596,94 +589,88 @@ class GoogleAdsSandbox(Vendor):
     # --- offline user data jobs ------------------------------------------------------------------
 
     def _create_job(self, request: Request) -> Response:
-        try:
-            with self._lock:
-                self._check_access(request)
-                body = self._json_body(request, ("customerId", "job", "validateOnly", "enableMatchRateRangePreview"))
-                job_body = body.get("job")
-                if not isinstance(job_body, dict):
-                    return self.ads_error(request, 400, [_err("fieldError", "REQUIRED", "The required field was not present.",
-                                                              location=[{"fieldName": "job"}])])
-                _check_known(self, job_body, ("type", "externalId", "customerMatchUserListMetadata", "storeSalesMetadata"),
-                             "job")
-                if job_body.get("type") != "CUSTOMER_MATCH_USER_LIST":
-                    return self.ads_error(request, 400, [_err(
-                        *(("offlineUserDataJobError", "INVALID_USER_LIST_TYPE") if job_body.get("type")
-                          else ("fieldError", "REQUIRED")),
-                        "This sandbox serves Customer Match jobs only.", location=[{"fieldName": "job"},
-                                                                                   {"fieldName": "type"}])])
-                if not self.allowlisted:
-                    return self.ads_error(request, 403, [_err(
-                        "notAllowlistedError", "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
-                        "Customer Match uploads aren't supported in the Google Ads API for the developer token of the "
-                        "request. Use the Data Manager API for Customer Match workflows.")])
-                metadata = job_body.get("customerMatchUserListMetadata") or {}
-                _check_known(self, metadata, ("userList", "consent"), "job.customer_match_user_list_metadata")
-                wanted = str(metadata.get("userList") or "")
-                match = re.fullmatch(r"customers/(\d+)/userLists/(\d+)", wanted)
-                user_list = self._state.lists.get(match.group(2)) if match else None
-                if user_list is None or match is None or match.group(1) != request.params["cid"] \
-                        or user_list.customer != request.params["cid"]:
-                    return self.ads_error(request, 400, [_err(
-                        "offlineUserDataJobError", "INVALID_USER_LIST_ID", "The user list ID provided for the job is invalid.",
-                        location=[{"fieldName": "job"}, {"fieldName": "customer_match_user_list_metadata"},
-                                  {"fieldName": "user_list"}])])
-                if body.get("validateOnly"):
-                    return Response.json({})
-                job = _Job(request.params["cid"], self._new_id(), user_list.id,
-                           external_id=str(job_body["externalId"]) if job_body.get("externalId") else None)
-                self._state.jobs[job.id] = job
-                return Response.json({"resourceName": job.resource_name})
-        except _Refusal as refusal:
-            return refusal.response
+        with self._lock:
+            self._check_access(request)
+            body = self._json_body(request, ("customerId", "job", "validateOnly", "enableMatchRateRangePreview"))
+            job_body = body.get("job")
+            if not isinstance(job_body, dict):
+                return self.ads_error(request, 400, [_err("fieldError", "REQUIRED", "The required field was not present.",
+                                                          location=[{"fieldName": "job"}])])
+            _check_known(self, job_body, ("type", "externalId", "customerMatchUserListMetadata", "storeSalesMetadata"),
+                         "job")
+            if job_body.get("type") != "CUSTOMER_MATCH_USER_LIST":
+                return self.ads_error(request, 400, [_err(
+                    *(("offlineUserDataJobError", "INVALID_USER_LIST_TYPE") if job_body.get("type")
+                      else ("fieldError", "REQUIRED")),
+                    "This sandbox serves Customer Match jobs only.", location=[{"fieldName": "job"},
+                                                                               {"fieldName": "type"}])])
+            if not self.allowlisted:
+                return self.ads_error(request, 403, [_err(
+                    "notAllowlistedError", "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
+                    "Customer Match uploads aren't supported in the Google Ads API for the developer token of the "
+                    "request. Use the Data Manager API for Customer Match workflows.")])
+            metadata = job_body.get("customerMatchUserListMetadata") or {}
+            _check_known(self, metadata, ("userList", "consent"), "job.customer_match_user_list_metadata")
+            wanted = str(metadata.get("userList") or "")
+            match = re.fullmatch(r"customers/(\d+)/userLists/(\d+)", wanted)
+            user_list = self._state.lists.get(match.group(2)) if match else None
+            if user_list is None or match is None or match.group(1) != request.params["cid"] \
+                    or user_list.customer != request.params["cid"]:
+                return self.ads_error(request, 400, [_err(
+                    "offlineUserDataJobError", "INVALID_USER_LIST_ID", "The user list ID provided for the job is invalid.",
+                    location=[{"fieldName": "job"}, {"fieldName": "customer_match_user_list_metadata"},
+                              {"fieldName": "user_list"}])])
+            if body.get("validateOnly"):
+                return Response.json({})
+            job = _Job(request.params["cid"], self._new_id(), user_list.id,
+                       external_id=str(job_body["externalId"]) if job_body.get("externalId") else None)
+            self._state.jobs[job.id] = job
+            return Response.json({"resourceName": job.resource_name})
 
     def _add_operations(self, request: Request) -> Response:
-        try:
-            with self._lock:
-                self._check_access(request)
-                body = self._json_body(request, ("resourceName", "enablePartialFailure", "enableWarnings", "operations",
-                                                 "validateOnly"))
-                job = self._job(request)
-                if job.ran:
-                    return self.ads_error(request, 400, [_err(
-                        "offlineUserDataJobError", "JOB_ALREADY_STARTED",
-                        "Operations can only be added to a job that has not been run.")])
-                operations = body.get("operations")
-                if not isinstance(operations, list) or not operations:
-                    return self.ads_error(request, 400, [_err("requestError", "OPERATION_REQUIRED",
-                                                              "No operations in the request.")])
-                if len(operations) > MAX_OPERATIONS_PER_REQUEST:
-                    return self.ads_error(request, 400, [_err("requestError", "TOO_MANY_MUTATE_OPERATIONS",
-                                                              "Received too many entries in request.")])
-                accepted: list[tuple[str, str]] = []
-                remove_all = False
-                errors: list[dict[str, Any]] = []
-                for index, operation in enumerate(operations):
-                    problem = self._operation_problem(operation, index)
-                    if problem is not None:
-                        errors.append(problem)
-                        continue
-                    if operation.get("removeAll"):
-                        remove_all = True
-                        continue
-                    kind = "create" if "create" in operation else "remove"
-                    accepted.extend((kind, ident["hashedEmail"]) for ident in operation[kind]["userIdentifiers"]
-                                    if "hashedEmail" in ident)
-                if errors and not body.get("enablePartialFailure"):
-                    return self.ads_error(request, 400, errors)
-                if not body.get("validateOnly"):
-                    job.operations.extend(accepted)
-                    job.remove_all = job.remove_all or remove_all
-                if errors:
-                    return Response.json({"partialFailureError": {
-                        "code": 3, "message": f"Multiple errors in 'details'. First error: {errors[0]['message']}, "
-                                              f"at operations[{errors[0]['location']['fieldPathElements'][0]['index']}]",
-                        "details": [{"@type": f"type.googleapis.com/google.ads.googleads.{request.params['version']}"
-                                              ".errors.GoogleAdsFailure", "errors": errors,
-                                     "requestId": _request_id()}]}})
-                return Response.json({})
-        except _Refusal as refusal:
-            return refusal.response
+        with self._lock:
+            self._check_access(request)
+            body = self._json_body(request, ("resourceName", "enablePartialFailure", "enableWarnings", "operations",
+                                             "validateOnly"))
+            job = self._job(request)
+            if job.ran:
+                return self.ads_error(request, 400, [_err(
+                    "offlineUserDataJobError", "JOB_ALREADY_STARTED",
+                    "Operations can only be added to a job that has not been run.")])
+            operations = body.get("operations")
+            if not isinstance(operations, list) or not operations:
+                return self.ads_error(request, 400, [_err("requestError", "OPERATION_REQUIRED",
+                                                          "No operations in the request.")])
+            if len(operations) > MAX_OPERATIONS_PER_REQUEST:
+                return self.ads_error(request, 400, [_err("requestError", "TOO_MANY_MUTATE_OPERATIONS",
+                                                          "Received too many entries in request.")])
+            accepted: list[tuple[str, str]] = []
+            remove_all = False
+            errors: list[dict[str, Any]] = []
+            for index, operation in enumerate(operations):
+                problem = self._operation_problem(operation, index)
+                if problem is not None:
+                    errors.append(problem)
+                    continue
+                if operation.get("removeAll"):
+                    remove_all = True
+                    continue
+                kind = "create" if "create" in operation else "remove"
+                accepted.extend((kind, ident["hashedEmail"]) for ident in operation[kind]["userIdentifiers"]
+                                if "hashedEmail" in ident)
+            if errors and not body.get("enablePartialFailure"):
+                return self.ads_error(request, 400, errors)
+            if not body.get("validateOnly"):
+                job.operations.extend(accepted)
+                job.remove_all = job.remove_all or remove_all
+            if errors:
+                return Response.json({"partialFailureError": {
+                    "code": 3, "message": f"Multiple errors in 'details'. First error: {errors[0]['message']}, "
+                                          f"at operations[{errors[0]['location']['fieldPathElements'][0]['index']}]",
+                    "details": [{"@type": f"type.googleapis.com/google.ads.googleads.{request.params['version']}"
+                                          ".errors.GoogleAdsFailure", "errors": errors,
+                                 "requestId": _request_id()}]}})
+            return Response.json({})
 
     def _operation_problem(self, operation: Any, index: int) -> dict[str, Any] | None:
         here: list[dict[str, Any]] = [{"fieldName": "operations", "index": index}]
@@ -713,22 +700,19 @@ class GoogleAdsSandbox(Vendor):
         return None
 
     def _run_job(self, request: Request) -> Response:
-        try:
-            with self._lock:
-                self._check_access(request)
-                self._json_body(request, ("resourceName", "validateOnly"))
-                job = self._job(request)
-                if job.ran:
-                    return self.ads_error(request, 400, [_err("offlineUserDataJobError", "JOB_ALREADY_STARTED",
-                                                              "The job has already been run.")])
-                job.ran = True
-                queued = self._fail_next.get(job.user_list)
-                if queued:
-                    job.fail_with = queued.pop(0)
-                operation = f"customers/{job.customer}/operations/{uuid.uuid4().hex[:16]}"
-                return Response.json({"name": operation})
-        except _Refusal as refusal:
-            return refusal.response
+        with self._lock:
+            self._check_access(request)
+            self._json_body(request, ("resourceName", "validateOnly"))
+            job = self._job(request)
+            if job.ran:
+                return self.ads_error(request, 400, [_err("offlineUserDataJobError", "JOB_ALREADY_STARTED",
+                                                          "The job has already been run.")])
+            job.ran = True
+            queued = self._fail_next.get(job.user_list)
+            if queued:
+                job.fail_with = queued.pop(0)
+            operation = f"customers/{job.customer}/operations/{uuid.uuid4().hex[:16]}"
+            return Response.json({"name": operation})
 
     def _advance(self, job: _Job) -> None:
         """One GAQL read of a run job: PENDING, RUNNING..., then SUCCESS or FAILED (removals applied then)."""
@@ -758,46 +742,43 @@ class GoogleAdsSandbox(Vendor):
     # --- GAQL -------------------------------------------------------------------------------------
 
     def _search(self, request: Request) -> Response:
-        try:
-            with self._lock:
-                self._check_access(request)
-                body = self._json_body(request, ("customerId", "query", "pageToken", "pageSize", "validateOnly",
-                                                 "returnTotalResultsCount", "summaryRowSetting", "searchSettings"))
-                if "pageSize" in body:
-                    return self.ads_error(request, 400, [_err("requestError", "PAGE_SIZE_NOT_SUPPORTED",
-                                                              "Setting the page size is not supported.")])
-                try:
-                    resource, fields, conditions, limit = parse_gaql(str(body.get("query") or ""), _QUERYABLE)
-                except GaqlError as error:
-                    return self.ads_error(request, 400, [_err("queryError", error.code, error.message)])
-                json_name, known = _RESOURCES[resource]
-                rows: list[_Job | _UserList]
-                if resource == "offline_user_data_job":
-                    rows = [j for j in self._state.jobs.values() if j.customer == request.params["cid"]]
-                else:
-                    rows = [lst for lst in self._state.lists.values() if lst.customer == request.params["cid"]]
-                values = [self._job_values(r) if isinstance(r, _Job) else self._list_values(r) for r in rows]
-                results = []
-                for row, value in zip(rows, values, strict=True):
-                    if not all(holds(value, cond) for cond in conditions):
-                        continue
-                    if isinstance(row, _Job):
-                        self._advance(row)
-                        value = self._job_values(row)
-                    entity: dict[str, Any] = {}
-                    for name in dict.fromkeys(["resource_name", *fields]):
-                        put_field(entity, known[name], value[name])
-                    results.append({json_name: entity})
-                    if limit is not None and len(results) >= limit:
-                        break
-                mask = ",".join(f"{json_name}.{known[f]}" for f in fields)
-                # SearchGoogleAdsResponse has no requestId: Google sends it as the request-id header (decorate).
-                answer: dict[str, Any] = {"fieldMask": mask}
-                if results:
-                    answer["results"] = results
-                return Response.json(answer)
-        except _Refusal as refusal:
-            return refusal.response
+        with self._lock:
+            self._check_access(request)
+            body = self._json_body(request, ("customerId", "query", "pageToken", "pageSize", "validateOnly",
+                                             "returnTotalResultsCount", "summaryRowSetting", "searchSettings"))
+            if "pageSize" in body:
+                return self.ads_error(request, 400, [_err("requestError", "PAGE_SIZE_NOT_SUPPORTED",
+                                                          "Setting the page size is not supported.")])
+            try:
+                resource, fields, conditions, limit = parse_gaql(str(body.get("query") or ""), _QUERYABLE)
+            except GaqlError as error:
+                return self.ads_error(request, 400, [_err("queryError", error.code, error.message)])
+            json_name, known = _RESOURCES[resource]
+            rows: list[_Job | _UserList]
+            if resource == "offline_user_data_job":
+                rows = [j for j in self._state.jobs.values() if j.customer == request.params["cid"]]
+            else:
+                rows = [lst for lst in self._state.lists.values() if lst.customer == request.params["cid"]]
+            values = [self._job_values(r) if isinstance(r, _Job) else self._list_values(r) for r in rows]
+            results = []
+            for row, value in zip(rows, values, strict=True):
+                if not all(holds(value, cond) for cond in conditions):
+                    continue
+                if isinstance(row, _Job):
+                    self._advance(row)
+                    value = self._job_values(row)
+                entity: dict[str, Any] = {}
+                for name in dict.fromkeys(["resource_name", *fields]):
+                    put_field(entity, known[name], value[name])
+                results.append({json_name: entity})
+                if limit is not None and len(results) >= limit:
+                    break
+            mask = ",".join(f"{json_name}.{known[f]}" for f in fields)
+            # SearchGoogleAdsResponse has no requestId: Google sends it as the request-id header (decorate).
+            answer: dict[str, Any] = {"fieldMask": mask}
+            if results:
+                answer["results"] = results
+            return Response.json(answer)
 
     def _job_values(self, job: _Job) -> dict[str, Any]:
         return {"resource_name": job.resource_name, "id": job.id, "status": job.status, "type": "CUSTOMER_MATCH_USER_LIST",
@@ -811,80 +792,77 @@ class GoogleAdsSandbox(Vendor):
     # --- Data Manager -----------------------------------------------------------------------------
 
     def _data_manager_remove(self, request: Request) -> Response:
-        try:
-            with self._lock:
-                body = self._json_body(request, ("destinations", "audienceMembers", "encoding", "encryptionInfo",
-                                                 "validateOnly"))
-                destinations = body.get("destinations")
-                if not isinstance(destinations, list) or not destinations:
-                    return self._violation("destinations", "Destinations are required.", "REQUIRED_FIELD_MISSING")
-                targets: list[_UserList] = []
-                for index, destination in enumerate(destinations):
-                    where = f"destinations[{index}]"
-                    if not isinstance(destination, dict):
-                        return self._violation(where, "Destination must be an object.", "INVALID_DESTINATION")
-                    _check_known(self, destination, ("reference", "loginAccount", "linkedAccount", "operatingAccount",
-                                                     "productDestinationId"), where)
-                    operating = destination.get("operatingAccount") or {}
-                    login = destination.get("loginAccount") or {}
-                    for label, account in (("operating_account", operating), ("login_account", login)):
-                        if account and account.get("accountType") not in (
-                                "GOOGLE_ADS", "DISPLAY_VIDEO_PARTNER", "DISPLAY_VIDEO_ADVERTISER", "DATA_PARTNER"):
-                            return self._status_error(400, f"Invalid value at '{where}.{label}.account_type' "
-                                                           f"(type.googleapis.com/google.ads.datamanager.v1.AccountType)")
-                    if operating.get("accountType") != "GOOGLE_ADS" or not operating.get("accountId"):
-                        return self._violation(f"{where}.operating_account", "A Google Ads operating account is required.",
-                                               "INVALID_OPERATING_ACCOUNT")
-                    customer = str(operating["accountId"])
-                    login_id = str(login["accountId"]) if login.get("accountId") else None
-                    if not self._can_reach(customer, login_id):
-                        return self._dm_error(403, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                                     "reason": "PERMISSION_DENIED",
-                                                     "domain": "datamanager.googleapis.com"}])
-                    user_list = self._state.lists.get(str(destination.get("productDestinationId") or ""))
-                    if user_list is None or user_list.customer != customer:
-                        return self._violation(f"{where}.product_destination_id", "Product destination not found.",
-                                               "INVALID_PRODUCT_DESTINATION_ID")
-                    targets.append(user_list)
-                members = body.get("audienceMembers")
-                if not isinstance(members, list) or not members:
-                    return self._violation("audience_members", "Audience members are required.", "REQUIRED_FIELD_MISSING")
-                if len(members) > MAX_AUDIENCE_MEMBERS:
-                    return self._violation("audience_members", "Too many audience members.", "TOO_MANY_AUDIENCE_MEMBERS")
-                encoding = body.get("encoding")
-                hashes: list[str] = []
-                for index, member in enumerate(members):
-                    identifiers = (((member or {}).get("userData") or {}).get("userIdentifiers")
-                                   if isinstance(member, dict) else None)
-                    where = f"audience_members.audience_members[{index}].user_data.user_identifiers"
-                    if not isinstance(identifiers, list) or not identifiers:
-                        return self._violation(where, "User identifiers are required.", "REQUIRED_FIELD_MISSING")
-                    for ident in identifiers:
-                        email = ident.get("emailAddress") if isinstance(ident, dict) else None
-                        if email is None:
-                            continue
-                        if encoding not in ("HEX", "BASE64"):
-                            return self._violation("encoding", "Encoding is required for hashed identifiers.",
-                                                   "INVALID_ENCODING")
-                        if encoding == "HEX" and not _HEX64.match(str(email)):
-                            return self._violation(where, "Email is not hex encoded.", "INVALID_HEX_ENCODING")
-                        hashes.append(str(email) if encoding == "HEX" else _b64_to_hex(str(email)))
-                request_id = str(uuid.uuid4())
-                if not body.get("validateOnly"):
-                    failed = False
-                    for user_list in targets:
-                        queued = self._fail_next.get(user_list.id)
-                        if queued:
-                            queued.pop(0)
-                            failed = True
-                    removal = _DmRequest([dict(d) for d in destinations], [t.id for t in targets], hashes,
-                                         failed=failed)
-                    self._state.dm_requests[request_id] = removal
-                    if self.job_polls <= 0:
-                        self._finish_dm(removal)
-                return Response.json({"requestId": request_id})
-        except _Refusal as refusal:
-            return refusal.response
+        with self._lock:
+            body = self._json_body(request, ("destinations", "audienceMembers", "encoding", "encryptionInfo",
+                                             "validateOnly"))
+            destinations = body.get("destinations")
+            if not isinstance(destinations, list) or not destinations:
+                return self._violation("destinations", "Destinations are required.", "REQUIRED_FIELD_MISSING")
+            targets: list[_UserList] = []
+            for index, destination in enumerate(destinations):
+                where = f"destinations[{index}]"
+                if not isinstance(destination, dict):
+                    return self._violation(where, "Destination must be an object.", "INVALID_DESTINATION")
+                _check_known(self, destination, ("reference", "loginAccount", "linkedAccount", "operatingAccount",
+                                                 "productDestinationId"), where)
+                operating = destination.get("operatingAccount") or {}
+                login = destination.get("loginAccount") or {}
+                for label, account in (("operating_account", operating), ("login_account", login)):
+                    if account and account.get("accountType") not in (
+                            "GOOGLE_ADS", "DISPLAY_VIDEO_PARTNER", "DISPLAY_VIDEO_ADVERTISER", "DATA_PARTNER"):
+                        return self._status_error(400, f"Invalid value at '{where}.{label}.account_type' "
+                                                       f"(type.googleapis.com/google.ads.datamanager.v1.AccountType)")
+                if operating.get("accountType") != "GOOGLE_ADS" or not operating.get("accountId"):
+                    return self._violation(f"{where}.operating_account", "A Google Ads operating account is required.",
+                                           "INVALID_OPERATING_ACCOUNT")
+                customer = str(operating["accountId"])
+                login_id = str(login["accountId"]) if login.get("accountId") else None
+                if not self._can_reach(customer, login_id):
+                    return self._dm_error(403, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                 "reason": "PERMISSION_DENIED",
+                                                 "domain": "datamanager.googleapis.com"}])
+                user_list = self._state.lists.get(str(destination.get("productDestinationId") or ""))
+                if user_list is None or user_list.customer != customer:
+                    return self._violation(f"{where}.product_destination_id", "Product destination not found.",
+                                           "INVALID_PRODUCT_DESTINATION_ID")
+                targets.append(user_list)
+            members = body.get("audienceMembers")
+            if not isinstance(members, list) or not members:
+                return self._violation("audience_members", "Audience members are required.", "REQUIRED_FIELD_MISSING")
+            if len(members) > MAX_AUDIENCE_MEMBERS:
+                return self._violation("audience_members", "Too many audience members.", "TOO_MANY_AUDIENCE_MEMBERS")
+            encoding = body.get("encoding")
+            hashes: list[str] = []
+            for index, member in enumerate(members):
+                identifiers = (((member or {}).get("userData") or {}).get("userIdentifiers")
+                               if isinstance(member, dict) else None)
+                where = f"audience_members.audience_members[{index}].user_data.user_identifiers"
+                if not isinstance(identifiers, list) or not identifiers:
+                    return self._violation(where, "User identifiers are required.", "REQUIRED_FIELD_MISSING")
+                for ident in identifiers:
+                    email = ident.get("emailAddress") if isinstance(ident, dict) else None
+                    if email is None:
+                        continue
+                    if encoding not in ("HEX", "BASE64"):
+                        return self._violation("encoding", "Encoding is required for hashed identifiers.",
+                                               "INVALID_ENCODING")
+                    if encoding == "HEX" and not _HEX64.match(str(email)):
+                        return self._violation(where, "Email is not hex encoded.", "INVALID_HEX_ENCODING")
+                    hashes.append(str(email) if encoding == "HEX" else _b64_to_hex(str(email)))
+            request_id = str(uuid.uuid4())
+            if not body.get("validateOnly"):
+                failed = False
+                for user_list in targets:
+                    queued = self._fail_next.get(user_list.id)
+                    if queued:
+                        queued.pop(0)
+                        failed = True
+                removal = _DmRequest([dict(d) for d in destinations], [t.id for t in targets], hashes,
+                                     failed=failed)
+                self._state.dm_requests[request_id] = removal
+                if self.job_polls <= 0:
+                    self._finish_dm(removal)
+            return Response.json({"requestId": request_id})
 
     def _finish_dm(self, removal: _DmRequest) -> None:
         if removal.failed:
@@ -956,7 +934,7 @@ def _check_known(sandbox: GoogleAdsSandbox, body: Mapping[str, Any], allowed: Se
     for key in body:
         if key not in allowed:
             at = f" at '{where}'" if where else ""
-            raise _Refusal(sandbox._status_error(400, f'Invalid JSON payload received. Unknown name "{key}"{at}: '
+            raise Refusal(sandbox._status_error(400, f'Invalid JSON payload received. Unknown name "{key}"{at}: '
                                                       "Cannot find field.", [
                 {"@type": "type.googleapis.com/google.rpc.BadRequest",
                  "fieldViolations": [{"field": f"{where}.{_snake(key)}" if where else _snake(key),

@@ -74,7 +74,17 @@ from typing import Any
 from urllib.parse import quote
 
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
-from sandbox.kit import Request, Response, Vendor, WindowLimiter, bearer_token, demo_cli, retry_after, serve_demo
+from sandbox.kit import (
+    Refusal,
+    Request,
+    Response,
+    Vendor,
+    WindowLimiter,
+    bearer_token,
+    demo_cli,
+    retry_after,
+    serve_demo,
+)
 from sandbox.people import FIRST_NAMES, MARKETING_COMPANIES, decoy_name, new_person
 
 __all__ = [
@@ -191,12 +201,6 @@ class _State:
     visitors: dict[str, _Visitor] = field(default_factory=dict)
     events: dict[str, _Event] = field(default_factory=dict)
     by_visitor: dict[str, list[str]] = field(default_factory=dict)
-
-
-class _Invalid(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__("invalid")
-        self.response = response
 
 
 # --- media, places, agents (seed material) ------------------------------------------------------------
@@ -348,13 +352,10 @@ class WistiaSandbox(Vendor):
 
     def _list_visitors(self, request: Request) -> Response:
         self.count("list_visitors")
-        try:
-            page, per_page = _paging(request)
-            wanted = request.arg("filter")
-            if wanted not in (None, "") and wanted not in VISITOR_FILTERS:
-                raise _Invalid(_unprocessable(f"filter must be one of: {', '.join(sorted(VISITOR_FILTERS))}"))
-        except _Invalid as exc:
-            return exc.response
+        page, per_page = _paging(request)
+        wanted = request.arg("filter")
+        if wanted not in (None, "") and wanted not in VISITOR_FILTERS:
+            raise Refusal(_unprocessable(f"filter must be one of: {', '.join(sorted(VISITOR_FILTERS))}"))
         search = request.arg("search")
         matcher = _like(search) if search else None
         with self._lock:
@@ -383,14 +384,11 @@ class WistiaSandbox(Vendor):
 
     def _list_events(self, request: Request) -> Response:
         self.count("list_events")
-        try:
-            page, per_page = _paging(request)
-            start = _date_arg(request, "start_date")
-            end = _date_arg(request, "end_date")
-            if start and end and start > end:
-                raise _Invalid(_unprocessable("start_date must not be after end_date"))
-        except _Invalid as exc:
-            return exc.response
+        page, per_page = _paging(request)
+        start = _date_arg(request, "start_date")
+        end = _date_arg(request, "end_date")
+        if start and end and start > end:
+            raise Refusal(_unprocessable("start_date must not be after end_date"))
         visitor_key, media_id = request.arg("visitor_key"), request.arg("media_id")
         with self._lock:
             events = (self._events_of(visitor_key) if visitor_key not in (None, "")
@@ -599,7 +597,7 @@ def _paging(request: Request) -> tuple[int, int]:
             values.append(default)
             continue
         if not raw.isdigit() or int(raw) < 1:  # type: ignore[union-attr]
-            raise _Invalid(_unprocessable(f"{name} must be a positive integer"))
+            raise Refusal(_unprocessable(f"{name} must be a positive integer"))
         values.append(int(raw))  # type: ignore[arg-type]
     return values[0], min(values[1], PAGE_MAX)
 
@@ -613,7 +611,7 @@ def _date_arg(request: Request, name: str) -> date | None:
             raise ValueError(raw)
         return date.fromisoformat(raw)  # type: ignore[arg-type]
     except ValueError:
-        raise _Invalid(_unprocessable(f"Invalid {name}: use the format YYYY-MM-DD")) from None
+        raise Refusal(_unprocessable(f"Invalid {name}: use the format YYYY-MM-DD")) from None
 
 
 def _like(term: str) -> re.Pattern[str]:
