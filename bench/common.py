@@ -374,11 +374,8 @@ def submit_verified(service: Any, kind: str, email: str, *, regime: str = "gdpr"
 
 
 def connector_factory(service: Any, system: str) -> Callable[[], Any]:
-    """What flows.runtime.connector_factory does, for a given service."""
-    from connectors.registry import build_connector
-
-    config = service.data_map.systems[system]
-    return lambda: build_connector(system, config.kind, config.settings)
+    """A builder of `system`'s connector, as the runner takes it (`DsrService.connecting`)."""
+    return service.connecting(system)
 
 
 def postgres_url() -> tuple[str | None, str | None]:

@@ -183,13 +183,13 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Record a new request; prints its id alone on the first line."""
-    from dsr.rights import open_duplicate, parse_set_options
+    from dsr.rights import parse_set_options
 
     with _service() as service:
         new = parse_new_request(type=type.value, email=email, regime=regime.value, country=country,
                                 received=received or datetime.now(UTC), channel=channel,
                                 changes=parse_set_options(set_field))
-        duplicate = open_duplicate(service, new.email, new.type)
+        duplicate = service.open_duplicate(new.email, new.type)
         if duplicate is not None:  # the public intake links such a request and cancels it; here it is refused
             _fail(EXIT_REFUSED, f"email: this subject already has an open {new.type.value} request ({duplicate}); "
                                 f"see dsr status {duplicate}")
@@ -269,8 +269,6 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Warn and escalate every open request near or past its deadline (once per threshold)."""
-    from dsr.sweep import sweep as run_sweep
-
     with _service() as service:
         now = datetime.now(UTC)
         if at is not None:
@@ -279,8 +277,8 @@ def sweep(
             except ValueError:
                 _fail(EXIT_BAD_INPUT, f"at: {at!r} is not an ISO 8601 time")
             now = now if now.tzinfo else now.replace(tzinfo=UTC)
-        channels = service.policy.escalation.channels.build()
-        report = run_sweep(service, channels, now=now)
+        channels = service.escalation_channels()
+        report = service.sweep(now=now, channels=channels)
         if as_json:
             _print_json({"checked": report.checked, "channels": bool(channels), "delivered": report.delivered,
                          "undelivered": report.undelivered,
@@ -331,8 +329,7 @@ def status(
         if show_subject:
             view["subject_email"] = address
             if state.type == "rectification":
-                from dsr.rights import corrections
-                view["corrected_values"] = corrections(service, request_id)
+                view["corrected_values"] = service.corrections(request_id)
         if as_json:
             _print_json(view)
             return
@@ -528,9 +525,7 @@ def run(
 ) -> None:
     """Run the process-request flow for a request now; exit 0 only when it completed."""
     with _service() as service:
-        from dsr.execution import RequestRunner
-
-        state = RequestRunner(service).check_runnable(request_id)  # refuse before a 10 s orchestrator start
+        state = service.check_runnable(request_id)  # refuse before a 10 s orchestrator start
         from flows.warm import running_serve
 
         if running_serve(service.settings.home) is None:  # a running dsr serve connects with its own settings
@@ -551,11 +546,10 @@ def _connector_setting_problems(service: DsrService, systems: list[str]) -> list
 
     Only settings are checked: a vendor or database that cannot be reached is the run's to record.
     """
-    connect = _connect_by_name(service)
     problems: list[str] = []
     for name in systems:
         try:
-            connector = connect(name)
+            connector = service.connector(name)
         except ConnectorConfigError as exc:
             problems.append(str(exc))
             continue
@@ -748,12 +742,6 @@ def ledger_adopt() -> None:
                   "nothing was signed over them")
 
 
-def _store(settings: Settings):  # -> dsr.adapters.storage.EvidenceStore
-    from dsr.adapters.storage import config_from_settings, open_store
-
-    return open_store(config_from_settings(settings))
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -780,7 +768,7 @@ def _serve_app(service: DsrService, *, host: str, port: int, prefect_port: int |
 
     loaded = load_access(service.settings.access_path)
     access = AccessConfig(tokens=(*loaded.tokens, *extra_tokens)) if extra_tokens else loaded
-    store = _store(service.settings)
+    store = service.evidence_store()
     store.ensure_ready()
     if not access.tokens:
         err.print(f"[yellow]no officer or auditor tokens in {service.settings.access_path}: "
@@ -835,14 +823,10 @@ def consume(
     """Take requests from Amazon SQS into the intake (at least once; idempotent on the request id)."""
     import boto3
 
-    from dsr.intake import Intake
     from dsr.adapters.queue import QueueConsumer
 
     with _service() as service:
-        intake_policy = service.policy.intake
-        intake = Intake(service, lambda: intake_policy.email or service.policy.escalation.channels.email,
-                        callback_url_prefixes=intake_policy.callback_url_prefixes)
-        consumer = QueueConsumer(intake, boto3.client("sqs", endpoint_url=endpoint_url), queue_url, dead_letter_url)
+        consumer = QueueConsumer(service.intake(), boto3.client("sqs", endpoint_url=endpoint_url), queue_url, dead_letter_url)
         while True:
             report = consumer.drain(wait_seconds=0 if once else 20)
             if report.received:
@@ -868,7 +852,7 @@ def bundle_export(
         if chosen not in versions:
             _fail(EXIT_BAD_INPUT, f"version: request {request_id} has versions {versions}")
         sealed = next(b for b in state.bundles if b["version"] == chosen)
-        data = _store(service.settings).get_bundle(request_id, chosen, expected_sha256=sealed["sha256"])
+        data = service.evidence_store().get_bundle(request_id, chosen, expected_sha256=sealed["sha256"])
         output.write_bytes(data)
         service.record_download(request_id, "bundle", by=service.settings.actor, role="cli", version=chosen)
         out.print(f"wrote evidence v{chosen} of {request_id} to {output} ({len(data)} bytes)")
@@ -921,16 +905,6 @@ def task_done(
                 _fail(EXIT_NOT_COMPLETED, f"request {request_id} is {result['status']}: {result.get('reason')}")
 
 
-def _connect_by_name(service: DsrService):  # -> Callable[[str], Connector]
-    from connectors.registry import build_connector
-
-    def connect(name: str):  # noqa: ANN202 - a Connector
-        config = service.data_map.systems[name]
-        return build_connector(name, config.kind, config.settings)
-
-    return connect
-
-
 @app.command()
 def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; change nothing.")] = False,
@@ -940,8 +914,6 @@ def purge(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the run report).")] = False,
 ) -> None:
     """The retention purge: expired records of every system, minus legal holds and open requests."""
-    from dsr.retention import Purger
-
     with _service() as service:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
@@ -954,7 +926,7 @@ def purge(
                     tasks[key] = bars.add_task(f"{sys_name} · {cat}", total=expected)
                 bars.update(tasks[key], completed=done, total=max(expected, done))
 
-            report = Purger(service, _connect_by_name(service)).run(
+            report = service.purge(
                 dry_run=dry_run, systems=system, categories=category, approve=approve, progress=progress)
         if as_json:
             _print_json({"run_id": report.run_id, "dry_run": report.dry_run, "status": report.status,
@@ -991,10 +963,8 @@ def hold_add(
     reason: Annotated[str, typer.Option(help="Why (kept as evidence; no personal data).")],
 ) -> None:
     """Place a legal hold: the purge keeps this subject's data until it is released."""
-    from dsr.holds import add_hold
-
     with _service() as service:
-        hold = add_hold(service, email=email, ref=ref, reason=reason)
+        hold = service.place_hold(email=email, ref=ref, reason=reason)
         out.print(f"hold {hold.ref} placed on {hold.identity_hash}")
 
 
@@ -1004,12 +974,10 @@ def hold_release(
     reason: Annotated[str, typer.Option(help="Why the hold ends.")],
 ) -> None:
     """Release a legal hold."""
-    from dsr.holds import release_hold, reopened_by
-
     with _service() as service:
-        release_hold(service, ref=ref, reason=reason)
+        service.release_hold(ref=ref, reason=reason)
         out.print(f"hold {ref} released")
-        for request_id in reopened_by(service, ref):
+        for request_id in service.reopened_by(ref):
             out.print(f"{request_id}: what the hold kept from erasure is open again; next: dsr run {request_id}")
 
 
@@ -1019,12 +987,8 @@ def restriction_lift(
     reason: Annotated[str, typer.Option(help="Why the restriction ends (kept as evidence; no personal data).")],
 ) -> None:
     """Lift a restriction: marketing put back as it was before it, the purge no longer holds the data back."""
-    from dsr.execution import RequestRunner
-    from dsr.rights import lift_restriction
-
     with _service() as service:
-        result = lift_restriction(RequestRunner(service), request_id, reason=reason, actor=service.settings.actor,
-                                  connect=_connect_by_name(service))
+        result = service.lift_restriction(request_id, reason=reason)
         for system in result.restored:
             out.print(f"{system}: marketing settings restored")
         for system in result.tasks:
@@ -1042,10 +1006,8 @@ def hold_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Legal holds in force (or all of them)."""
-    from dsr.holds import holds
-
     with _service() as service:
-        found = holds(service, active_only=not all_holds)
+        found = service.holds(active_only=not all_holds)
         if as_json:
             _print_json([h.__dict__ if hasattr(h, "__dict__") else
                          {k: getattr(h, k) for k in h.__slots__} for h in found])
@@ -1129,7 +1091,7 @@ def demo(
     """Seed the demo CRM, then submit, verify and run an erasure and an access request; ends with a
     retention purge that deletes the demo systems' expired records."""
     from dsr.settings import packaged_default
-    from flows.demo import run_demo, serve_after_demo
+    from doors.demo import run_demo, serve_after_demo
 
     demo_map = Path("config/demo/systems.yaml")  # a checkout's; else the one shipped in the package
     os.environ.setdefault("DSR_SYSTEMS_FILE", str(demo_map if demo_map.is_file() else packaged_default("demo/systems.yaml")))

@@ -32,6 +32,7 @@ from typing import Any
 
 from rich.console import Console
 
+from doors.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
 from dsr.models import parse_new_request
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT, seed_crm
@@ -70,25 +71,18 @@ def run_demo(service: DsrService, console: Console, run: RunFn, *,
 
 def _retention(service: DsrService, console: Console) -> int:
     """The nightly purge, by hand: a dry run stops at the blast-radius guard, then is approved."""
-    from connectors.registry import build_connector
-    from dsr.retention import Purger
-
-    def connect(name: str):  # noqa: ANN202 - a Connector
-        config = service.data_map.systems[name]
-        return build_connector(name, config.kind, config.settings)
-
     console.rule("retention purge")
-    dry = Purger(service, connect).run(dry_run=True)
+    dry = service.purge(dry_run=True)
     expired = sum(t.candidates - t.held_back for t in dry.tallies)
     console.print(f"dry run {dry.run_id}: {expired} expired record(s) across "
                   f"{len({t.system for t in dry.tallies if t.candidates})} system(s); nothing changed")
     for trip in dry.guard:
         console.print(f"[yellow]guard[/yellow]: {trip['system']} would lose {trip['would_purge']} records "
                       f"(limit {trip['max_share']:.0%} / {trip['max_count']}): approval needed")
-    done = Purger(service, connect).run(approve=dry.run_id if dry.guard else None)
+    done = service.purge(approve=dry.run_id if dry.guard else None)
     console.print(f"purge {done.run_id} ({'approved' if dry.guard else 'within limits'}): {done.status}, "
                   f"{done.purged} purged; signed run report: {done.report_path}")
-    again = Purger(service, connect).run(dry_run=True)
+    again = service.purge(dry_run=True)
     left = sum(t.candidates - t.held_back for t in again.tallies)
     console.print(f"dry run again: {left} expired record(s) left")
     console.print(f"[bold]the retention purge deleted {done.purged} record(s)[/bold] from the demo systems "
@@ -151,8 +145,6 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
                            actor="demo")
             console.print("verified (email-code)")
         result = run(service, state.request_id)
-        from doors.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
-
         _print_outcome(result)
         if result["status"] == "awaiting_manual_action":
             _do_manual_tasks(service, console, state.request_id, email, steps)
@@ -175,11 +167,7 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
 def _lift_restriction(service: DsrService, console: Console, request_id: str, email: str,
                       steps: dict[str, Callable[[str], None]]) -> int:
     """`dsr restriction lift`: marketing put back exactly as it was before the restriction."""
-    from dsr.execution import RequestRunner
-    from dsr.rights import lift_restriction
-
-    result = lift_restriction(RequestRunner(service), request_id, reason="demo: the subject's dispute is resolved",
-                              actor="demo", connect=service.connector)
+    result = service.lift_restriction(request_id, reason="demo: the subject's dispute is resolved", actor="demo")
     console.print(f"restriction lifted: marketing restored in {', '.join(result.restored) or 'no system'}"
                   + (f"; a person restores it in {', '.join(result.tasks)}" if result.tasks else ""))
     _do_manual_tasks(service, console, request_id, email, steps)

@@ -1,8 +1,11 @@
 """The service layer: the one place where the rules of a request's life live.
 
-The CLI, the HTTP API and the flows call these functions; they only parse and present. Every
-change is a ledger event appended with a guard that re-checks the state inside the append's
-transaction, so two doors acting at once cannot both succeed where only one may.
+The CLI, the HTTP API and the flows call `DsrService`, the one application object, built once
+from settings; they only parse and present. It records a request's life here and runs, purges,
+holds and sweeps through `dsr.application.Operations`. Every change is a ledger event appended
+with a guard that re-checks the state inside the append's transaction, so two doors acting at once
+cannot both succeed where only one may; after it, the change is published on the service's event
+bus (`dsr.bus`), where the OpenDSR callbacks and the orchestrator hear of it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from dsr.access import Principal, Role, new_token, token_hash
-from dsr.adapters.webhooks import on_status_change
+from dsr.adapters import webhooks
+from dsr.application import Operations
+from dsr.bus import STATUS_CHANGED, EventBus
 from dsr.contract import Connector
 from dsr.config import DataMap, Policy, load_data_map, load_policy
 from dsr.deadlines import (
@@ -129,8 +134,8 @@ class Submitted:
     created: bool  # False when an idempotent re-submission found the request already there
 
 
-class DsrService:
-    """Submit, verify, extend, cancel and read requests. Holds no state beyond its ledger."""
+class DsrService(Operations):
+    """Submit, verify, extend, cancel, read, run and purge. Holds no state beyond its ledger."""
 
     def __init__(self, settings: Settings | None = None, ledger: Ledger | None = None, *,
                  build_connector: ConnectorBuilder | None = None) -> None:
@@ -145,17 +150,10 @@ class DsrService:
         if self.ledger.identity_hasher is None:
             key = self.settings.identity_hmac_key
             self.ledger.identity_hasher = lambda kind, value: identity_hash(kind, value, key)
-        # Called as listener(event_type, request_id) after a change is recorded: how the doors and
-        # the orchestrator learn of it (e.g. a Prefect event on verification) without the domain
-        # importing them. A listener's failure never undoes or blocks the change.
-        self.listeners: list[Callable[[str, str], None]] = []
-
-    def _announce(self, event_type: str, request_id: str) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(event_type, request_id)
-            except Exception:  # noqa: BLE001 - the change is recorded; a listener must not undo it
-                log.warning("listener failed after %s on request %s", event_type, request_id, exc_info=True)
+        # How the doors and the orchestrator learn of a recorded change (a Prefect event on
+        # verification) without the domain importing them; the status callbacks are always on.
+        self.bus = EventBus()
+        webhooks.subscribe(self)
 
     def connector(self, system: str) -> Connector:
         """A freshly built connector for one system of the data map (its kind and settings).
@@ -174,7 +172,7 @@ class DsrService:
         """Tell whoever follows a request's status (its OpenDSR callbacks) that it may have changed.
 
         Never raises: a receiver that is down must not fail the run or the officer's action."""
-        on_status_change(self, request_id)
+        self.bus.publish(STATUS_CHANGED, request_id)
 
     @cached_property
     def policy(self) -> Policy:
@@ -280,7 +278,7 @@ class DsrService:
                            texts=store_texts([note, corrections]))
         log.info("request %s received (%s, %s, subject %s)", request_id, new.type.value, new.regime.value, digest)
         if new.type in UNVERIFIED_TYPES:  # runnable as received (11 CCR 7026): start it as a verified one starts
-            self._announce(EventType.VERIFIED, request_id)
+            self.bus.publish(EventType.VERIFIED, request_id)
         return Submitted(self.state(request_id), created=True)
 
     def verify(self, request_id: str, *, method: str, note: str, actor: str | None = None) -> RequestState:
@@ -298,8 +296,7 @@ class DsrService:
         self.ledger.append(request_id, EventType.VERIFIED, with_free_text({"method": method}, "note", note),
                            actor=actor or self.settings.actor, guard=guard, texts=store_texts([note]))
         log.info("request %s verified by %s", request_id, method)
-        self.status_changed(request_id)
-        self._announce(EventType.VERIFIED, request_id)
+        self.bus.publish(EventType.VERIFIED, request_id)  # a status change too: the callbacks hear it
         return self.state(request_id)
 
     def extend(self, request_id: str, *, reason: str, actor: str | None = None,
@@ -468,7 +465,7 @@ class DsrService:
 
         self.ledger.append(request_id, EventType.CANCELLED, with_free_text({}, "reason", reason),
                            actor=actor or self.settings.actor, guard=guard, texts=store_texts([reason]))
-        self.status_changed(request_id)
+        self.bus.publish(EventType.CANCELLED, request_id)
         return self.state(request_id)
 
     # -- free text ------------------------------------------------------------------------------

@@ -53,14 +53,11 @@ def failure_notice(flow_run_id: str, run_name: str, event: str) -> Any:
 @flow(name="run-failed-alert")
 def run_failed_alert(flow_run_id: str, run_name: str = "", event: str = "prefect.flow-run.Failed") -> dict[str, str]:
     """Tell the privacy office through the escalation channels; returns each channel's result."""
-    from dsr.adapters.mail import deliver
-
     logger = get_run_logger()
-    channels = runtime.service().policy.escalation.channels.build()
     notice = failure_notice(flow_run_id, run_name, event)
-    if not channels:
+    results = runtime.service().alert_office(notice)
+    if not results:
         logger.warning("%s (no escalation channel configured: escalation.channels in the policy)", notice.subject)
         return {}
-    results = deliver(channels, notice)
     logger.warning("%s; notified: %s", notice.subject, ", ".join(f"{k} {v}" for k, v in sorted(results.items())))
     return results

@@ -14,16 +14,18 @@ request's system never stops the others, and a re-run repeats nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dsr.execution import RunPlan
 from dsr.service import RequestStateError
 from flows import observe, runtime
 from flows.request import system_step
+
+if TYPE_CHECKING:
+    from dsr.execution import RunPlan
 
 #: System steps in flight across all requests of the batch (connectors pace each vendor).
 MAX_PARALLEL_STEPS = 32
@@ -43,7 +45,7 @@ def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, 
     """
     logger = get_run_logger()
     service = runtime.service()
-    runner = runtime.runner()
+    runner = service.runner()
     ended: dict[str, str] = {}
     observe.tag_current_run(["flow:process-verified"])
     for _ in range(max_rounds):

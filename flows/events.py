@@ -1,9 +1,9 @@
 """The bridge from the ledger to Prefect events: a verified request becomes `dsr.request.verified`.
 
-The domain (`dsr/`) never imports Prefect. It announces recorded changes to its listeners
-(`DsrService.listeners`, called as `listener(event_type, request_id)`); `install(service)` adds
-one that mirrors a verification as a Prefect event, which the `process-request` deployment's
-trigger turns into a flow run (see deployments/prefect.yaml and flows/serve.py).
+The domain (`dsr/`) never imports Prefect. It publishes recorded changes on the service's event
+bus (`DsrService.bus`, `dsr.bus`); `install(service)` subscribes a handler that mirrors a
+verification as a Prefect event, which the `process-request` deployment's trigger turns into a
+flow run (see deployments/prefect.yaml and flows/serve.py).
 
 The event carries the request id, its type and regime, nothing else: no address, no name, no
 identity hash. Emission is queued to Prefect's events worker (a background thread), so it does
@@ -30,7 +30,8 @@ VERIFIED_EVENT = "dsr.request.verified"
 RESOURCE_PREFIX = "dsr.request."
 REQUEST_ID_LABEL = "dsr.request-id"
 
-_MARK = "_dsr_prefect_bridge"
+#: The bridge's subscription on a service's bus (one per service however often installed).
+SUBSCRIPTION_KEY = "prefect-events"
 
 
 def resource(request_id: str) -> dict[str, str]:
@@ -55,12 +56,6 @@ def emit_verified(service: DsrService, request_id: str) -> Any:
 
 def install(service: DsrService) -> None:
     """Mirror every verification recorded through `service` as a Prefect event (idempotent)."""
-    listeners = getattr(service, "listeners", None)
-    if listeners is None:
-        raise TypeError("DsrService has no listeners hook (dsr/service.py: self.listeners)")
-    if any(getattr(listener, _MARK, False) for listener in listeners):
-        return
-
     def on_change(event_type: str, request_id: str) -> None:
         if event_type != EventType.VERIFIED:
             return
@@ -73,8 +68,7 @@ def install(service: DsrService) -> None:
             log.warning("could not emit %s for request %s (%s); run it with `dsr run %s`",
                         VERIFIED_EVENT, request_id, type(exc).__name__, request_id)
 
-    setattr(on_change, _MARK, True)
-    listeners.append(on_change)
+    service.bus.subscribe(on_change, key=SUBSCRIPTION_KEY)
 
 
 def emit_backlog(service: DsrService) -> list[str]:

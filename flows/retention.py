@@ -1,7 +1,7 @@
 """The `retention-purge` flow: nightly, expired records of every system, holds honoured.
 
-Thin: the rules live in dsr.retention (the same code `dsr purge` runs). Scheduled at 02:00
-(Europe/Amsterdam by default) in deployments/prefect.yaml.
+Thin: the rules live in dsr.retention, run through the application (the same call `dsr purge`
+makes). Scheduled at 02:00 (Europe/Amsterdam by default) in deployments/prefect.yaml.
 """
 
 from __future__ import annotations
@@ -16,19 +16,11 @@ from flows import observe, runtime
 @flow(name="retention-purge", flow_run_name=observe.timed_run_name("retention-purge"))
 def retention_purge(dry_run: bool = False, approve: str | None = None) -> dict[str, Any]:
     """One purge run; stops before deleting anything if the blast-radius guard trips."""
-    from connectors.registry import build_connector
-    from dsr.retention import Purger
-
     observe.tag_current_run(["flow:retention-purge", "dry-run" if dry_run else "live"])
     service = runtime.service()
-
-    def connect(name: str):  # noqa: ANN202 - a Connector
-        config = service.data_map.systems[name]
-        return build_connector(name, config.kind, config.settings)
-
-    report = Purger(service, connect).run(dry_run=dry_run, approve=approve)
+    report = service.purge(dry_run=dry_run, approve=approve)
     get_run_logger().info("retention purge %s: %s, %d purged", report.run_id, report.status, report.purged)
     # Exports of cancelled requests wait for no run; the nightly purge clears them too.
-    swept = [] if dry_run else runtime.runner().sweep_staging()
+    swept = [] if dry_run else service.sweep_staging()
     return {"run_id": report.run_id, "status": report.status, "purged": report.purged,
             "report": str(report.report_path), "guard": report.guard, "staging_swept": len(swept)}

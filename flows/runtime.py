@@ -1,48 +1,57 @@
-"""What a flow run needs from its process: the service, built once from the environment."""
+"""Where a flow run gets the application from: one `DsrService` per process, built from settings.
+
+Flows call `runtime.service()` and nothing else of the domain's wiring. The first call builds the
+service from the DSR_* environment (a worker's flow run); `use_service` puts a given one in its
+place (the CLI, `dsr serve` and tests do, so the flows share their ledger), and `use_service(None)`
+lets the next call build afresh.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from connectors.registry import build_connector
-from dsr.contract import Connector
-from dsr.execution import RequestRunner
 from dsr.service import DsrService
-from dsr.settings import Settings
+
+if TYPE_CHECKING:
+    from dsr.contract import Connector
+    from dsr.execution import RequestRunner
 
 _lock = threading.Lock()
 _service: DsrService | None = None
 
 
+def _build() -> DsrService:
+    from dsr.logging_setup import configure_from_environment
+    from dsr.settings import Settings
+
+    configure_from_environment()  # a worker's flow run: JSON log lines too (DSR_LOG_FORMAT)
+    return DsrService(Settings())
+
+
 def service() -> DsrService:
-    """One service (and ledger connection pool) per process, shared by the task threads."""
+    """The process's application (and ledger connection pool), shared by the task threads."""
     global _service
     with _lock:
         if _service is None:
-            from dsr.logging_setup import configure_from_environment
-
-            configure_from_environment()  # a worker's flow run: JSON log lines too (DSR_LOG_FORMAT)
-            _service = DsrService(Settings())
+            _service = _build()
         return _service
 
 
 def use_service(instance: DsrService | None) -> None:
-    """Point the flows at a given service (the CLI and tests do, so all share one ledger)."""
+    """Point the flows at a given application (None: build one from settings on the next call)."""
     global _service
     with _lock:
         _service = instance
 
 
 def runner() -> RequestRunner:
-    return RequestRunner(service())
+    """A runner over the process's application (`DsrService.runner`)."""
+    return service().runner()
 
 
 def connector_factory(system: str) -> Callable[[], Connector]:
-    """A builder the runner calls inside its error handling, so a bad entry is recorded."""
-
-    def connect() -> Connector:
-        config = service().data_map.systems[system]
-        return build_connector(system, config.kind, config.settings)
-
-    return connect
+    """A builder of `system`'s connector that the runner calls inside its error handling, so a bad
+    data-map entry is recorded as that system's failure (`DsrService.connecting`)."""
+    return service().connecting(system)

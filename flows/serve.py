@@ -388,7 +388,7 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
                     workers.append(WarmWorker(warm_flows, parallel_runs=warm_runs or DEFAULT_PARALLEL_RUNS))
                     await asyncio.to_thread(workers[0].start)
                     if service is not None:  # a verification here: its run is about to be created
-                        service.listeners.append(_nudge_on_verified(workers[0]))
+                        service.bus.subscribe(_nudge_on_verified(workers[0]))
                 if service is not None:
                     from flows.events import emit_backlog, install
 

@@ -362,9 +362,7 @@ def run_on_serve(api_url: str, request_id: str, *, timeout: float = 3600.0,
 
 def outcome_from_ledger(service: DsrService, request_id: str) -> dict[str, Any]:
     """What process-request returns, read from the ledger after a run elsewhere ended (same keys)."""
-    from dsr.execution import RequestRunner
-
-    runner = RequestRunner(service)
+    runner = service.runner()
     state = service.state(request_id)
     bundle: str | None = None
     if state.bundles:
@@ -375,7 +373,7 @@ def outcome_from_ledger(service: DsrService, request_id: str) -> dict[str, Any]:
         "request_id": request_id,
         "status": state.status.value,
         "reason": state.outcome_reason,
-        "systems": [asdict(RequestRunner._result(state, name)) for name in sorted(state.systems)],  # noqa: SLF001
+        "systems": [asdict(type(runner)._result(state, name)) for name in sorted(state.systems)],  # noqa: SLF001
         "bundle": bundle,
         "package": str(package) if package else None,
     }

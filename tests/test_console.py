@@ -500,9 +500,7 @@ def test_task_list_shows_what_to_do(cli_home: Path) -> None:
         request_id = _submit(service, "access", ACCESS_SUBJECT)
         service.verify(request_id, method="email-code", note="ok")
         runner = RequestRunner(service)
-        from doors.api.jobs import connector_factory
-
-        connect = connector_factory(service)
+        connect = service.connector
         plan = runner.begin(request_id)
         for system in plan.systems:
             runner.run_system(request_id, system, lambda name=system: connect(name), lease=plan.lease)
@@ -520,7 +518,7 @@ def test_demo_serve_prints_the_addresses_a_working_officer_token_and_mails_witho
     from rich.console import Console
 
     from dsr.adapters.mail import Notice, SmtpChannel
-    from flows.demo import serve_after_demo
+    from doors.demo import serve_after_demo
 
     screen = Console(record=True, width=200)
     handed: dict[str, Any] = {}

@@ -138,7 +138,8 @@ def test_listeners_hear_of_a_verification_and_cannot_break_it(service: DsrServic
     def broken(event_type: str, request_id: str) -> None:
         raise RuntimeError("orchestrator down")
 
-    service.listeners += [broken, lambda event_type, request_id: heard.append((event_type, request_id))]
+    for listener in (broken, lambda event_type, request_id: heard.append((event_type, request_id))):
+        service.bus.subscribe(listener)
     state = _submit(service)
     verified = service.verify(state.request_id, method="email-code", note="code returned")
     assert verified.verified and heard == [("request.verified", state.request_id)]

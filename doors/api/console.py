@@ -9,7 +9,7 @@ Pages (server-rendered; one same-origin script polls JSON for progress):
 - `/console/holds`: legal holds (add, release); `/console/purge`: retention runs (dry run per system
   and category, approval of a run the guard stopped); `/console/escalations`: deadline alerts.
 
-Every action calls the service layer (`DsrService`, `dsr.holds`, `dsr.retention`, `dsr.execution`),
+Every action calls the application object (`DsrService`: runs, holds and purges included),
 so the ledger records the same events as the CLI's, with the officer's token name as the actor.
 
 Sign-in: an officer token (config/access.yaml) is exchanged for a random session id in the
@@ -421,9 +421,7 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
                 service.cancel(state.request_id, reason=form.get("reason", ""), actor=who.name)
                 message = "request cancelled"
             else:
-                from dsr.execution import RequestRunner
-
-                RequestRunner(service).check_runnable(state.request_id)  # refuse at once, with the reason
+                service.check_runnable(state.request_id)  # refuse at once, with the reason
                 job = jobs.start("run", state.request_id,
                                  lambda job: _jobs.run_request(service, state.request_id, job))
                 message = "run started" if job.state == "running" else job.message
@@ -508,10 +506,8 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
 
     def holds_page(request: Request, signed_in: tuple[Principal, Session], errors: dict[str, str] | None = None,
                    code: int = 200) -> Response:
-        from dsr.holds import holds as list_holds
-
         found = [{"ref": h.ref, "subject": h.identity_hash, "since": h.since[:16].replace("T", " "), "by": h.by,
-                  "reason": h.reason, "released": h.released} for h in list_holds(service, active_only=False)]
+                  "reason": h.reason, "released": h.released} for h in service.holds(active_only=False)]
         return page(request, "console_holds.html", {"section": "holds", "holds": found, "errors": errors or {}},
                     code, signed_in)
 
@@ -526,11 +522,9 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         if isinstance(checked, Response):
             return checked
         signed_in, form = checked
-        from dsr.holds import add_hold
-
         try:
-            hold = add_hold(service, email=form.get("email", ""), ref=form.get("ref", "").strip(),
-                            reason=form.get("reason", ""), actor=signed_in[0].name)
+            hold = service.place_hold(email=form.get("email", ""), ref=form.get("ref", "").strip(),
+                                      reason=form.get("reason", ""), actor=signed_in[0].name)
         except (RequestInputError, IdentityError) as exc:
             return holds_page(request, signed_in, {"add": str(exc)}, status.HTTP_400_BAD_REQUEST)
         except RequestStateError as exc:
@@ -543,10 +537,8 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         if isinstance(checked, Response):
             return checked
         signed_in, form = checked
-        from dsr.holds import release_hold
-
         try:
-            release_hold(service, ref=ref, reason=form.get("reason", ""), actor=signed_in[0].name)
+            service.release_hold(ref=ref, reason=form.get("reason", ""), actor=signed_in[0].name)
         except RequestInputError as exc:
             return holds_page(request, signed_in, {ref: str(exc)}, status.HTTP_400_BAD_REQUEST)
         except RequestStateError as exc:
@@ -556,12 +548,8 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
     # -- retention purge -------------------------------------------------------------------------
 
     def purge_runs() -> list[dict[str, Any]]:
-        from dsr.retention import PURGE_PREFIX
-
         runs = []
-        for run_id in service.ledger.request_ids():
-            if not run_id.startswith(PURGE_PREFIX):
-                continue
+        for run_id in service.purge_run_ids():
             events = service.ledger.events(run_id)
             started = events[0]
             completed = next((e for e in reversed(events) if e.type == "purge.completed"), None)
@@ -609,10 +597,8 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         signed_in, form = checked
         approve = form.get("approve") or None
         if approve is not None:
-            from dsr.retention import Purger
-
             try:
-                Purger(service, _jobs.connector_factory(service))._approved(approve)  # refuse at once, naming it
+                service.check_purge_approval(approve)  # refuse at once, naming it
             except RequestStateError as exc:
                 return purge_page(request, signed_in, {"approve": str(exc)}, status.HTTP_409_CONFLICT)
         dry_run = approve is None and form.get("mode") != "purge"

@@ -290,8 +290,8 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
                                  codes_per_request=policy.codes_per_request,
                                  codes_per_request_per_window=policy.codes_per_request_per_day,
                                  codes_per_identity_per_window=policy.codes_per_identity_per_day)
-    intake = Intake(service, smtp_config_provider, duplicate_window=duplicate_window,
-                    callback_url_prefixes=callback_url_prefixes, limits=code_limits)
+    intake = service.intake(smtp_config_provider, duplicate_window=duplicate_window,
+                            callback_url_prefixes=callback_url_prefixes, limits=code_limits)
     if service.settings.opendsr_calls_per_minute is not None:  # one setting for all three (a trusted load)
         submit_limit = verify_limit = status_limit = (service.settings.opendsr_calls_per_minute, 60.0)
     controllers = load_controllers(service.settings)  # a bad file fails here, naming the setting

@@ -1,10 +1,10 @@
 """Long operations started from the console (a request's run, a retention purge) in background threads.
 
 A page starts a job and returns at once; the browser polls the job's JSON (doors.api.console) and
-shows its progress. The work itself is the same code the CLI and the flows call: `RequestRunner`
-(begin, each system, finish) and `Purger`. A request's run holds the request's lease in the ledger,
-so a run started here and one the orchestrator started on verification cannot both act: the second
-stops with "already running".
+shows its progress. The work itself is the application's, as the CLI and the flows call it:
+`DsrService.run` (begin, each system, finish) and `DsrService.purge`. A request's run holds the
+request's lease in the ledger, so a run started here and one the orchestrator started on
+verification cannot both act: the second stops with "already running".
 """
 
 from __future__ import annotations
@@ -94,41 +94,23 @@ class Jobs:
             del self._jobs[key]
 
 
-def connector_factory(service: DsrService) -> Callable[[str], Any]:
-    """System name -> a freshly built connector (the data map's kind and settings)."""
-    from connectors.registry import build_connector
-
-    def connect(name: str) -> Any:
-        config = service.data_map.systems[name]
-        return build_connector(name, config.kind, config.settings)
-
-    return connect
-
-
 def run_request(service: DsrService, request_id: str, job: Job) -> str:
     """Carry out a verified request, system by system, as the flow does (each step in the ledger first)."""
-    from dsr.execution import RequestRunner
 
-    runner = RequestRunner(service)
-    connect = connector_factory(service)
-    plan = runner.begin(request_id)
-    job.progress["systems"] = {"done": len(plan.all_systems) - len(plan.systems), "total": len(plan.all_systems)}
-    for system in plan.systems:
-        runner.run_system(request_id, system, lambda name=system: connect(name), lease=plan.lease)
-        job.progress["systems"]["done"] += 1
-    outcome = runner.finish(request_id, lease=plan.lease)
+    def progress(done: int, total: int) -> None:
+        job.progress["systems"] = {"done": done, "total": total}
+
+    outcome = service.run(request_id, progress=progress)
     job.result = {"status": outcome.status.value, "reason": outcome.reason}
     return f"the run ended: {outcome.status.value.replace('_', ' ')}" + (f" ({outcome.reason})" if outcome.reason else "")
 
 
 def purge(service: DsrService, job: Job, *, dry_run: bool, approve: str | None = None) -> str:
     """A retention purge (or its dry run), reporting per system and category as it goes."""
-    from dsr.retention import Purger
-
     def progress(system: str, category: str, done: int, expected: int) -> None:
         job.progress[f"{system} · {category}"] = {"done": done, "total": max(done, expected)}
 
-    report = Purger(service, connector_factory(service)).run(dry_run=dry_run, approve=approve, progress=progress)
+    report = service.purge(dry_run=dry_run, approve=approve, progress=progress)
     job.result = {"run_id": report.run_id, "status": report.status, "purged": report.purged}
     if report.status == "needs_approval":
         return f"{report.run_id}: stopped at the blast-radius guard, nothing deleted; approve it below to go ahead"

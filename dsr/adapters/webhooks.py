@@ -433,3 +433,16 @@ def on_status_change(service: Any, request_id: str, *, notify: Callable[..., Any
         notify(service, request_id)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("status callbacks for request %s failed: %s", request_id, type(exc).__name__)
+
+
+#: The callbacks' subscription on the application's event bus (one per service).
+SUBSCRIPTION_KEY = "opendsr-status-callbacks"
+
+
+def subscribe(service: Any) -> None:
+    """Send a request's status callbacks on every change the service publishes (idempotent).
+
+    Every topic counts: a verification, a cancellation and a run's progress may each move the
+    status a receiver sees, and `notify_status` sends only when it differs from the last sent.
+    """
+    service.bus.subscribe(lambda _topic, request_id: on_status_change(service, request_id), key=SUBSCRIPTION_KEY)
