@@ -9,7 +9,8 @@ fit, a few hooks:
   `RETRY_STATUSES` retried);
 - `HINTS` (status or code -> message template) and `explain(failure)`: the words of an error;
 - `translate(exc)`: an SDK's exception as an `HttpFailure`, for vendors reached through a client library;
-- `reauthenticate(failure)`: drop a cached login so that a 401 is tried once more with a fresh one.
+- `reauthenticate(failure)`: drop a cached login so that a 401 is tried once more with a fresh one;
+- `in_flight()`: a cap on concurrent calls (a `connectors.pacing.slots_for` semaphore), held per attempt.
 
 `request(...)` is the plain-`requests` way in; `_call(operation, what, send)` is the core under it, also
 usable with any `send` (an SDK call). Errors leave as `VendorApiError` carrying status, code and `fatal`,
@@ -23,6 +24,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -355,19 +357,20 @@ class HttpConnector:
         raise failure  # outside the except blocks: neither the cause nor the context is kept
 
     def _attempt(self, send: Callable[[], T]) -> T:
-        waited = self._pause.wait() + self._limiter.acquire()
-        self._count("calls")
-        if waited:
-            self._count("waited_seconds", waited)
         failure: HttpFailure | None = None
-        try:
-            return send()
-        except (HttpFailure, ConnectorError, UnexpectedAnswer):
-            raise
-        except Exception as exc:
-            failure = self.translate(exc)
-            if failure is None:
+        with self.in_flight():
+            waited = self._pause.wait() + self._limiter.acquire()
+            self._count("calls")
+            if waited:
+                self._count("waited_seconds", waited)
+            try:
+                return send()
+            except (HttpFailure, ConnectorError, UnexpectedAnswer):
                 raise
+            except Exception as exc:
+                failure = self.translate(exc)
+                if failure is None:
+                    raise
         raise failure  # the SDK's exception (with its URL or message) is not chained
 
     # --- hooks ---
@@ -387,6 +390,10 @@ class HttpConnector:
             return response.json()
         except ValueError:
             raise UnexpectedAnswer() from None
+
+    def in_flight(self) -> AbstractContextManager[Any]:
+        """Held around each attempt: a cap on concurrent calls where the vendor counts them (default: none)."""
+        return nullcontext()
 
     def translate(self, exc: BaseException) -> HttpFailure | None:
         """An SDK's exception as an `HttpFailure` (so that it is sorted and retried like an answer), or None."""
