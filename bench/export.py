@@ -121,7 +121,7 @@ def build_subject_data(crm_path: Path, megabytes: float, seed: int = 11) -> dict
 
 def access_in_child(spec: ServiceSpec, email: str) -> dict[str, Any]:
     """Child: carry out one access request and time its phases."""
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
 
     with open_service(spec) as service:
         request_id = submit_verified(service, "access", email, regime="uk-gdpr")
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     small_size = {"export_mb": round(small["staging_bytes"] / MB, 1), "records": small["records"]}
     report.emit("export.peak_rss_tenth", small_peak, "MiB", peak / small_peak, None, size=small_size,
                 note="the same at a tenth of the size; ratio = peak at full size / peak at a tenth (1.0 = flat)")
-    report.emit("export.package_bundle_rate", pipeline_rate, "MB/s", pipeline_rate / base_rate, ">= 1.0", size=size,
+    report.emit("export.package_bundle_rate", pipeline_rate, "MB/s", pipeline_rate / base_rate, ">= 0.5", size=size,
                 note="MB of staged export per second of finish() (package + evidence bundle); "
                      "ratio = against sha256sum + zip -1 of the same bytes in this run",
                 package_mb=result["package_bytes"] / MB, bundle_mb=result["bundle_bytes"] / MB,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 note="discovery + streamed connector export into the staging file (CRM, SQLite)",
                 seconds=result["export_seconds"])
     report.note("only the CRM takes part: the subject's gigabyte lives there, and vendor rate limits would make it hours")
-    report.note("no ratio is set for package+bundle speed; '>= 1.0' (as fast as sha256sum + zip -1) is ours")
+    report.note("package + bundle write twice the export (data.json and the spreadsheets), each deflated: '>= 0.5' of sha256sum + zip -1 on the export once")
     report.summary()
     return 0
 

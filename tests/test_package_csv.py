@@ -53,3 +53,24 @@ def test_package_spreadsheets_are_what_the_csv_module_writes(tmp_path: Path) -> 
     # Deterministic: the same export gives the same bytes (its hash is sealed in the evidence).
     again, _ = write_package(tmp_path / "again" / "package.zip", "r-1", {"type": "access"}, {"crm": export}, summary)
     assert again == digest
+
+
+def test_data_json_is_the_same_whether_the_export_was_staged_canonically_or_not(tmp_path: Path) -> None:
+    """The runner stages canonical JSON, whose fields are copied into data.json as they stand; any
+    other spelling of the same records (an older staging file, ids that need escaping) must give
+    byte for byte the same data.json."""
+    from dsr.ledger.events import canonical_json
+
+    ids = ["plain", 7, 'quote"d', "tab\there", "Zoë", "line\u2028sep", None]
+    records = [(f"obj{n % 2}", ids[n % len(ids)], fields) for n, fields in enumerate(AWKWARD + LONE)]
+    summary = load_policy(REPO / "config" / "policy.yaml").subject_summary
+    texts = []
+    for name, spell in (("canonical", lambda r: canonical_json(r)), ("loose", lambda r: json.dumps(r, indent=None))):
+        export = tmp_path / f"{name}.jsonl"
+        export.write_text("".join(spell({"object": o, "id": i, "fields": f}) + "\n" for o, i, f in records),
+                          encoding="utf-8")
+        write_package(tmp_path / name / "package.zip", "r-1", {"type": "access"}, {"crm": export}, summary)
+        with zipfile.ZipFile(tmp_path / name / "package.zip") as archive:
+            texts.append(archive.read("data.json"))
+        assert json.loads(texts[-1])["systems"]["crm"]["obj0"] == [f for o, _, f in records if o == "obj0"]
+    assert texts[0] == texts[1]
