@@ -23,6 +23,7 @@ Sandboxes know vendor wire formats only, never the project's own code.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -203,6 +204,31 @@ def seconds_to_midnight() -> float:
     return ((now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0) - now).total_seconds()
 
 
+class InFlight:
+    """The calls being answered right now, with when each started (thread-safe): a vendor's cap on
+    concurrent calls counts them."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, float] = {}
+        self._keys = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def enter(self, cap: int | None, older_than: float = 0.0) -> int | None:
+        """Admit a call (its key for `leave`) unless `cap` calls that have run `older_than` seconds or
+        more are in flight (None: refused). A cap of None admits every call."""
+        now = time.monotonic()
+        with self._lock:
+            if cap is not None and sum(1 for t in self._started.values() if now - t >= older_than) >= cap:
+                return None
+            key = next(self._keys)
+            self._started[key] = now
+            return key
+
+    def leave(self, key: int) -> None:
+        with self._lock:
+            self._started.pop(key, None)
+
+
 class TokenStore:
     """The access tokens a vendor issued, each until its expiry (thread-safe).
 
@@ -338,6 +364,7 @@ class Vendor:
         # Which calls the pace counts (vendors do not count OAuth token calls against API limits).
         self.pace_pattern: re.Pattern[str] | None = None
         self.controls = Router()  # the vendor's own control actions (`on_control`)
+        self.in_flight = InFlight()  # counted only for calls `concurrency_cap` caps
         # Set by a vendor whose routes all read and write one store: each handler then runs holding it.
         self.store_lock: AbstractContextManager[Any] | None = None
 
@@ -372,6 +399,15 @@ class Vendor:
     def not_found(self, request: Request) -> Response:
         return Response.json({"error": "not found"}, 404)
 
+    def method_not_allowed(self, request: Request) -> Response:
+        """The answer for a known path under another method."""
+        return Response.json({"error": "method not allowed"}, 405)
+
+    def concurrency_cap(self, request: Request) -> tuple[int | None, float] | None:
+        """For a call the vendor's cap on concurrent calls applies to: (the cap, how long a call must
+        have run to count, in seconds). None: no cap for this call. Over the cap: `throttled`."""
+        return None
+
     def reset_state(self) -> None:
         """Forget limits' windows (and anything else a test wants fresh)."""
 
@@ -395,7 +431,17 @@ class Vendor:
         """Answer one call; None means: reset the connection."""
         if request.path.startswith(CONTROL_PREFIX):
             return self._control(request)
-        response = self._answer(request)
+        cap = self.concurrency_cap(request)
+        key = None if cap is None else self.in_flight.enter(*cap)
+        if cap is not None and key is None:
+            self.count("calls")
+            self.count("throttled")
+            return self.throttled(request)
+        try:
+            response = self._answer(request)
+        finally:
+            if key is not None:
+                self.in_flight.leave(key)
         journal = self.journal
         if journal is not None and request.method not in ("GET", "HEAD"):
             with self.stats_lock:
@@ -441,7 +487,7 @@ class Vendor:
         if resolved is None:
             return self.not_found(request)
         if resolved is False:
-            return Response.json({"error": "method not allowed"}, 405)
+            return self.method_not_allowed(request)
         handler, params = resolved  # type: ignore[misc]
         request.params = params
         lock = self.store_lock

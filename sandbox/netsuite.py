@@ -59,7 +59,6 @@ Sandboxes know vendor wire formats only, never the project's own code.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import random
@@ -68,8 +67,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
@@ -83,8 +81,34 @@ from oauthlib.oauth1.rfc5849.utils import parse_authorization_header
 from requests_oauthlib import OAuth1
 
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
-from sandbox.crm_seed import DECOY_EMAILS as _CRM_DECOYS
-from sandbox.kit import CONTROL_PREFIX, Request, Response, Vendor, serve_forever
+from sandbox.kit import (
+    CONTROL_PREFIX,
+    ControlClient,
+    Request,
+    Response,
+    TokenStore,
+    Vendor,
+    bearer_token,
+    demo_cli,
+    serve_demo,
+)
+from sandbox.netsuite_records import (
+    CURRENCIES,
+    DEFAULT_SUBSCRIPTION,
+    FIELDS_BY_NAME,
+    SCHEMAS,
+    SOFT_STATUSES,
+    SUBSCRIPTION_STATUSES,
+    SUBSIDIARIES,
+    SUITEQL_TABLES,
+    TRANSACTION_CODES,
+    TRANSACTION_STATUS,
+    RecordField,
+    iso_seconds,
+    now_seconds,
+)
+from sandbox.netsuite_seed import DECOY_EMAILS, DemoSeeder
+from sandbox.suiteql import Operand, QueryError, SuiteQLParser, operand_value, suiteql_value, truth
 
 __all__ = [
     "ACCESS_SUBJECT",
@@ -117,13 +141,9 @@ DEMO_CLIENT_ID = "ns-sandbox-m2m-client-4c1d9f2e7b3a"
 DEMO_CERTIFICATE_ID = "ns-sandbox-cert-2f9a"
 """The certificate id (JWT ``kid``) under which the demo's public key would be registered."""
 
-DECOY_EMAILS: tuple[str, ...] = (*_CRM_DECOYS, "obrien@example.com", "o'brien@example.com")
-"""Addresses that must never match a demo subject (each has a customer with an invoice)."""
-
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
 PAGE_MAX = 1000
 RESULT_CAP = 100_000
-IN_LIST_MAX = 1000
 TOKEN_SECONDS = 3600
 _REST = "/services/rest"
 _RECORD = f"{_REST}/record/v1"
@@ -179,438 +199,6 @@ def _bad_content(detail: str, path: str) -> _ApiError:
     return _ApiError(400, "INVALID_CONTENT", f"Error while accessing a resource. {detail}", path=path)
 
 
-# --- schema ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    name: str  # REST name (camelCase)
-    kind: str  # id, text, email, bool, date, datetime, ref, number, sublist
-    column: str | None = None  # SuiteQL column; None: not exposed to SuiteQL
-    writable: bool = True
-    ref: str | None = None  # for refs: subsidiary, currency, customer
-
-
-def _f(name: str, kind: str = "text", column: str | None | bool = True, **kwargs: Any) -> _Field:
-    col = name.lower() if column is True else (column or None)
-    return _Field(name, kind, col, **kwargs)
-
-
-_AUDIT = (_f("dateCreated", "datetime", writable=False), _f("lastModifiedDate", "datetime", writable=False))
-_CUSTOMER = (
-    _f("id", "id", writable=False), _f("entityId"), _f("isPerson", "bool"), _f("firstName"), _f("lastName"),
-    _f("companyName"), _f("email", "email"), _f("altEmail", "email"), _f("phone"), _f("mobilePhone"),
-    _f("comments"), _f("subsidiary", "ref", ref="subsidiary"), _f("isInactive", "bool"),
-    _f("globalSubscriptionStatus", "subscription"), *_AUDIT,
-    _f("addressBook", "sublist", column=False),
-)  # fmt: skip
-_CONTACT = (
-    _f("id", "id", writable=False), _f("entityId"), _f("firstName"), _f("lastName"), _f("title"),
-    _f("email", "email"), _f("phone"), _f("company", "ref", ref="customer"), _f("subsidiary", "ref", ref="subsidiary"),
-    _f("comments"), _f("isInactive", "bool"), _f("globalSubscriptionStatus", "subscription"), *_AUDIT,
-)  # fmt: skip
-
-
-def _transaction_fields(lines: str | None) -> tuple[_Field, ...]:
-    fields = [
-        _f("id", "id", writable=False), _f("tranId", writable=False), _f("tranDate", "date"),
-        _f("entity", "ref", ref="customer"), _f("subsidiary", "ref", column=False, ref="subsidiary"),
-        _f("currency", "ref", column=False, ref="currency"), _f("email", "email"), _f("memo"),
-        _f("otherRefNum", column=False), _f("status", column=False, writable=False),
-        _f("total", "number", column="foreigntotal", writable=False),
-        _f("createdDate", "datetime", writable=False), _f("lastModifiedDate", "datetime", writable=False),
-    ]  # fmt: skip
-    if lines:
-        fields.append(_f(lines, "sublist", column=False))
-    return tuple(fields)
-
-
-TRANSACTION_CODES = {"invoice": "CustInvc", "cashSale": "CashSale", "creditMemo": "CustCred",
-                     "customerPayment": "CustPymnt", "salesOrder": "SalesOrd"}
-"""REST record type -> the SuiteQL ``transaction.type`` code."""
-
-_SCHEMAS: dict[str, tuple[_Field, ...]] = {
-    "customer": _CUSTOMER,
-    "contact": _CONTACT,
-    **{name: _transaction_fields("apply" if name == "customerPayment" else "item") for name in TRANSACTION_CODES},
-}
-_BY_NAME = {rtype: {f.name.lower(): f for f in fields} for rtype, fields in _SCHEMAS.items()}
-_SUBSIDIARIES = {1: ("Precision Optical Technologies, Inc.", "US"), 2: ("Precision Optical UK Ltd", "GB"),
-                 3: ("Precision Optical B.V.", "NL"), 4: ("Precision Optica Ltda", "BR"),
-                 5: ("Precision Optical Canada Inc.", "CA")}  # fmt: skip
-_CURRENCIES = {1: "USA", 2: "British pound", 3: "Euro", 4: "Brazilian real", 5: "Canadian dollar"}
-_STATUS = {"invoice": "Paid In Full", "cashSale": "Deposited", "creditMemo": "Fully Applied",
-           "customerPayment": "Deposited", "salesOrder": "Billed"}  # fmt: skip
-
-# The SuiteQL tables: customer, contact, and transaction (every transaction type, with `type` and `recordtype`).
-_TRANSACTION_COLUMNS = {"type": "text", "recordtype": "text"}
-
-
-SUBSCRIPTION_STATUSES = {"1": "Soft Opt-In", "2": "Soft Opt-Out", "3": "Confirmed Opt-In", "4": "Confirmed Opt-Out"}
-"""``globalSubscriptionStatus`` values (a select field: ``{"id": "2", "refName": "Soft Opt-Out"}``). A business
-may set the soft ones only; the confirmed ones are the recipient's, and a Confirmed Opt-Out cannot be
-changed by anyone but the recipient (Oracle NetSuite help, Subscription Management)."""
-SOFT_STATUSES = frozenset({"1", "2"})
-DEFAULT_SUBSCRIPTION = "1"  # "Unsubscribed to Marketing By Default" off: new records are Soft Opt-In
-
-
-def _columns(table: str) -> dict[str, _Field]:
-    if table == "transaction":
-        columns = {f.column: f for f in _SCHEMAS["invoice"] if f.column}
-        columns.update({name: _Field(name, kind, name, writable=False) for name, kind in _TRANSACTION_COLUMNS.items()})
-        return columns
-    return {f.column: f for f in _SCHEMAS[table] if f.column}
-
-
-_TABLES = {table: _columns(table) for table in ("customer", "contact", "transaction")}
-
-
-# --- values -----------------------------------------------------------------------------------------------
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _us_date(day: date) -> str:
-    """How SuiteQL shows a date with the default preference (M/D/YYYY)."""
-    return f"{day.month}/{day.day}/{day.year}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-# --- SuiteQL ------------------------------------------------------------------------------------------------
-
-
-class _QueryError(Exception):
-    """An unsupported or malformed query: NetSuite's 400 "Invalid search query"."""
-
-
-_TOKEN_RE = re.compile(
-    r"""(?P<space>\s+)
-      | (?P<number>\d+(?:\.\d+)?)
-      | (?P<op><=|>=|!=|<>|=|<|>)
-      | (?P<punct>[(),*])
-      | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)""",
-    re.VERBOSE,
-)
-_KEYWORDS = frozenset({"select", "from", "where", "and", "or", "not", "in", "is", "null", "like", "order", "by",
-                       "asc", "desc", "as"})  # fmt: skip
-_FUNCTIONS = frozenset({"lower", "upper", "to_char"})
-_DATE_FORMATS = {"YYYY-MM-DD": "%Y-%m-%d", "YYYY-MM-DD HH24:MI:SS": "%Y-%m-%d %H:%M:%S"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Tok:
-    kind: str  # string, number, op, punct, name, keyword, end
-    value: Any
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    position = 0
-    while position < len(text):
-        if text[position] == "'":
-            chars: list[str] = []
-            position += 1
-            while True:
-                if position >= len(text):
-                    raise _QueryError("Unterminated string literal.")
-                if text[position] == "'":
-                    if text[position + 1 : position + 2] == "'":
-                        chars.append("'")
-                        position += 2
-                        continue
-                    position += 1
-                    break
-                chars.append(text[position])
-                position += 1
-            tokens.append(_Tok("string", "".join(chars)))
-            continue
-        match = _TOKEN_RE.match(text, position)
-        if match is None:
-            raise _QueryError(f"Unexpected character at position {position}.")
-        kind = match.lastgroup or ""
-        value: Any = match.group()
-        if kind == "name" and value.lower() in _KEYWORDS:
-            kind, value = "keyword", value.lower()
-        if kind != "space":
-            tokens.append(_Tok(kind, value))
-        position = match.end()
-    tokens.append(_Tok("end", None))
-    return tokens
-
-
-@dataclass(frozen=True, slots=True)
-class _Operand:
-    column: str
-    func: str | None = None
-    fmt: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Query:
-    table: str
-    select: tuple[tuple[str, _Operand], ...]  # (output key, operand)
-    where: Any
-    order: tuple[tuple[_Operand, bool], ...]  # (operand, descending)
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
-        self.index = 0
-        self.table = ""
-
-    @property
-    def tok(self) -> _Tok:
-        return self.tokens[self.index]
-
-    def take(self, kind: str, value: str | None = None) -> _Tok:
-        tok = self.tok
-        if tok.kind != kind or (value is not None and tok.value != value):
-            shown = "end of query" if tok.kind == "end" else repr(str(tok.value))
-            raise _QueryError(f"Invalid or unsupported search: unexpected {shown}.")
-        self.index += 1
-        return tok
-
-    def accept(self, kind: str, value: str | None = None) -> _Tok | None:
-        tok = self.tok
-        if tok.kind == kind and (value is None or tok.value == value):
-            self.index += 1
-            return tok
-        return None
-
-    def parse(self) -> _Query:
-        self.take("keyword", "select")
-        start = self.index
-        while self.tok.kind != "end" and not (self.tok.kind == "keyword" and self.tok.value == "from"):
-            self.index += 1
-        self.take("keyword", "from")
-        table = str(self.take("name").value).lower()
-        if table not in _TABLES:
-            raise _QueryError(f"Record '{table}' was not found.")
-        self.table = table
-        after_from, self.index = self.index, start
-        select: list[tuple[str, _Operand]] = []
-        if self.accept("punct", "*"):
-            select = [(name, _Operand(name)) for name in _TABLES[table]]
-        else:
-            while True:
-                operand = self.operand()
-                key = operand.column
-                if self.accept("keyword", "as"):
-                    key = str(self.take("name").value).lower()
-                elif operand.func:
-                    raise _QueryError("Give a function column an alias (AS name).")
-                select.append((key, operand))
-                if not self.accept("punct", ","):
-                    break
-        self.take("keyword", "from")
-        self.index = after_from
-        where = self.disjunction() if self.accept("keyword", "where") else None
-        order: list[tuple[_Operand, bool]] = []
-        if self.accept("keyword", "order"):
-            self.take("keyword", "by")
-            aliases = dict(select)
-            while True:
-                name = str(self.tok.value).lower() if self.tok.kind == "name" else ""
-                follows = self.tokens[self.index + 1]
-                if name in aliases and not (follows.kind == "punct" and follows.value == "("):
-                    self.index += 1
-                    operand = aliases[name]
-                else:
-                    operand = self.operand()
-                descending = bool(self.accept("keyword", "desc"))
-                if not descending:
-                    self.accept("keyword", "asc")
-                order.append((operand, descending))
-                if not self.accept("punct", ","):
-                    break
-        self.take("end")
-        return _Query(table, tuple(select), where, tuple(order))
-
-    def column(self, tok: _Tok) -> str:
-        name = str(tok.value).lower()
-        if "." in name:
-            prefix, name = name.split(".", 1)
-            if prefix != self.table:
-                raise _QueryError(f"Unknown table alias '{prefix}'.")
-        if name not in _TABLES[self.table]:
-            raise _QueryError(f"Field '{name}' for record '{self.table}' was not found. Reason: NOT_EXPOSED - "
-                              "Not available for channel SEARCH")
-        return name
-
-    def operand(self) -> _Operand:
-        tok = self.take("name")
-        if tok.value.lower() in _FUNCTIONS and self.accept("punct", "("):
-            func = tok.value.lower()
-            inner = self.column(self.take("name"))
-            fmt = None
-            if func == "to_char":
-                self.take("punct", ",")
-                fmt = str(self.take("string").value)
-                if fmt not in _DATE_FORMATS:
-                    raise _QueryError(f"Unsupported date format '{fmt}'.")
-            self.take("punct", ")")
-            return _Operand(inner, func, fmt)
-        return _Operand(self.column(tok))
-
-    def disjunction(self) -> Any:
-        parts = [self.conjunction()]
-        while self.accept("keyword", "or"):
-            parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else ("or", parts)
-
-    def conjunction(self) -> Any:
-        parts = [self.negation()]
-        while self.accept("keyword", "and"):
-            parts.append(self.negation())
-        return parts[0] if len(parts) == 1 else ("and", parts)
-
-    def negation(self) -> Any:
-        if self.accept("keyword", "not"):
-            return ("not", self.negation())
-        if self.accept("punct", "("):
-            inner = self.disjunction()
-            self.take("punct", ")")
-            return inner
-        left = self.operand()
-        if self.accept("keyword", "is"):
-            negated = bool(self.accept("keyword", "not"))
-            self.take("keyword", "null")
-            return ("null", left, negated)
-        negated = bool(self.accept("keyword", "not"))
-        if self.accept("keyword", "in"):
-            self.take("punct", "(")
-            values = [self.literal()]
-            while self.accept("punct", ","):
-                values.append(self.literal())
-            self.take("punct", ")")
-            if len(values) > IN_LIST_MAX:
-                raise _QueryError("ORA-01795: maximum number of expressions in a list is 1000")
-            return ("in", left, values, negated)
-        if self.accept("keyword", "like"):
-            pattern = self.take("string").value
-            regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-            return ("like", left, re.compile(f"^{regex}$", re.DOTALL), negated)
-        if negated:
-            raise _QueryError("Invalid or unsupported search: NOT must precede IN or LIKE here.")
-        op = self.take("op").value
-        return ("cmp", left, "!=" if op == "<>" else op, self.literal())
-
-    def literal(self) -> Any:
-        tok = self.tok
-        if tok.kind == "string":
-            self.index += 1
-            return tok.value or None  # Oracle: '' is NULL
-        if tok.kind == "number":
-            self.index += 1
-            return float(tok.value) if "." in tok.value else int(tok.value)
-        if tok.kind == "keyword" and tok.value == "null":
-            self.index += 1
-            return None
-        if tok.kind == "name" and tok.value.lower() == "to_date":
-            self.index += 1
-            self.take("punct", "(")
-            text = str(self.take("string").value)
-            self.take("punct", ",")
-            fmt = str(self.take("string").value)
-            self.take("punct", ")")
-            if fmt not in _DATE_FORMATS:
-                raise _QueryError(f"Unsupported date format '{fmt}'.")
-            try:
-                return datetime.strptime(text, _DATE_FORMATS[fmt]).replace(tzinfo=UTC)
-            except ValueError:
-                raise _QueryError("ORA-01861: literal does not match format string") from None
-        raise _QueryError("Invalid or unsupported search: a literal value is expected.")
-
-
-def _operand_value(operand: _Operand, row: Mapping[str, Any]) -> Any:
-    value = row.get(operand.column)
-    if value is None:
-        return None
-    if operand.func in ("lower", "upper"):
-        if not isinstance(value, str):
-            return value
-        return value.lower() if operand.func == "lower" else value.upper()
-    if operand.func == "to_char":
-        moment = value if isinstance(value, datetime) else datetime.combine(value, datetime.min.time(), UTC)
-        return moment.strftime(_DATE_FORMATS[operand.fmt or "YYYY-MM-DD"])
-    return value
-
-
-def _coerce(have: Any, literal: Any) -> tuple[Any, Any]:
-    """Both sides of a comparison in one type (Oracle's implicit conversions, as far as SuiteQL needs them)."""
-    if isinstance(have, datetime) and isinstance(literal, datetime):
-        return have, literal
-    if isinstance(have, date) and not isinstance(have, datetime) and isinstance(literal, datetime):
-        return datetime.combine(have, datetime.min.time(), UTC), literal
-    if isinstance(have, bool):
-        have = "T" if have else "F"
-    if isinstance(have, int | float) and isinstance(literal, str):
-        try:
-            return have, float(literal)
-        except ValueError:
-            raise _QueryError("ORA-01722: invalid number") from None
-    if isinstance(have, str) and isinstance(literal, int | float):
-        return have, str(literal)
-    if isinstance(have, date | datetime) or isinstance(literal, datetime):
-        raise _QueryError("ORA-00932: inconsistent datatypes")
-    return have, literal
-
-
-def _truth(node: Any, row: Mapping[str, Any]) -> bool | None:
-    """SQL's three-valued logic: True, False, or None (unknown)."""
-    kind = node[0]
-    if kind in ("and", "or"):
-        values = [_truth(part, row) for part in node[1]]
-        if kind == "and":
-            return False if False in values else None if None in values else True
-        return True if True in values else None if None in values else False
-    if kind == "not":
-        inner = _truth(node[1], row)
-        return None if inner is None else not inner
-    have = _operand_value(node[1], row)
-    if kind == "null":
-        return (have is not None) if node[2] else (have is None)
-    if have is None:
-        return None
-    if kind == "like":
-        found = isinstance(have, str) and bool(node[2].match(have))
-        return not found if node[3] else found
-    if kind == "in":
-        values = [v for v in node[2] if v is not None]
-        found = any(a == b for a, b in (_coerce(have, v) for v in values))
-        if not found and len(values) < len(node[2]):
-            return None
-        return not found if node[3] else found
-    literal = node[3]
-    if literal is None:
-        return None
-    left, right = _coerce(have, literal)
-    op = node[2]
-    try:
-        return {"=": left == right, "!=": left != right, "<": left < right, "<=": left <= right, ">": left > right,
-                ">=": left >= right}[op]
-    except TypeError:
-        raise _QueryError("ORA-00932: inconsistent datatypes") from None
-
-
-def _suiteql_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "T" if value else "F"
-    if isinstance(value, datetime):
-        return _us_date(value.date())
-    if isinstance(value, date):
-        return _us_date(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
 # --- the vendor -----------------------------------------------------------------------------------------------
 
 
@@ -655,7 +243,7 @@ class NetSuiteSandbox(Vendor):
         self.timestamp_tolerance = timestamp_tolerance
 
         self._lock = threading.RLock()  # the store
-        self._rows: dict[str, dict[int, dict[str, Any]]] = {rtype: {} for rtype in _SCHEMAS}
+        self._rows: dict[str, dict[int, dict[str, Any]]] = {rtype: {} for rtype in SCHEMAS}
         self._entity_ids = itertools.count(101)
         self._transaction_ids = itertools.count(2001)
         self._refusals: set[int] = set()
@@ -663,38 +251,22 @@ class NetSuiteSandbox(Vendor):
 
         self._auth_lock = threading.Lock()
         self._nonces: dict[tuple[str, str, str], float] = {}
-        self._bearers: dict[str, float] = {}  # token -> expiry (monotonic)
+        self._bearers = TokenStore()
         self.login_audit: list[dict[str, Any]] = []
-
-        self._flight_lock = threading.Lock()
-        self._in_flight = 0
         self._routes()
+        self._controls()
 
     # --- kit hooks ---
 
-    def handle(self, request: Request) -> Response | None:
-        if not request.path.startswith(_REST):
-            return _netsuite_405(super().handle(request))
-        with self._flight_lock:
-            refused = self._in_flight >= self.max_concurrency
-            if not refused:
-                self._in_flight += 1
-        if refused:
-            self.count("calls")
-            self.count("throttled")
-            return self.throttled(request)
-        try:
-            return _netsuite_405(super().handle(request))
-        finally:
-            with self._flight_lock:
-                self._in_flight -= 1
+    def concurrency_cap(self, request: Request) -> tuple[int | None, float] | None:
+        return (self.max_concurrency, 0.0) if request.path.startswith(_REST) else None
 
     def authenticate(self, request: Request) -> Response | None:
         if request.path == TOKEN_PATH:
             return None  # the client assertion is the credential
         header = request.header("authorization") or ""
         if header[:7].lower() == "bearer ":
-            return self._check_bearer(header[7:].strip())
+            return self._check_bearer(bearer_token(request))
         if header[:6].lower() == "oauth ":
             return self._check_tba(request, header)
         return self._refuse("no credentials")
@@ -704,10 +276,7 @@ class NetSuiteSandbox(Vendor):
                       "Concurrent request limit exceeded. Request blocked.")
 
     def expired(self, request: Request) -> Response:
-        header = request.header("authorization") or ""
-        if header[:7].lower() == "bearer ":
-            with self._auth_lock:
-                self._bearers.pop(header[7:].strip(), None)  # the token really ends: fetch another
+        self._bearers.revoke(bearer_token(request))  # the token really ends: fetch another
         return self._refuse("session expired (fault injection)")
 
     def server_error(self, request: Request) -> Response:
@@ -716,6 +285,9 @@ class NetSuiteSandbox(Vendor):
     def not_found(self, request: Request) -> Response:
         return _error(404, "NONEXISTENT_ID", f"Invalid request URL: {request.path} was not found.")
 
+    def method_not_allowed(self, request: Request) -> Response:
+        return _error(405, "INVALID_METHOD", "Invalid request method. The method is not allowed for this resource.")
+
     def reset_state(self) -> None:
         with self._auth_lock:
             self._nonces.clear()
@@ -723,36 +295,36 @@ class NetSuiteSandbox(Vendor):
         with self._lock:
             self._refusals.clear()
 
-    def control(self, action: str, request: Request) -> Response | None:
-        body = _json_or_none(request) or {}
-        if action == "seed-demo" and request.method == "POST":
-            return Response.json({"seeded": self.seed_demo(int(body.get("seed", 7)))})
-        if action == "add-records" and request.method == "POST":
+    def _controls(self) -> None:
+        def add_records(body: dict[str, Any], _: object) -> Response | dict[str, Any]:
             try:
-                ids = self.add_records(str(body.get("type")), body.get("records") or [])
+                return {"ids": self.add_records(str(body.get("type")), body.get("records") or [])}
             except _ApiError as exc:
                 return exc.response()
-            return Response.json({"ids": ids})
-        if action == "refuse-delete" and request.method == "POST":
+
+        def refuse_delete(body: dict[str, Any], _: object) -> dict[str, Any]:
             with self._lock:
                 if body.get("clear"):
                     self._refusals.clear()
                 self._refusals.update(int(i) for i in body.get("ids") or [])
-                return Response.json({"refusing": len(self._refusals)})
-        if action == "expire-sessions" and request.method == "POST":
+                return {"refusing": len(self._refusals)}
+
+        def login_audit(body: dict[str, Any], _: object) -> dict[str, Any]:
             with self._auth_lock:
-                count = len(self._bearers)
-                self._bearers.clear()
-            return Response.json({"expired": count})
-        if action == "login-audit" and request.method == "GET":
-            with self._auth_lock:
-                return Response.json({"entries": list(self.login_audit)})
-        if action.startswith("records/") and request.method == "GET":
-            rtype = action.split("/", 1)[1]
-            if rtype not in _SCHEMAS:
+                return {"entries": list(self.login_audit)}
+
+        def records(_: object, params: dict[str, str]) -> Response | dict[str, Any]:
+            if params["type"] not in SCHEMAS:
                 return Response.json({"error": "unknown record type"}, 404)
-            return Response.json({"records": self.records(rtype)})
-        return None
+            return {"records": self.records(params["type"])}
+
+        on = self.on_control
+        on("POST", "seed-demo", lambda body, _: {"seeded": self.seed_demo(int(body.get("seed", 7)))})
+        on("POST", "add-records", add_records)
+        on("POST", "refuse-delete", refuse_delete)
+        on("POST", "expire-sessions", lambda body, _: {"expired": self._bearers.expire_all()})
+        on("GET", "login-audit", login_audit)
+        on("GET", "records/(?P<type>.+)", records)
 
     # --- authentication ---
 
@@ -808,12 +380,7 @@ class NetSuiteSandbox(Vendor):
         return None
 
     def _check_bearer(self, token: str) -> Response | None:
-        with self._auth_lock:
-            expiry = self._bearers.get(token)
-            if expiry is not None and expiry < time.monotonic():
-                del self._bearers[token]
-                expiry = None
-        if expiry is None:
+        if self._bearers.problem(token) is not None:
             return self._refuse("unknown or expired access token", "Bearer")
         return None
 
@@ -859,15 +426,13 @@ class NetSuiteSandbox(Vendor):
         scopes = set(scope) if isinstance(scope, list) else set(str(scope or "").replace(",", " ").split())
         if "rest_webservices" not in scopes:
             return refuse("invalid_scope", "scope lacks rest_webservices")
-        token = secrets.token_urlsafe(48)
-        with self._auth_lock:
-            self._bearers[token] = time.monotonic() + TOKEN_SECONDS
+        token = self._bearers.issue(secrets.token_urlsafe(48), TOKEN_SECONDS)
         return Response.json({"access_token": token, "expires_in": str(TOKEN_SECONDS), "token_type": "bearer"})
 
     # --- routes ---
 
     def _routes(self) -> None:
-        types = "|".join(_SCHEMAS)
+        types = "|".join(SCHEMAS)
         record = rf"{_RECORD}/(?P<rtype>{types})/(?P<rid>[^/]+)"
         self.router.add("POST", TOKEN_PATH, self._token)
         self.router.add("POST", _SUITEQL, self._suiteql)
@@ -906,16 +471,16 @@ class NetSuiteSandbox(Vendor):
             return _error(400, "INVALID_CONTENT", "Error while accessing a resource. The request body must hold "
                           "the query in the property 'q'.", path="q")
         try:
-            query = _Parser(body["q"]).parse()
+            query = SuiteQLParser(body["q"]).parse()
             with self._lock:
                 rows = self._table_rows(query.table)
-                matched = [row for row in rows if query.where is None or _truth(query.where, row) is True]
+                matched = [row for row in rows if query.where is None or truth(query.where, row) is True]
                 for operand, descending in reversed(query.order):
-                    present = [r for r in matched if _operand_value(operand, r) is not None]
-                    missing = [r for r in matched if _operand_value(operand, r) is None]
+                    present = [r for r in matched if operand_value(operand, r) is not None]
+                    missing = [r for r in matched if operand_value(operand, r) is None]
                     present.sort(key=partial(_row_key, operand), reverse=descending)
                     matched = (missing + present) if descending else (present + missing)  # Oracle: NULLS LAST asc
-        except _QueryError as exc:
+        except QueryError as exc:
             return _error(400, "INVALID_PARAMETER", "Invalid search query. Detailed unprocessed description follows. "
                           f"Search error occurred: {exc}")
         visible = matched[: self.result_cap]
@@ -924,9 +489,9 @@ class NetSuiteSandbox(Vendor):
         for row in page:
             item: dict[str, Any] = {"links": []}
             for key, operand in query.select:
-                value = _operand_value(operand, row)
+                value = operand_value(operand, row)
                 if value is not None:
-                    item[key] = _suiteql_value(value)
+                    item[key] = suiteql_value(value)
             items.append(item)
         with self.stats_lock:
             self.stats["suiteql_rows"] += len(items)
@@ -1012,7 +577,7 @@ class NetSuiteSandbox(Vendor):
             rows = sorted(self._rows[rtype].values(), key=lambda r: r["id"])
             if condition:
                 match = re.fullmatch(r'\s*(\w+)\s+(IS|IS_NOT|CONTAIN|START_WITH)\s+"(.*)"\s*', condition)
-                spec = _BY_NAME[rtype].get(match.group(1).lower()) if match else None
+                spec = FIELDS_BY_NAME[rtype].get(match.group(1).lower()) if match else None
                 if match is None or spec is None or spec.kind not in ("text", "email"):
                     return _error(400, "INVALID_PARAMETER", "Invalid query parameter 'q'.", query_param="q")
                 op, wanted = match.group(2), match.group(3).lower()
@@ -1056,12 +621,12 @@ class NetSuiteSandbox(Vendor):
             self._refusals.clear()
             self._entity_ids = itertools.count(101)
             self._transaction_ids = itertools.count(2001)
-            _Seeder(self, random.Random(seed)).run()
+            DemoSeeder(self, random.Random(seed)).run()
             return {rtype: len(rows) for rtype, rows in self._rows.items()}
 
     def add_records(self, rtype: str, records: Sequence[Mapping[str, Any]], *, trusted: bool = True) -> list[str]:
         """Create records in-process (REST field names; with `trusted`, audit dates may be given). Their ids."""
-        if rtype not in _SCHEMAS:
+        if rtype not in SCHEMAS:
             raise _ApiError(404, "NONEXISTENT_ID", f"Record type '{rtype}' does not exist.")
         with self._lock:
             return [str(self._create(rtype, record, trusted=trusted)) for record in records]
@@ -1092,11 +657,11 @@ class NetSuiteSandbox(Vendor):
         return row
 
     def _create(self, rtype: str, values: Mapping[str, Any], *, trusted: bool = False) -> int:
-        row: dict[str, Any] = {f.name: ([] if f.kind == "sublist" else None) for f in _SCHEMAS[rtype]}
+        row: dict[str, Any] = {f.name: ([] if f.kind == "sublist" else None) for f in SCHEMAS[rtype]}
         transaction = rtype in TRANSACTION_CODES
         rid = next(self._transaction_ids if transaction else self._entity_ids)
         row["id"] = rid
-        now = _now()
+        now = now_seconds()
         audit = {k: values[k] for k in ("dateCreated", "lastModifiedDate", "createdDate") if k in values}
         rest = {k: v for k, v in values.items() if k not in audit}
         if not trusted and audit:
@@ -1122,7 +687,7 @@ class NetSuiteSandbox(Vendor):
                 prefix = {"invoice": "INV", "cashSale": "CS", "creditMemo": "CM", "customerPayment": "PYMT",
                           "salesOrder": "SO"}[rtype]
                 row["tranId"] = f"{prefix}{rid:06d}"
-            row["status"] = row.get("status") or _STATUS[rtype]
+            row["status"] = row.get("status") or TRANSACTION_STATUS[rtype]
             if row.get("total") is None:
                 lines = row.get("item") or []
                 row["total"] = round(sum(float(line.get("amount") or 0) for line in lines), 2)
@@ -1142,7 +707,7 @@ class NetSuiteSandbox(Vendor):
     def _write(self, rtype: str, row: dict[str, Any], values: Mapping[str, Any], *, replace: set[str],
                creating: bool) -> None:
         """Validate and apply field values (REST names); the caller holds the lock."""
-        fields = _BY_NAME[rtype]
+        fields = FIELDS_BY_NAME[rtype]
         changes: dict[str, Any] = {}
         for key, value in values.items():
             if key == "links":
@@ -1198,9 +763,9 @@ class NetSuiteSandbox(Vendor):
                                     path="entityId")
         row.update(candidate)
         if not creating:
-            row["lastModifiedDate"] = _now()
+            row["lastModifiedDate"] = now_seconds()
 
-    def _value(self, spec: _Field, value: Any) -> Any:
+    def _value(self, spec: RecordField, value: Any) -> Any:
         bad = _bad_content(f"You have entered an Invalid Field Value {value} for the following field: {spec.name}",
                            spec.name)
         if spec.kind == "sublist":
@@ -1239,7 +804,7 @@ class NetSuiteSandbox(Vendor):
             if ref_id is None or not str(ref_id).isdigit():
                 raise bad
             ref_id = int(ref_id)
-            known: Mapping[int, Any] = (_SUBSIDIARIES if spec.ref == "subsidiary" else _CURRENCIES
+            known: Mapping[int, Any] = (SUBSIDIARIES if spec.ref == "subsidiary" else CURRENCIES
                                         if spec.ref == "currency" else self._rows["customer"])
             if ref_id not in known:
                 raise bad
@@ -1249,7 +814,7 @@ class NetSuiteSandbox(Vendor):
     def _table_rows(self, table: str) -> list[dict[str, Any]]:
         """Rows of a SuiteQL table: column -> Python value (int ids, dates, bools, strings)."""
         types = list(TRANSACTION_CODES) if table == "transaction" else [table]
-        columns = _TABLES[table]
+        columns = SUITEQL_TABLES[table]
         rows = []
         for rtype in types:
             for row in self._rows[rtype].values():
@@ -1268,7 +833,7 @@ class NetSuiteSandbox(Vendor):
     def _render(self, rtype: str, row: Mapping[str, Any], base: str, *, expand: bool) -> dict[str, Any]:
         url = f"{base}{_RECORD}/{rtype}/{row['id']}"
         body: dict[str, Any] = {"links": [{"rel": "self", "href": url}]}
-        for spec in _SCHEMAS[rtype]:
+        for spec in SCHEMAS[rtype]:
             value = row.get(spec.name)
             if spec.kind == "sublist":
                 link: dict[str, Any] = {"links": [{"rel": "self", "href": f"{url}/{spec.name}"}]}
@@ -1285,7 +850,7 @@ class NetSuiteSandbox(Vendor):
             elif spec.kind == "ref":
                 body[spec.name] = self._ref(spec.ref or "", value, base)
             elif spec.kind == "datetime":
-                body[spec.name] = _iso(value)
+                body[spec.name] = iso_seconds(value)
             elif spec.kind == "date":
                 body[spec.name] = value.isoformat()
             elif spec.name == "status":
@@ -1298,9 +863,9 @@ class NetSuiteSandbox(Vendor):
 
     def _ref(self, kind: str, ref_id: int, base: str) -> dict[str, Any]:
         if kind == "subsidiary":
-            name = _SUBSIDIARIES[ref_id][0]
+            name = SUBSIDIARIES[ref_id][0]
         elif kind == "currency":
-            name = _CURRENCIES[ref_id]
+            name = CURRENCIES[ref_id]
         else:
             customer = self._rows["customer"].get(ref_id) or {}
             name = customer.get("entityId") or customer.get("companyName") or str(ref_id)
@@ -1320,8 +885,8 @@ def _sort_key(value: Any) -> Any:
     return (2, str(value))
 
 
-def _row_key(operand: _Operand, row: Mapping[str, Any]) -> Any:
-    return _sort_key(_operand_value(operand, row))
+def _row_key(operand: Operand, row: Mapping[str, Any]) -> Any:
+    return _sort_key(operand_value(operand, row))
 
 
 def _parse_moment(value: Any) -> datetime:
@@ -1351,17 +916,10 @@ def _host_of(account_id: str) -> str:
     return f"{account_id.lower().replace('_', '-')}.suitetalk.api.netsuite.com"
 
 
-def _netsuite_405(response: Response | None) -> Response | None:
-    """The kit answers a known path under another method with its own 405 body; NetSuite's is its error shape."""
-    if response is not None and response.status == 405 and b"o:errorDetails" not in response.body:
-        return _error(405, "INVALID_METHOD", "Invalid request method. The method is not allowed for this resource.")
-    return response
-
-
 # --- a client for tests and the demo ------------------------------------------------------------------------
 
 
-class AccountClient:
+class AccountClient(ControlClient):
     """Calls the sandbox as any TBA integration would: `requests` + `requests_oauthlib.OAuth1` (HMAC-SHA256).
 
     Also wraps the sandbox's control API (faults, seeding, stats, the login audit trail).
@@ -1370,10 +928,9 @@ class AccountClient:
     def __init__(self, base_url: str, *, account_id: str = DEMO_ACCOUNT_ID, consumer_key: str = DEMO_CONSUMER_KEY,
                  consumer_secret: str = DEMO_CONSUMER_SECRET, token_id: str = DEMO_TOKEN_ID,
                  token_secret: str = DEMO_TOKEN_SECRET, timeout: float = 10.0) -> None:
-        self.base_url, self.timeout = base_url.rstrip("/"), timeout
+        super().__init__(base_url, timeout=timeout)
         self.auth = OAuth1(consumer_key, consumer_secret, token_id, token_secret,
                            signature_method=SIGNATURE_HMAC_SHA256, realm=account_id)
-        self._http = requests.Session()
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One signed call to a path under the base URL (``/services/rest/...``)."""
@@ -1405,154 +962,15 @@ class AccountClient:
             raise RuntimeError(f"create {rtype} failed: {answer.status_code} {answer.text}")
         return answer.headers["Location"].rsplit("/", 1)[1]
 
-    def control(self, action: str, body: Mapping[str, Any] | None = None) -> Any:
-        """POST a sandbox control action (``faults``, ``reset``, ``seed-demo``, ``add-records``...)."""
-        answer = self._http.post(f"{self.base_url}{CONTROL_PREFIX}/{action}", json=dict(body or {}),
-                                 timeout=self.timeout)
-        answer.raise_for_status()
-        return answer.json()
-
-    def stats(self) -> dict[str, int]:
-        answer = self._http.get(f"{self.base_url}{CONTROL_PREFIX}/stats", timeout=self.timeout)
-        answer.raise_for_status()
-        return dict(answer.json())
-
     def login_audit(self) -> list[dict[str, Any]]:
         answer = self._http.get(f"{self.base_url}{CONTROL_PREFIX}/login-audit", timeout=self.timeout)
         answer.raise_for_status()
         return list(answer.json()["entries"])
 
-    def close(self) -> None:
-        self._http.close()
-
-
-# --- demo seed -------------------------------------------------------------------------------------------------
-
-_FIRST = ("Alice", "Bruno", "Chloe", "Daniel", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kavya", "Lucas",
-          "Marta", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tessa", "Umar", "Vera", "Wei", "Zofia")
-_LAST = ("Andersen", "Barbosa", "Chen", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova", "Jansen",
-         "Kowalski", "Larsen", "Moreau", "Novak", "Okafor", "Petrov", "Rossi", "Silva", "Tanaka", "Walsh")
-_COMPANIES = (("Northwind Networks", "northwind.example"), ("Bluewater Datacentres", "bluewater-dc.example"),
-              ("Helix Carrier Services", "helixcarrier.example"), ("Lumen Edge Hosting", "lumenedge.example"),
-              ("Orbital Exchange", "orbital-ix.example"), ("Tidal Cloud", "tidalcloud.example"))
-_PRODUCTS = (("QSFP28 100G-LR4 transceiver", 289.0), ("SFP+ 10G-SR transceiver", 24.0),
-             ("MPO-12 OM4 trunk cable, 30 m", 189.0), ("QSFP-DD 400G-DR4 transceiver", 649.0),
-             ("LC-LC OS2 duplex patch cable, 3 m", 6.5))
-_CITIES = {1: ("Rochester", "US"), 2: ("London", "GB"), 3: ("Eindhoven", "NL"), 4: ("Campinas", "BR"),
-           5: ("Ottawa", "CA")}
-
-
-class _Seeder:
-    """Builds the demo account from a seeded generator and fixed dates (never the clock)."""
-
-    def __init__(self, vendor: NetSuiteSandbox, rng: random.Random) -> None:
-        self.vendor, self.rng = vendor, rng
-        self.entity_ids: set[str] = set()
-
-    def entity_id(self, name: str) -> str:
-        """Entity ids are unique per record type: a namesake gets a number, as NetSuite users do."""
-        candidate, number = name, 2
-        while candidate in self.entity_ids:
-            candidate, number = f"{name} {number}", number + 1
-        self.entity_ids.add(candidate)
-        return candidate
-
-    def add(self, rtype: str, values: Mapping[str, Any]) -> int:
-        return self.vendor._create(rtype, values, trusted=True)
-
-    def address(self, name: str, subsidiary: int) -> dict[str, Any]:
-        city, country = _CITIES[subsidiary]
-        return {"label": "Billing", "defaultBilling": True, "defaultShipping": True,
-                "addressBookAddress": {"addressee": name, "addr1": f"{self.rng.randint(1, 240)} High Street",
-                                       "city": city, "zip": f"{self.rng.randint(10000, 99999)}", "country": country}}
-
-    def customer(self, first: str, last: str, email: str | None, subsidiary: int, created: datetime, *,
-                 person: bool = True, company: str | None = None, phone: bool = True, comments: str | None = None,
-                 **extra: Any) -> int:
-        values: dict[str, Any] = {
-            "isPerson": person, "email": email, "subsidiary": {"id": str(subsidiary)},
-            "addressBook": {"items": [self.address(f"{first} {last}" if person else company or last, subsidiary)]},
-            "dateCreated": created, "lastModifiedDate": created + timedelta(days=self.rng.randint(0, 300)),
-            "comments": comments, **extra,
-        }
-        if person:
-            values.update({"firstName": first, "lastName": last, "entityId": self.entity_id(f"{first} {last}")})
-        else:
-            values.update({"companyName": company, "entityId": self.entity_id(company or last)})
-        if phone:
-            values["phone"] = f"+44 20 7946 {self.rng.randint(1000, 9999)}"
-        return self.add("customer", values)
-
-    def sale(self, rtype: str, customer: int, day: date, email: str | None, *, memo: str | None = None) -> int:
-        product, price = self.rng.choice(_PRODUCTS)
-        quantity = self.rng.choice((2, 4, 10, 24))
-        moment = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=10)
-        values: dict[str, Any] = {"entity": {"id": str(customer)}, "tranDate": day.isoformat(), "email": email,
-                                  "memo": memo, "createdDate": moment, "lastModifiedDate": moment}
-        if rtype == "customerPayment":
-            values["total"] = round(price * quantity, 2)
-            values["apply"] = {"items": [{"apply": True, "amount": round(price * quantity, 2)}]}
-        else:
-            values["item"] = {"items": [{"line": 1, "item": {"id": "1", "refName": product}, "quantity": quantity,
-                                         "rate": price, "amount": round(price * quantity, 2)}]}
-        return self.add(rtype, values)
-
-    def run(self) -> None:
-        # Ada: a customer with invoices and a payment (NetSuite refuses the delete: anonymised, kept for tax);
-        # a second, later web-shop registration as a prospect customer and a contact at her company's
-        # account, neither with transactions (both deleted).
-        ada = self.customer("Ada", "Lovelace", "Ada.Lovelace@Example.com", 2, datetime(2015, 11, 3, 9, 12, tzinfo=UTC),
-                            comments="Prefers invoices by e-mail; met at OFC 2024.", mobilePhone="+44 7700 900123")
-        self.sale("invoice", ada, date(2024, 3, 14), "Ada.Lovelace@Example.com", memo="PO 2024-17, Ada Lovelace")
-        self.sale("invoice", ada, date(2025, 11, 20), "Ada.Lovelace@Example.com", memo="PO 2025-88")
-        self.sale("customerPayment", ada, date(2025, 12, 5), None)
-        # She confirmed the web shop's newsletter herself (Confirmed Opt-In: only she could set it).
-        self.customer("Ada", "Lovelace", ERASURE_SUBJECT, 2, datetime(2025, 6, 1, 8, 0, tzinfo=UTC),
-                      phone=False, globalSubscriptionStatus={"id": "3"})
-        engines = self.customer("", "", "accounts@analytical-engines.example", 2,
-                                datetime(2016, 1, 5, 10, 0, tzinfo=UTC), person=False, company="Analytical Engines Ltd")
-        self.sale("invoice", engines, date(2025, 2, 1), "accounts@analytical-engines.example")
-        self.add("contact", {"firstName": "Ada", "lastName": "Lovelace", "email": "ADA.LOVELACE@example.com",
-                             "title": "Chief Engineer", "company": {"id": str(engines)}, "subsidiary": {"id": "2"},
-                             "phone": "+44 20 7946 0815", "dateCreated": datetime(2016, 1, 5, 10, 5, tzinfo=UTC)})
-        # Grace: a US customer with an invoice and a cash sale, and a contact record, for her access request.
-        grace = self.customer("Grace", "Hopper", ACCESS_SUBJECT, 1, datetime(2020, 2, 11, 11, 30, tzinfo=UTC),
-                              comments="Navy procurement contact.")
-        self.sale("invoice", grace, date(2024, 9, 9), ACCESS_SUBJECT)
-        self.sale("cashSale", grace, date(2025, 4, 2), ACCESS_SUBJECT)
-        self.add("contact", {"firstName": "Grace", "lastName": "Hopper", "email": "Grace.Hopper@Example.org",
-                             "title": "Rear Admiral", "company": {"id": str(grace)}, "subsidiary": {"id": "1"},
-                             "dateCreated": datetime(2020, 2, 11, 11, 35, tzinfo=UTC)})
-        for number, email in enumerate(DECOY_EMAILS):
-            first, last = _FIRST[number], _LAST[-1 - number]
-            decoy = self.customer(first, last, email, 3, datetime(2021, 3, 1 + number, 10, 0, tzinfo=UTC))
-            self.sale("invoice", decoy, date(2024, 5, 1 + number), email)
-            self.add("contact", {"firstName": first, "lastName": f"{last} (contact)", "email": email,
-                                 "company": {"id": str(decoy)}, "subsidiary": {"id": "3"},
-                                 "dateCreated": datetime(2021, 3, 1 + number, 10, 5, tzinfo=UTC)})
-        used: set[str] = set()
-        for _ in range(40):
-            first, last = self.rng.choice(_FIRST), self.rng.choice(_LAST)
-            _company, domain = self.rng.choice(_COMPANIES)
-            email = f"{first}.{last}@{domain}".lower()
-            suffix = 2
-            while email in used:
-                email, suffix = f"{first}.{last}{suffix}@{domain}".lower(), suffix + 1
-            used.add(email)
-            subsidiary = self.rng.randint(1, 5)
-            created = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=self.rng.randrange(2000))
-            customer = self.customer(first, last, email, subsidiary, created)
-            for _sale in range(self.rng.choice((0, 1, 1, 2, 3))):
-                day = created.date() + timedelta(days=self.rng.randrange(30, 900))
-                self.sale(self.rng.choice(("invoice", "invoice", "cashSale", "salesOrder")), customer,
-                          min(day, date(2026, 6, 30)), email)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sandbox.netsuite --port N`: serve a seeded demo account until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox.netsuite", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0, help="loopback port (default: any free port)")
-    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser = demo_cli("netsuite", main.__doc__)
     parser.add_argument("--no-seed", action="store_true", help="start with an empty account")
     parser.add_argument("--max-concurrency", type=int, default=15, help="calls in flight before 429 (default 15)")
     parser.add_argument("--certificate", action="append", default=[], metavar="CLIENT_ID:CERT_ID:PEM_FILE",
@@ -1563,10 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_id, cert_id, path = entry.split(":", 2)
         with open(path, "rb") as handle:
             vendor.register_certificate(client_id, cert_id, handle.read())
-    if not args.no_seed:
-        vendor.seed_demo(args.seed)
-    serve_forever(vendor, args.port)
-    return 0
+    return serve_demo(vendor, args.port, None if args.no_seed else args.seed)
 
 
 if __name__ == "__main__":
