@@ -34,7 +34,6 @@ Sandboxes know vendor wire formats only, never the project's own code.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import csv
@@ -58,7 +57,19 @@ import requests
 
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.crm_seed import DECOY_EMAILS as _CRM_DECOYS
-from sandbox.kit import CONTROL_PREFIX, Request, Response, Vendor, WindowLimiter, serve_forever
+from sandbox.kit import (
+    ControlClient,
+    Request,
+    Response,
+    TokenStore,
+    Vendor,
+    WindowLimiter,
+    bearer_token,
+    demo_cli,
+    oauth_error,
+    serve_demo,
+)
+from sandbox.people import DEMO_START, decoy_name, new_person, random_moment
 
 __all__ = [
     "ACCESS_SUBJECT",
@@ -815,43 +826,24 @@ class SalesforceSandbox(Vendor):
         self._jobs: dict[str, _Job] = {}
         self._refusals: dict[str, tuple[str, str]] = {}
 
-        self._tokens: dict[str, float] = {}
-        self._tokens_lock = threading.Lock()
+        self._tokens = TokenStore()
         self._quota = WindowLimiter(daily_quota, 86_400)
         self._used = 0
-        self._flight_lock = threading.Lock()
-        self._in_flight: dict[int, float] = {}
-        self._flight_ids = itertools.count(1)
         self._routes()
+        self._controls()
 
     # --- kit hooks ---
 
     def handle(self, request: Request) -> Response | None:
-        if not request.path.startswith("/services/data/v"):
-            return _salesforce_405(super().handle(request))
-        started = time.monotonic()
-        with self._flight_lock:
-            running = sum(1 for t in self._in_flight.values() if started - t >= self.long_call_seconds)
-            refused = self.max_long_calls is not None and running >= self.max_long_calls
-            key = next(self._flight_ids)
-            if not refused:
-                self._in_flight[key] = started
-        if refused:
-            self.count("calls")
-            self.count("throttled")
-            answer = Response.json(
-                [{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], 403
-            )
-            self.decorate(request, answer)
-            return answer
-        try:
-            response = _salesforce_405(super().handle(request))
-        finally:
-            with self._flight_lock:
-                self._in_flight.pop(key, None)
+        response = super().handle(request)
         if response is not None:
-            self.decorate(request, response)
+            self.decorate(request, response)  # every REST answer, errors too, carries the API usage
         return response
+
+    def concurrency_cap(self, request: Request) -> tuple[int | None, float] | None:
+        if not request.path.startswith("/services/data/v"):
+            return None
+        return self.max_long_calls, self.long_call_seconds
 
     def authenticate(self, request: Request) -> Response | None:
         if not request.path.startswith("/services/data/v"):
@@ -883,10 +875,7 @@ class SalesforceSandbox(Vendor):
     def expired(self, request: Request) -> Response:
         if not request.path.startswith("/services/data/"):
             return _unavailable_page()
-        token = _bearer(request)
-        if token:
-            with self._tokens_lock:
-                self._tokens.pop(token, None)  # the session really ends: the client must log in again
+        self._tokens.revoke(_bearer(request))  # the session really ends: the client must log in again
         return Response.json([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}], 401)
 
     def server_error(self, request: Request) -> Response:
@@ -900,6 +889,9 @@ class SalesforceSandbox(Vendor):
     def not_found(self, request: Request) -> Response:
         return _not_found().response()
 
+    def method_not_allowed(self, request: Request) -> Response:
+        return Response.json([{"errorCode": "METHOD_NOT_ALLOWED", "message": "HTTP Method not allowed"}], 405)
+
     def reset_state(self) -> None:
         self._quota.reset()
         self._used = 0
@@ -907,29 +899,25 @@ class SalesforceSandbox(Vendor):
             self._refusals.clear()
             self._cursors.clear()
 
-    def control(self, action: str, request: Request) -> Response | None:
-        if action == "seed-demo" and request.method == "POST":
-            body = _json_body(request) or {}
-            return Response.json({"seeded": self.seed_demo(int(body.get("seed", 7)))})
-        if action == "refuse-delete" and request.method == "POST":
-            body = _json_body(request) or {}
+    def _controls(self) -> None:
+        def refuse_delete(body: dict[str, Any], _: object) -> dict[str, Any]:
             if body.get("clear"):
                 with self._lock:
                     self._refusals.clear()
-            ids = body.get("ids") or []
-            self.refuse_delete(ids, body.get("statusCode", "DELETE_FAILED"), body.get("message"))
-            return Response.json({"refusing": len(self._refusals)})
-        if action == "expire-sessions" and request.method == "POST":
-            with self._tokens_lock:
-                count = len(self._tokens)
-                self._tokens.clear()
-            return Response.json({"expired": count})
-        if action.startswith("records/") and request.method == "GET":
-            obj = self.objects.get(action.split("/", 1)[1].lower())
+            self.refuse_delete(body.get("ids") or [], body.get("statusCode", "DELETE_FAILED"), body.get("message"))
+            return {"refusing": len(self._refusals)}
+
+        def records(_: object, params: dict[str, str]) -> Response | dict[str, Any]:
+            obj = self.objects.get(params["object"].lower())
             if obj is None:
                 return Response.json({"error": "unknown object"}, 404)
-            return Response.json({"records": self.records(obj.name, include_deleted=True)})
-        return None
+            return {"records": self.records(obj.name, include_deleted=True)}
+
+        on = self.on_control
+        on("POST", "seed-demo", lambda body, _: {"seeded": self.seed_demo(int(body.get("seed", 7)))})
+        on("POST", "refuse-delete", refuse_delete)
+        on("POST", "expire-sessions", lambda body, _: {"expired": self._tokens.expire_all()})
+        on("GET", "records/(?P<object>.+)", records)
 
     # --- test and demo API (in-process) ---
 
@@ -1157,22 +1145,11 @@ class SalesforceSandbox(Vendor):
 
     def _session_of(self, request: Request) -> str | None:
         token = _bearer(request)
-        if not token:
-            return None
-        with self._tokens_lock:
-            issued = self._tokens.get(token)
-            if issued is None:
-                return None
-            if self.session_seconds is not None and time.monotonic() - issued >= self.session_seconds:
-                del self._tokens[token]
-                return None
-        return token
+        return token if self._tokens.problem(token) is None else None
 
     def _issue_token(self, extra: Mapping[str, Any]) -> Response:
-        token = f"{_ORG_ID}!{secrets.token_urlsafe(48)}"
+        token = self._tokens.issue(f"{_ORG_ID}!{secrets.token_urlsafe(48)}", self.session_seconds)
         issued = str(int(time.time() * 1000))
-        with self._tokens_lock:
-            self._tokens[token] = time.monotonic()
         signature = base64.b64encode(
             hmac.new(self.client_secret.encode(), f"{self.instance_url}{issued}".encode(), hashlib.sha256).digest()
         ).decode()
@@ -1236,19 +1213,19 @@ class SalesforceSandbox(Vendor):
                 except (binascii.Error, UnicodeDecodeError):
                     client_id = secret = None
             if not client_id or not hmac.compare_digest(client_id.encode(), self.client_id.encode()):
-                return _oauth_error("invalid_client_id", "client identifier invalid")
+                return oauth_error("invalid_client_id", "client identifier invalid")
             if not secret or not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
-                return _oauth_error("invalid_client", "invalid client credentials")
+                return oauth_error("invalid_client", "invalid client credentials")
             return self._issue_token({"token_format": "opaque"})
         if grant == _JWT_GRANT:
             return self._jwt_login(form.get("assertion") or "")
         if grant is None:
-            return _oauth_error("invalid_request", "grant type not specified")
-        return _oauth_error("unsupported_grant_type", "grant type not supported")
+            return oauth_error("invalid_request", "grant type not specified")
+        return oauth_error("unsupported_grant_type", "grant type not supported")
 
     def _jwt_login(self, assertion: str) -> Response:
         if self.jwt_public_key is None:
-            return _oauth_error("invalid_client", "no certificate is configured for this connected app")
+            return oauth_error("invalid_client", "no certificate is configured for this connected app")
         audiences = ["https://login.salesforce.com", "https://test.salesforce.com", f"https://{self.domain}.salesforce.com"]
         try:
             claims = jwt.decode(
@@ -1256,15 +1233,15 @@ class SalesforceSandbox(Vendor):
                 options={"require": ["iss", "sub", "aud", "exp"]},
             )
         except jwt.ExpiredSignatureError:
-            return _oauth_error("invalid_grant", "expired JWT assertion")
+            return oauth_error("invalid_grant", "expired JWT assertion")
         except jwt.InvalidAudienceError:
-            return _oauth_error("invalid_grant", "audience is invalid")
+            return oauth_error("invalid_grant", "audience is invalid")
         except jwt.InvalidIssuerError:
-            return _oauth_error("invalid_client_id", "client identifier invalid")
+            return oauth_error("invalid_client_id", "client identifier invalid")
         except jwt.PyJWTError:
-            return _oauth_error("invalid_grant", "invalid assertion")
+            return oauth_error("invalid_grant", "invalid assertion")
         if claims.get("sub") not in self.jwt_usernames:
-            return _oauth_error("invalid_grant", "invalid assertion")
+            return oauth_error("invalid_grant", "invalid assertion")
         return self._issue_token({})
 
     def _versions(self, request: Request) -> Response:
@@ -1588,10 +1565,8 @@ def _result(
     return {"success": False, "errors": [{"statusCode": code, "message": message, "fields": list(fields or [])}]}
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.header("authorization") or ""
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() in ("bearer", "oauth") and token.strip() else None
+def _bearer(request: Request) -> str:
+    return bearer_token(request, ("bearer", "oauth"))
 
 
 def _json_body(request: Request) -> Any:
@@ -1606,10 +1581,6 @@ def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _ApiError(400, "JSON_PARSER_ERROR", "Expected a JSON object")
     return body
-
-
-def _oauth_error(error: str, description: str) -> Response:
-    return Response.json({"error": error, "error_description": description}, 400)
 
 
 def _unavailable_page() -> Response:
@@ -1629,17 +1600,10 @@ def _soap_login_retired(request: Request) -> Response:
     return Response.text(fault, 500, "text/xml")
 
 
-def _salesforce_405(response: Response | None) -> Response | None:
-    """The kit answers a known path under another method with its own 405 body; Salesforce's is an array."""
-    if response is not None and response.status == 405 and response.body.startswith(b"{"):
-        return Response.json([{"errorCode": "METHOD_NOT_ALLOWED", "message": "HTTP Method not allowed"}], 405)
-    return response
-
-
 # --- a client for tests and the demo ------------------------------------------------------------------
 
 
-class OrgClient:
+class OrgClient(ControlClient):
     """Adds and reads records over the wire, as any Salesforce client would (plain `requests`).
 
     Records go in through the vendor's own create endpoints (``POST sobjects/{Object}/`` and sObject
@@ -1649,9 +1613,9 @@ class OrgClient:
 
     def __init__(self, base_url: str, *, client_id: str = DEMO_CLIENT_ID, client_secret: str = DEMO_CLIENT_SECRET,
                  version: str = "62.0", timeout: float = 10.0) -> None:
-        self.base_url, self.version, self.timeout = base_url.rstrip("/"), version, timeout
+        super().__init__(base_url, timeout=timeout)
+        self.version = version
         self._client_id, self._client_secret = client_id, client_secret
-        self._http = requests.Session()
         self._token: str | None = None
 
     @property
@@ -1705,40 +1669,15 @@ class OrgClient:
             records.extend(page["records"])
         return records
 
-    def control(self, action: str, body: Mapping[str, Any] | None = None) -> Any:
-        """POST a sandbox control action (``faults``, ``reset``, ``seed-demo``, ``refuse-delete``, ...)."""
-        answer = self._http.post(f"{self.base_url}{CONTROL_PREFIX}/{action}", json=dict(body or {}),
-                                 timeout=self.timeout)
-        answer.raise_for_status()
-        return answer.json()
-
-    def stats(self) -> dict[str, int]:
-        """The sandbox's counters (calls, faults, logins, queries...)."""
-        answer = self._http.get(f"{self.base_url}{CONTROL_PREFIX}/stats", timeout=self.timeout)
-        answer.raise_for_status()
-        return dict(answer.json())
-
-    def close(self) -> None:
-        self._http.close()
-
 
 # --- demo seed ------------------------------------------------------------------------------------------
 
-_FIRST = ("Alice", "Bruno", "Chloe", "Daniel", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kavya", "Lucas",
-          "Marta", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tessa", "Umar", "Vera", "Wei", "Zofia")
-_LAST = ("Andersen", "Barbosa", "Chen", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova", "Jansen",
-         "Kowalski", "Larsen", "Moreau", "Novak", "Okafor", "Petrov", "Rossi", "Silva", "Tanaka", "Walsh")
-_COMPANIES = (("Northwind Networks", "northwind.example"), ("Bluewater Datacentres", "bluewater-dc.example"),
-              ("Helix Carrier Services", "helixcarrier.example"), ("Lumen Edge Hosting", "lumenedge.example"),
-              ("Orbital Exchange", "orbital-ix.example"), ("Tidal Cloud", "tidalcloud.example"))
 _CASE_SUBJECTS = ("QSFP28 LR4 link flaps on Arista 7050X", "DOM readings missing on SFP28 LR",
                   "Wrong MPO polarity on delivered trunk", "RMA request: dead 400G DR4 module",
                   "Invoice shows the wrong VAT number")
 _TASK_SUBJECTS = ("Call back about lead time", "Send 100G compatibility matrix", "Follow up on quote",
                   "Email: webinar recording", "Confirm delivery address")
 _EVENT_SUBJECTS = ("Datacenter site visit", "Quarterly business review", "Webinar: 400G migration")
-_START = datetime(2019, 1, 1, tzinfo=UTC)
-_SPAN_SECONDS = int((datetime(2026, 6, 30, tzinfo=UTC) - _START).total_seconds())
 
 
 class _Seeder:
@@ -1751,9 +1690,8 @@ class _Seeder:
     def add(self, obj: str, values: Mapping[str, Any]) -> str:
         return self.vendor._create(self.vendor.objects[obj.lower()], values, trusted=True)
 
-    def moment(self, after: datetime = _START) -> datetime:
-        span = max(int((datetime(2026, 6, 30, tzinfo=UTC) - after).total_seconds()), 1)
-        return after + timedelta(seconds=self.rng.randrange(span))
+    def moment(self, after: datetime = DEMO_START) -> datetime:
+        return random_moment(self.rng, after)
 
     def audit(self, created: datetime, modified: datetime | None = None) -> dict[str, str]:
         modified = modified or min(created + timedelta(days=self.rng.randint(0, 400)), datetime(2026, 6, 30, tzinfo=UTC))
@@ -1773,20 +1711,14 @@ class _Seeder:
                     datetime(2020, 2, 11, 11, 30, tzinfo=UTC), lead_email="Grace.Hopper@Example.org",
                     cases=1, tasks=2, events=1, members=1)
         for number, email in enumerate(DECOY_EMAILS):
-            first, last = _FIRST[number], _LAST[-1 - number]
+            first, last = decoy_name(number)
             self.person(first, last, email, "Decoy Systems", "Netherlands",
                         datetime(2021, 3, 1 + number, 10, 0, tzinfo=UTC), lead_email=email,
                         cases=1, tasks=1, events=1, members=1, supplied_case=True)
         self.lookalikes()
         used: set[str] = set()
         for _ in range(50):
-            first, last = self.rng.choice(_FIRST), self.rng.choice(_LAST)
-            company, domain = self.rng.choice(_COMPANIES)
-            email = f"{first}.{last}@{domain}".lower()
-            suffix = 2
-            while email in used:
-                email, suffix = f"{first}.{last}{suffix}@{domain}".lower(), suffix + 1
-            used.add(email)
+            first, last, company, email = new_person(self.rng, used)
             self.person(first, last, email, company, self.rng.choice(("Germany", "Brazil", "Canada", "United States")),
                         self.moment(), lead_email=email if self.rng.random() < 0.3 else None,
                         cases=self.rng.choice((0, 0, 1, 2)), tasks=self.rng.randint(0, 4),
@@ -1851,9 +1783,7 @@ class _Seeder:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sandbox.salesforce --port N`: serve a seeded demo org until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox.salesforce", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0, help="loopback port (default: any free port)")
-    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    parser = demo_cli("salesforce", main.__doc__)
     parser.add_argument("--no-seed", action="store_true", help="start with an empty org")
     parser.add_argument("--daily-quota", type=int, default=DEFAULT_DAILY_QUOTA, help="API calls per 24 hours")
     parser.add_argument("--jwt-public-key", help="PEM file of the public key JWT bearer assertions are signed for")
@@ -1863,10 +1793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.jwt_public_key, "rb") as handle:
             public_key = handle.read()
     vendor = SalesforceSandbox(daily_quota=args.daily_quota, jwt_public_key=public_key)
-    if not args.no_seed:
-        vendor.seed_demo(args.seed)
-    serve_forever(vendor, args.port)
-    return 0
+    return serve_demo(vendor, args.port, None if args.no_seed else args.seed)
 
 
 if __name__ == "__main__":
