@@ -31,20 +31,12 @@ What it does, per operation of the contract (DESIGN.md):
 - `purge`: nothing to call either (no delete endpoint, events included): every ref is answered not done,
   to be routed to the same manual request (`manual_instructions("purge", refs)`).
 
-Pacing: a client-side rolling window (`rate_limit`, Wistia's 600 per minute per account by default).
-Retries (tenacity, `connectors.pacing.vendor_retry`): 429 (text/plain, waiting ``Retry-After`` and holding
-every caller off), 5xx, connection resets and timeouts. 401/403/404/422 are not retried.
-
-Credentials: the API token, read from the environment variable named by `token_env`. A 401 is a clear
-`ConnectorError` naming Wistia's code (``unauthorized_credentials``, ``unauthorized_scope``,
-``account_inactive``) and the variable, never the token.
-
-Personal data never reaches an exception: the search URL holds the address, so no `requests` exception
-text or URL is ever used; errors name the system, operation, object and Wistia's status and code only,
-and are raised outside the ``except`` block so that nothing is chained. (urllib3 logs request URLs at
-DEBUG level: keep ``urllib3`` logging at INFO or above in production.)
+Pacing, retries and errors come from `connectors.http`: 600 calls a minute per account by default; a 429
+(text/plain, ``Retry-After``) holds every caller off; 5xx, resets and timeouts are retried, 401/403/404/422
+are not. A 401 names Wistia's code (``unauthorized_credentials``, ``unauthorized_scope``,
+``account_inactive``) and `token_env`, never the token. The search URL holds the address, so errors carry
+the system, operation, object, status and code only, and nothing is chained.
 """
-
 
 from __future__ import annotations
 
@@ -167,13 +159,9 @@ class WistiaConnector(HttpConnector):
     # --- the contract ---
 
     def discover(self, subject: Subject) -> list[RecordRef]:
-        """The subject's visitors (exact e-mail match), then each one's events, newest first.
-
-        Raises:
-            ConnectorError: the subject has no e-mail, or Wistia failed (after retries).
-        """
-        email = subject_email(subject)
-        keys = self._find_visitors(email)
+        """The subject's visitors (exact e-mail match), then each one's events, newest first. A
+        `ConnectorError` when the subject has no e-mail, or Wistia failed (after retries)."""
+        keys = self._find_visitors(subject_email(subject))
         refs = [self._ref("visitor", key) for key in keys]
         seen: set[str] = set()
         for key in keys:
