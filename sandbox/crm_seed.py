@@ -22,6 +22,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from sandbox.people import new_person
+
 ERASURE_SUBJECT = "ada.lovelace@example.com"
 """The demo erasure subject; her contact row is stored as ``"Ada.Lovelace@Example.com "``."""
 
@@ -431,13 +433,9 @@ def _add_random_people(crm: _Crm, count: int) -> None:
     rng = crm.rng
     used: set[str] = set()
     for _ in range(count):
-        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
-        company, domain = rng.choice(_COMPANIES)
-        email = f"{first}.{last}@{domain}".lower()
-        suffix = 2
-        while email in used:
-            email, suffix = f"{first}.{last}{suffix}@{domain}".lower(), suffix + 1
-        used.add(email)
+        first, last, company, email = new_person(rng, used, first_names=_FIRST_NAMES, last_names=_LAST_NAMES,
+                                                 companies=_COMPANIES)
+        domain = email.rpartition("@")[2]
         stored = email if rng.random() < 0.85 else f"{first}.{last}@{domain}"  # some keep their capitals
         country = rng.choice(tuple(_COUNTRIES))
         created = crm.moment()

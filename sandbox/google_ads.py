@@ -285,14 +285,11 @@ class GoogleAdsSandbox(Vendor):
         self._state = _State()
         self._fail_next: dict[str, list[str]] = {}  # list id -> failure reasons of its next runs
         self._load_lists()
-        self._routes()
-        self._controls()
-        if seed_demo_data:
-            self.seed_demo()
+        self.install(seed_demo_data)
 
     # --- routes ---------------------------------------------------------------------------------
 
-    def _routes(self) -> None:
+    def routes(self) -> None:
         add = self.router.add
         c = r"/(?P<version>v\d+)/customers/(?P<cid>\d+)"
         add("POST", re.escape(TOKEN_PATH), self._token)
@@ -302,6 +299,7 @@ class GoogleAdsSandbox(Vendor):
         add("POST", rf"{c}/googleAds:search", self._search)
         add("POST", re.escape(DATA_MANAGER_PATH), self._data_manager_remove)
         add("GET", re.escape(DATA_MANAGER_STATUS_PATH), self._data_manager_status)
+        self._controls()
 
     # --- kit hooks ------------------------------------------------------------------------------
 

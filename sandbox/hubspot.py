@@ -234,14 +234,11 @@ class HubSpotSandbox(Vendor):
         self._lock = threading.RLock()
         self.store_lock = self._lock
         self._state = _State()
-        self._routes()
-        self._controls()
-        if seed_demo_data:
-            self.seed_demo()
+        self.install(seed_demo_data)
 
     # --- routes -------------------------------------------------------------------------------------
 
-    def _routes(self) -> None:
+    def routes(self) -> None:
         add = self.router.add
         t = r"(?P<type>[\w-]+)"
         add("GET", rf"/crm/v3/properties/{t}", self._properties)
@@ -259,6 +256,7 @@ class HubSpotSandbox(Vendor):
         add("GET", r"/communication-preferences/v3/status/email/(?P<email>[^/]+)", self._status)
         add("POST", r"/communication-preferences/v3/unsubscribe", lambda r: self._change_subscription(r, False))
         add("POST", r"/communication-preferences/v3/subscribe", lambda r: self._change_subscription(r, True))
+        self._controls()
 
     # --- kit hooks ----------------------------------------------------------------------------------
 

@@ -415,6 +415,16 @@ class Vendor:
         """Vendor-specific control actions under /__sandbox__/ (e.g. seed-demo); None if unknown."""
         return None
 
+    def routes(self) -> None:
+        """Register the vendor's routes (`self.router`) and control actions (`on_control`)."""
+
+    def install(self, seed_demo_data: bool = False) -> None:
+        """The last step of a vendor's constructor, once the state its handlers use exists: register its
+        routes and control actions, then load its demo data if asked."""
+        self.routes()
+        if seed_demo_data:
+            self.seed_demo()  # type: ignore[attr-defined]
+
     def set_pace(self, calls: int | None, period: float = 1.0, path_pattern: str | None = None) -> None:
         """Hold calls (those whose path matches `path_pattern`, else all) to `calls` per `period`
         seconds; `calls=None` clears it."""

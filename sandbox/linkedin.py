@@ -137,11 +137,12 @@ class LinkedInSandbox(Vendor):
         self._fail_update: set[str] = set()
         self._status: dict[str, str] = dict.fromkeys(self.segment_names, "READY")
         self._modified: dict[str, int] = dict.fromkeys(self.segment_names, _now_ms())
+        self.install(seed_demo_data)
+
+    def routes(self) -> None:
         self.router.add("POST", _USERS_PATH.pattern[1:-1], self._users)
         self.router.add("GET", _SEGMENT_PATH.pattern[1:-1], self._segment)
         self._controls()
-        if seed_demo_data:
-            self.seed_demo()
 
     # --- kit hooks ------------------------------------------------------------------------------
 

@@ -253,8 +253,7 @@ class NetSuiteSandbox(Vendor):
         self._nonces: dict[tuple[str, str, str], float] = {}
         self._bearers = TokenStore()
         self.login_audit: list[dict[str, Any]] = []
-        self._routes()
-        self._controls()
+        self.install()
 
     # --- kit hooks ---
 
@@ -431,7 +430,7 @@ class NetSuiteSandbox(Vendor):
 
     # --- routes ---
 
-    def _routes(self) -> None:
+    def routes(self) -> None:
         types = "|".join(SCHEMAS)
         record = rf"{_RECORD}/(?P<rtype>{types})/(?P<rid>[^/]+)"
         self.router.add("POST", TOKEN_PATH, self._token)
@@ -441,6 +440,7 @@ class NetSuiteSandbox(Vendor):
         self.router.add("DELETE", record, self._delete)
         self.router.add("GET", rf"{_RECORD}/(?P<rtype>{types})", self._list)
         self.router.add("POST", rf"{_RECORD}/(?P<rtype>{types})", self._create_route)
+        self._controls()
 
     def _base(self, request: Request) -> str:
         return f"http://{request.header('host') or '127.0.0.1'}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+
 @dataclass(frozen=True, slots=True)
 class RecordField:
     name: str  # REST name (camelCase)

@@ -41,9 +41,9 @@ def decoy_name(number: int) -> tuple[str, str]:
 
 
 def new_person(rng: random.Random, used: set[str], *, first_names: Sequence[str] = FIRST_NAMES,
-               companies: Sequence[tuple[str, str]] = COMPANIES) -> Person:
+               last_names: Sequence[str] = LAST_NAMES, companies: Sequence[tuple[str, str]] = COMPANIES) -> Person:
     """A random person whose lower-case ``first.last@domain`` address is not in `used` (then added)."""
-    first, last = rng.choice(first_names), rng.choice(LAST_NAMES)
+    first, last = rng.choice(first_names), rng.choice(last_names)
     company, domain = rng.choice(companies)
     email = f"{first}.{last}@{domain}".lower()
     suffix = 2

@@ -74,15 +74,15 @@ from sandbox.salesforce_client import (
     OrgClient,
 )
 from sandbox.salesforce_model import (
-    USER_ID,
-    BulkJob,
-    csv_text,
     ID_RE,
     OBJECTS,
+    USER_ID,
     ApiError,
+    BulkJob,
     FieldSpec,
     SObject,
     check_value,
+    csv_text,
     entity_deleted_error,
     not_found_error,
     now_iso,
@@ -187,8 +187,7 @@ class SalesforceSandbox(Vendor):
         self._tokens = TokenStore()
         self._quota = WindowLimiter(daily_quota, 86_400)
         self._used = 0
-        self._routes()
-        self._controls()
+        self.install()
 
     # --- kit hooks ---
 
@@ -520,7 +519,7 @@ class SalesforceSandbox(Vendor):
 
     # --- routes ---
 
-    def _routes(self) -> None:
+    def routes(self) -> None:
         add = self.router.add
         add("POST", TOKEN_PATH, self._token)
         add("POST", r"/services/Soap/u/(?P<version>[\d.]+)", _soap_login_retired)
@@ -547,6 +546,7 @@ class SalesforceSandbox(Vendor):
         add("PUT", rf"{_API}/jobs/ingest/(?P<job>750\w+)/batches/?", self._api(self._job_upload))
         add("GET", rf"{_API}/jobs/ingest/(?P<job>750\w+)/(?P<results>successfulResults|failedResults|"
                    r"(?i:unprocessedrecords))/?", self._api(self._job_results))
+        self._controls()
 
     def _api(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         def guarded(request: Request) -> Response:
@@ -650,14 +650,7 @@ class SalesforceSandbox(Vendor):
 
     def _get_one(self, request: Request) -> Response:
         obj = self._object(request.params["object"])
-        record_id = request.params["id"]
-        if not ID_RE.match(record_id):
-            raise not_found_error()
-        row = self._rows[obj.name].get(to_18(record_id))
-        if row is None:
-            raise not_found_error()
-        if row["IsDeleted"]:
-            raise entity_deleted_error()
+        row = self._live_row(obj, request.params["id"])
         wanted = request.arg("fields")
         fields = obj.fields
         if wanted:

@@ -262,23 +262,21 @@ class WistiaSandbox(Vendor):
         self._lock = threading.RLock()
         self._state = _State()
         self._rng = random.Random(0)
-        self._routes()
-        self._controls()
-        if seed_demo_data:
-            self.seed_demo()
+        self.install(seed_demo_data)
 
     def today(self) -> date:
         return self._today or datetime.now(UTC).date()
 
     # --- routes ---------------------------------------------------------------------------------------
 
-    def _routes(self) -> None:
+    def routes(self) -> None:
         add = self.router.add
         for prefix, suffix in (("/modern", ""), ("/v1", r"\.json")):
             add("GET", rf"{prefix}/stats/visitors{suffix}", self._list_visitors)
             add("GET", rf"{prefix}/stats/visitors/{_KEY}{suffix}", self._show_visitor)
             add("GET", rf"{prefix}/stats/events{suffix}", self._list_events)
             add("GET", rf"{prefix}/stats/events/{_KEY}{suffix}", self._show_event)
+        self._controls()
 
     # --- kit hooks ------------------------------------------------------------------------------------
 
