@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import requests
@@ -30,13 +31,12 @@ class GoogleAdsApiError(VendorApiError):
     """Google answered with an error (or could not be reached); the message holds status and codes only."""
 
 
+@dataclass(frozen=True, repr=False)
 class Credentials:
     """The OAuth client and, for the Ads API, the developer token; the repr never shows them."""
 
-    __slots__ = ("oauth", "developer_token")
-
-    def __init__(self, oauth: OAuthClient, developer_token: str | None) -> None:
-        self.oauth, self.developer_token = oauth, developer_token
+    oauth: OAuthClient
+    developer_token: str | None
 
     def __repr__(self) -> str:
         return "Credentials(<redacted>)"
@@ -183,21 +183,21 @@ class GoogleAdsConnector(AudienceConnector):
         return GoogleFailure.of(response)
 
     def classify(self, failure: HttpFailure) -> Verdict:
-        """A failure `_stops_everything` explains is fatal (never retried); else as any vendor's (a 401 is
-        fatal, 429 and 5xx are retried)."""
-        if self._stops_everything(failure) is not None:
+        """A failure `_why_fatal` explains is fatal (never retried); else as any vendor's (a 401 is fatal,
+        429 and 5xx are retried)."""
+        if self._why_fatal(failure) is not None:
             return Verdict.FATAL
         return super().classify(failure)
 
     def explain(self, failure: HttpFailure) -> str | None:
-        if not isinstance(failure, GoogleFailure) or failure.status == 401 and not failure.developer_token_refused:
-            return None
-        fatal = self._stops_everything(failure)
+        if not isinstance(failure, GoogleFailure) or (failure.status == 401 and not failure.developer_token_refused):
+            return None  # a refused access token: HINTS
+        fatal = self._why_fatal(failure)
         if fatal is None and failure.has_code("USER_PERMISSION_DENIED"):
             return _PERMISSION.format(said=failure.said, system=self._system)
         return fatal
 
-    def _stops_everything(self, failure: HttpFailure) -> str | None:
+    def _why_fatal(self, failure: HttpFailure) -> str | None:
         """Why no other list can get past `failure` (the words of the error), or None."""
         if not isinstance(failure, GoogleFailure):
             return None

@@ -155,13 +155,13 @@ class OfflineJobsConnector(GoogleAdsConnector):
                 break
         return result
 
-    def _stops_everything(self, failure: HttpFailure) -> str | None:
+    def _why_fatal(self, failure: HttpFailure) -> str | None:
         """Besides the shared cases: a 404 without codes, Google's answer to every path of a sunset version."""
         if isinstance(failure, GoogleFailure) and failure.status == 404 and not failure.codes:
             return (f"Google Ads answered 404 ({failure.said}): API version {self._settings.api_version} may be "
                     f"sunset; set systems.{self._system}.settings.api_version to a version Google serves "
                     "(README, 'Google Ads API versions')")
-        return super()._stops_everything(failure)
+        return super()._why_fatal(failure)
 
 
 def _job_path(job: str) -> str:
