@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import connectors.registry as registry
 from connectors.base import ConnectorConfigError, ConnectorError, DataCategory, ErasureAction, ErasureDecision, Subject
-from connectors.netsuite import NetSuiteConnector, create, retention_end, suiteql_string
+from connectors.netsuite import NetSuiteConnector, create, suiteql_string
 from dsr.config import load_policy
-from dsr.policy import tax_retention_end
+from dsr.policy import TaxRule, retention_end, tax_retention_end
 from sandbox.kit import SandboxServer
 from sandbox.netsuite import (
     ACCESS_SUBJECT,
@@ -318,7 +318,6 @@ def test_retention_is_counted_per_subsidiary_and_fiscal_year(account: AccountCli
 def test_retention_arithmetic_matches_the_policy() -> None:
     """The connector counts as `dsr.policy` does, from the same table (legal-rules.md section 2)."""
     policy = load_policy(REPO / "config" / "policy.yaml")
-    from connectors.netsuite import TaxRule
 
     for jurisdiction, entry in policy.tax_retention.items():
         rule = TaxRule(jurisdiction=jurisdiction, years=entry.years, starts=entry.starts, basis="b")  # type: ignore[arg-type]
@@ -455,7 +454,7 @@ def test_a_refused_call_does_not_leak_what_netsuite_echoes(connector: NetSuiteCo
     # elsewhere a query fragment); only the status and the error code may get through.
     customer = ada_customer_with_invoices(connector.discover(ADA))
     with pytest.raises(ConnectorError) as failure:
-        connector._call("erase", "customer", "PATCH", f"/services/rest/record/v1/customer/{customer.id}",
+        connector._rest("erase", "customer", "PATCH", f"/services/rest/record/v1/customer/{customer.id}",
                         body={"email": "ada.lovelace@example"})
     assert_clean(failure.value)
     assert str(failure.value).endswith("NetSuite answered 400 INVALID_CONTENT")

@@ -1,0 +1,137 @@
+"""NetSuite (SuiteTalk REST web services): a subject's customers and contacts, and the transactions that keep them.
+
+Reached with plain `requests` on the HTTP base (`connectors.http`), authenticated either way NetSuite offers
+(`connectors.netsuite.client`):
+
+- ``flow: tba``, token-based authentication: OAuth 1.0a signed by `requests_oauthlib.OAuth1` with
+  HMAC-SHA256 and ``realm`` = the account id (``1234567_SB1``). Every call carries a fresh nonce and
+  timestamp, including retries. NetSuite blocks *new* TBA integrations from 2027.1; existing ones keep working.
+- ``flow: client_credentials``, OAuth 2.0 machine-to-machine: a JWT client assertion (header ``kid`` = the
+  certificate id, PS256 by default; claims ``iss`` = client id, ``scope``, ``aud`` = the token URL, ``iat``,
+  ``exp``) signed with the certificate's private key and exchanged at ``/services/rest/auth/oauth2/v1/token``
+  for a one-hour bearer token, cached and fetched again a minute before it expires or on a 401.
+
+Per operation of the contract (DESIGN.md):
+
+- `discover`: SuiteQL (``POST /services/rest/query/v1/suiteql``, ``Prefer: transient``), paged with
+  ``limit``/``offset`` while ``hasMore``: ``SELECT id, email FROM customer WHERE LOWER(email) = '<address>'``,
+  the same for ``contact``. SuiteQL takes no bound parameters over REST, so the address goes in as a string
+  literal built by `suiteql_string` (single quotes doubled, control characters refused) and is compared
+  with ``=``, never LIKE, so ``%`` and ``_`` are ordinary characters. (SuiteQL compares text case-sensitively,
+  hence ``LOWER``; the address is already lower case.) Each hit is checked again in Python. With
+  `transactions` configured, the transactions whose ``entity`` is a matched customer are listed too, as
+  ``transaction``/``financial`` refs with their date as `anchor_date`, for the policy to decide on.
+  A query is restarted after its last id before NetSuite's 100,000-rows-per-query cap.
+- `export`: ``GET /services/rest/record/v1/{type}/{id}?expandSubResources=true``, every field and sublist
+  (``links`` removed); records gone since discovery are skipped.
+- `erase` (`connectors.netsuite.erasure`), per decision: DELETE sends ``DELETE /record/v1/{type}/{id}`` (204;
+  404 is ``already_gone``). A customer that transactions reference is anonymised instead and kept as
+  `dsr.policy` decides from facts the connector reports (the latest transaction's date, the tax law of the
+  customer's subsidiary). ANONYMISE PATCHes the configured values (and empties `clear_sublists` with
+  ``?replace=``); fields already holding them count as ``already_gone``. RETAIN touches nothing.
+  **Transactions are never deleted by a DSR** (`dsr.policy.ledger_document`): ANONYMISE of a transaction
+  PATCHes only the non-financial fields named in ``transactions.anonymise``, such as the e-mail copied onto
+  an invoice or a memo.
+- `verify_erased`: discovery again (an anonymised customer no longer matches).
+- `expired`/`purge`: customers and contacts whose ``lastmodifieddate`` is before the cutoff, by SuiteQL;
+  purge deletes them like `erase` does, anonymising customers with transactions. Transactions are never
+  listed as expired and never purged here.
+- `rectify` and the marketing suppression: `connectors.netsuite.rights`.
+
+Pacing: NetSuite limits *concurrent* calls per account (15, plus 10 per SuiteCloud Plus licence, shared
+by SOAP, REST and RESTlets, so other integrations use the same budget) and answers the excess with 429.
+The connector keeps at most `max_concurrency` calls in flight and paces them with `rate_limit`. 429s,
+5xx answers, resets and timeouts are retried with backoff (honouring a ``Retry-After`` if one comes).
+
+Personal data never reaches an exception or a log. Record URLs hold numeric ids only and the address
+travels in the body of a SuiteQL call, but NetSuite's error details can echo values that were sent (a
+query fragment, an invalid value). So every failure names the system, operation, record type, HTTP status
+and NetSuite's ``o:errorCode`` only, and nothing is chained. Secrets are read from the environment
+variables the settings name and never appear in a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from connectors.base import chunks, subject_email
+from connectors.netsuite.client import IN_LIST_MAX, NetSuiteApiError, id_list, suiteql_string
+from connectors.netsuite.erasure import NetSuiteErasure, date_or_none
+from connectors.netsuite.rights import NetSuiteRights
+from connectors.netsuite.settings import ENTITY_OBJECTS, TRANSACTION_TYPES, NetSuiteSettings
+from dsr.contract import Record, RecordRef, Subject
+
+__all__ = ["NetSuiteApiError", "NetSuiteConnector", "NetSuiteSettings", "create", "suiteql_string"]
+
+
+class NetSuiteConnector(NetSuiteErasure, NetSuiteRights):
+    """Discover, export, erase, verify and purge a subject's customers and contacts in one NetSuite account.
+
+    Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
+    `stats` counts calls, retries, throttling answers and token fetches, for benchmarks and tests.
+    """
+
+    def discover(self, subject: Subject) -> list[RecordRef]:
+        """Customers and contacts whose e-mail is the subject's, then (if configured) their customers' transactions.
+
+        Raises:
+            ConnectorError: the subject has no usable e-mail, or NetSuite failed (after retries).
+        """
+        email = subject_email(subject)
+        literal = suiteql_string(email)
+        refs: list[RecordRef] = []
+        customers: list[str] = []
+        for name in ENTITY_OBJECTS:
+            spec = self._settings.objects.get(name)
+            if spec is None:
+                continue
+            for row in self._suiteql("discover", name, "id, email", name, f"LOWER(email) = {literal}"):
+                if str(row.get("email") or "").strip().lower() != email:
+                    self._count("mismatches_dropped")  # belt and braces: never trust a vendor-side match blindly
+                    continue
+                refs.append(RecordRef(self._system, name, str(row["id"]), spec.categories))
+                if name == "customer":
+                    customers.append(str(row["id"]))
+        transactions = self._settings.transactions
+        if transactions is not None and transactions.discover and customers:
+            types = ", ".join(suiteql_string(code) for code in transactions.types)
+            for batch in chunks(customers, IN_LIST_MAX):
+                where = f"entity IN ({id_list(batch)}) AND type IN ({types})"
+                for row in self._suiteql("discover", "transaction",
+                                         "id, type, TO_CHAR(trandate, 'YYYY-MM-DD') AS trandate", "transaction", where):
+                    record_type = TRANSACTION_TYPES.get(str(row.get("type")))
+                    if record_type is None:
+                        continue
+                    refs.append(RecordRef(self._system, record_type, str(row["id"]), transactions.categories,
+                                          anchor_date=date_or_none(row.get("trandate"))))
+        return refs
+
+    def export(self, refs: Sequence[RecordRef]) -> Iterator[Record]:
+        """Every field and sublist of each record (``expandSubResources=true``), in the order of `refs`.
+
+        Records gone since discovery are skipped.
+
+        Raises:
+            ConnectorError: a ref of another system or an unknown record type, or NetSuite failed.
+        """
+        self._check_refs(refs)
+        for ref in refs:
+            record = self._get("export", ref.object, ref.id, expand=True)
+            if record is not None:
+                yield Record(ref=ref, fields=_without_links(record))
+
+    def verify_erased(self, subject: Subject) -> list[RecordRef]:
+        """Re-run discovery: what still matches (deleted and anonymised records no longer do)."""
+        return self.discover(subject)
+
+
+create = NetSuiteConnector.create
+
+
+def _without_links(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_links(v) for k, v in value.items() if k != "links"}
+    if isinstance(value, list):
+        return [_without_links(v) for v in value]
+    return value
