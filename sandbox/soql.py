@@ -22,6 +22,7 @@ from sandbox.salesforce_model import (
     parse_datetime,
     to_18,
 )
+from sandbox.tokens import TokenCursor
 
 _SOQL_ESCAPES = {"n": "\n", "N": "\n", "r": "\r", "R": "\r", "t": "\t", "T": "\t", "b": "\b", "B": "\b",
                  "f": "\f", "F": "\f", '"': '"', "'": "'", "\\": "\\"}  # fmt: skip
@@ -115,34 +116,18 @@ class _Query:
     offset: int
 
 
-class SoqlParser:
+class SoqlParser(TokenCursor[_Token]):
     def __init__(self, soql: str, objects: Mapping[str, SObject]) -> None:
+        super().__init__(_tokenize(soql))
         self.soql, self.objects = soql, objects
-        self.tokens = _tokenize(soql)
-        self.index = 0
-
-    @property
-    def token(self) -> _Token:
-        return self.tokens[self.index]
 
     def fail(self, detail: str | None = None, token: _Token | None = None) -> ApiError:
         token = token or self.token
         shown = "EOF" if token.kind == "end" else str(token.value)
         return malformed_query(self.soql, token.position, detail or f"unexpected token: '{shown}'")
 
-    def take(self, kind: str, value: str | None = None) -> _Token:
-        token = self.token
-        if token.kind != kind or (value is not None and token.value != value):
-            raise self.fail()
-        self.index += 1
-        return token
-
-    def accept(self, kind: str, value: str | None = None) -> _Token | None:
-        token = self.token
-        if token.kind == kind and (value is None or token.value == value):
-            self.index += 1
-            return token
-        return None
+    def unexpected(self, token: _Token) -> Exception:
+        return self.fail(token=token)
 
     def parse(self) -> _Query:
         self.take("keyword", "select")

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sandbox.netsuite_records import SUITEQL_TABLES, us_date
+from sandbox.tokens import TokenCursor
 
 IN_LIST_MAX = 1000
 
@@ -90,35 +91,19 @@ class _Query:
     order: tuple[tuple[Operand, bool], ...]  # (operand, descending)
 
 
-class SuiteQLParser:
+class SuiteQLParser(TokenCursor[_Tok]):
     def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
-        self.index = 0
+        super().__init__(_tokenize(text))
         self.table = ""
 
-    @property
-    def tok(self) -> _Tok:
-        return self.tokens[self.index]
-
-    def take(self, kind: str, value: str | None = None) -> _Tok:
-        tok = self.tok
-        if tok.kind != kind or (value is not None and tok.value != value):
-            shown = "end of query" if tok.kind == "end" else repr(str(tok.value))
-            raise QueryError(f"Invalid or unsupported search: unexpected {shown}.")
-        self.index += 1
-        return tok
-
-    def accept(self, kind: str, value: str | None = None) -> _Tok | None:
-        tok = self.tok
-        if tok.kind == kind and (value is None or tok.value == value):
-            self.index += 1
-            return tok
-        return None
+    def unexpected(self, token: _Tok) -> Exception:
+        shown = "end of query" if token.kind == "end" else repr(str(token.value))
+        return QueryError(f"Invalid or unsupported search: unexpected {shown}.")
 
     def parse(self) -> _Query:
         self.take("keyword", "select")
         start = self.index
-        while self.tok.kind != "end" and not (self.tok.kind == "keyword" and self.tok.value == "from"):
+        while self.token.kind != "end" and not (self.token.kind == "keyword" and self.token.value == "from"):
             self.index += 1
         self.take("keyword", "from")
         table = str(self.take("name").value).lower()
@@ -148,7 +133,7 @@ class SuiteQLParser:
             self.take("keyword", "by")
             aliases = dict(select)
             while True:
-                name = str(self.tok.value).lower() if self.tok.kind == "name" else ""
+                name = str(self.token.value).lower() if self.token.kind == "name" else ""
                 follows = self.tokens[self.index + 1]
                 if name in aliases and not (follows.kind == "punct" and follows.value == "("):
                     self.index += 1
@@ -234,7 +219,7 @@ class SuiteQLParser:
         return ("cmp", left, "!=" if op == "<>" else op, self.literal())
 
     def literal(self) -> Any:
-        tok = self.tok
+        tok = self.token
         if tok.kind == "string":
             self.index += 1
             return tok.value or None  # Oracle: '' is NULL
