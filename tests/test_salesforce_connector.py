@@ -22,6 +22,7 @@ from connectors.base import ConnectorConfigError, ConnectorError, DataCategory, 
 from connectors.pacing import forget_limiters
 from connectors.registry import build_connector
 from connectors.salesforce import SalesforceConnector, create
+from connectors.salesforce.session import OutsideSandbox
 from sandbox.kit import SandboxServer
 from sandbox.salesforce import (
     ACCESS_SUBJECT,
@@ -555,7 +556,7 @@ def test_with_an_override_no_call_leaves_the_sandbox(org: OrgClient) -> None:
         with pytest.raises(ConnectorError):
             connector.discover(ADA)
         session = connector._session
-        with pytest.raises(salesforce_module._OutsideSandbox):
+        with pytest.raises(OutsideSandbox):
             session.get("https://example.org/services/data/")
 
 
