@@ -59,5 +59,6 @@ class EventBus:
         for handler in handlers:
             try:
                 handler(topic, request_id)
-            except Exception:  # noqa: BLE001 - the change is recorded; a subscriber must not undo it
-                log.warning("subscriber failed after %s on request %s", topic, request_id, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the change is recorded; a subscriber must not undo it
+                # The type only: an exception's message may quote what it was sending (an address).
+                log.warning("subscriber failed after %s on request %s (%s)", topic, request_id, type(exc).__name__)

@@ -169,7 +169,8 @@ class DsrService(Operations):
         return build(system, config.kind, config.settings)
 
     def status_changed(self, request_id: str) -> None:
-        """Tell whoever follows a request's status (its OpenDSR callbacks) that it may have changed.
+        """Publish that a request's status may have changed (a run's step or end) on the bus, where
+        its OpenDSR callbacks hear it.
 
         Never raises: a receiver that is down must not fail the run or the officer's action."""
         self.bus.publish(STATUS_CHANGED, request_id)
