@@ -130,8 +130,7 @@ create = NetSuiteConnector.create
 
 
 def _without_links(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _without_links(v) for k, v in value.items() if k != "links"}
+    """`value` without NetSuite's ``links`` (its navigation URLs, no data of the subject's), at every depth."""
     if isinstance(value, list):
         return [_without_links(v) for v in value]
-    return value
+    return {k: _without_links(v) for k, v in value.items() if k != "links"} if isinstance(value, Mapping) else value

@@ -18,13 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256
 from requests_oauthlib import OAuth1
 
-from connectors.base import ConnectorConfigError, ConnectorError, env_secret, origin_problem, resolve_origin
-from connectors.base import validate_settings
+from connectors.base import ConnectorConfigError, env_secret, origin_problem, resolve_origin, validate_settings
 from connectors.http import HttpConnector, HttpFailure, VendorApiError, json_or_none
-from connectors.netsuite.settings import ACCOUNT_ID, DIGITS, ENTITY_OBJECTS, TRANSACTION_RECORDS, TRANSACTION_TYPES
-from connectors.netsuite.settings import AuthSpec, NetSuiteSettings, https_origin
+from connectors.netsuite.settings import ACCOUNT_ID, DIGITS, AuthSpec, NetSuiteSettings, https_origin
 from connectors.pacing import budget_key, parse_retry_after, slots_for
-from dsr.contract import RecordRef
+from dsr.contract import ConnectorError, RecordRef
 
 IN_LIST_MAX = 1000  # values in one IN list (Oracle's limit)
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
@@ -222,11 +220,8 @@ class NetSuiteClient(HttpConnector):
         else:
             self._tokens = _TokenSource(self._fetch_token)
             self._session.auth = _BearerAuth(self._tokens)
-        transactions = settings.transactions
-        self._transaction_objects = tuple(dict.fromkeys(TRANSACTION_TYPES[code] for code in transactions.types)) \
-            if transactions else ()
-        self._objects = (*(o for o in ENTITY_OBJECTS if o in settings.objects), *self._transaction_objects)
-        self._info = replace(self._info, objects=self._objects)
+        self._transaction_objects = settings.transaction_records
+        self._info = replace(self._info, objects=settings.record_types)
 
     def _account(self) -> tuple[str | None, ...]:
         return (self._credentials.account_id,)
@@ -379,10 +374,9 @@ class NetSuiteClient(HttpConnector):
     def _problem_with(self, ref: RecordRef) -> str | None:
         if ref.system != self._system:
             return f"record belongs to system {ref.system!r}, not {self._system!r}"
-        if ref.object not in self._objects:
-            if ref.object in TRANSACTION_RECORDS:
-                return f"record type {ref.object!r} is not among systems.{self._system}.settings.transactions.types"
-            return f"unknown record type {ref.object!r} in systems.{self._system}"
+        problem = self._settings.record_type_problem(ref.object, self._system)
+        if problem is not None:
+            return problem
         if not DIGITS.match(ref.id):
             return f"id is not a NetSuite internal id (record type {ref.object!r})"
         return None

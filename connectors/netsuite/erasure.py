@@ -21,7 +21,6 @@ from dsr.contract import DataCategory, ErasureAction, ErasureDecision, Receipt, 
 from dsr.policy import kept_for_references, ledger_document
 
 
-
 class NetSuiteErasure(NetSuiteClient):
     """`erase`, `expired` and `purge` of customers, contacts and (anonymised only) transactions."""
 

@@ -7,11 +7,10 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from connectors.base import ConnectorConfigError, ConnectorError, as_text, check_rectifiable, receipt_id
-from connectors.base import same_text, subject_email
+from connectors.base import ConnectorConfigError, as_text, check_rectifiable, receipt_id, same_text, subject_email
 from connectors.netsuite.client import PER_RECORD, RECORD_PATH, NetSuiteClient, error_code
 from connectors.netsuite.settings import DEFAULT_RECTIFIABLE, ENTITY_OBJECTS
-from dsr.contract import FieldChange, RecordRef, RightsAction, RightsOutcome, RightsReceipt, Subject
+from dsr.contract import ConnectorError, FieldChange, RecordRef, RightsAction, RightsOutcome, RightsReceipt, Subject
 
 # Marketing: globalSubscriptionStatus, a select field (Oracle NetSuite help, Subscription Management).
 # A business may set the soft statuses only; the confirmed ones are the recipient's own.

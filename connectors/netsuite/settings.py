@@ -251,6 +251,25 @@ class NetSuiteSettings(HttpSettings):
     transactions: TransactionsSpec | None = None
     tax_retention: TaxRetention | None = None
 
+    @property
+    def transaction_records(self) -> tuple[str, ...]:
+        """The REST record types of the configured transaction types (none without `transactions`)."""
+        types = self.transactions.types if self.transactions else ()
+        return tuple(dict.fromkeys(TRANSACTION_TYPES[code] for code in types))
+
+    @property
+    def record_types(self) -> tuple[str, ...]:
+        """Every record type this system reads: its entities (customer, contact), then its transactions."""
+        return (*(o for o in ENTITY_OBJECTS if o in self.objects), *self.transaction_records)
+
+    def record_type_problem(self, obj: str, system: str) -> str | None:
+        """Why `obj` is not a record type system `system` reads, or None."""
+        if obj in self.record_types:
+            return None
+        if obj in TRANSACTION_RECORDS:
+            return f"record type {obj!r} is not among systems.{system}.settings.transactions.types"
+        return f"unknown record type {obj!r} in systems.{system}"
+
     @model_validator(mode="after")
     def _check_origin(self) -> Self:  # replaces the base's: NetSuite's own host is https only
         for problem in (origin_setting_problem(self.base_url, self.base_url_env, check=https_origin),
