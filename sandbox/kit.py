@@ -6,9 +6,11 @@ this kit gives each the same machinery:
 - `Router` / `Request` / `Response`: regex routes over the standard library's threading HTTP
   server (HTTP/1.1 keep-alive). The standard library rather than an ASGI server because a
   connection reset must be a real TCP reset, which only owning the socket allows.
-- `WindowLimiter`, `DailyCounter`, `retry_after`: a vendor's rate windows, daily quotas and the
-  ``Retry-After`` they answer with.
-- `bearer_token`, `TokenStore`: the access tokens a vendor issues, expires and revokes.
+- `Vendor`: the hooks a sandbox fills in (its authentication, limits, error answers, routes); a
+  handler raises `Refusal` to answer with the vendor's error from anywhere.
+- `WindowLimiter`, `DailyCounter`, `retry_after`, `InFlight`: a vendor's rate windows, daily quotas,
+  the ``Retry-After`` they answer with, and its cap on concurrent calls (`Vendor.concurrency_cap`).
+- `bearer_token`, `TokenStore`, `oauth_error`: the access tokens a vendor issues, expires and revokes.
 - `Faults`: seeded, deterministic fault injection (server errors, timeouts, connection resets,
   throttling, expired sessions, added latency), set per test or benchmark.
 - `SandboxServer`: runs an app on 127.0.0.1 on a free port, in-process (a thread) for tests.
