@@ -98,8 +98,20 @@ from sandbox.kit import (
     serve_demo,
 )
 
-__all__ = ["ACCESS_SUBJECT", "DECOY_EMAILS", "DEMO_REFRESH_TOKEN", "ERASURE_SUBJECT", "GoogleAdsSandbox", "hash_email",
-           "main"]
+__all__ = [
+    "ACCESS_SUBJECT",
+    "DECOY_EMAILS",
+    "DEMO_CLIENT_ID",
+    "DEMO_CLIENT_SECRET",
+    "DEMO_DEVELOPER_TOKEN",
+    "DEMO_LOGIN_CUSTOMER_ID",
+    "DEMO_REFRESH_TOKEN",
+    "DEMO_USER_LISTS",
+    "ERASURE_SUBJECT",
+    "GoogleAdsSandbox",
+    "hash_email",
+    "main",
+]
 
 DEMO_CLIENT_ID = "1076543210987-sandboxdemo.apps.googleusercontent.com"
 DEMO_CLIENT_SECRET = "GOCSPX-sandbox-demo-client-secret"

@@ -56,7 +56,17 @@ from typing import Any
 from sandbox.audiences import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, demo_members, hash_email
 from sandbox.kit import DailyCounter, Request, Response, Vendor, WindowLimiter, bearer_token, demo_cli, serve_demo
 
-__all__ = ["ACCESS_SUBJECT", "DECOY_EMAILS", "DEMO_TOKEN", "ERASURE_SUBJECT", "LinkedInSandbox", "hash_email", "main"]
+__all__ = [
+    "ACCESS_SUBJECT",
+    "DECOY_EMAILS",
+    "DEMO_SEGMENTS",
+    "DEMO_TOKEN",
+    "DEMO_VERSION",
+    "ERASURE_SUBJECT",
+    "LinkedInSandbox",
+    "hash_email",
+    "main",
+]
 
 DEMO_TOKEN = "AQXsandboxDemoLinkedInAccessToken-dmp-segments-0001"
 """The 3-legged OAuth access token (scope ``rw_dmp_segments``) the demo sandbox accepts."""
