@@ -226,8 +226,9 @@ def https_origin(url: str) -> str | None:
 class NetSuiteSettings(HttpSettings):
     """The `settings:` block of a `netsuite` system in `systems.yaml`.
 
-    `base_url` (default ``https://<account>.suitetalk.api.netsuite.com``) must be https; a sandbox is
-    reached through `base_url_override` (loopback only) instead.
+    `base_url`, or the one in the variable `base_url_env` names (default: the account's own
+    ``https://<account>.suitetalk.api.netsuite.com``), must be https; a sandbox is reached through
+    `base_url_override` or `base_url_override_env` (loopback only) instead.
     """
 
     SECRET_KEYS = _INLINE_SECRETS
