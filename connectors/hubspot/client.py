@@ -42,9 +42,8 @@ from dsr.contract import RecordRef
 
 MAX_BATCH = 100  # batch/read, batch/archive
 ASSOCIATIONS_PAGE = 500
-#: How long an object type's property list is reused by the connectors of a process (it was read
-#: again by every export: one call per object type). A property added in HubSpot is exported
-#: within this time.
+#: How long an object type's property list is reused by the connectors of a process (one call per
+#: object type saved on each export). A property added in HubSpot is exported within this time.
 PROPERTIES_TTL_SECONDS = 900.0
 
 _TOKEN_LIKE = re.compile(r"^[A-Z_]{2,64}$")  # HubSpot categories and policy names; anything else is dropped
@@ -90,7 +89,7 @@ class HubSpotClient(HttpConnector):
 
     def __init__(self, system: str, settings: HubSpotSettings, *, base_url: str, credentials: str) -> None:
         super().__init__(system, settings, base_url=base_url, credentials=credentials)
-        # The objects follow the settings (`engagements`), where the base's info names a class's OBJECTS.
+        # A system holds the engagements its settings name: its info lists those, not the class's OBJECTS.
         self._objects = ("contacts", *settings.engagements)
         self._info = replace(self._info, objects=self._objects)
         srl = settings.search_rate_limit
@@ -130,7 +129,7 @@ class HubSpotClient(HttpConnector):
         rate-limit headers are read. A search also takes the search budget, evenly spaced."""
 
         def send() -> Any:
-            if search:
+            if search:  # last, after the account's window: the search leaves at its evenly spaced turn
                 self._pace_search()
             data, _status, headers = fn(*args, _request_timeout=self._timeout, **kwargs)
             self._observe(headers)
@@ -139,6 +138,7 @@ class HubSpotClient(HttpConnector):
         return self._call(operation, what, send)
 
     def _pace_search(self) -> None:
+        """Take a slot of the search budget, then wait for this search's turn (`_Spacer`)."""
         limiter = self._search_limiter
         waited = limiter.acquire() + _SEARCH_SPACING.wait(limiter, limiter.period / limiter.calls)
         if waited:
