@@ -139,7 +139,7 @@ def _carry_out(service: Any, runner: Any, request_id: str, system_threads: int) 
 def fanout_in_child(spec: ServiceSpec, requests: list[tuple[str, str, str]], concurrency: int,
                     system_threads: int) -> dict[str, Any]:
     """Child: submit and verify the requests, then carry them out `concurrency` at a time."""
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
 
     with open_service(spec) as service:
         ids = [submit_verified(service, kind, email, regime=regime) for kind, email, regime in requests]
@@ -175,7 +175,7 @@ def overhead_in_child(specs: dict[str, ServiceSpec], emails: list[str], pairs: i
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
     from flows import runtime
     from flows.request import MAX_PARALLEL_SYSTEMS, process_request
 

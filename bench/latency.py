@@ -86,7 +86,7 @@ def call_kind(system: str, request: Any) -> str | None:
 def run_direct(service: Any, request_id: str) -> str:
     """What process-request does, without Prefect: one thread per system, then finish."""
     from bench.common import connector_factory
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
 
     runner = RequestRunner(service)
     plan = runner.begin(request_id)

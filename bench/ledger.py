@@ -54,7 +54,7 @@ QUICK_APPEND, QUICK_VERIFY = 300, 2_000
 
 def template_chains(root: Path) -> list[list[tuple[str, dict[str, Any], str]]]:
     """(type, payload, actor) of each event of a real access and a real erasure request."""
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
     from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT, seed_crm
 
     crm_url = f"sqlite:///{root / 'crm.sqlite'}"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.registry import build_connector
-from dsr.contract import DataCategory, Subject
+from dsr.contract import CountsRecords, DataCategory, RetentionSource, Subject, close_connector
 from dsr.service import DsrService
 from dsr.state import RequestState, SystemStatus
 from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT
@@ -151,18 +151,14 @@ def vendor_state(service: DsrService, servers: dict[str, SandboxServer], *, purg
             found = {_key(email): sorted(r.key for r in connector.discover(
                 Subject(email=email, identity_hash=service.identity_hash(email)))) for email in WATCHED}
             entry: dict[str, Any] = {"watched": found}
-            counter = getattr(connector, "total_records", None)
-            if callable(counter):
-                entry["total"] = counter()
-            expired = getattr(connector, "expired", None)
-            if purge and callable(expired):
-                entry["expired"] = {c.value: sum(1 for _ in expired(c, limits[c]))
+            if isinstance(connector, CountsRecords):
+                entry["total"] = connector.total_records()
+            if purge and isinstance(connector, RetentionSource):
+                entry["expired"] = {c.value: sum(1 for _ in connector.expired(c, limits[c]))
                                     for c in sorted(limits, key=lambda c: c.value) if c in DataCategory}
             view[name] = entry
         finally:
-            close = getattr(connector, "close", None)
-            if callable(close):
-                close()
+            close_connector(connector)
     return view
 
 

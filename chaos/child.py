@@ -4,7 +4,8 @@
 each with its own runner holding the plan's lease, as Prefect's task threads do; finish).
 `python -m chaos.child purge` runs the retention purge on the campaign's fixed day, with the
 blast-radius guard opened (the seeded data is small, so any purge trips a 5 % guard).
-Settings come from DSR_* variables; DSR_CHAOS_CRASH_AT picks a crash point (dsr.execution).
+Settings come from DSR_* variables; DSR_CHAOS_CRASH_AT picks a crash point (chaos/probe.py), handed
+to the runner and the purge as their crash probe.
 Prints one JSON line with the outcome.
 """
 
@@ -17,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import date
 
+from chaos.probe import probe_from_env
 from connectors.registry import build_connector
 from dsr.contract import Connector
-from dsr.execution import AlreadyRunning, RequestRunner
 from dsr.retention import Purger
+from dsr.run import AlreadyRunning, CrashProbe, RequestRunner
 from dsr.service import DsrService
 from dsr.settings import Settings
 
@@ -33,14 +35,14 @@ def connect(service: DsrService, system: str) -> Connector:
     return build_connector(system, config.kind, config.settings)
 
 
-def run_request(service: DsrService, request_id: str) -> dict[str, object]:
-    runner = RequestRunner(service)
+def run_request(service: DsrService, request_id: str, crash: CrashProbe) -> dict[str, object]:
+    runner = RequestRunner(service, crash=crash)
     try:
         plan = runner.begin(request_id)
     except AlreadyRunning as exc:
         return {"request_id": request_id, "status": "already_running", "reason": str(exc)}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = [pool.submit(RequestRunner(service).run_system, request_id, system,
+        futures = [pool.submit(RequestRunner(service, crash=crash).run_system, request_id, system,
                                lambda s=system: connect(service, s), plan.lease) for system in plan.systems]
         for future in futures:
             future.result()
@@ -55,18 +57,19 @@ def open_guard(service: DsrService) -> None:
     service.__dict__["policy"] = service.policy.model_copy(update={"retention": retention})
 
 
-def run_purge(service: DsrService) -> dict[str, object]:
+def run_purge(service: DsrService, crash: CrashProbe) -> dict[str, object]:
     open_guard(service)
     systems = [s for s in os.environ.get(PURGE_SYSTEMS_ENV, "").split(",") if s] or None
-    report = Purger(service, lambda name: connect(service, name)).run(today=PURGE_DAY, systems=systems)
+    report = Purger(service, lambda name: connect(service, name), crash=crash).run(today=PURGE_DAY, systems=systems)
     return {"run_id": report.run_id, "status": report.status, "purged": report.purged,
             "report": str(report.report_path)}
 
 
 def main(argv: list[str]) -> int:
     service = DsrService(Settings())
+    crash = probe_from_env()
     try:
-        result = run_request(service, argv[1]) if argv[0] == "request" else run_purge(service)
+        result = run_request(service, argv[1], crash) if argv[0] == "request" else run_purge(service, crash)
     finally:
         service.close()
     print(json.dumps(result, default=str), flush=True)

@@ -50,8 +50,8 @@ class ApiUnderTest:
 
 def _seeded_service(home: Path):  # -> DsrService
     from connectors.registry import build_connector
-    from dsr.execution import RequestRunner
     from dsr.models import parse_new_request
+    from dsr.run import RequestRunner
     from dsr.service import DsrService
     from dsr.settings import Settings
     from sandbox.crm_seed import seed_crm
@@ -103,8 +103,8 @@ def seeded_api(home: Path) -> Iterator[ApiUnderTest]:
     import uvicorn
     from aiosmtpd.controller import Controller
 
-    from dsr.access import AccessConfig, Role, TokenEntry, new_token, token_hash
     from doors.api.app import create_app
+    from dsr.access import AccessConfig, Role, TokenEntry, new_token, token_hash
     from dsr.adapters.mail import SmtpConfig
     from dsr.adapters.storage import config_from_settings, open_store
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from chaos.probe import CRASH_ENV
 from dsr.ledger.store import Ledger
 from dsr.models import parse_new_request
 from dsr.service import DsrService
@@ -125,9 +126,9 @@ def run_child(env: dict[str, str], args: list[str], *, crash_at: str | None = No
               kill_after: float | None = None, extra_env: dict[str, str] | None = None) -> ChildRun:
     """Run `python -m chaos.child ARGS`; SIGKILL it `kill_after` seconds after it starts, if asked."""
     child_env = {**os.environ, **env, **(extra_env or {})}
-    child_env.pop("DSR_CHAOS_CRASH_AT", None)
+    child_env.pop(CRASH_ENV, None)
     if crash_at:
-        child_env["DSR_CHAOS_CRASH_AT"] = crash_at
+        child_env[CRASH_ENV] = crash_at
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "chaos.child", *args], cwd=REPO, env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

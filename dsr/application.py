@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from dsr.adapters.mail import Channel, Notice
     from dsr.adapters.storage import EvidenceStore
     from dsr.contract import Connector
-    from dsr.execution import RequestRunner, RunOutcome
+    from dsr.run import RequestRunner, RunOutcome
     from dsr.holds import Hold
     from dsr.intake import Intake
     from dsr.models import RequestType
@@ -45,7 +45,7 @@ class Operations:
 
     def runner(self: DsrService) -> RequestRunner:
         """A runner over this service (each holds the leases it took; one per run or per step)."""
-        from dsr.execution import RequestRunner
+        from dsr.run import RequestRunner
 
         return RequestRunner(self)
 

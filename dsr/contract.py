@@ -9,7 +9,7 @@ connector without importing any vendor SDK.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -132,6 +132,7 @@ class ConnectorInfo:
     objects: Sequence[str] = field(default_factory=tuple)
 
 
+@runtime_checkable
 class ManualInstructions(Protocol):
     """Optional: a connector with manual steps may say what the person must do, in words.
 
@@ -299,3 +300,72 @@ class MarketingSuppressor(Protocol):
         """Re-read `refs`: every record still open to marketing (empty: done). Write-only systems
         (ConnectorInfo.write_only) cannot re-read and return []."""
         ...
+
+
+# -- what a connector may offer besides the operations above -------------------------------------
+#
+# The runner and the retention purge ask for these with `isinstance`: a connector that lacks one
+# simply does not take part in what it serves (nothing to close, no retention listing, ...).
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A connector holding a resource (a connection pool, a session, a limiter thread) until closed."""
+
+    def close(self) -> None:
+        """Let go of the resource; the runner and the purge call it once they are done with the connector."""
+        ...
+
+
+@runtime_checkable
+class ConfirmsRemoval(Protocol):
+    """A write-only (audience) connector that can say whether a done removal was confirmed.
+
+    True: the vendor finished the removal (a job or segment status polled to its end), and the
+    evidence says "removal confirmed"; False: the vendor only accepted it ("removal requested").
+    """
+
+    @property
+    def confirms_removal(self) -> bool: ...
+
+
+@runtime_checkable
+class RetentionSource(Protocol):
+    """A system the retention purge can list expired records of and delete them from."""
+
+    def expired(self, category: DataCategory, cutoff: date) -> Iterator[RecordRef]:
+        """Every record holding `category` whose retention date is before `cutoff`, streamed."""
+        ...
+
+    def purge(self, refs: Sequence[RecordRef]) -> Receipt:
+        """Delete expired records, in one of the vendor's batches (at most `info.max_batch`)."""
+        ...
+
+
+@runtime_checkable
+class ListsExpiredOnce(Protocol):
+    """A retention source that lists every object once, each at the cutoff of its own categories."""
+
+    def expired_all(self, cutoff_of: Callable[[tuple[DataCategory, ...]], date | None]) -> Iterator[RecordRef]:
+        """Expired records of every object; `cutoff_of(categories)` is an object's cutoff (None: leave it out)."""
+        ...
+
+
+@runtime_checkable
+class CountsRecords(Protocol):
+    """A system that can count all its records: the base of the purge's blast-radius guard."""
+
+    def total_records(self) -> int: ...
+
+
+@runtime_checkable
+class ParallelPurge(Protocol):
+    """A retention source whose `purge` is thread-safe: that many batches may be in flight at once."""
+
+    purge_workers: int
+
+
+def close_connector(connector: object) -> None:
+    """Close `connector` if it holds anything (see Closeable); anything else needs no closing."""
+    if isinstance(connector, Closeable):
+        connector.close()

@@ -45,13 +45,23 @@ from dateutil.relativedelta import relativedelta
 
 from dsr.bundle import build_bundle
 from dsr.config import Policy
-from dsr.contract import Connector, DataCategory, RecordRef, Subject
-from dsr.execution import crash_point
+from dsr.contract import (
+    Connector,
+    CountsRecords,
+    DataCategory,
+    ListsExpiredOnce,
+    ParallelPurge,
+    RecordRef,
+    RetentionSource,
+    Subject,
+    close_connector,
+)
 from dsr.files import create_exclusive
 from dsr.holds import held_subjects
 from dsr.models import OPEN_STATUSES
 from dsr.policy import fiscal_year_end, tax_retention_end
 from dsr.rights import restricted_subjects
+from dsr.run.probe import CrashProbe, no_crash
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 
@@ -220,9 +230,10 @@ ProgressFn = Callable[[str, str, int, int], None]  # system, category, done, exp
 class Purger:
     """Runs retention purges against the systems of the data map."""
 
-    def __init__(self, service: DsrService, connect: ConnectFn) -> None:
+    def __init__(self, service: DsrService, connect: ConnectFn, crash: CrashProbe = no_crash) -> None:
         self.service = service
         self.connect = connect
+        self.crash = crash  # called at each named crash point (chaos campaigns kill the process there)
         self._every: dict[DataCategory, date] = {}
 
     def run(self, *, dry_run: bool = False, systems: Sequence[str] | None = None,
@@ -254,9 +265,7 @@ class Purger:
         if by_hand:
             self._append(run_id, "purge.skipped", {"systems": by_hand, "reason": "no delete API: done by hand"})
             for name in by_hand:
-                close = getattr(connectors.pop(name), "close", None)
-                if callable(close):
-                    close()
+                close_connector(connectors.pop(name))
         spill = None if dry_run else _Spill(self.service.settings.home / "purge-spill")
         try:
             protected = {name: self._protected(c) for name, c in connectors.items()}
@@ -274,9 +283,7 @@ class Purger:
             if spill is not None:
                 spill.remove()
             for connector in connectors.values():
-                close = getattr(connector, "close", None)
-                if callable(close):
-                    close()
+                close_connector(connector)
         failed = any(t.failed for t in tallies.values())
         return self._finish(run_id, dry_run, "completed_with_failures" if failed else "completed", tallies, guard)
 
@@ -324,12 +331,12 @@ class Purger:
                  ) -> Iterator[tuple[DataCategory, RecordRef]]:
         """Each expired record of the system once, with the category governing it (one of `limits`).
 
-        With the connector's `expired_all`, every object is listed once at the cutoff of its
-        governing category; else `expired` once per category, keeping the records it governs.
+        With the connector's `expired_all` (ListsExpiredOnce), every object is listed once at the
+        cutoff of its governing category; else `expired` (RetentionSource) once per category,
+        keeping the records it governs. A connector with neither lists nothing.
         """
         every = self._every
-        expired_all = getattr(connector, "expired_all", None)
-        if callable(expired_all):
+        if isinstance(connector, ListsExpiredOnce):
             governed: dict[tuple[DataCategory, ...], DataCategory | None] = {}
 
             def govern(categories: tuple[DataCategory, ...]) -> DataCategory | None:
@@ -342,16 +349,15 @@ class Purger:
                 category = govern(tuple(categories))
                 return limits[category] if category is not None else None
 
-            for ref in expired_all(cutoff_of):
+            for ref in connector.expired_all(cutoff_of):
                 category = govern(ref.categories)
                 if category is not None:
                     yield category, ref
             return
-        expired = getattr(connector, "expired", None)
-        if not callable(expired):
+        if not isinstance(connector, RetentionSource):
             return
         for category in sorted(limits):
-            for ref in expired(category, limits[category]):
+            for ref in connector.expired(category, limits[category]):
                 if governing(ref.categories, every) == category:
                     yield category, ref
 
@@ -373,8 +379,7 @@ class Purger:
                     total_candidates += 1
                     if spill is not None:
                         spill.write(name, category.value, ref)
-            counter = getattr(connector, "total_records", None)
-            total = counter() if callable(counter) else None
+            total = connector.total_records() if isinstance(connector, CountsRecords) else None
             share = (total_candidates / total) if total else None
             if total_candidates > policy.max_count or (share is not None and share > policy.max_share):
                 trips.append({"system": name, "would_purge": total_candidates, "records": total,
@@ -386,10 +391,10 @@ class Purger:
                spill: _Spill, tallies: dict[tuple[str, str], Tally], progress: ProgressFn | None) -> None:
         for name, connector in connectors.items():
             size = max(1, connector.info.max_batch)
-            purge = getattr(connector, "purge", None)
-            if not callable(purge):
+            if not isinstance(connector, RetentionSource):
                 continue
-            workers = max(1, int(getattr(connector, "purge_workers", 1) or 1))
+            purge = connector.purge
+            workers = max(1, int(connector.purge_workers or 1)) if isinstance(connector, ParallelPurge) else 1
             pool = ThreadPoolExecutor(workers, thread_name_prefix=f"purge-{name}") if workers > 1 else None
             try:
                 for category in sorted(limits):
@@ -443,7 +448,7 @@ class Purger:
     def _record(self, run_id: str, batch: list[RecordRef], receipt: Any, tally: Tally, checkpoint: _Checkpoint,
                 progress: ProgressFn | None) -> None:
         """One vendor batch's answer; every CHECKPOINT_RECORDS records, a ledger checkpoint."""
-        crash_point("purge-sent")  # the vendor purged, the ledger does not know yet: a re-run lists what is left
+        self.crash("purge-sent")  # the vendor purged, the ledger does not know yet: a re-run lists what is left
         done = sum(1 for o in receipt.outcomes if o.done)
         tally.purged += done
         tally.failed += len(receipt.outcomes) - done
@@ -464,13 +469,13 @@ class Purger:
         if checkpoint.records:
             self._append(run_id, "purge.batch", {"system": tally.system, "category": tally.category,
                                                  **checkpoint.payload()})
-            crash_point("purge-checkpoint")
+            self.crash("purge-checkpoint")
         checkpoint.reset()
 
     def _finish(self, run_id: str, dry_run: bool, status: str, tallies: dict[tuple[str, str], Tally],
                 guard: list[dict[str, Any]]) -> PurgeReport:
         views = [t.to_view() for t in tallies.values()]
-        crash_point("purge-finishing")
+        self.crash("purge-finishing")
         self._append(run_id, "purge.completed", {"status": status, "dry_run": dry_run, "tallies": views})
         report = PurgeReport(run_id, dry_run, status, list(tallies.values()), guard)
         report.report_path = self._seal(run_id, dry_run, status, tallies)
@@ -490,7 +495,7 @@ class Purger:
         signer = load_or_create_signing_key(self.service.settings.signing_key_path)
         data = build_bundle(events, request_view=summary, system_views=by_system, signer=signer)
         target = self.service.settings.home / "purge-reports" / f"{run_id}.zip"
-        crash_point("purge-sealing")
+        self.crash("purge-sealing")
         create_exclusive(target, data)
         return target
 

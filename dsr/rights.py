@@ -14,7 +14,7 @@
 * Legal holds against erasure: a held subject's records are retained under GDPR 17(3)(e) with the
   hold's reference in the plan and the evidence; releasing the hold re-opens those systems.
 
-The runner (dsr.execution) dispatches here; this module writes through its lease-guarded append.
+The runner (dsr.run) dispatches here; this module writes through its lease-guarded append.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sqlalchemy import select
 from dsr.contract import (
     Connector,
     FieldChange,
+    ManualInstructions,
     MarketingSuppressor,
     RecordRef,
     Rectifier,
@@ -40,17 +41,19 @@ from dsr.contract import (
     RightsOutcome,
     RightsReceipt,
     Subject,
+    close_connector,
 )
 from dsr.identity import identity_hash
 from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.store import LedgerError
 from dsr.ledger.texts import store_texts, text_sha256
 from dsr.models import SUPPRESSION_TYPES, RequestInputError, RequestType, Status
+from dsr.run.codec import last_payload
 from dsr.service import DsrService, RequestStateError, _evidence_text, with_free_text
 from dsr.state import EventType, RequestState
 
 if TYPE_CHECKING:
-    from dsr.execution import RequestRunner
+    from dsr.run.runner import RequestRunner
 
 #: Days a person has to put marketing back in a system without an API after a restriction is lifted.
 RESTORE_TASK_DAYS = 7
@@ -97,8 +100,7 @@ def needs_person(connector: Connector, step: str) -> bool:
 
 
 def instructions(connector: Connector, step: str, refs: Sequence[RecordRef]) -> str:
-    explain = getattr(connector, "manual_instructions", None)
-    text = explain(step, refs) if callable(explain) else None
+    text = connector.manual_instructions(step, refs) if isinstance(connector, ManualInstructions) else None
     return text or DEFAULT_INSTRUCTIONS.get(step) or f"Do the {step} step by hand."
 
 
@@ -191,7 +193,7 @@ def run_step(runner: RequestRunner, request_id: str, state: RequestState, system
         changes = corrections(runner.service, request_id)
         if RECTIFY not in done.steps_done:
             receipt = connector.rectify(refs, changes)
-            runner._append(request_id, EventType.SYSTEM_RECTIFIED, receipt_payload(runner.service, system, receipt))
+            runner.writer.append(request_id, EventType.SYSTEM_RECTIFIED, receipt_payload(runner.service, system, receipt))
             if receipt.failed:
                 raise RuntimeError(f"{len(receipt.failed)} record(s) could not be rectified in {system}")
         left, proof = connector.verify_rectified(refs, changes), "re-read after rectification"
@@ -204,14 +206,14 @@ def run_step(runner: RequestRunner, request_id: str, state: RequestState, system
                         and "restrict_processing" in inspect.signature(connector.suppress_marketing).parameters)
             receipt = (connector.suppress_marketing(subject, refs, restrict_processing=True)  # type: ignore[call-arg]
                        if restrict else connector.suppress_marketing(subject, refs))
-            runner._append(request_id, EventType.SYSTEM_SUPPRESSED, receipt_payload(runner.service, system, receipt))
+            runner.writer.append(request_id, EventType.SYSTEM_SUPPRESSED, receipt_payload(runner.service, system, receipt))
             if receipt.failed:
                 raise RuntimeError(f"marketing could not be stopped for {len(receipt.failed)} record(s) in {system}")
         if connector.info.write_only:
             left, proof = [], "write-only system: removal requested, absence cannot be re-read"
         else:
             left, proof = connector.verify_suppressed(subject, refs), "re-read after suppression"
-    runner._append(request_id, EventType.SYSTEM_VERIFIED, {
+    runner.writer.append(request_id, EventType.SYSTEM_VERIFIED, {
         "system": system, "proof": proof, "remaining": len(left), "retained_as_decided": [],
         "unexpected_remaining": sorted(r.key for r in left),
     })
@@ -246,7 +248,7 @@ def rekey_identity(runner: RequestRunner, request_id: str, state: RequestState) 
                                  identity=("email", new_email, digest), project=False, anchor=True)
         except LedgerError:
             pass  # a twin run wrote it first: the same event
-    runner._append(request_id, EventType.IDENTITY_REKEYED, {**payload, "identity_chain": chain_id})
+    runner.writer.append(request_id, EventType.IDENTITY_REKEYED, {**payload, "identity_chain": chain_id})
 
 
 #: The chain that keeps a rectified address (its identity row beside its first event).
@@ -379,7 +381,7 @@ def lift_restriction(runner: RequestRunner, request_id: str, *, reason: str, act
         if RESTORE in current.steps_done:
             restored.append(system)
             continue
-        suppressed = _last(events, EventType.SYSTEM_SUPPRESSED, system)
+        suppressed = last_payload(events, EventType.SYSTEM_SUPPRESSED, system)
         was_manual = current.task is not None and current.task.get("step") == SUPPRESS
         if suppressed is None and not was_manual:
             continue  # nothing was changed there (no records)
@@ -390,14 +392,14 @@ def lift_restriction(runner: RequestRunner, request_id: str, *, reason: str, act
                 if not (current.task and current.task.get("step") == RESTORE):
                     # A lift has no legal deadline of its own: a week is the office's working rule.
                     due = datetime.now(UTC).date() + timedelta(days=RESTORE_TASK_DAYS)
-                    runner._append(request_id, EventType.TASK_OPENED, {
+                    runner.writer.append(request_id, EventType.TASK_OPENED, {
                         "system": system, "step": RESTORE, "assignee": _assignee(service, system),
                         "instructions": instructions(connector, RESTORE, []), "due": due.isoformat(), "records": []})
                 tasks.append(system)
                 continue
             assert isinstance(connector, MarketingSuppressor) and suppressed is not None
             receipt = connector.restore_marketing(subject, _outcomes_from_payload(system, suppressed, {}))
-            runner._append(request_id, EventType.SYSTEM_RESTORED, receipt_payload(service, system, receipt))
+            runner.writer.append(request_id, EventType.SYSTEM_RESTORED, receipt_payload(service, system, receipt))
             if receipt.failed:
                 failed[system] = f"{len(receipt.failed)} record(s) could not be restored"
             else:
@@ -405,9 +407,7 @@ def lift_restriction(runner: RequestRunner, request_id: str, *, reason: str, act
         except Exception as exc:  # one system's failure is reported; the others still restore
             failed[system] = f"{type(exc).__name__}: {str(exc)[:200]}"
         finally:
-            close = getattr(connector, "close", None)
-            if callable(close):
-                close()
+            close_connector(connector)
     if failed:
         return LiftResult(request_id, tuple(restored), tuple(tasks), failed)
     payload = with_free_text({"restored": restored, "tasks": tasks}, "reason", text)
@@ -422,20 +422,13 @@ def lift_restriction(runner: RequestRunner, request_id: str, *, reason: str, act
     runner.ledger.append(request_id, EventType.COMPLETED, {"systems": sorted(state.systems),
                                                            "response": "restriction lifted; subject to be told"},
                          actor="pipeline")
-    runner._seal(request_id, service.state(request_id))
+    runner.sealer.seal(request_id, service.state(request_id))
     return LiftResult(request_id, tuple(restored), tuple(tasks), {})
 
 
 def _assignee(service: DsrService, system: str) -> str:
     config = service.data_map.systems.get(system)
     return (config.assignee or config.owner) if config else "privacy-office"
-
-
-def _last(events: Sequence[Any], kind: str, system: str) -> dict[str, Any] | None:
-    for event in reversed(events):
-        if event.type == kind and event.payload.get("system") == system:
-            return dict(event.payload)
-    return None
 
 
 

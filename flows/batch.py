@@ -25,7 +25,7 @@ from flows import observe, runtime
 from flows.request import system_step
 
 if TYPE_CHECKING:
-    from dsr.execution import RunPlan
+    from dsr.run import RunPlan
 
 #: System steps in flight across all requests of the batch (connectors pace each vendor).
 MAX_PARALLEL_STEPS = 32

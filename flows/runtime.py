@@ -16,7 +16,7 @@ from dsr.service import DsrService
 
 if TYPE_CHECKING:
     from dsr.contract import Connector
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
 
 _lock = threading.Lock()
 _service: DsrService | None = None

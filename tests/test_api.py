@@ -17,13 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from doors.api.app import create_app
 from doors.api.auth import COOKIE
-from dsr.execution import RequestRunner
-from dsr.models import parse_new_request
-from dsr.service import DsrService
+from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from dsr.adapters.storage import EvidenceStore, config_from_settings, open_store
+from dsr.models import parse_new_request
+from dsr.run import RequestRunner
+from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 
 OFFICER, AUDITOR = "officer-token-" + "o" * 30, "auditor-token-" + "a" * 30

@@ -54,7 +54,7 @@ def test_one_flow_run_carries_out_every_verified_request_and_leaves_the_rest(flo
 
 def test_a_request_another_run_holds_is_left_to_that_run(flow_service: DsrService) -> None:
     """A worker already carrying out a request keeps it: the batch skips it, acts on it not at all."""
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
     from flows.batch import process_verified
 
     held = _submit(flow_service, "erasure", ERASURE_SUBJECT)

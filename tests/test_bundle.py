@@ -40,7 +40,7 @@ DEADLINE = {
     "holiday_calendar": "holidays 0.62 IE", "rule": "gdpr/art12(3)+reg1182/71 v1",
     "steps": ["received 2025-03-03", "one month: 2025-04-03", "not a holiday: 2025-04-03"],
 }
-# Shaped like the ledger payloads dsr.execution writes.
+# Shaped like the ledger payloads dsr.run writes.
 STEPS: list[tuple[str, str, dict[str, Any]]] = [
     ("privacy-office", "request.received", {
         "type": "erasure", "regime": "gdpr", "country": "IE", "channel": "web-form",
@@ -494,7 +494,7 @@ REFS = [{"object": "Contact", "id": "003A1", "categories": ["contact"], "anchor_
 
 
 def refs_chain(tmp_path: Path, refs: list[dict[str, Any]] = REFS) -> tuple[list[LedgerEvent], Path]:
-    """STEPS with the crm discovery recorded as dsr.execution now records it: a refs file's hash."""
+    """STEPS with the crm discovery recorded as dsr.run now records it: a refs file's hash."""
     from dsr.discovery import REFS_FILE, REFS_SHA256, write_refs
 
     written = write_refs(tmp_path / "discovered" / "crm.refs.jsonl", refs)

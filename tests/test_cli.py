@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from doors.cli import app
-from dsr.execution import RequestRunner
+from dsr.run import RequestRunner
 from dsr.service import DsrService
 from dsr.settings import Settings
 

@@ -16,8 +16,8 @@ import pytest
 from chaos.checks import effects
 from connectors.registry import build_connector
 from dsr.contract import Connector
-from dsr.execution import AlreadyRunning, LeaseLost, RequestRunner
 from dsr.models import Status
+from dsr.run import AlreadyRunning, LeaseLost, RequestRunner
 from dsr.service import DsrService
 from dsr.settings import Settings
 from sandbox.crm_seed import ERASURE_SUBJECT

@@ -492,7 +492,7 @@ def test_task_list_shows_what_to_do(cli_home: Path) -> None:
     from typer.testing import CliRunner
 
     from doors.cli import app as cli
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
     from dsr.service import DsrService
 
     service = DsrService(Settings())

@@ -20,8 +20,8 @@ import requests
 from connectors.registry import build_connector
 from dsr.bundle import verify_bundle
 from dsr.contract import Connector
-from dsr.execution import NotVerified, RequestRunner
 from dsr.models import Status, parse_new_request
+from dsr.run import NotVerified, RequestRunner
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT

@@ -15,8 +15,8 @@ import pytest
 
 from connectors.registry import build_connector
 from dsr.bundle import BundleError, verify_bundle
-from dsr.execution import RequestRunner
 from dsr.models import parse_new_request
+from dsr.run import RequestRunner
 from dsr.service import DsrService
 from dsr.signing import load_or_create_signing_key
 from sandbox.crm_seed import ACCESS_SUBJECT

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dsr.bundle import verify_bundle
-from dsr.execution import NotVerified
 from dsr.models import parse_new_request
+from dsr.run import NotVerified
 from dsr.service import DsrService
 from dsr.signing import load_or_create_signing_key
 from flows import runtime

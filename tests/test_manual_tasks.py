@@ -13,9 +13,9 @@ import pytest
 import time_machine
 import yaml
 
-from dsr.execution import RequestRunner
 from dsr.ledger.texts import text_reference, text_sha256
 from dsr.models import RequestInputError, Status, parse_new_request
+from dsr.run import RequestRunner
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
 from dsr.sweep import sweep

@@ -34,21 +34,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from dsr import opendsr
-from dsr.access import AccessConfig
 from doors.api.app import create_app
 from doors.api.limits import uvicorn_proxy_options
-from dsr.execution import RequestRunner
-from dsr.ledger.store import Ledger
-from dsr.metrics import aggregate, request_facts
-from dsr.adapters.mail import SmtpConfig
 from doors.opendsr_client import OpenDsrClient, new_request, verify_callback
 from doors.opendsr_client import app as opendsr_cli
+from dsr import opendsr
+from dsr.access import AccessConfig
+from dsr.adapters.mail import SmtpConfig
+from dsr.adapters.storage import config_from_settings, open_store
+from dsr.ledger.store import Ledger
+from dsr.metrics import aggregate, request_facts
 from dsr.opendsr_signing import OpenDsrKeyError, load_controllers, processor_identity, sign_bytes, verify_bytes
+from dsr.run import RequestRunner
 from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.state import index_row
-from dsr.adapters.storage import config_from_settings, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.kit import Request, Response, SandboxServer, Vendor
 from tests.test_execution import _connect

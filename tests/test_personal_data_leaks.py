@@ -92,7 +92,7 @@ def _submit(service: DsrService, kind: str, email: str, callback: str) -> str:
 
 
 def _run(service: DsrService, request_id: str):
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
 
     runner = RequestRunner(service)
     for system in runner.begin(request_id).systems:

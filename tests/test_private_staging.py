@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chaos.probe import CRASH_ENV
 from connectors.registry import build_connector
-from dsr.execution import CRASH_ENV, RequestRunner
+from dsr.adapters.storage import StorageConfig, open_store
 from dsr.models import Status, parse_new_request
+from dsr.run import RequestRunner
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
-from dsr.adapters.storage import StorageConfig, open_store
 from sandbox.crm_seed import ACCESS_SUBJECT
 from tests.conftest import REPO
 
@@ -89,15 +90,16 @@ def test_exports_wait_in_private_files_and_are_removed_once_the_package_is_recor
 
 CRASHING_RUN = """
 import json, sys
+from chaos.probe import probe_from_env
 from connectors.registry import build_connector
-from dsr.execution import RequestRunner
+from dsr.run import RequestRunner
 from dsr.service import DsrService, RequestStateError
 from dsr.settings import Settings
 from dsr.adapters.storage import StorageConfig, open_store
 
 spec = json.loads(sys.argv[1])
 service = DsrService(Settings(**spec["settings"]))
-runner = RequestRunner(service)
+runner = RequestRunner(service, crash=probe_from_env())
 for system in runner.begin(spec["request_id"]).systems:
     config = service.data_map.systems[system]
     runner.run_system(spec["request_id"], system, lambda: build_connector(system, config.kind, config.settings))

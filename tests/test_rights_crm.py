@@ -12,10 +12,10 @@ import pytest
 
 from connectors.registry import build_connector
 from dsr.contract import Connector, Subject
-from dsr.execution import RequestRunner, RunOutcome
 from dsr.holds import add_hold, release_hold
 from dsr.models import RequestInputError, Status, parse_new_request
 from dsr.rights import lift_restriction, restricted_subjects
+from dsr.run import RequestRunner, RunOutcome
 from dsr.service import DsrService, RequestStateError
 from dsr.state import EventType
 from sandbox.crm_seed import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, LOOKALIKE_EMAILS

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from dsr.execution import RequestRunner
-from dsr.models import Status
 from dsr.adapters.mail import SmtpConfig
+from dsr.models import Status
+from dsr.run import RequestRunner
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from tests.test_console import OFFICER, make_app

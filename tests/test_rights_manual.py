@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from connectors.registry import build_connector
-from dsr.execution import RequestRunner, RunOutcome
 from dsr.holds import add_hold
 from dsr.models import Status, parse_new_request
+from dsr.run import RequestRunner, RunOutcome
 from dsr.service import DsrService
 from dsr.settings import Settings
 from sandbox.crm_seed import ACCESS_SUBJECT

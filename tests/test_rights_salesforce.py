@@ -15,9 +15,9 @@ import yaml
 from connectors.registry import build_connector
 from connectors.salesforce import SalesforceConnector
 from dsr.contract import RightsAction, Subject
-from dsr.execution import RequestRunner
 from dsr.models import Status, parse_new_request
 from dsr.rights import lift_restriction
+from dsr.run import RequestRunner
 from dsr.service import DsrService
 from dsr.settings import Settings
 from sandbox.kit import SandboxServer

@@ -21,8 +21,8 @@ from connectors import google_ads as gads_connector
 from connectors import linkedin as li_connector
 from connectors.base import ConnectorError, ErasureAction, ErasureDecision, RightsAction, Subject
 from connectors.registry import build_connector
-from dsr.execution import RequestRunner
 from dsr.models import parse_new_request
+from dsr.run import RequestRunner
 from dsr.service import DsrService
 from sandbox import google_ads as gsb
 from sandbox import hubspot as hsb

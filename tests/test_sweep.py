@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from dsr.adapters.mail import ChannelsConfig, SmtpChannel, SmtpConfig, WebhookChannel, WebhookConfig
 from dsr.deadlines import PauseNotAllowed
 from dsr.models import parse_new_request
-from dsr.adapters.mail import ChannelsConfig, SmtpChannel, SmtpConfig, WebhookChannel, WebhookConfig
 from dsr.service import DsrService
 from dsr.sweep import sweep
 from sandbox.kit import Request, Response, SandboxServer, Vendor
@@ -276,7 +276,7 @@ def test_smtp_with_starttls_and_auth(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_escalations_appear_in_the_evidence_bundle_timeline(sqlite_service: DsrService) -> None:
-    from dsr.execution import RequestRunner
+    from dsr.run import RequestRunner
     from tests.test_execution import _connect
 
     request_id = _gdpr_request(sqlite_service, received=datetime.now(UTC).isoformat())

@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 from connectors.registry import build_connector
 from doors.cli import app
 from dsr.contract import Connector
-from dsr.execution import RequestRunner, SealConflict
 from dsr.ledger.anchors import SignedHead
 from dsr.ledger.events import LedgerEvent, canonical_json
 from dsr.ledger.store import ChainTampered, IdentityTampered, Ledger
 from dsr.models import parse_new_request
+from dsr.run import RequestRunner, SealConflict
 from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.state import index_row
@@ -360,7 +360,7 @@ def test_a_rerun_after_a_cut_that_hid_its_heads_stops_at_the_sealed_bundle(svc: 
     v1 no longer matches what the ledger builds, and the run says so instead of BundleConflict."""
     # The cut removed run.released: the first run's lease shows again. A re-run is a new process
     # (`dsr run`), whose predecessor is gone; here both are this test's process.
-    monkeypatch.setattr("dsr.execution.holder_gone", lambda holder: True)
+    monkeypatch.setattr("dsr.run.lease.holder_gone", lambda holder: True)
     request_id = _completed(svc)
     _delete_last_events(svc, request_id, 3)
     newest = max(h.position for h in _heads(svc))
@@ -420,7 +420,7 @@ def test_dsr_run_through_prefect_after_a_hidden_cut_ends_with_a_message_not_trac
         cli_env: Settings, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The cut and its head rows are gone from the table, so `dsr run` starts the flow; sealing
     then finds the stored bundle v1 differs. Prefect must not print the error's tracebacks."""
-    monkeypatch.setattr("dsr.execution.holder_gone", lambda holder: True)  # see the test above
+    monkeypatch.setattr("dsr.run.lease.holder_gone", lambda holder: True)  # see the test above
     service = DsrService(cli_env)
     try:
         request_id = _completed(service)
@@ -441,8 +441,8 @@ def test_dsr_run_through_prefect_after_a_hidden_cut_ends_with_a_message_not_trac
 def test_the_api_refuses_a_swapped_identity_naming_the_request_not_the_address(svc: DsrService) -> None:
     from fastapi.testclient import TestClient
 
-    from dsr.access import AccessConfig, Role, TokenEntry, token_hash
     from doors.api.app import create_app
+    from dsr.access import AccessConfig, Role, TokenEntry, token_hash
     from dsr.adapters.storage import config_from_settings, open_store
 
     officer = "officer-token-" + "o" * 30
