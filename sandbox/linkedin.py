@@ -221,6 +221,10 @@ class LinkedInSandbox(Vendor):
         self._daily.reset()
 
     def _controls(self) -> None:
+        def add_members(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.add_members(str(body["segment"]), [str(h) for h in body["hashes"]])
+            return {"added": len(body["hashes"])}
+
         def fail_next_element(body: dict[str, Any], _: object) -> dict[str, Any]:
             self.fail_next_element(str(body["segment"]), int(body.get("status", 500)),
                                    str(body.get("message", "Internal error while processing the element")))
@@ -241,20 +245,16 @@ class LinkedInSandbox(Vendor):
             return {"exhausted": True}
 
         on = self.on_control
-        on("GET", "members/(?P<segment>[^/]+)", lambda _, p: {"segment": f"urn:li:dmpSegment:{p['segment']}",
-                                                             "members": self.members(p["segment"])})
+        on("GET", "members/(?P<segment>.+)", lambda _, p: {"segment": f"urn:li:dmpSegment:{p['segment']}",
+                                                           "members": self.members(p["segment"])})
         on("GET", "removals", lambda body, _: {"removals": self.removals()})
         on("POST", "seed-demo", lambda body, _: self.seed_demo(int(body.get("seed", 7))))
-        on("POST", "add-members", lambda body, _: self._add_members_control(body))
+        on("POST", "add-members", add_members)
         on("POST", "fail-next-element", fail_next_element)
         on("POST", "fail-next-update", fail_next_update)
         on("POST", "expire-token", mark("expired_tokens", "expired"))
         on("POST", "revoke-token", mark("revoked_tokens", "revoked"))
         on("POST", "exhaust-daily", exhaust_daily)
-
-    def _add_members_control(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.add_members(str(body["segment"]), [str(h) for h in body["hashes"]])
-        return {"added": len(body["hashes"])}
 
     # --- Python control -------------------------------------------------------------------------
 

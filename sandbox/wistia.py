@@ -314,32 +314,32 @@ class WistiaSandbox(Vendor):
         self.account_active = True
 
     def _controls(self) -> None:
+        def add_visitor(body: dict[str, Any], _: object) -> dict[str, Any]:
+            key = self.add_visitor(body.get("email"), name=body.get("name"), org_name=body.get("org_name"),
+                                   org_title=body.get("org_title"), created_at=body.get("created_at"),
+                                   last_active_at=body.get("last_active_at"))
+            return {"visitor_key": key, "event_keys": self.add_events(key, int(body.get("events", 0)))}
+
+        def add_events(body: dict[str, Any], _: object) -> dict[str, Any]:
+            keys = self.add_events(str(body["visitor_key"]), int(body["count"]), received_at=body.get("received_at"))
+            return {"count": len(keys), "event_keys": keys}
+
+        def delete_visitor(body: dict[str, Any], _: object) -> dict[str, Any]:
+            deleted, count = self.delete_visitor(str(body["visitor_key"]))
+            return {"deleted": deleted, "events_deleted": count}
+
+        def account(body: dict[str, Any], _: object) -> dict[str, Any]:
+            self.account_active = bool(body.get("active", True))
+            return {"active": self.account_active}
+
         on = self.on_control
         on("POST", "seed-demo", lambda body, _: self.seed_demo(int(body.get("seed", 7))))
-        on("POST", "add-visitor", lambda body, _: self._add_visitor_control(body))
-        on("POST", "add-events", lambda body, _: self._add_events_control(body))
-        on("POST", "delete-visitor", lambda body, _: self._delete_visitor_control(body))
+        on("POST", "add-visitor", add_visitor)
+        on("POST", "add-events", add_events)
+        on("POST", "delete-visitor", delete_visitor)
         on("POST", "delete-event", lambda body, _: {"deleted": self.delete_event(str(body["event_key"]))})
-        on("POST", "account", lambda body, _: {"active": self._set_active(bool(body.get("active", True)))})
+        on("POST", "account", account)
         on("GET", "state", lambda body, _: self.summary())
-
-    def _add_visitor_control(self, body: dict[str, Any]) -> dict[str, Any]:
-        key = self.add_visitor(body.get("email"), name=body.get("name"), org_name=body.get("org_name"),
-                               org_title=body.get("org_title"), created_at=body.get("created_at"),
-                               last_active_at=body.get("last_active_at"))
-        return {"visitor_key": key, "event_keys": self.add_events(key, int(body.get("events", 0)))}
-
-    def _add_events_control(self, body: dict[str, Any]) -> dict[str, Any]:
-        keys = self.add_events(str(body["visitor_key"]), int(body["count"]), received_at=body.get("received_at"))
-        return {"count": len(keys), "event_keys": keys}
-
-    def _delete_visitor_control(self, body: dict[str, Any]) -> dict[str, Any]:
-        deleted, count = self.delete_visitor(str(body["visitor_key"]))
-        return {"deleted": deleted, "events_deleted": count}
-
-    def _set_active(self, active: bool) -> bool:
-        self.account_active = active
-        return active
 
     # --- answers --------------------------------------------------------------------------------------
 
