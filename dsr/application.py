@@ -3,8 +3,7 @@
 `Operations` is mixed into `dsr.service.DsrService`, which makes the service the one application
 object: the doors (CLI, API, pages) and the flows call these methods and never build a runner, a
 purger or a connector themselves. The modules behind them are imported when first used, so a
-door that only reads pays for none of them (and the runner's package may move without the doors
-noticing).
+door that only reads pays for none of them.
 """
 
 from __future__ import annotations
@@ -17,12 +16,12 @@ if TYPE_CHECKING:
     from dsr.adapters.mail import Channel, Notice
     from dsr.adapters.storage import EvidenceStore
     from dsr.contract import Connector
-    from dsr.run import RequestRunner, RunOutcome
     from dsr.holds import Hold
     from dsr.intake import Intake
     from dsr.models import RequestType
     from dsr.retention import PurgeReport, Purger
     from dsr.rights import LiftResult
+    from dsr.run import RequestRunner, RunOutcome
     from dsr.service import DsrService
     from dsr.state import RequestState
     from dsr.sweep import SweepReport
@@ -70,6 +69,20 @@ class Operations:
             if progress is not None:
                 progress(done, len(plan.all_systems))
         return runner.finish(request_id, lease=plan.lease)
+
+    def recorded_outcome(self: DsrService, request_id: str) -> RunOutcome:
+        """A run's outcome as the ledger has it now (what `finish` returned), running nothing: for a
+        run that ended in another process (a `dsr serve` took it)."""
+        from dsr.run.outcome import RunOutcome, system_result
+
+        runner = self.runner()
+        state = self.state(request_id)
+        bundle_path, bundle_uri = (runner.sealer.bundle_location(request_id, state.bundles[-1]) if state.bundles
+                                   else (None, None))
+        package_path = runner.staging.stored_package_file(request_id, state.package) if state.package else None
+        return RunOutcome(request_id, state.status, state.outcome_reason,
+                          tuple(system_result(state, name) for name in sorted(state.systems)),
+                          bundle_path, package_path, bundle_uri)
 
     def sweep_staging(self: DsrService) -> list[str]:
         """Remove staging copies a crashed or cancelled run left behind; what was removed."""

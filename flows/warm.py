@@ -362,18 +362,12 @@ def run_on_serve(api_url: str, request_id: str, *, timeout: float = 3600.0,
 
 def outcome_from_ledger(service: DsrService, request_id: str) -> dict[str, Any]:
     """What process-request returns, read from the ledger after a run elsewhere ended (same keys)."""
-    runner = service.runner()
-    state = service.state(request_id)
-    bundle: str | None = None
-    if state.bundles:
-        local, uri = runner._bundle_location(request_id, state.bundles[-1])  # noqa: SLF001 - same rule as the run
-        bundle = str(local) if local else uri
-    package = runner._stored_package_file(request_id, state.package) if state.package else None  # noqa: SLF001
+    outcome = service.recorded_outcome(request_id)
     return {
         "request_id": request_id,
-        "status": state.status.value,
-        "reason": state.outcome_reason,
-        "systems": [asdict(type(runner)._result(state, name)) for name in sorted(state.systems)],  # noqa: SLF001
-        "bundle": bundle,
-        "package": str(package) if package else None,
+        "status": outcome.status.value,
+        "reason": outcome.reason,
+        "systems": [asdict(s) for s in outcome.systems],
+        "bundle": str(outcome.bundle_path) if outcome.bundle_path else outcome.bundle_uri,
+        "package": str(outcome.package_path) if outcome.package_path else None,
     }
