@@ -83,6 +83,19 @@ from urllib.parse import parse_qs
 
 from sandbox.audiences import ACCESS_SUBJECT, DECOY_EMAILS, ERASURE_SUBJECT, demo_members, hash_email
 from sandbox.gaql import GaqlError, holds, parse_gaql, put_field
+from sandbox.google_rpc import (
+    MESSAGE,
+    MISSING_CREDENTIAL,
+    STATUS,
+    ads_err,
+    check_known,
+    dm_error,
+    dm_unauthenticated,
+    duration,
+    new_request_id,
+    status_error,
+    violation,
+)
 from sandbox.kit import (
     DailyCounter,
     Refusal,
@@ -141,21 +154,6 @@ MAX_AUDIENCE_MEMBERS = 10_000
 JOB_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "FAILED")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
-_MESSAGE = {
-    400: "Request contains an invalid argument.",
-    401: "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
-         "valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
-    403: "The caller does not have permission",
-    404: "Requested entity was not found.",
-    429: "Resource has been exhausted (e.g. check quota).",
-    500: "Internal error encountered.",
-    503: "The service is currently unavailable.",
-}
-_MISSING_CREDENTIAL = ("Request is missing required authentication credential. Expected OAuth 2 access token, login "
-                       "cookie or other valid authentication credential. See "
-                       "https://developers.google.com/identity/sign-in/web/devconsole-project.")
 _PERMISSION_DENIED = ("User doesn't have permission to access customer. Note: If you're accessing a client customer, "
                       "the manager's customer id must be set in the 'login-customer-id' header. See "
                       "https://developers.google.com/google-ads/api/docs/concepts/call-structure#cid")
@@ -171,17 +169,6 @@ _LIST_FIELDS = {"resource_name": "resourceName", "id": "id", "name": "name", "ty
                 "membership_status": "membershipStatus"}
 _RESOURCES = {"offline_user_data_job": ("offlineUserDataJob", _JOB_FIELDS), "user_list": ("userList", _LIST_FIELDS)}
 _QUERYABLE = {resource: fields for resource, (_json, fields) in _RESOURCES.items()}
-
-
-def _duration(seconds: float) -> str:
-    """A google.protobuf.Duration in JSON: "30s", "0.050s"."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds:.3f}s"
-
-
-def _request_id() -> str:
-    return secrets.token_urlsafe(16)[:22]
 
 
 # --- state ----------------------------------------------------------------------------------------------
@@ -320,27 +307,27 @@ class GoogleAdsSandbox(Vendor):
             return None
         if request.path in (DATA_MANAGER_PATH, DATA_MANAGER_STATUS_PATH):
             problem = self._bearer_problem(request)
-            return None if problem is None else self._dm_unauthenticated(problem)
+            return None if problem is None else dm_unauthenticated(problem)
         match = _ADS_PATH.match(request.path)
         if match is None:
             return None  # not found, answered by the router
         version = match.group("version")
         if version not in API_VERSIONS:
-            return self._status_error(404, "Method not found.")
+            return status_error(404, "Method not found.")
         problem = self._bearer_problem(request)
         if problem is not None:
             if problem == "missing":
-                return self.ads_error(request, 401, [], message=_MISSING_CREDENTIAL)
+                return self.ads_error(request, 401, [], message=MISSING_CREDENTIAL)
             code = "OAUTH_TOKEN_EXPIRED" if problem == "expired" else "OAUTH_TOKEN_INVALID"
-            return self.ads_error(request, 401, [_err("authenticationError", code, "Authentication of the request "
-                                                      "failed.")])
+            return self.ads_error(request, 401, [ads_err("authenticationError", code, "Authentication of the request "
+                                                         "failed.")])
         developer_token = request.header("developer-token")
         if not developer_token:
-            return self.ads_error(request, 400, [_err("requestError", "DEVELOPER_TOKEN_PARAMETER_MISSING",
-                                                      "The developer-token parameter is required for all requests.")])
+            return self.ads_error(request, 400, [ads_err("requestError", "DEVELOPER_TOKEN_PARAMETER_MISSING",
+                                                         "The developer-token parameter is required for all requests.")])
         if developer_token not in self.developer_tokens:
-            return self.ads_error(request, 401, [_err("authenticationError", "DEVELOPER_TOKEN_INVALID",
-                                                      "The developer token is not valid.")])
+            return self.ads_error(request, 401, [ads_err("authenticationError", "DEVELOPER_TOKEN_INVALID",
+                                                         "The developer token is not valid.")])
         return None
 
     def limit(self, request: Request) -> Response | None:
@@ -359,7 +346,7 @@ class GoogleAdsSandbox(Vendor):
             response.headers["Cache-Control"] = "no-cache, no-store, max-age=0, must-revalidate"
             response.headers["Pragma"] = "no-cache"
         else:
-            response.headers.setdefault("request-id", _request_id())
+            response.headers.setdefault("request-id", new_request_id())
 
     def throttled(self, request: Request) -> Response:
         return self._temporarily_exhausted(request, self.throttle_retry_delay)
@@ -368,15 +355,15 @@ class GoogleAdsSandbox(Vendor):
         if request.path == TOKEN_PATH:
             return oauth_error("invalid_grant", "Token has been expired or revoked.")
         if request.path == DATA_MANAGER_PATH:
-            return self._dm_unauthenticated("expired")
-        return self.ads_error(request, 401, [_err("authenticationError", "OAUTH_TOKEN_EXPIRED",
-                                                  "Authentication of the request failed.")])
+            return dm_unauthenticated("expired")
+        return self.ads_error(request, 401, [ads_err("authenticationError", "OAUTH_TOKEN_EXPIRED",
+                                                     "Authentication of the request failed.")])
 
     def server_error(self, request: Request) -> Response:
-        return self._status_error(503, _MESSAGE[503])
+        return status_error(503, MESSAGE[503])
 
     def not_found(self, request: Request) -> Response:
-        return self._status_error(404, "Method not found.")
+        return status_error(404, "Method not found.")
 
     def reset_state(self) -> None:
         self._window.reset()
@@ -484,54 +471,37 @@ class GoogleAdsSandbox(Vendor):
         """A Google Ads API error: a google.rpc.Status whose details hold a GoogleAdsFailure."""
         match = _ADS_PATH.match(request.path)
         version = match.group("version") if match and match.group("version") in API_VERSIONS else LATEST_VERSION
-        request_id = _request_id()
-        error: dict[str, Any] = {"code": http, "message": message or _MESSAGE.get(http, _MESSAGE[400]),
-                                 "status": _STATUS.get(http, "UNKNOWN")}
+        request_id = new_request_id()
+        error: dict[str, Any] = {"code": http, "message": message or MESSAGE.get(http, MESSAGE[400]),
+                                 "status": STATUS.get(http, "UNKNOWN")}
         if errors:
             error["details"] = [{"@type": f"type.googleapis.com/google.ads.googleads.{version}.errors.GoogleAdsFailure",
                                  "errors": errors, "requestId": request_id}]
         return Response.json({"error": error}, http, {"request-id": request_id})
 
-    def _status_error(self, http: int, message: str, details: list[dict[str, Any]] | None = None) -> Response:
-        error: dict[str, Any] = {"code": http, "message": message, "status": _STATUS.get(http, "UNKNOWN")}
-        if details:
-            error["details"] = details
-        return Response.json({"error": error}, http)
-
-    def _dm_error(self, http: int, details: list[dict[str, Any]], message: str | None = None) -> Response:
-        return self._status_error(http, message or ("There was a problem with the request." if http == 400
-                                                    else _MESSAGE.get(http, "")), details)
-
-    def _dm_unauthenticated(self, problem: str) -> Response:
-        reason = {"missing": "CREDENTIALS_MISSING", "expired": "ACCESS_TOKEN_EXPIRED"}.get(problem, "ACCESS_TOKEN_INVALID")
-        message = _MISSING_CREDENTIAL if problem == "missing" else _MESSAGE[401]
-        return self._status_error(401, message, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                                  "reason": reason, "domain": "googleapis.com",
-                                                  "metadata": {"service": "datamanager.googleapis.com"}}])
-
     def _temporarily_exhausted(self, request: Request, wait: float) -> Response:
         if request.path == DATA_MANAGER_PATH:
-            return self._status_error(429, _MESSAGE[429], [
+            return status_error(429, MESSAGE[429], [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
                  "domain": "googleapis.com", "metadata": {"service": "datamanager.googleapis.com"}},
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(round(wait, 3))}])
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": duration(round(wait, 3))}])
         seconds = round(wait, 3)
-        return self.ads_error(request, 429, [_err(
+        return self.ads_error(request, 429, [ads_err(
             "quotaError", "RESOURCE_TEMPORARILY_EXHAUSTED", f"Too many requests. Retry in {math.ceil(seconds)} seconds.",
             details={"quotaErrorDetails": {"rateScope": "ACCOUNT", "rateName": "Request rate for developer token",
-                                           "retryDelay": _duration(seconds)}})])
+                                           "retryDelay": duration(seconds)}})])
 
     def _quota_exhausted(self, request: Request) -> Response:
         wait = math.ceil(seconds_to_midnight())
         if request.path == DATA_MANAGER_PATH:
-            return self._status_error(429, _MESSAGE[429], [
+            return status_error(429, MESSAGE[429], [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
                  "domain": "googleapis.com", "metadata": {"quota_limit": "RequestsPerDay"}},
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(wait)}])
-        return self.ads_error(request, 429, [_err(
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": duration(wait)}])
+        return self.ads_error(request, 429, [ads_err(
             "quotaError", "RESOURCE_EXHAUSTED", f"Too many requests. Retry in {wait} seconds.",
             details={"quotaErrorDetails": {"rateScope": "DEVELOPER", "rateName": "Number of operations for basic access",
-                                           "retryDelay": _duration(wait)}})])
+                                           "retryDelay": duration(wait)}})])
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -548,10 +518,10 @@ class GoogleAdsSandbox(Vendor):
         try:
             body = request.json() if request.body else {}
         except ValueError:
-            raise Refusal(self._status_error(400, "Invalid JSON payload received. Unexpected token.")) from None
+            raise Refusal(status_error(400, "Invalid JSON payload received. Unexpected token.")) from None
         if not isinstance(body, dict):
-            raise Refusal(self._status_error(400, "Invalid JSON payload received. Expected an object."))
-        _check_known(self, body, allowed, where)
+            raise Refusal(status_error(400, "Invalid JSON payload received. Expected an object."))
+        check_known(body, allowed, where)
         return body
 
     def _new_id(self) -> str:
@@ -561,14 +531,14 @@ class GoogleAdsSandbox(Vendor):
     def _job(self, request: Request) -> _Job:
         job = self._state.jobs.get(request.params["job"])
         if job is None or job.customer != request.params["cid"]:
-            raise Refusal(self.ads_error(request, 400, [_err("requestError", "RESOURCE_NOT_FOUND",
-                                                              "Resource was not found.")]))
+            raise Refusal(self.ads_error(request, 400, [ads_err("requestError", "RESOURCE_NOT_FOUND",
+                                                                 "Resource was not found.")]))
         return job
 
     def _check_access(self, request: Request) -> None:
         if not self._can_reach(request.params["cid"], request.header("login-customer-id")):
-            raise Refusal(self.ads_error(request, 403, [_err("authorizationError", "USER_PERMISSION_DENIED",
-                                                              _PERMISSION_DENIED)]))
+            raise Refusal(self.ads_error(request, 403, [ads_err("authorizationError", "USER_PERMISSION_DENIED",
+                                                                 _PERMISSION_DENIED)]))
 
     # --- OAuth ----------------------------------------------------------------------------------
 
@@ -604,29 +574,29 @@ class GoogleAdsSandbox(Vendor):
             body = self._json_body(request, ("customerId", "job", "validateOnly", "enableMatchRateRangePreview"))
             job_body = body.get("job")
             if not isinstance(job_body, dict):
-                return self.ads_error(request, 400, [_err("fieldError", "REQUIRED", "The required field was not present.",
-                                                          location=[{"fieldName": "job"}])])
-            _check_known(self, job_body, ("type", "externalId", "customerMatchUserListMetadata", "storeSalesMetadata"),
-                         "job")
+                return self.ads_error(request, 400, [ads_err("fieldError", "REQUIRED", "The required field was not present.",
+                                                             location=[{"fieldName": "job"}])])
+            check_known(job_body, ("type", "externalId", "customerMatchUserListMetadata", "storeSalesMetadata"),
+                        "job")
             if job_body.get("type") != "CUSTOMER_MATCH_USER_LIST":
-                return self.ads_error(request, 400, [_err(
+                return self.ads_error(request, 400, [ads_err(
                     *(("offlineUserDataJobError", "INVALID_USER_LIST_TYPE") if job_body.get("type")
                       else ("fieldError", "REQUIRED")),
                     "This sandbox serves Customer Match jobs only.", location=[{"fieldName": "job"},
                                                                                {"fieldName": "type"}])])
             if not self.allowlisted:
-                return self.ads_error(request, 403, [_err(
+                return self.ads_error(request, 403, [ads_err(
                     "notAllowlistedError", "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE",
                     "Customer Match uploads aren't supported in the Google Ads API for the developer token of the "
                     "request. Use the Data Manager API for Customer Match workflows.")])
             metadata = job_body.get("customerMatchUserListMetadata") or {}
-            _check_known(self, metadata, ("userList", "consent"), "job.customer_match_user_list_metadata")
+            check_known(metadata, ("userList", "consent"), "job.customer_match_user_list_metadata")
             wanted = str(metadata.get("userList") or "")
             match = re.fullmatch(r"customers/(\d+)/userLists/(\d+)", wanted)
             user_list = self._state.lists.get(match.group(2)) if match else None
             if user_list is None or match is None or match.group(1) != request.params["cid"] \
                     or user_list.customer != request.params["cid"]:
-                return self.ads_error(request, 400, [_err(
+                return self.ads_error(request, 400, [ads_err(
                     "offlineUserDataJobError", "INVALID_USER_LIST_ID", "The user list ID provided for the job is invalid.",
                     location=[{"fieldName": "job"}, {"fieldName": "customer_match_user_list_metadata"},
                               {"fieldName": "user_list"}])])
@@ -644,16 +614,16 @@ class GoogleAdsSandbox(Vendor):
                                              "validateOnly"))
             job = self._job(request)
             if job.ran:
-                return self.ads_error(request, 400, [_err(
+                return self.ads_error(request, 400, [ads_err(
                     "offlineUserDataJobError", "JOB_ALREADY_STARTED",
                     "Operations can only be added to a job that has not been run.")])
             operations = body.get("operations")
             if not isinstance(operations, list) or not operations:
-                return self.ads_error(request, 400, [_err("requestError", "OPERATION_REQUIRED",
-                                                          "No operations in the request.")])
+                return self.ads_error(request, 400, [ads_err("requestError", "OPERATION_REQUIRED",
+                                                             "No operations in the request.")])
             if len(operations) > MAX_OPERATIONS_PER_REQUEST:
-                return self.ads_error(request, 400, [_err("requestError", "TOO_MANY_MUTATE_OPERATIONS",
-                                                          "Received too many entries in request.")])
+                return self.ads_error(request, 400, [ads_err("requestError", "TOO_MANY_MUTATE_OPERATIONS",
+                                                             "Received too many entries in request.")])
             accepted: list[tuple[str, str]] = []
             remove_all = False
             errors: list[dict[str, Any]] = []
@@ -679,34 +649,34 @@ class GoogleAdsSandbox(Vendor):
                                           f"at operations[{errors[0]['location']['fieldPathElements'][0]['index']}]",
                     "details": [{"@type": f"type.googleapis.com/google.ads.googleads.{request.params['version']}"
                                           ".errors.GoogleAdsFailure", "errors": errors,
-                                 "requestId": _request_id()}]}})
+                                 "requestId": new_request_id()}]}})
             return Response.json({})
 
     def _operation_problem(self, operation: Any, index: int) -> dict[str, Any] | None:
         here: list[dict[str, Any]] = [{"fieldName": "operations", "index": index}]
         if not isinstance(operation, dict) or len([k for k in ("create", "remove", "removeAll") if k in operation]) != 1:
-            return _err("mutateError", "INCONSISTENT_FIELD_VALUES" if isinstance(operation, dict) else "UNKNOWN",
-                        "An operation must set exactly one of create, remove or removeAll.", location=here)
+            return ads_err("mutateError", "INCONSISTENT_FIELD_VALUES" if isinstance(operation, dict) else "UNKNOWN",
+                           "An operation must set exactly one of create, remove or removeAll.", location=here)
         if "removeAll" in operation:
             return None
         kind = "create" if "create" in operation else "remove"
         data = operation[kind]
         identifiers = data.get("userIdentifiers") if isinstance(data, dict) else None
         if not isinstance(identifiers, list) or not identifiers:
-            return _err("offlineUserDataJobError", "MISSING_USER_IDENTIFIER", "The operation has no user identifiers.",
-                        location=[*here, {"fieldName": kind}])
+            return ads_err("offlineUserDataJobError", "MISSING_USER_IDENTIFIER", "The operation has no user identifiers.",
+                           location=[*here, {"fieldName": kind}])
         for number, ident in enumerate(identifiers):
             where: list[dict[str, Any]] = [*here, {"fieldName": kind},
                                            {"fieldName": "user_identifiers", "index": number}]
             keys = [k for k in ("hashedEmail", "hashedPhoneNumber", "mobileId", "thirdPartyUserId", "addressInfo")
                     if isinstance(ident, dict) and k in ident]
             if len(keys) != 1:
-                return _err("offlineUserDataJobError", "MISSING_USER_IDENTIFIER" if not keys else "TOO_MANY_USER_IDENTIFIERS",
-                            "A user identifier must set exactly one identifier.", location=where)
+                return ads_err("offlineUserDataJobError", "MISSING_USER_IDENTIFIER" if not keys else "TOO_MANY_USER_IDENTIFIERS",
+                               "A user identifier must set exactly one identifier.", location=where)
             if keys[0] in ("hashedEmail", "hashedPhoneNumber") and not _HEX64.match(str(ident[keys[0]])):
-                return _err("offlineUserDataJobError", "INVALID_SHA256_FORMAT", "The SHA256 encoded value is malformed.",
-                            location=[*where, {"fieldName": "hashed_email" if keys[0] == "hashedEmail"
-                                               else "hashed_phone_number"}])
+                return ads_err("offlineUserDataJobError", "INVALID_SHA256_FORMAT", "The SHA256 encoded value is malformed.",
+                               location=[*where, {"fieldName": "hashed_email" if keys[0] == "hashedEmail"
+                                                  else "hashed_phone_number"}])
         return None
 
     def _run_job(self, request: Request) -> Response:
@@ -715,8 +685,8 @@ class GoogleAdsSandbox(Vendor):
             self._json_body(request, ("resourceName", "validateOnly"))
             job = self._job(request)
             if job.ran:
-                return self.ads_error(request, 400, [_err("offlineUserDataJobError", "JOB_ALREADY_STARTED",
-                                                          "The job has already been run.")])
+                return self.ads_error(request, 400, [ads_err("offlineUserDataJobError", "JOB_ALREADY_STARTED",
+                                                             "The job has already been run.")])
             job.ran = True
             queued = self._fail_next.get(job.user_list)
             if queued:
@@ -757,12 +727,12 @@ class GoogleAdsSandbox(Vendor):
             body = self._json_body(request, ("customerId", "query", "pageToken", "pageSize", "validateOnly",
                                              "returnTotalResultsCount", "summaryRowSetting", "searchSettings"))
             if "pageSize" in body:
-                return self.ads_error(request, 400, [_err("requestError", "PAGE_SIZE_NOT_SUPPORTED",
-                                                          "Setting the page size is not supported.")])
+                return self.ads_error(request, 400, [ads_err("requestError", "PAGE_SIZE_NOT_SUPPORTED",
+                                                             "Setting the page size is not supported.")])
             try:
                 resource, fields, conditions, limit = parse_gaql(str(body.get("query") or ""), _QUERYABLE)
             except GaqlError as error:
-                return self.ads_error(request, 400, [_err("queryError", error.code, error.message)])
+                return self.ads_error(request, 400, [ads_err("queryError", error.code, error.message)])
             json_name, known = _RESOURCES[resource]
             rows: list[_Job | _UserList]
             if resource == "offline_user_data_job":
@@ -807,40 +777,40 @@ class GoogleAdsSandbox(Vendor):
                                              "validateOnly"))
             destinations = body.get("destinations")
             if not isinstance(destinations, list) or not destinations:
-                return self._violation("destinations", "Destinations are required.", "REQUIRED_FIELD_MISSING")
+                return violation("destinations", "Destinations are required.", "REQUIRED_FIELD_MISSING")
             targets: list[_UserList] = []
             for index, destination in enumerate(destinations):
                 where = f"destinations[{index}]"
                 if not isinstance(destination, dict):
-                    return self._violation(where, "Destination must be an object.", "INVALID_DESTINATION")
-                _check_known(self, destination, ("reference", "loginAccount", "linkedAccount", "operatingAccount",
-                                                 "productDestinationId"), where)
+                    return violation(where, "Destination must be an object.", "INVALID_DESTINATION")
+                check_known(destination, ("reference", "loginAccount", "linkedAccount", "operatingAccount",
+                                          "productDestinationId"), where)
                 operating = destination.get("operatingAccount") or {}
                 login = destination.get("loginAccount") or {}
                 for label, account in (("operating_account", operating), ("login_account", login)):
                     if account and account.get("accountType") not in (
                             "GOOGLE_ADS", "DISPLAY_VIDEO_PARTNER", "DISPLAY_VIDEO_ADVERTISER", "DATA_PARTNER"):
-                        return self._status_error(400, f"Invalid value at '{where}.{label}.account_type' "
-                                                       f"(type.googleapis.com/google.ads.datamanager.v1.AccountType)")
+                        return status_error(400, f"Invalid value at '{where}.{label}.account_type' "
+                                                 f"(type.googleapis.com/google.ads.datamanager.v1.AccountType)")
                 if operating.get("accountType") != "GOOGLE_ADS" or not operating.get("accountId"):
-                    return self._violation(f"{where}.operating_account", "A Google Ads operating account is required.",
-                                           "INVALID_OPERATING_ACCOUNT")
+                    return violation(f"{where}.operating_account", "A Google Ads operating account is required.",
+                                     "INVALID_OPERATING_ACCOUNT")
                 customer = str(operating["accountId"])
                 login_id = str(login["accountId"]) if login.get("accountId") else None
                 if not self._can_reach(customer, login_id):
-                    return self._dm_error(403, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                                 "reason": "PERMISSION_DENIED",
-                                                 "domain": "datamanager.googleapis.com"}])
+                    return dm_error(403, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                           "reason": "PERMISSION_DENIED",
+                                           "domain": "datamanager.googleapis.com"}])
                 user_list = self._state.lists.get(str(destination.get("productDestinationId") or ""))
                 if user_list is None or user_list.customer != customer:
-                    return self._violation(f"{where}.product_destination_id", "Product destination not found.",
-                                           "INVALID_PRODUCT_DESTINATION_ID")
+                    return violation(f"{where}.product_destination_id", "Product destination not found.",
+                                     "INVALID_PRODUCT_DESTINATION_ID")
                 targets.append(user_list)
             members = body.get("audienceMembers")
             if not isinstance(members, list) or not members:
-                return self._violation("audience_members", "Audience members are required.", "REQUIRED_FIELD_MISSING")
+                return violation("audience_members", "Audience members are required.", "REQUIRED_FIELD_MISSING")
             if len(members) > MAX_AUDIENCE_MEMBERS:
-                return self._violation("audience_members", "Too many audience members.", "TOO_MANY_AUDIENCE_MEMBERS")
+                return violation("audience_members", "Too many audience members.", "TOO_MANY_AUDIENCE_MEMBERS")
             encoding = body.get("encoding")
             hashes: list[str] = []
             for index, member in enumerate(members):
@@ -848,16 +818,16 @@ class GoogleAdsSandbox(Vendor):
                                if isinstance(member, dict) else None)
                 where = f"audience_members.audience_members[{index}].user_data.user_identifiers"
                 if not isinstance(identifiers, list) or not identifiers:
-                    return self._violation(where, "User identifiers are required.", "REQUIRED_FIELD_MISSING")
+                    return violation(where, "User identifiers are required.", "REQUIRED_FIELD_MISSING")
                 for ident in identifiers:
                     email = ident.get("emailAddress") if isinstance(ident, dict) else None
                     if email is None:
                         continue
                     if encoding not in ("HEX", "BASE64"):
-                        return self._violation("encoding", "Encoding is required for hashed identifiers.",
-                                               "INVALID_ENCODING")
+                        return violation("encoding", "Encoding is required for hashed identifiers.",
+                                         "INVALID_ENCODING")
                     if encoding == "HEX" and not _HEX64.match(str(email)):
-                        return self._violation(where, "Email is not hex encoded.", "INVALID_HEX_ENCODING")
+                        return violation(where, "Email is not hex encoded.", "INVALID_HEX_ENCODING")
                     hashes.append(str(email) if encoding == "HEX" else _b64_to_hex(str(email)))
             request_id = str(uuid.uuid4())
             if not body.get("validateOnly"):
@@ -893,9 +863,9 @@ class GoogleAdsSandbox(Vendor):
             removal = self._state.dm_requests.get(request_id)
             if removal is None:
                 if not request_id:
-                    return self._violation("request_id", "Request ID is required.", "REQUIRED_FIELD_MISSING")
-                return self._dm_error(404, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                             "reason": "NOT_FOUND", "domain": "datamanager.googleapis.com"}])
+                    return violation("request_id", "Request ID is required.", "REQUIRED_FIELD_MISSING")
+                return dm_error(404, [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                       "reason": "NOT_FOUND", "domain": "datamanager.googleapis.com"}])
             if removal.status == "PROCESSING":
                 removal.reads += 1
                 if removal.reads > self.job_polls:
@@ -912,44 +882,9 @@ class GoogleAdsSandbox(Vendor):
                 statuses.append(entry)
         return Response.json({"requestStatusPerDestination": statuses})
 
-    def _violation(self, field_path: str, description: str, reason: str) -> Response:
-        """Data Manager's 400: ErrorInfo plus a BadRequest field violation (the shape of section 4)."""
-        return self._dm_error(400, [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "INVALID_ARGUMENT",
-             "domain": "datamanager.googleapis.com"},
-            {"@type": "type.googleapis.com/google.rpc.BadRequest",
-             "fieldViolations": [{"field": field_path, "description": description, "reason": reason}]}])
 
 
 # --- module helpers -------------------------------------------------------------------------------------
-
-
-def _err(category: str, code: str, message: str, *, location: list[dict[str, Any]] | None = None,
-         details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One GoogleAdsError."""
-    error: dict[str, Any] = {"errorCode": {category: code}, "message": message}
-    if location:
-        error["location"] = {"fieldPathElements": location}
-    if details:
-        error["details"] = details
-    return error
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _check_known(sandbox: GoogleAdsSandbox, body: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    """Proto JSON parsing refuses unknown field names."""
-    for key in body:
-        if key not in allowed:
-            at = f" at '{where}'" if where else ""
-            raise Refusal(sandbox._status_error(400, f'Invalid JSON payload received. Unknown name "{key}"{at}: '
-                                                      "Cannot find field.", [
-                {"@type": "type.googleapis.com/google.rpc.BadRequest",
-                 "fieldViolations": [{"field": f"{where}.{_snake(key)}" if where else _snake(key),
-                                      "description": f'Invalid JSON payload received. Unknown name "{key}"{at}: '
-                                                     "Cannot find field."}]}]))
 
 
 def _b64_to_hex(value: str) -> str:
