@@ -1,7 +1,8 @@
 """The shared kit of the vendor sandboxes: a loopback HTTP server, routing, rate limits, faults.
 
-Every sandbox is a thin module holding only its vendor's routes and shapes (`sandbox/<vendor>.py`);
-this kit gives each the same machinery:
+Every sandbox is a thin module holding only its vendor's routes and shapes (`sandbox/<vendor>.py`;
+its larger parts, such as a schema, a query language or the demo seed, in modules of their own beside
+it); this kit gives each the same machinery:
 
 - `Router` / `Request` / `Response`: regex routes over the standard library's threading HTTP
   server (HTTP/1.1 keep-alive). The standard library rather than an ASGI server because a
