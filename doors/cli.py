@@ -865,12 +865,8 @@ def task_list(
 ) -> None:
     """Manual tasks of open requests: who, what, by when."""
     with _service() as service:
-        rows = []
-        for row in service.list(open_only=True):
-            state = service.state(row.request_id)
-            for name, system in sorted(state.systems.items()):
-                if system.task and not (open_only and system.task.get("done")):
-                    rows.append({"request_id": row.request_id, "system": name, **system.task})
+        rows = [{"request_id": t.request_id, "system": t.system, **t.task} for t in service.manual_tasks()
+                if not (open_only and t.task.get("done"))]
         if as_json:
             _print_json(rows)
             return

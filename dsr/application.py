@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from dsr.adapters.mail import Channel, Notice
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from dsr.contract import Connector
     from dsr.holds import Hold
     from dsr.intake import Intake
+    from dsr.ledger.store import IndexRow
     from dsr.models import RequestType
     from dsr.retention import PurgeReport, Purger
     from dsr.rights import LiftResult
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
 
 #: `progress(done, total)` after each system of a run.
 RunProgress = Callable[[int, int], None]
+
+
+class ManualTask(NamedTuple):
+    """A step a person does in a system without an API (its `task` as the ledger records it)."""
+
+    request_id: str
+    system: str
+    task: dict[str, Any]
 
 
 class Operations:
@@ -51,6 +60,15 @@ class Operations:
     def check_runnable(self: DsrService, request_id: str) -> RequestState:
         """Refuse (RequestStateError, recorded) a request that may not run; its state otherwise."""
         return self.runner().check_runnable(request_id)
+
+    def waiting_to_run(self: DsrService) -> list[IndexRow]:
+        """Open requests that may run and have not started: the verified ones, and those of a type
+        that runs unverified (a CCPA opt-out, `dsr.models.UNVERIFIED_TYPES`) still unverified."""
+        from dsr.models import UNVERIFIED_TYPES
+
+        unverified = {t.value for t in UNVERIFIED_TYPES}
+        return [row for row in self.list(open_only=True)
+                if row.status == "verified" or (row.status == "awaiting_verification" and row.type in unverified)]
 
     def run(self: DsrService, request_id: str, *, progress: RunProgress | None = None) -> RunOutcome:
         """Carry out a request here, system after system (each step in the ledger before the next).
@@ -87,6 +105,14 @@ class Operations:
     def sweep_staging(self: DsrService) -> list[str]:
         """Remove staging copies a crashed or cancelled run left behind; what was removed."""
         return self.runner().sweep_staging()
+
+    # -- manual tasks ---------------------------------------------------------------------------
+
+    def manual_tasks(self: DsrService) -> list[ManualTask]:
+        """Every manual task of the open requests, done ones too, by request then system."""
+        return [ManualTask(row.request_id, name, system.task)
+                for row in self.list(open_only=True)
+                for name, system in sorted(self.state(row.request_id).systems.items()) if system.task]
 
     # -- retention ------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dsr.models import UNVERIFIED_TYPES
 from dsr.service import DsrService
 from dsr.state import EventType
 
@@ -72,19 +71,15 @@ def install(service: DsrService) -> None:
 
 
 def emit_backlog(service: DsrService) -> list[str]:
-    """Re-announce every request that is verified but was never started (its event was lost, or
-    it was verified while nothing listened, e.g. `dsr verify` while `dsr serve` was down).
+    """Re-announce every request waiting to run (`DsrService.waiting_to_run`: verified, or an
+    opt-out that runs unverified) that was never started (its event was lost, or it was verified
+    while nothing listened, e.g. `dsr verify` while `dsr serve` was down).
 
     Called by `dsr serve` once its deployments exist. A request that already has a queued run
     may get a second one; process-request is idempotent, so that costs a run, not a step.
     """
     emitted: list[str] = []
-    for row in service.list(open_only=True):
-        # A CCPA opt-out runs unverified (dsr.models.UNVERIFIED_TYPES): waiting for no one, it is runnable too.
-        runnable = row.status == "verified" or (row.status == "awaiting_verification"
-                                                and row.type in {t.value for t in UNVERIFIED_TYPES})
-        if not runnable:
-            continue
+    for row in service.waiting_to_run():
         try:
             emit_verified(service, row.request_id)
             emitted.append(row.request_id)

@@ -439,19 +439,14 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
     def task_rows() -> list[dict[str, Any]]:
         today = datetime.now(UTC).date()
         rows = []
-        for row in service.list(open_only=True):
-            state = service.state(row.request_id)
-            for name, system in sorted(state.systems.items()):
-                task = system.task
-                if not task:
-                    continue
-                due = str(task.get("due") or "")
-                left = (date.fromisoformat(due) - today).days if due else None
-                rows.append({"request_id": row.request_id, "system": name, "step": task.get("step"),
-                             "assignee": task.get("assignee"), "due": due or DASH, "days_left": left,
-                             "instructions": task.get("instructions") or "", "done": bool(task.get("done")),
-                             "subject": service.ledger.identity(row.request_id) or DASH,
-                             "key": f"{row.request_id}-{name}"})
+        for request_id, name, task in service.manual_tasks():
+            due = str(task.get("due") or "")
+            left = (date.fromisoformat(due) - today).days if due else None
+            rows.append({"request_id": request_id, "system": name, "step": task.get("step"),
+                         "assignee": task.get("assignee"), "due": due or DASH, "days_left": left,
+                         "instructions": task.get("instructions") or "", "done": bool(task.get("done")),
+                         "subject": service.ledger.identity(request_id) or DASH,
+                         "key": f"{request_id}-{name}"})
         rows.sort(key=lambda r: (r["done"], r["due"]))
         return rows
 
