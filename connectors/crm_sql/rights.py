@@ -47,9 +47,8 @@ class CrmSqlRights(CrmSqlCore):
                     diff = [FieldChange(c, f"{obj.name}.{col.name}", _text(row[col.name]), changes[c])
                             for c, col in wanted.items() if _text(row[col.name]) != changes[c]]
                     if diff:
-                        tally.statements += 1
-                        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(
-                            {obj.rectifiable[ch.field].name: changes[ch.field] for ch in diff}))
+                        self._update(conn, obj, ref, {obj.rectifiable[ch.field].name: changes[ch.field]
+                                                      for ch in diff}, tally)
                     outcomes.append(RightsOutcome(ref, RightsAction.RECTIFY, done=True, changes=tuple(diff),
                                                   not_held=not_held))
         return RightsReceipt(self._system, RightsAction.RECTIFY, tuple(outcomes), api_calls=tally.statements)
@@ -69,37 +68,18 @@ class CrmSqlRights(CrmSqlCore):
 
     def suppress_marketing(self, subject: Subject, refs: Sequence[RecordRef]) -> RightsReceipt:
         """Set every marketing flag of these rows to its "no marketing" value (`marketing_flags`)."""
-        return self._set_flags(refs, RightsAction.SUPPRESS, lambda obj, flag, _old: obj.marketing[flag])
+        return self._set_flags(refs, RightsAction.SUPPRESS, lambda obj, _ref, flag, _now: obj.marketing[flag])
 
     def restore_marketing(self, subject: Subject, suppressed: Sequence[RightsOutcome]) -> RightsReceipt:
         """Put back the previous value of each flag the suppression changed, and nothing else."""
         previous = {(o.ref.key, ch.field): ch.old for o in suppressed for ch in o.changes}
-        refs = [o.ref for o in suppressed if o.changes]
 
-        outcomes: list[RightsOutcome] = []
-        tally = Tally()
-        with self._guard("restore marketing"), self._engine.begin() as conn:
-            for name, group in self._group(refs).items():
-                obj = self._objects[name]
-                rows = self._rows(conn, obj, group, tuple(obj.table.c[f] for f in obj.marketing), tally)
-                for ref in group:
-                    if ref.id not in rows:
-                        outcomes.append(RightsOutcome(ref, RightsAction.RESTORE, done=True))  # gone: nothing to restore
-                        continue
-                    diff = []
-                    for flag in obj.marketing:
-                        if (ref.key, flag) not in previous:
-                            continue
-                        target = _typed(obj.table.c[flag], previous[(ref.key, flag)])
-                        if rows[ref.id][flag] != target:
-                            diff.append(FieldChange(flag, f"{obj.name}.{flag}", _text(rows[ref.id][flag]),
-                                                    _text(target)))
-                    if diff:
-                        tally.statements += 1
-                        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(
-                            {ch.field: _typed(obj.table.c[ch.field], previous[(ref.key, ch.field)]) for ch in diff}))
-                    outcomes.append(RightsOutcome(ref, RightsAction.RESTORE, done=True, changes=tuple(diff)))
-        return RightsReceipt(self._system, RightsAction.RESTORE, tuple(outcomes), api_calls=tally.statements)
+        def restored(obj: BoundObject, ref: RecordRef, flag: str, now: Any) -> Any:
+            if (ref.key, flag) not in previous:
+                return now  # the suppression left this flag alone
+            return _typed(obj.table.c[flag], previous[(ref.key, flag)])
+
+        return self._set_flags([o.ref for o in suppressed if o.changes], RightsAction.RESTORE, restored)
 
     def verify_suppressed(self, subject: Subject, refs: Sequence[RecordRef]) -> list[RecordRef]:
         """Re-read the rows: every one with a marketing flag not at its "no marketing" value."""
@@ -116,7 +96,9 @@ class CrmSqlRights(CrmSqlCore):
         return left
 
     def _set_flags(self, refs: Sequence[RecordRef], action: RightsAction,
-                   value_for: Callable[[BoundObject, str, Any], Any]) -> RightsReceipt:
+                   value_for: Callable[[BoundObject, RecordRef, str, Any], Any]) -> RightsReceipt:
+        """Set each marketing flag of these rows to `value_for(object, ref, flag, current value)`;
+        a row gone since discovery is done with nothing to change."""
         outcomes: list[RightsOutcome] = []
         tally = Tally()
         with self._guard(f"{action.value} marketing"), self._engine.begin() as conn:
@@ -124,21 +106,22 @@ class CrmSqlRights(CrmSqlCore):
                 obj = self._objects[name]
                 rows = self._rows(conn, obj, group, tuple(obj.table.c[f] for f in obj.marketing), tally)
                 for ref in group:
-                    if ref.id not in rows:
+                    row = rows.get(ref.id)
+                    if row is None:
                         outcomes.append(RightsOutcome(ref, action, done=True))  # gone: nothing to market to
                         continue
-                    diff = []
-                    for flag in obj.marketing:
-                        old = rows[ref.id][flag]
-                        new = value_for(obj, flag, old)
-                        if old != new:
-                            diff.append(FieldChange(flag, f"{obj.name}.{flag}", _text(old), _text(new)))
+                    new = {flag: value_for(obj, ref, flag, row[flag]) for flag in obj.marketing}
+                    diff = [FieldChange(flag, f"{obj.name}.{flag}", _text(row[flag]), _text(value))
+                            for flag, value in new.items() if row[flag] != value]
                     if diff:
-                        tally.statements += 1
-                        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(
-                            {ch.field: obj.marketing[ch.field] for ch in diff}))
+                        self._update(conn, obj, ref, {ch.field: new[ch.field] for ch in diff}, tally)
                     outcomes.append(RightsOutcome(ref, action, done=True, changes=tuple(diff)))
         return RightsReceipt(self._system, action, tuple(outcomes), api_calls=tally.statements)
+
+    def _update(self, conn: sa.Connection, obj: BoundObject, ref: RecordRef, values: Mapping[str, Any],
+                tally: Tally) -> None:
+        tally.statements += 1
+        conn.execute(sa.update(obj.table).where(obj.key == obj.key_value(ref.id)).values(dict(values)))
 
 
 def _text(value: Any) -> str | None:
