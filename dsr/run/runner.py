@@ -21,7 +21,6 @@ import os
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from dsr import rights
 from dsr.adapters.storage import EvidenceStore
@@ -282,10 +281,3 @@ class RequestRunner:
     def task_due(state: RequestState, lead_days: int) -> date:
         """A task is due `lead_days` before the request (never before tomorrow)."""
         return task_due(state, lead_days)
-
-    # flows/warm.py reads these two under their private names.
-    def _bundle_location(self, request_id: str, sealed: dict[str, Any]) -> tuple[Path | None, str]:
-        return self.sealer.bundle_location(request_id, sealed)
-
-    def _stored_package_file(self, request_id: str, package: dict[str, Any]) -> Path | None:
-        return self.staging.stored_package_file(request_id, package)

@@ -165,6 +165,7 @@ class Saga:
                 planned: dict[str, Any], decisions: Sequence[ErasureDecision]) -> None:
         retained = {d.ref.key for d in decisions if d.action == ErasureAction.RETAIN}
         removal: dict[str, str] = {}
+        remaining: list[str]
         if planned.get("held") and (connector.info.write_only or "discover" in connector.info.manual_steps):
             proof, remaining = f"legal hold {', '.join(planned['held'])}: nothing erased, nothing to re-query", []
         elif connector.info.write_only:
