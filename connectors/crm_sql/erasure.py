@@ -63,7 +63,6 @@ class CrmSqlErasure(CrmSqlCore):
             api_calls=tally.statements,
         )
 
-
     def purge(self, refs: Sequence[RecordRef]) -> Receipt:
         """Delete expired rows (children first, in batches); a row that a kept row still
         references is anonymised instead where the object has an `anonymise` mapping."""
@@ -121,22 +120,8 @@ class CrmSqlErasure(CrmSqlCore):
     def _delete(
         self, conn: sa.Connection, obj: BoundObject, decisions: list[ErasureDecision], tally: Tally
     ) -> dict[str, RecordOutcome]:
-        if not decisions:
-            return {}
-        wanted = [obj.key_value(d.ref.id) for d in decisions]
-        present = set(conn.scalars(sa.select(obj.key).where(obj.key.in_(wanted))))
-        tally.statements += 1
-        if present:
-            tally.statements += 1
-            conn.execute(sa.delete(obj.table).where(obj.key.in_(present)))
         columns = tuple(obj.table.columns.keys())
-        results = {}
-        for decision, key in zip(decisions, wanted, strict=True):
-            gone = key not in present
-            results[decision.ref.key] = outcome_for(
-                decision, done=True, already_gone=gone, fields_cleared=() if gone else columns
-            )
-        return results
+        return self._change(conn, obj, decisions, tally, sa.delete(obj.table), ErasureAction.DELETE, columns)
 
     def _anonymise(
         self, conn: sa.Connection, obj: BoundObject, decisions: list[ErasureDecision], tally: Tally
@@ -144,24 +129,31 @@ class CrmSqlErasure(CrmSqlCore):
         if not decisions:
             return {}
         assert obj.anonymise is not None  # callers route objects without a mapping elsewhere
-        wanted = [obj.key_value(d.ref.id) for d in decisions]
         # Rows already holding every replacement are left alone, so a re-run changes nothing.
         differs = sa.or_(*(obj.table.c[col].is_distinct_from(value) for col, value in obj.anonymise.items()))
-        pending = set(conn.scalars(sa.select(obj.key).where(obj.key.in_(wanted), differs)))
+        update = sa.update(obj.table).values(dict(obj.anonymise))
+        return self._change(conn, obj, decisions, tally, update, ErasureAction.ANONYMISE, tuple(obj.anonymise),
+                            differs)
+
+    def _change(
+        self, conn: sa.Connection, obj: BoundObject, decisions: list[ErasureDecision], tally: Tally,
+        statement: sa.Delete | sa.Update, action: ErasureAction, fields: tuple[str, ...],
+        *still: sa.ColumnElement[bool],
+    ) -> dict[str, RecordOutcome]:
+        """Run `statement` on the decided rows that exist and meet `still`; the others are done
+        already (``already_gone``). Outcomes say `action` and, for a changed row, `fields`."""
+        if not decisions:
+            return {}
+        wanted = [obj.key_value(d.ref.id) for d in decisions]
+        pending = set(conn.scalars(sa.select(obj.key).where(obj.key.in_(wanted), *still)))
         tally.statements += 1
         if pending:
             tally.statements += 1
-            conn.execute(sa.update(obj.table).where(obj.key.in_(pending)).values(dict(obj.anonymise)))
-        fields = tuple(obj.anonymise)
+            conn.execute(statement.where(obj.key.in_(pending)))
         results = {}
         for decision, key in zip(decisions, wanted, strict=True):
             gone = key not in pending
             results[decision.ref.key] = outcome_for(
-                decision,
-                action=ErasureAction.ANONYMISE,
-                done=True,
-                already_gone=gone,
-                fields_cleared=() if gone else fields,
+                decision, action=action, done=True, already_gone=gone, fields_cleared=() if gone else fields
             )
         return results
-
