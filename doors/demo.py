@@ -32,7 +32,7 @@ from typing import Any
 
 from rich.console import Console
 
-from doors.cli import _print_outcome  # the CLI's own table, so the demo looks like `dsr run`
+from doors.cli.running import print_outcome  # the CLI's own table, so the demo looks like `dsr run`
 from dsr.models import parse_new_request
 from dsr.service import DsrService
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT, seed_crm
@@ -145,11 +145,11 @@ def _run_requests(service: DsrService, console: Console, run: RunFn,
                            actor="demo")
             console.print("verified (email-code)")
         result = run(service, state.request_id)
-        _print_outcome(result)
+        print_outcome(result)
         if result["status"] == "awaiting_manual_action":
             _do_manual_tasks(service, console, state.request_id, email, steps)
             result = run(service, state.request_id)
-            _print_outcome(result)
+            print_outcome(result)
         if result["status"] != "completed":
             code = 1
             continue
