@@ -145,7 +145,7 @@ class RequestState:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> alert (+ "delivered")
     last_seq: int = 0
     completed_through_seq: int | None = None  # seq of the completion event: where bundles seal
-    lease: dict[str, Any] | None = None  # the run holding the request ({"holder", "until"}), see dsr.execution
+    lease: dict[str, Any] | None = None  # the run holding the request ({"holder", "until"}), see dsr.run.lease
     held: dict[str, list[str]] = field(default_factory=dict)  # system -> legal hold refs keeping its records
     restriction_lifted: bool = False
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -62,47 +62,12 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-class WatchedConnector:
-    """A connector as the runner sees it, remembering the last exception any operation raised (the
-    runner records failures but does not hand them back). Everything else passes through."""
-
-    def __init__(self, connector: Any) -> None:
-        self._connector = connector
-        self.failure: BaseException | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._connector, name)
-        if name.startswith("_") or not callable(value):
-            return value
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = value(*args, **kwargs)
-            except BaseException as exc:
-                self.failure = exc
-                raise
-            return self._watch(result) if isinstance(result, Iterator) else result
-
-        return call
-
-    def _watch(self, items: Iterator[Any]) -> Iterator[Any]:
-        try:
-            yield from items
-        except BaseException as exc:  # an export that breaks off mid-stream
-            self.failure = exc
-            raise
-
-    @property
-    def stats(self) -> dict[str, float]:
-        stats = getattr(self._connector, "stats", None)
-        return dict(stats) if isinstance(stats, dict) else {}
-
-
-def watched_factory(connect: Callable[[], Any], built: list[WatchedConnector]) -> Callable[[], Any]:
+def kept_factory(connect: Callable[[], Any], built: list[Any]) -> Callable[[], Any]:
+    """`connect`, keeping each connector it builds, so their traffic can be counted after the step."""
     def build() -> Any:
-        watched = WatchedConnector(connect())
-        built.append(watched)
-        return watched
+        connector = connect()
+        built.append(connector)
+        return connector
 
     return build
 
@@ -118,9 +83,10 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-def record_vendor_traffic(system: str, built: Iterable[WatchedConnector]) -> None:
+def record_vendor_traffic(system: str, built: Iterable[Any]) -> None:
     for connector in built:
-        telemetry.record_vendor_stats(system, connector.stats)
+        stats = getattr(connector, "stats", None)  # connectors without a vendor (manual) count nothing
+        telemetry.record_vendor_stats(system, dict(stats) if isinstance(stats, dict) else {})
 
 
 def tag_current_run(tags: Iterable[str]) -> None:

@@ -1,6 +1,6 @@
 """The `process-request` flow: one verified request, fanned out to one task per system.
 
-Thin on purpose: every rule lives in dsr.execution.RequestRunner, which writes each step to the
+Thin on purpose: every rule lives in dsr.run.RequestRunner, which writes each step to the
 ledger before the next. Prefect contributes the fan-out, retries of whole system steps that failed
 for a transient reason (flows.observe), and the run's visibility: a name and tags by type and
 regime, and an artifact of the per-system outcome; the ledger stays the record (Prefect's own run
@@ -30,11 +30,12 @@ MAX_PARALLEL_SYSTEMS = 8
       retry_condition_fn=observe.retry_transient)
 def system_step(request_id: str, system: str, lease: str | None = None) -> dict[str, Any]:
     # `lease` names the run (not this thread): the step writes only while the run holds the request.
-    built: list[observe.WatchedConnector] = []
-    connect = observe.watched_factory(runtime.connector_factory(system), built)
-    result = runtime.runner().run_system(request_id, system, connect, lease=lease)
+    built: list[Any] = []
+    failures: list[BaseException] = []
+    connect = observe.kept_factory(runtime.connector_factory(system), built)
+    result = runtime.runner().run_system(request_id, system, connect, lease=lease, on_failure=failures.append)
     observe.record_vendor_traffic(system, built)
-    failure = built[-1].failure if built else None
+    failure = failures[-1] if failures else None
     # The failure is in the ledger already; a transient one is raised so Prefect runs the step again
     # (it resumes where it stopped), until the last attempt, whose result stands as recorded.
     if (result.status == "failed" and failure is not None and observe.is_transient(failure)

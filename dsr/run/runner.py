@@ -134,22 +134,25 @@ class RequestRunner:
     # -- one system ---------------------------------------------------------------------------
 
     def run_system(self, request_id: str, system: str, connect: Callable[[], Connector],
-                   lease: str | None = None) -> SystemResult:
+                   lease: str | None = None, *,
+                   on_failure: Callable[[BaseException], None] | None = None) -> SystemResult:
         """Discover, then export or erase and verify, in one system.
 
         `connect` builds the connector; it is called only when there is work to do, and a
         failure to build it (bad settings, missing credentials) is recorded like any other.
-        Never raises for a system's failure: it records it and reports the system as failed.
-        `lease` is the plan's (a runner other than the one that began passes it); it raises
-        LeaseLost / AlreadyRunning when another run holds the request.
+        Never raises for a system's failure: it records it (as a safe message), reports the
+        system as failed and hands the exception to `on_failure` (the flow decides from it
+        whether a retry may help). `lease` is the plan's (a runner other than the one that
+        began passes it); it raises LeaseLost / AlreadyRunning when another run holds the request.
         """
         with self.writer.holding(request_id, lease) as holder:
             state = self.service.state(request_id)
             self.writer.renew(request_id, holder, state)
-            return self._run_system(request_id, state, system, connect)
+            return self._run_system(request_id, state, system, connect, on_failure)
 
     def _run_system(self, request_id: str, state: RequestState, system: str,
-                    connect: Callable[[], Connector]) -> SystemResult:
+                    connect: Callable[[], Connector],
+                    on_failure: Callable[[BaseException], None] | None = None) -> SystemResult:
         if state.status == Status.CANCELLED:
             return SystemResult(system, "cancelled", 0, skipped=True)
         if (state.system(system).status == SystemStatus.COMPLETED
@@ -169,6 +172,8 @@ class RequestRunner:
         except Exception as exc:  # a system's failure is the request's fact, not the flow's crash
             log.warning("request %s: system %s failed: %s", request_id, system, type(exc).__name__)
             self.writer.append(request_id, EventType.SYSTEM_FAILED, {"system": system, "error": safe_error(exc)})
+            if on_failure is not None:
+                on_failure(exc)
         finally:
             close_connector(connector)
         return system_result(self.service.state(request_id), system)
