@@ -17,9 +17,9 @@ not what was sealed (409 with the failed check) or the missing request (404); ne
 
 import copy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, BinaryIO, Protocol
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exception_handlers import http_exception_handler
@@ -31,6 +31,7 @@ from starlette.routing import Match
 
 from dsr.access import AccessConfig, Principal, Role
 from doors.api.auth import BEARER_SCHEME, principal_resolver, require
+from doors.api.bundles import EvidenceReader, sealed_hash, verify_stored_bundle
 from doors.api.intake import router as opendsr_router
 from doors.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from doors.api.ops import ops_router
@@ -70,10 +71,9 @@ from doors.api.schema import (
     responses,
 )
 from doors.api.web import mount_web
-from dsr.bundle import verify_bundle
 from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError, ExtensionNotAllowed, PauseNotAllowed, Regime, accepted_countries
-from dsr.ledger.store import ChainTampered, IdentityTampered, LedgerError, UnknownRequest
+from dsr.ledger.store import ChainTampered, IdentityTampered, UnknownRequest
 from dsr.models import (
     EARLIEST_RECEIVED,
     VERIFICATION_METHODS,
@@ -98,14 +98,6 @@ SEALED_HASH_CHECK = "stored bytes match the SHA-256 the ledger recorded when the
 
 RequestId = Annotated[str, Path(pattern=REQUEST_ID_PATTERN, max_length=64,
                                 description="The request's id (a UUID for requests submitted here).")]
-
-
-class EvidenceReader(Protocol):
-    """What the API needs from storage (dsr.adapters.storage implements it)."""
-
-    def get_bundle(self, request_id: str, version: int, *, expected_sha256: str | None = None) -> bytes: ...
-
-    def open_package(self, request_id: str) -> BinaryIO: ...
 
 
 # RFC 3339 as JSON Schema's `date-time` means it: a full date, a time and an offset. Nothing looser
@@ -202,9 +194,25 @@ def request_summary(state: RequestState, *, personal: bool, service: DsrService)
     return view
 
 
-def _sealed_hash(state: RequestState, version: int) -> str | None:
-    """The hash the ledger recorded when the bundle was sealed: what storage must give back."""
-    return next((b.get("sha256") for b in state.bundles if b["version"] == version), None)
+#: Refusals answered with a status and no field: the exception's own words, or a fixed message.
+_REFUSALS: dict[type[Exception], tuple[int, str | None]] = {
+    # The regime or the request's history refuses it (one extension only, say): a state, not a field.
+    ExtensionNotAllowed: (status.HTTP_409_CONFLICT, None),
+    PauseNotAllowed: (status.HTTP_409_CONFLICT, None),
+    RequestStateError: (status.HTTP_409_CONFLICT, None),
+    # The ledger refuses to use an edited record: say which request and why (never an address).
+    IdentityTampered: (status.HTTP_409_CONFLICT, None),
+    ChainTampered: (status.HTTP_409_CONFLICT, None),
+    UnknownRequest: (status.HTTP_404_NOT_FOUND, "no such request"),
+    ObjectNotFound: (status.HTTP_404_NOT_FOUND, "the stored object is missing"),
+}
+
+
+def _refused(code: int, message: str | None) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(code, None, message or str(exc))
+
+    return handler
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> str:
@@ -254,29 +262,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         field, _sep, message = str(exc).partition(": ")
         return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, field, message or str(exc))
 
-    @app.exception_handler(ExtensionNotAllowed)
-    @app.exception_handler(PauseNotAllowed)
-    async def _clock_refused(_: Request, exc: DeadlineError) -> JSONResponse:
-        # The regime or the request's history refuses it (one extension only, say): a state, not a field.
-        return _problem(status.HTTP_409_CONFLICT, None, str(exc))
-
-    @app.exception_handler(RequestStateError)
-    async def _state(_: Request, exc: RequestStateError) -> JSONResponse:
-        return _problem(status.HTTP_409_CONFLICT, None, str(exc))
-
-    @app.exception_handler(UnknownRequest)
-    async def _unknown(_: Request, exc: UnknownRequest) -> JSONResponse:
-        return _problem(status.HTTP_404_NOT_FOUND, None, "no such request")
-
-    @app.exception_handler(IdentityTampered)
-    @app.exception_handler(ChainTampered)
-    async def _ledger_tampered(_: Request, exc: LedgerError) -> JSONResponse:
-        # The ledger refuses to use an edited record: say which request and why (never an address).
-        return _problem(status.HTTP_409_CONFLICT, None, str(exc))
-
-    @app.exception_handler(ObjectNotFound)
-    async def _missing(_: Request, exc: ObjectNotFound) -> JSONResponse:
-        return _problem(status.HTTP_404_NOT_FOUND, None, "the stored object is missing")
+    for refusal, (code, message) in _REFUSALS.items():
+        app.add_exception_handler(refusal, _refused(code, message))
 
     @app.exception_handler(StorageIntegrityError)
     async def _tampered(_: Request, exc: StorageIntegrityError) -> JSONResponse:
@@ -421,7 +408,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         in the ledger, is its `ETag` and `Repr-Digest`."""
         state = service.state(request_id)
         chosen = _version(state, version)
-        sealed = _sealed_hash(state, chosen)
+        sealed = sealed_hash(state, chosen)
         tags = {"ETag": entity_tag(sealed), **EVIDENCE_DOWNLOAD} if sealed else dict(EVIDENCE_DOWNLOAD)
         if sealed and not_modified(request, sealed):
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=tags)  # nothing sent: no download
@@ -440,11 +427,9 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         state = service.state(request_id)
         chosen = _version(state, version)
         signer = load_or_create_signing_key(service.settings.signing_key_path)
-        result = verify_bundle(evidence.get_bundle(request_id, chosen, expected_sha256=_sealed_hash(state, chosen)),
-                               signer.public_key)
-        return VerifyReport.model_validate(
-            {"ok": result.ok, "version": chosen, "reason": result.reason,
-             "checks": [{"check": c, "passed": p, "detail": d} for c, p, d in result.checks]})
+        result, checks = verify_stored_bundle(evidence, state, chosen, signer.public_key)
+        return VerifyReport.model_validate({"ok": result.ok, "version": chosen, "reason": result.reason,
+                                            "checks": checks})
 
     # -- officers -----------------------------------------------------------------------------------
 

@@ -37,9 +37,9 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from dsr.access import token_hash
 from doors.api.limits import shared_client_limit
-from doors.api.pages import same_origin
+from doors.api.browser import read_form, same_origin
 from doors.api.paging import PRIVATE_DOWNLOAD
-from doors.api.web import environment, is_loopback, read_form, render_page
+from doors.api.web import environment, is_loopback, render_page
 from dsr.intake import TYPES, CodeRefused, Intake, IntakeConflict, IntakeInvalid, IntakeUnavailable, new_request_id
 from dsr.ledger.store import UnknownRequest
 from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -42,8 +42,8 @@ from dsr import report as _report
 from dsr.access import AccessConfig, Principal, Role
 from doors.api import jobs as _jobs
 from doors.api.auth import request_id_or_400
-from doors.api.pages import same_origin
-from doors.api.web import environment, read_form, render_page, secure_cookie
+from doors.api.browser import read_form, same_origin
+from doors.api.web import environment, render_page, secure_cookie
 from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError
 from dsr.identity import IdentityError
@@ -381,7 +381,23 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
             return JSONResponse({"detail": "no such request"}, status_code=status.HTTP_404_NOT_FOUND)
         return JSONResponse(progress_view(service, state, jobs.latest(state.request_id)))
 
-    ACTIONS = ("verify", "extend", "pause", "resume", "acknowledge", "cancel", "run")
+    # The request page's forms: the notice each shows once done, and the service call it makes with the
+    # form's fields as the signed-in officer ("run" starts a job instead: see below).
+    form_actions: dict[str, tuple[str, Callable[[str, dict[str, str], str], object]]] = {
+        "verify": ("identity verified", lambda rid, form, by: service.verify(
+            rid, method=form.get("method", ""), note=form.get("note", ""), actor=by)),
+        "extend": ("deadline extended", lambda rid, form, by: service.extend(
+            rid, reason=form.get("reason", ""), actor=by)),
+        "pause": ("clock paused", lambda rid, form, by: service.pause(
+            rid, wait_for=form.get("wait_for", ""), reason=form.get("reason", ""), actor=by)),
+        "resume": ("clock resumed", lambda rid, form, by: service.resume(
+            rid, wait_for=form.get("wait_for", ""), actor=by)),
+        "acknowledge": ("receipt acknowledged", lambda rid, form, by: service.acknowledge(
+            rid, note=form.get("note") or "acknowledgement sent to the subject", actor=by)),
+        "cancel": ("request cancelled", lambda rid, form, by: service.cancel(
+            rid, reason=form.get("reason", ""), actor=by)),
+    }
+    ACTIONS = (*form_actions, "run")
 
     @router.post("/requests/{request_id}/{action}")
     async def act(request: Request, request_id: str, action: str) -> Response:
@@ -399,27 +415,9 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
                         status.HTTP_404_NOT_FOUND, signed_in)
         path = f"{PREFIX}/requests/{state.request_id}"
         try:
-            if action == "verify":
-                service.verify(state.request_id, method=form.get("method", ""), note=form.get("note", ""),
-                               actor=who.name)
-                message = "identity verified"
-            elif action == "extend":
-                service.extend(state.request_id, reason=form.get("reason", ""), actor=who.name)
-                message = "deadline extended"
-            elif action == "pause":
-                service.pause(state.request_id, wait_for=form.get("wait_for", ""), reason=form.get("reason", ""),
-                              actor=who.name)
-                message = "clock paused"
-            elif action == "resume":
-                service.resume(state.request_id, wait_for=form.get("wait_for", ""), actor=who.name)
-                message = "clock resumed"
-            elif action == "acknowledge":
-                service.acknowledge(state.request_id, note=form.get("note") or "acknowledgement sent to the subject",
-                                    actor=who.name)
-                message = "receipt acknowledged"
-            elif action == "cancel":
-                service.cancel(state.request_id, reason=form.get("reason", ""), actor=who.name)
-                message = "request cancelled"
+            if action in form_actions:
+                message, call = form_actions[action]
+                call(state.request_id, form, who.name)
             else:
                 service.check_runnable(state.request_id)  # refuse at once, with the reason
                 job = jobs.start("run", state.request_id,

@@ -595,20 +595,30 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
         return Response(identity().certificate_pem(), media_type="application/x-pem-file",
                         headers={"Cache-Control": "public, max-age=3600"})
 
-    @api.post("/v2/requests", status_code=201, responses=created, openapi_extra=body_v2, tags=["opendsr 2.0"])
-    async def submit_v2(request: Request) -> Response:
-        """Submit an OpenDSR 2.0 request (section 7)."""
-        return await submit(request, opendsr.API_VERSION)
+    def request_routes(path: str, version: str, *, name: str, tag: str, body: dict[str, Any],
+                       docs: tuple[str, str, str]) -> None:
+        """Submit, status and cancel under `path` for one protocol version: the same handlers, each
+        version's own paths, names and descriptions in the schema."""
 
-    @api.get("/v2/requests/{request_id}", responses=status_doc, tags=["opendsr 2.0"])
-    async def status_v2(request: Request, request_id: str) -> Response:
-        """A request's status (section 8)."""
-        return await status_of(request, request_id, opendsr.API_VERSION)
+        async def submit_route(request: Request) -> Response:
+            return await submit(request, version)
 
-    @api.delete("/v2/requests/{request_id}", status_code=202, responses=cancel_doc, tags=["opendsr 2.0"])
-    async def cancel_v2(request: Request, request_id: str) -> Response:
-        """Cancel a pending request (section 9)."""
-        return await cancel(request, request_id, opendsr.API_VERSION)
+        async def status_route(request: Request, request_id: str) -> Response:
+            return await status_of(request, request_id, version)
+
+        async def cancel_route(request: Request, request_id: str) -> Response:
+            return await cancel(request, request_id, version)
+
+        api.add_api_route(path, submit_route, methods=["POST"], status_code=201, responses=created,
+                          openapi_extra=body, tags=[tag], name=f"submit_{name}", description=docs[0])
+        api.add_api_route(path + "/{request_id}", status_route, methods=["GET"], responses=status_doc, tags=[tag],
+                          name=f"status_{name}", description=docs[1])
+        api.add_api_route(path + "/{request_id}", cancel_route, methods=["DELETE"], status_code=202,
+                          responses=cancel_doc, tags=[tag], name=f"cancel_{name}", description=docs[2])
+
+    request_routes("/v2/requests", opendsr.API_VERSION, name="v2", tag="opendsr 2.0", body=body_v2,
+                   docs=("Submit an OpenDSR 2.0 request (section 7).", "A request's status (section 8).",
+                         "Cancel a pending request (section 9)."))
 
     @api.post("/v2/requests/{request_id}/verify", tags=["opendsr 2.0"],
               responses={200: {"description": "verified"},
@@ -675,21 +685,9 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
         """OpenGDPR 1.0 discovery."""
         return discovery_answer(request, opendsr.OPENGDPR_API_VERSION)
 
-    @api.post("/v1/opengdpr_requests", status_code=201, responses=created, openapi_extra=body_v1,
-              tags=["opengdpr 1.0"])
-    async def submit_v1(request: Request) -> Response:
-        """Submit an OpenGDPR 1.0 request (without `regulation`: gdpr)."""
-        return await submit(request, opendsr.OPENGDPR_API_VERSION)
-
-    @api.get("/v1/opengdpr_requests/{request_id}", responses=status_doc, tags=["opengdpr 1.0"])
-    async def status_v1(request: Request, request_id: str) -> Response:
-        """An OpenGDPR request's status."""
-        return await status_of(request, request_id, opendsr.OPENGDPR_API_VERSION)
-
-    @api.delete("/v1/opengdpr_requests/{request_id}", status_code=202, responses=cancel_doc, tags=["opengdpr 1.0"])
-    async def cancel_v1(request: Request, request_id: str) -> Response:
-        """Cancel a pending OpenGDPR request."""
-        return await cancel(request, request_id, opendsr.OPENGDPR_API_VERSION)
+    request_routes("/v1/opengdpr_requests", opendsr.OPENGDPR_API_VERSION, name="v1", tag="opengdpr 1.0",
+                   body=body_v1, docs=("Submit an OpenGDPR 1.0 request (without `regulation`: gdpr).",
+                                       "An OpenGDPR request's status.", "Cancel a pending OpenGDPR request."))
 
 
 def _problems(exc: IntakeInvalid) -> list[tuple[str, str]]:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
@@ -44,7 +44,8 @@ from fastapi.templating import Jinja2Templates
 from dsr import report as _report
 from dsr.access import Principal, Role
 from doors.api.auth import COOKIE, request_id_or_400
-from dsr.bundle import verify_bundle
+from doors.api.browser import read_form, same_origin, security_headers, under
+from doors.api.bundles import EvidenceReader, verify_stored_bundle
 from dsr.ledger.events import LedgerEvent, parse_timestamp
 from dsr.ledger.store import UnknownRequest
 from dsr.metrics import Metrics, RequestFacts, aggregate, request_facts
@@ -61,13 +62,7 @@ SESSION_SECONDS = 8 * 3600  # the cookie's life; the token's own validity is the
 MAX_FORM_BYTES = 4096
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+SECURITY_HEADERS = security_headers(CSP)
 STAFF = (Role.OFFICER, Role.AUDITOR)
 DASH = _report.DASH
 
@@ -198,42 +193,11 @@ def _parse_date(text: str | None, name: str, errors: list[str]) -> date | None:
         return None
 
 
-def _host(url: str) -> str | None:
-    try:
-        return urlsplit(url).netloc.lower() or None
-    except ValueError:
-        return None
-
-
-def same_origin(request: Request) -> bool:
-    """The CSRF check for POSTs: Origin (else Referer) must name this request's Host."""
-    host = (request.headers.get("host") or "").lower()
-    if not host:
-        return False
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin != "null" and _host(origin) == host
-    referer = request.headers.get("referer")
-    return referer is not None and _host(referer) == host
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form body, first value per field (no multipart parser needed for these forms)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, "form too large")
-    try:
-        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
-    except ValueError:  # more fields than max_num_fields: a hostile form, not a server error
-        raise HTTPException(400, "form: too many fields") from None
-    return {key: values[0] for key, values in fields.items() if values}
-
-
 # --- the routes -----------------------------------------------------------------------------------
 
 
 def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request], Principal],
-                evidence: Any) -> None:
+                evidence: EvidenceReader) -> None:
     """Add the auditor page to `app` (call at the end of `create_app`).
 
     Args:
@@ -248,7 +212,7 @@ def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request
     @app.middleware("http")
     async def auditor_headers(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
-        if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
+        if under(request.url.path, PREFIX):
             for name, value in SECURITY_HEADERS.items():
                 response.headers[name] = value
         return response
@@ -311,7 +275,7 @@ def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request
         if not same_origin(request):
             return error(request, None, status.HTTP_403_FORBIDDEN, "Refused",
                          "This form must be sent from this site (Origin/Referer check).")
-        token = (await _form(request)).get("token", "").strip()
+        token = (await read_form(request, max_bytes=MAX_FORM_BYTES, max_fields=20)).get("token", "").strip()
         who = token_principal(token) if token else None
         if who is None or who.role not in STAFF:
             message = ("This link is for the data subject; it cannot open the auditor page."
@@ -437,7 +401,7 @@ def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request
             return loaded
         state, _ = loaded
         versions = [b["version"] for b in state.bundles]
-        wanted = (await _form(request)).get("version", "")
+        wanted = (await read_form(request, max_bytes=MAX_FORM_BYTES, max_fields=20)).get("version", "")
         if not versions:
             return error(request, who, status.HTTP_404_NOT_FOUND, "No bundle",
                          "No evidence bundle has been sealed for this request yet.")
@@ -449,10 +413,7 @@ def mount_pages(app: FastAPI, *, service: DsrService, resolve: Callable[[Request
         try:
             public_key = load_public_key(public_key_path(service.settings.signing_key_path))
             fingerprint = public_key_fingerprint(public_key)
-            sealed_hash = next((b.get("sha256") for b in state.bundles if b["version"] == version), None)
-            result = verify_bundle(evidence.get_bundle(state.request_id, version, expected_sha256=sealed_hash),
-                                   public_key)
-            checks = [{"check": c, "passed": p, "detail": d} for c, p, d in result.checks]
+            result, checks = verify_stored_bundle(evidence, state, version, public_key)
             ok, reason = result.ok, result.reason
         except (SigningKeyError, OSError, KeyError) as exc:
             problem = "the signer's public key" if isinstance(exc, SigningKeyError) else "the stored bundle"

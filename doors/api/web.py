@@ -13,38 +13,32 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import jinja2
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from doors.api.browser import security_headers, under
 from dsr.access import AccessConfig
 from dsr.net import is_loopback
 from dsr.service import DsrService
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates" / "web"
+PAGE_SKELETON = HERE / "templates"  # page.html, the skeleton these pages share with the auditor page
 STATIC = HERE / "static"
 STATIC_PREFIX = "/static"
-MAX_FORM_BYTES = 8192
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+SECURITY_HEADERS = security_headers(CSP)
 #: Files the static route serves: nothing else under the directory is reachable.
 STATIC_FILES = {"site.css": "text/css", "console.js": "text/javascript"}
 
 
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader([str(TEMPLATES), str(PAGE_SKELETON)]),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -55,18 +49,6 @@ def environment() -> jinja2.Environment:
 def secure_cookie(request: Request) -> bool:
     """Secure unless the page was served over plain http to a loopback address (a laptop demo)."""
     return request.url.scheme == "https" or not is_loopback(request.url.hostname)
-
-
-async def read_form(request: Request, *, max_fields: int = 30) -> dict[str, str]:
-    """An urlencoded form body, first value per field; too big or too many fields is a clear 4xx."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, "form: too large")
-    try:
-        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=max_fields)
-    except ValueError:
-        raise HTTPException(400, "form: too many fields") from None
-    return {key: values[0] for key, values in fields.items() if values}
 
 
 def field_errors(problems: list[tuple[str, str]]) -> dict[str, str]:
@@ -135,8 +117,7 @@ def mount_web(app: FastAPI, *, service: DsrService, access: AccessConfig, eviden
     @app.middleware("http")
     async def web_headers(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
-        path = request.url.path
-        if any(path == p or path.startswith(p + "/") for p in ("/console", "/privacy", STATIC_PREFIX)):
+        if under(request.url.path, "/console", "/privacy", STATIC_PREFIX):
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
         return response
