@@ -1,4 +1,4 @@
-"""Chaos campaigns (issue #10): crash-and-resume, vendor fault storms, concurrent runs.
+"""Chaos campaigns: crash-and-resume, vendor fault storms, concurrent runs.
 
 Run one with `python -m chaos.<name>`; `make chaos` runs them all. See chaos/README.md.
 """

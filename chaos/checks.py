@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.registry import build_connector
 from dsr.contract import CountsRecords, DataCategory, RetentionSource, Subject, close_connector
 from dsr.service import DsrService
 from dsr.state import RequestState, SystemStatus
@@ -142,8 +141,8 @@ def vendor_state(service: DsrService, servers: dict[str, SandboxServer], *, purg
 
     view: dict[str, Any] = {}
     limits = cutoffs(service.policy, PURGE_DAY) if purge else {}
-    for name, config in sorted(service.data_map.enabled().items()):
-        connector = build_connector(name, config.kind, config.settings)
+    for name in sorted(service.data_map.enabled()):
+        connector = service.connector(name)
         try:
             if connector.info.write_only:
                 view[name] = {"members": _members(servers[name].vendor)}

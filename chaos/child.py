@@ -19,10 +19,8 @@ from dataclasses import asdict
 from datetime import date
 
 from chaos.probe import probe_from_env
-from connectors.registry import build_connector
-from dsr.contract import Connector
 from dsr.retention import Purger
-from dsr.run import AlreadyRunning, CrashProbe, RequestRunner
+from dsr.run import AlreadyRunning, CrashProbe, RequestRunner, no_crash
 from dsr.service import DsrService
 from dsr.settings import Settings
 
@@ -30,12 +28,7 @@ PURGE_DAY = date(2026, 11, 25)
 PURGE_SYSTEMS_ENV = "CHAOS_PURGE_SYSTEMS"  # a comma-separated subset of the data map (default: all)
 
 
-def connect(service: DsrService, system: str) -> Connector:
-    config = service.data_map.systems[system]
-    return build_connector(system, config.kind, config.settings)
-
-
-def run_request(service: DsrService, request_id: str, crash: CrashProbe) -> dict[str, object]:
+def run_request(service: DsrService, request_id: str, crash: CrashProbe = no_crash) -> dict[str, object]:
     runner = RequestRunner(service, crash=crash)
     try:
         plan = runner.begin(request_id)
@@ -43,7 +36,7 @@ def run_request(service: DsrService, request_id: str, crash: CrashProbe) -> dict
         return {"request_id": request_id, "status": "already_running", "reason": str(exc)}
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = [pool.submit(RequestRunner(service, crash=crash).run_system, request_id, system,
-                               lambda s=system: connect(service, s), plan.lease) for system in plan.systems]
+                               service.connecting(system), plan.lease) for system in plan.systems]
         for future in futures:
             future.result()
     outcome = runner.finish(request_id, lease=plan.lease)
@@ -57,10 +50,10 @@ def open_guard(service: DsrService) -> None:
     service.__dict__["policy"] = service.policy.model_copy(update={"retention": retention})
 
 
-def run_purge(service: DsrService, crash: CrashProbe) -> dict[str, object]:
+def run_purge(service: DsrService, crash: CrashProbe = no_crash) -> dict[str, object]:
     open_guard(service)
     systems = [s for s in os.environ.get(PURGE_SYSTEMS_ENV, "").split(",") if s] or None
-    report = Purger(service, lambda name: connect(service, name), crash=crash).run(today=PURGE_DAY, systems=systems)
+    report = Purger(service, service.connector, crash=crash).run(today=PURGE_DAY, systems=systems)
     return {"run_id": report.run_id, "status": report.status, "purged": report.purged,
             "report": str(report.report_path)}
 

@@ -1,4 +1,4 @@
-"""Crash and resume (issue #10): SIGKILL a request run or a retention purge at a seeded random
+"""Crash and resume: SIGKILL a request run or a retention purge at a seeded random
 moment or at a named crash point, run it again to the end, and compare with an uninterrupted run.
 
     python -m chaos.crash --requests 200 --purges 100 --seed 1

@@ -49,7 +49,6 @@ class ApiUnderTest:
 
 
 def _seeded_service(home: Path):  # -> DsrService
-    from connectors.registry import build_connector
     from dsr.models import parse_new_request
     from dsr.run import RequestRunner
     from dsr.service import DsrService
@@ -77,9 +76,7 @@ def _seeded_service(home: Path):  # -> DsrService
         service.verify(request_id, method="email-code", note="seeded for the schema run")
         runner = RequestRunner(service)
         for system in runner.begin(request_id).systems:
-            config = service.data_map.systems[system]
-            runner.run_system(request_id, system,
-                              lambda s=system, c=config: build_connector(s, c.kind, c.settings))
+            runner.run_system(request_id, system, service.connecting(system))
         runner.finish(request_id)
     return service, ids
 

@@ -1,4 +1,4 @@
-"""Vendor fault storms (issue #10): every vendor sandbox answers a large share of calls with a fault
+"""Vendor fault storms: every vendor sandbox answers a large share of calls with a fault
 (5xx, a hold past the client's timeout, a TCP reset, the vendor's throttling answer, an expired
 session), while several requests of mixed types run through the real RequestRunner. Then the
 faults stop and the unfinished requests are run again.
