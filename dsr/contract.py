@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class DataCategory(StrEnum):
@@ -51,10 +51,17 @@ class Subject:
 
 @dataclass(frozen=True, slots=True)
 class RecordRef:
-    """One record that matched the subject exactly.
+    """One record that matched the subject exactly, with the facts the policy decides on.
 
     `anchor_date` is the date an exemption's retention clock runs from (an order's date for tax
-    records); connectors fill it where the data map names such a column.
+    records; for a `referenced` record, the date of the latest document that references it);
+    connectors fill it where the data map names such a column.
+
+    `jurisdiction` is the country whose tax law governs the record (e.g. the country of the
+    subsidiary that keeps it); None leaves it to the regime's. `tax_record` says what the record is
+    to tax law: "document", an accounting document of the books (an invoice, a payment);
+    "referenced", a record such documents reference (the customer an invoice names). Connectors
+    report these facts; `dsr.policy` decides what they mean.
     """
 
     system: str
@@ -62,6 +69,8 @@ class RecordRef:
     id: str
     categories: tuple[DataCategory, ...]
     anchor_date: date | None = None
+    jurisdiction: str | None = None
+    tax_record: Literal["document", "referenced"] | None = None
 
     @property
     def key(self) -> str:

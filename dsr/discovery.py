@@ -8,8 +8,10 @@ evidence is the same: the hash is in the chain (so what was found cannot change 
 without the chain saying so), and the file itself is sealed into the evidence bundle as
 `discovered/<system>.jsonl`, where `verify_bundle` checks it against that hash.
 
-Each line is one ref as canonical JSON (`{"anchor_date", "categories", "id", "object"}`); the
-line order is the connector's. The file holds record identifiers, never field values.
+Each line is one ref as canonical JSON (`{"anchor_date", "categories", "id", "object"}`, plus
+`"jurisdiction"` and `"tax_record"` on the refs a connector reports them for, as
+`dsr.run.codec.ref_to_dict` writes it); the line order is the connector's. The file holds record
+identifiers and the policy's facts about them, never field values.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import connectors.registry as registry
 from connectors.base import ConnectorConfigError, ConnectorError, DataCategory, ErasureAction, ErasureDecision, Subject
 from connectors.netsuite import NetSuiteConnector, create, suiteql_string
 from dsr.config import load_policy
-from dsr.policy import TaxRule, retention_end, tax_retention_end
+from dsr.policy import decide_erasure, retention_end, tax_retention_end
+from dsr.run.codec import ref_from_dict, ref_to_dict
 from sandbox.kit import SandboxServer
 from sandbox.netsuite import (
     ACCESS_SUBJECT,
@@ -48,12 +49,8 @@ TBA = {"flow": "tba", "consumer_key_env": "TEST_NS_CONSUMER_KEY", "consumer_secr
        "token_id_env": "TEST_NS_TOKEN_ID", "token_secret_env": "TEST_NS_TOKEN_SECRET"}
 CUSTOMER_ANONYMISE = {"entityId": "ERASED-{id}", "firstName": "[erased]", "lastName": "[erased]", "email": None,
                       "altEmail": None, "phone": None, "mobilePhone": None, "comments": None}
-TAX = {"jurisdiction": "US", "years": 7, "starts": "end_of_fiscal_year",
-       "basis": "IRS record keeping: 7 years (bad-debt claims)",
-       "by_subsidiary": {"2": {"jurisdiction": "GB", "years": 6, "basis": "HMRC: 6 years from the end of the "
-                                                                          "company financial year"},
-                         "4": {"jurisdiction": "BR", "years": 5, "starts": "start_of_next_fiscal_year",
-                               "basis": "CTN Arts. 173/195"}}}
+TAX = {"default": "US", "by_subsidiary": {"2": "GB", "4": "BR"}}  # the figures are config/policy.yaml's
+POLICY = load_policy(REPO / "config" / "policy.yaml")
 
 
 def settings_for(url: str, **overrides: Any) -> dict[str, Any]:
@@ -72,7 +69,7 @@ def settings_for(url: str, **overrides: Any) -> dict[str, Any]:
                         "anonymise": {"firstName": "[erased]", "lastName": "[erased]", "email": None, "phone": None}},
         },
         "transactions": {"anonymise": {"email": None, "memo": None}},
-        "tax_retention": copy.deepcopy(TAX),
+        "tax_jurisdictions": copy.deepcopy(TAX),
     }
     base.update(overrides)
     return base
@@ -142,8 +139,14 @@ def test_discovers_customers_contacts_and_their_transactions(connector: NetSuite
     transactions = [r for r in refs if r.object in ("invoice", "customerPayment")]
     assert all(r.categories == (DataCategory.TRANSACTION, DataCategory.FINANCIAL) for r in transactions)
     assert {r.anchor_date for r in transactions} == {date(2024, 3, 14), date(2025, 11, 20), date(2025, 12, 5)}
-    assert all(r.anchor_date is None and r.categories == (DataCategory.IDENTITY, DataCategory.CONTACT)
+    assert all(r.tax_record == "document" and r.jurisdiction is None for r in transactions)
+    assert all(r.categories == (DataCategory.IDENTITY, DataCategory.CONTACT)
                for r in refs if r.object in ("customer", "contact"))
+    # Without transactions: no facts. With them (Ada's UK customer): referenced, as of the latest one.
+    assert all(r.anchor_date is None and r.tax_record is None and r.jurisdiction is None
+               for r in refs if r.object == "contact" or (r.object == "customer" and r.id != "101"))
+    kept = ada_customer_with_invoices(refs)
+    assert (kept.anchor_date, kept.tax_record, kept.jurisdiction) == (date(2025, 12, 5), "referenced", "GB")
     assert by_object(connector.discover(GRACE)) == {"customer": 1, "contact": 1, "invoice": 1, "cashSale": 1}
 
 
@@ -300,7 +303,6 @@ def test_retention_is_counted_per_subsidiary_and_fiscal_year(account: AccountCli
                                    {"entity": {"id": us}, "tranDate": "2022-01-15"},
                                    {"entity": {"id": br}, "tranDate": "2024-03-01"},
                                    {"entity": {"id": fy}, "tranDate": "2024-05-02"}])
-    tax = copy.deepcopy(TAX)
     with create(SYSTEM, settings_for(account.base_url)) as connector:
         for email, until, jurisdiction in (("us@example.com", date(2030, 12, 31), "US"),
                                            ("br@example.com", date(2029, 12, 31), "BR")):
@@ -308,21 +310,55 @@ def test_retention_is_counted_per_subsidiary_and_fiscal_year(account: AccountCli
             outcome = connector.erase([ErasureDecision(customer, ErasureAction.DELETE)]).outcomes[0]
             assert (outcome.action, outcome.retain_until) == (ErasureAction.ANONYMISE, until)
             assert outcome.basis is not None and outcome.basis.startswith(f"{jurisdiction}: ")
-    tax["fiscal_year_end"] = "03-31"
-    with create(SYSTEM, settings_for(account.base_url, tax_retention=tax)) as connector:
+    # The fiscal year is the policy's: discovery reports the facts, `dsr.policy` counts.
+    policy = POLICY.model_copy(update={"fiscal_year_end": "03-31"})
+    with create(SYSTEM, settings_for(account.base_url)) as connector:
         customer = next(r for r in connector.discover(Subject("fy@example.com", "h")) if r.object == "customer")
-        outcome = connector.erase([ErasureDecision(customer, ErasureAction.DELETE)]).outcomes[0]
+        decision = decide_erasure(customer, regime="ccpa", policy=policy, today=date(2026, 12, 7))
+        outcome = connector.erase([decision]).outcomes[0]
         assert outcome.retain_until == date(2032, 3, 31)  # fiscal year 2024-04-01..2025-03-31, plus 7 years
 
 
-def test_retention_arithmetic_matches_the_policy() -> None:
-    """The connector counts as `dsr.policy` does, from the same table (legal-rules.md section 2)."""
-    policy = load_policy(REPO / "config" / "policy.yaml")
+def test_a_subsidiarys_jurisdiction_picks_the_policys_figures(connector: NetSuiteConnector,
+                                                              vendor: NetSuiteSandbox) -> None:
+    """Discovery reports the UK subsidiary's country; the policy's GB entry decides basis and end date, whatever
+    the regime's own tax law, and the connector carries the decision out without trying a delete."""
+    refs = connector.discover(ADA)
+    customer = ada_customer_with_invoices(refs)
+    today = date(2026, 12, 7)
+    decision = decide_erasure(customer, regime="gdpr", policy=POLICY, today=today)  # gdpr's own tax law: NL
+    assert (decision.action, decision.retain_until) == (ErasureAction.ANONYMISE, date(2031, 12, 31))
+    assert decision.basis == f"GB: {POLICY.tax_retention['GB'].source}"
+    longer = POLICY.model_copy(update={"tax_retention": {
+        **POLICY.tax_retention, "GB": POLICY.tax_retention["GB"].model_copy(update={"years": 8})}})
+    assert decide_erasure(customer, regime="gdpr", policy=longer, today=today).retain_until == date(2033, 12, 31)
+    # Once that retention has passed, the policy no longer keeps it (NetSuite will still refuse the delete).
+    expired = decide_erasure(customer, regime="gdpr", policy=POLICY, today=date(2032, 1, 1))
+    assert expired.action is ErasureAction.DELETE
+    outcome = connector.erase([decision]).outcomes[0]
+    assert outcome.done and outcome.action is ErasureAction.ANONYMISE and outcome.basis == decision.basis
+    stored = vendor.record("customer", "101")
+    assert stored is not None and stored["entityId"] == "ERASED-101"
+    # Transactions are documents: never deleted, even once their retention has passed.
+    invoice = next(r for r in refs if r.object == "invoice")
+    late = decide_erasure(invoice, regime="gdpr", policy=POLICY, today=date(2040, 1, 1))
+    assert late.action is ErasureAction.ANONYMISE and "never deleted by a DSR" in (late.basis or "")
 
-    for jurisdiction, entry in policy.tax_retention.items():
-        rule = TaxRule(jurisdiction=jurisdiction, years=entry.years, starts=entry.starts, basis="b")  # type: ignore[arg-type]
+
+def test_the_facts_round_trip_through_the_ledger_codec(connector: NetSuiteConnector) -> None:
+    refs = connector.discover(ADA)
+    assert [ref_from_dict(SYSTEM, ref_to_dict(r)) for r in refs] == refs
+    plain = next(r for r in refs if r.object == "contact")
+    assert sorted(ref_to_dict(plain)) == ["anchor_date", "categories", "id", "object"]  # facts only when set
+    assert ref_to_dict(ada_customer_with_invoices(refs))["tax_record"] == "referenced"
+
+
+def test_retention_arithmetic_matches_the_policy() -> None:
+    """What a refused delete keeps (`retention_end` of a table entry) counts as the policy's decisions do."""
+    for jurisdiction, entry in POLICY.tax_retention.items():
         for anchor in (date(2024, 1, 1), date(2024, 2, 29), date(2025, 12, 31), date(2026, 7, 15)):
-            assert retention_end(anchor, rule, policy.fiscal_year_end) == tax_retention_end(anchor, jurisdiction, policy)
+            assert retention_end(anchor, entry, POLICY.fiscal_year_end) == \
+                tax_retention_end(anchor, jurisdiction, POLICY)
 
 
 def test_other_refusals_are_reported_per_record(connector: NetSuiteConnector, account: AccountClient) -> None:
@@ -549,10 +585,12 @@ SECRET = "s3cr3t-Value-9f8e"
      "objects.customer.anonymise.entityId"),
     ({"transactions": {"types": ["Journal"]}}, "transactions.types"),
     ({"transactions": {"anonymise": {"total": 0}}}, "transactions.anonymise.total"),
-    ({"tax_retention": None}, "tax_retention"),
-    ({"tax_retention": {**TAX, "jurisdiction": "FR"}}, "tax_retention.jurisdiction"),
-    ({"tax_retention": {**TAX, "fiscal_year_end": "02-30"}}, "tax_retention.fiscal_year_end"),
-    ({"tax_retention": {**TAX, "by_subsidiary": {"uk": TAX}}}, "tax_retention.by_subsidiary.uk"),
+    ({"tax_jurisdictions": None}, "tax_jurisdictions"),
+    ({"tax_jurisdictions": {**TAX, "default": "FR"}}, "tax_jurisdictions.default"),
+    ({"tax_jurisdictions": {**TAX, "by_subsidiary": {"2": "FR"}}}, "tax_jurisdictions.by_subsidiary.2"),
+    ({"tax_jurisdictions": {**TAX, "fiscal_year_end": "03-31"}}, "tax_jurisdictions.fiscal_year_end"),
+    ({"tax_retention": {"jurisdiction": "US", "years": 7}}, "tax_retention"),  # the figures live in policy.yaml
+    ({"tax_jurisdictions": {**TAX, "by_subsidiary": {"uk": "GB"}}}, "tax_jurisdictions.by_subsidiary.uk"),
     ({"token_secret": SECRET}, "token_secret"),
     ({"extra_setting": 1}, "extra_setting"),
 ])  # fmt: skip

@@ -18,17 +18,21 @@ Per operation of the contract (DESIGN.md):
   the same for ``contact``. SuiteQL takes no bound parameters over REST, so the address goes in as a string
   literal built by `suiteql_string` (single quotes doubled, control characters refused) and is compared
   with ``=``, never LIKE, so ``%`` and ``_`` are ordinary characters. (SuiteQL compares text case-sensitively,
-  hence ``LOWER``; the address is already lower case.) Each hit is checked again in Python. With
-  `transactions` configured, the transactions whose ``entity`` is a matched customer are listed too, as
-  ``transaction``/``financial`` refs with their date as `anchor_date`, for the policy to decide on.
-  A query is restarted after its last id before NetSuite's 100,000-rows-per-query cap.
+  hence ``LOWER``; the address is already lower case.) Each hit is checked again in Python. The
+  transactions whose ``entity`` is a matched customer are read too: a customer they reference is reported
+  as ``tax_record="referenced"``, with the latest of their dates as `anchor_date` and its subsidiary's
+  country (`tax_jurisdictions` of the data map) as `jurisdiction`; with `transactions` configured, those of
+  its types are listed as ``transaction``/``financial`` refs, ``tax_record="document"``, with their date as
+  `anchor_date`. The policy decides on these facts. A query is restarted after its last id before
+  NetSuite's 100,000-rows-per-query cap.
 - `export`: ``GET /services/rest/record/v1/{type}/{id}?expandSubResources=true``, every field and sublist
   (``links`` removed); records gone since discovery are skipped.
 - `erase` (`connectors.netsuite.erasure`), per decision: DELETE sends ``DELETE /record/v1/{type}/{id}`` (204;
-  404 is ``already_gone``). A customer that transactions reference is anonymised instead and kept as
-  `dsr.policy` decides from facts the connector reports (the latest transaction's date, the tax law of the
-  customer's subsidiary). ANONYMISE PATCHes the configured values (and empties `clear_sublists` with
-  ``?replace=``); fields already holding them count as ``already_gone``. RETAIN touches nothing.
+  404 is ``already_gone``). If NetSuite refuses it because transactions reference the customer (ones that
+  appeared after discovery, or in a purge), the customer is anonymised instead and kept as
+  `dsr.policy.kept_for_references` decides from the same facts. ANONYMISE PATCHes the configured values
+  (and empties `clear_sublists` with ``?replace=``); fields already holding them count as ``already_gone``.
+  RETAIN touches nothing.
   **Transactions are never deleted by a DSR** (`dsr.policy.ledger_document`): ANONYMISE of a transaction
   PATCHes only the non-financial fields named in ``transactions.anonymise``, such as the e-mail copied onto
   an invoice or a memo.
@@ -53,6 +57,7 @@ variables the settings name and never appear in a message.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from connectors.base import chunks, subject_email
@@ -75,37 +80,61 @@ class NetSuiteConnector(NetSuiteErasure, NetSuiteRights):
     def discover(self, subject: Subject) -> list[RecordRef]:
         """Customers and contacts whose e-mail is the subject's, then (if configured) their customers' transactions.
 
+        Refs carry the facts `dsr.policy` decides on: a customer that transactions reference is
+        ``tax_record="referenced"``, with the latest transaction's date as `anchor_date` and its
+        subsidiary's country as `jurisdiction`; a transaction is ``tax_record="document"``.
+
         Raises:
             ConnectorError: the subject has no usable e-mail, or NetSuite failed (after retries).
         """
         email = subject_email(subject)
         literal = suiteql_string(email)
-        refs: list[RecordRef] = []
-        customers: list[str] = []
+        matched: list[tuple[str, str]] = []  # (record type, id), in NetSuite's order
+        subsidiaries: dict[str, str | None] = {}  # customer id -> subsidiary id
         for name in ENTITY_OBJECTS:
-            spec = self._settings.objects.get(name)
-            if spec is None:
+            if name not in self._settings.objects:
                 continue
-            for row in self._suiteql("discover", name, "id, email", name, f"LOWER(email) = {literal}"):
+            columns = "id, email, subsidiary" if name == "customer" else "id, email"
+            for row in self._suiteql("discover", name, columns, name, f"LOWER(email) = {literal}"):
                 if str(row.get("email") or "").strip().lower() != email:
                     self._count("mismatches_dropped")  # belt and braces: never trust a vendor-side match blindly
                     continue
-                refs.append(RecordRef(self._system, name, str(row["id"]), spec.categories))
+                matched.append((name, str(row["id"])))
                 if name == "customer":
-                    customers.append(str(row["id"]))
+                    subsidiaries[str(row["id"])] = str(row["subsidiary"]) if row.get("subsidiary") else None
+        latest, transactions = self._customer_transactions(list(subsidiaries))
+        refs = [self._person_ref(name, rid, latest, subsidiaries) for name, rid in matched]
+        return [*refs, *transactions]
+
+    def _customer_transactions(self, customers: list[str]) -> tuple[dict[str, date | None], list[RecordRef]]:
+        """Per customer that transactions (of any type) reference, the latest of their dates; and the refs of
+        those of the configured types, when `transactions.discover` lists them."""
+        latest: dict[str, date | None] = {}
+        refs: list[RecordRef] = []
         transactions = self._settings.transactions
-        if transactions is not None and transactions.discover and customers:
-            types = ", ".join(suiteql_string(code) for code in transactions.types)
-            for batch in chunks(customers, IN_LIST_MAX):
-                where = f"entity IN ({id_list(batch)}) AND type IN ({types})"
-                for row in self._suiteql("discover", "transaction",
-                                         "id, type, TO_CHAR(trandate, 'YYYY-MM-DD') AS trandate", "transaction", where):
-                    record_type = TRANSACTION_TYPES.get(str(row.get("type")))
-                    if record_type is None:
-                        continue
+        listed = transactions.types if transactions is not None and transactions.discover else ()
+        select = "id, type, entity, TO_CHAR(trandate, 'YYYY-MM-DD') AS trandate"
+        for batch in chunks(customers, IN_LIST_MAX):
+            for row in self._suiteql("discover", "transaction", select, "transaction", f"entity IN ({id_list(batch)})"):
+                day, entity = date_or_none(row.get("trandate")), str(row.get("entity"))
+                before = latest.get(entity)
+                latest[entity] = day if before is None or (day is not None and day > before) else before
+                record_type = TRANSACTION_TYPES.get(str(row.get("type")))
+                if transactions is not None and record_type is not None and row.get("type") in listed:
                     refs.append(RecordRef(self._system, record_type, str(row["id"]), transactions.categories,
-                                          anchor_date=date_or_none(row.get("trandate"))))
-        return refs
+                                          anchor_date=day, tax_record="document"))
+        return latest, refs
+
+    def _person_ref(self, name: str, rid: str, latest: Mapping[str, date | None],
+                    subsidiaries: Mapping[str, str | None]) -> RecordRef:
+        """A customer or contact's ref; a customer transactions reference carries the facts of that."""
+        categories = self._settings.objects[name].categories
+        if name != "customer" or rid not in latest:
+            return RecordRef(self._system, name, rid, categories)
+        jurisdictions = self._settings.tax_jurisdictions
+        assert jurisdictions is not None  # required with objects.customer
+        return RecordRef(self._system, name, rid, categories, anchor_date=latest[rid],
+                         jurisdiction=jurisdictions.of(subsidiaries.get(rid)), tax_record="referenced")
 
     def export(self, refs: Sequence[RecordRef]) -> Iterator[Record]:
         """Every field and sublist of each record (``expandSubResources=true``), in the order of `refs`.

@@ -1,11 +1,17 @@
-"""Erasure and the retention purge in NetSuite: delete, anonymise, and what NetSuite keeps for tax law.
+"""Erasure and the retention purge in NetSuite: carry out what `dsr.policy` decided from the facts discovery reported.
 
-NetSuite refuses to delete a customer that transactions reference (400). The connector then checks with
-SuiteQL that transactions really do reference it and reports the facts to `dsr.policy`: the latest of
-their dates and the tax law of the customer's subsidiary (`tax_retention` of the data map).
-`dsr.policy.kept_for_references` decides: anonymise, kept until that law's retention ends. A transaction
-is an accounting document: `dsr.policy.ledger_document` turns a DELETE decision for one into an
-anonymisation, so no DELETE is ever sent for a transaction type.
+Discovery marks a customer that transactions reference (``tax_record="referenced"``, the latest
+transaction's date, its subsidiary's country), so the policy decides to anonymise and keep it; a
+transaction is an accounting document (``tax_record="document"``), never deleted. As a safeguard, a
+DELETE decision for a transaction type is carried out as `dsr.policy.ledger_document` says (an
+anonymisation), so no DELETE is ever sent for one.
+
+NetSuite refuses to delete a customer that transactions reference (400). When it refuses a DELETE
+decision (transactions appeared after discovery, or the purge, which lists expired customers without
+asking the policy), the connector checks with SuiteQL that transactions really do reference the
+customer and asks `dsr.policy.kept_for_references` with the facts (the latest of their dates, the
+country of the customer's subsidiary) and the installed policy: the customer is anonymised and kept
+as it says.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from connectors.base import ConnectorConfigError, ConnectorError, outcome_for
 from connectors.netsuite.client import PER_RECORD, RECORD_PATH, NetSuiteClient, error_code, id_list, suiteql_string
 from connectors.netsuite.settings import ENTITY_OBJECTS, ObjectSpec, Scalar
 from dsr.contract import DataCategory, ErasureAction, ErasureDecision, Receipt, RecordOutcome, RecordRef
-from dsr.policy import kept_for_references, ledger_document
+from dsr.policy import installed_policy, kept_for_references, ledger_document
 
 
 class NetSuiteErasure(NetSuiteClient):
@@ -109,14 +115,18 @@ class NetSuiteErasure(NetSuiteClient):
 
     def _keep_for_transactions(self, decision: ErasureDecision, latest: date, spec: ObjectSpec) -> RecordOutcome:
         """A customer NetSuite keeps for its transactions: anonymised and kept as `dsr.policy` decides from the
-        latest transaction's date and the tax law of the customer's subsidiary."""
-        tax = self._settings.tax_retention
-        assert tax is not None  # required with objects.customer
+        latest transaction's date and the country of the customer's subsidiary."""
+        jurisdictions = self._settings.tax_jurisdictions
+        assert jurisdictions is not None  # required with objects.customer
         current = self._get("erase", "customer", decision.ref.id, expand=bool(spec.clear_sublists))
         subsidiary = current.get("subsidiary") if current else None
-        rule = tax.rule_for(str(subsidiary.get("id")) if isinstance(subsidiary, Mapping) else None)
-        kept = kept_for_references(decision, latest_reference=latest, rule=rule,
-                                   fiscal_year_end_on=tax.fiscal_year_end)
+        jurisdiction = jurisdictions.of(str(subsidiary.get("id")) if isinstance(subsidiary, Mapping) else None)
+        try:
+            kept = kept_for_references(decision, latest_reference=latest, jurisdiction=jurisdiction,
+                                       policy=installed_policy())
+        except ValueError as exc:  # the policy cannot be read, or has no entry for the jurisdiction
+            return outcome_for(decision, done=False, error=f"NetSuite refused the delete: transactions reference "
+                               f"the customer, and the policy cannot say how long to keep it ({exc})")
         return self._anonymise(kept, spec.anonymise, spec.clear_sublists, "objects.customer.anonymise",
                                current=current, fetched=True)
 

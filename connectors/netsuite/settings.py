@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from connectors.base import origin_problem, origin_setting_problem
 from connectors.http import ENV_VAR_NAME, HttpSettings, no_inline_secrets
 from dsr.contract import RECTIFIABLE_FIELDS, DataCategory
-from dsr.policy import TaxRule
+from dsr.policy import Jurisdiction
 
 PAGE_MAX = 1000  # SuiteQL rows per page
 RESULT_CAP = 100_000  # SuiteQL rows per query
@@ -194,28 +193,28 @@ class TransactionsSpec(BaseModel):
         return self
 
 
-class TaxRetention(TaxRule):
-    """Which tax law each subsidiary's records fall under: the default rule, the fiscal year end, and the
-    rules of OneWorld subsidiaries under other tax laws. `dsr.policy` counts with them."""
+class TaxJurisdictions(BaseModel):
+    """Whose tax law governs a customer's records: the country of its subsidiary (OneWorld), else `default`.
 
-    fiscal_year_end: str = Field(default="12-31", pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
-    by_subsidiary: dict[str, TaxRule] = Field(default_factory=dict)  # subsidiary internal id -> rule
+    Only the facts: how long each country keeps tax records, from when and on what basis is
+    `config/policy.yaml`'s `tax_retention`, which `dsr.policy` decides with.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: Jurisdiction
+    by_subsidiary: dict[str, Jurisdiction] = Field(default_factory=dict)  # subsidiary internal id -> country
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        month, day = (int(p) for p in self.fiscal_year_end.split("-"))
-        try:
-            date(2001, month, day)  # a year without 29 February: a fiscal year cannot end on a leap day
-        except ValueError:
-            raise ValueError("fiscal_year_end: not a day of the year") from None
         for key in self.by_subsidiary:
             if not DIGITS.match(key):
                 raise ValueError(f"by_subsidiary.{key}: not a subsidiary internal id")
         return self
 
-    def rule_for(self, subsidiary: str | None) -> TaxRule:
-        """The rule of a subsidiary (by internal id): its own, else the default."""
-        return self.by_subsidiary.get(subsidiary or "", self)
+    def of(self, subsidiary: str | None) -> str:
+        """The jurisdiction of a subsidiary (by internal id): its own, else the default."""
+        return self.by_subsidiary.get(subsidiary or "", self.default)
 
 
 def https_origin(url: str) -> str | None:
@@ -250,7 +249,7 @@ class NetSuiteSettings(HttpSettings):
     retry_max_wait: float = Field(default=60.0, ge=0, le=600)
     objects: dict[str, ObjectSpec] = Field(min_length=1)
     transactions: TransactionsSpec | None = None
-    tax_retention: TaxRetention | None = None
+    tax_jurisdictions: TaxJurisdictions | None = None
 
     @property
     def transaction_records(self) -> tuple[str, ...]:
@@ -290,7 +289,7 @@ class NetSuiteSettings(HttpSettings):
                 raise ValueError(f"objects.{name}: not a record type this connector reads (customer, contact)")
         if self.result_cap < self.page_size:
             raise ValueError("result_cap: must be at least page_size")
-        if "customer" in self.objects and self.tax_retention is None:
-            raise ValueError("tax_retention: required with objects.customer: a customer that transactions "
-                             "reference is anonymised and kept under tax law, with its basis and end date")
+        if "customer" in self.objects and self.tax_jurisdictions is None:
+            raise ValueError("tax_jurisdictions: required with objects.customer: a customer that transactions "
+                             "reference is kept under the tax law of its subsidiary's country")
         return self

@@ -12,14 +12,24 @@ from dsr.ledger.events import LedgerEvent
 
 
 def ref_to_dict(ref: RecordRef) -> dict[str, Any]:
-    return {"object": ref.object, "id": ref.id, "categories": [c.value for c in ref.categories],
-            "anchor_date": ref.anchor_date.isoformat() if ref.anchor_date else None}
+    """A ref as a payload; the policy facts `jurisdiction` and `tax_record` only when set, so the refs of
+    systems that report neither keep their exact bytes."""
+    data: dict[str, Any] = {"object": ref.object, "id": ref.id, "categories": [c.value for c in ref.categories],
+                            "anchor_date": ref.anchor_date.isoformat() if ref.anchor_date else None}
+    if ref.jurisdiction is not None:
+        data["jurisdiction"] = ref.jurisdiction
+    if ref.tax_record is not None:
+        data["tax_record"] = ref.tax_record
+    return data
 
 
 def ref_from_dict(system: str, data: dict[str, Any]) -> RecordRef:
-    anchor = data.get("anchor_date")
+    anchor, tax_record = data.get("anchor_date"), data.get("tax_record")
+    if tax_record not in (None, "document", "referenced"):
+        raise ValueError(f"unknown tax_record {tax_record!r} in a recorded ref")
     return RecordRef(system, data["object"], str(data["id"]), tuple(DataCategory(c) for c in data["categories"]),
-                     date.fromisoformat(anchor) if anchor else None)
+                     date.fromisoformat(anchor) if anchor else None, jurisdiction=data.get("jurisdiction"),
+                     tax_record=tax_record)
 
 
 def decision_to_dict(d: ErasureDecision) -> dict[str, Any]:
