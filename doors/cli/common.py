@@ -3,6 +3,7 @@ service session that turns known failures into a message and an exit code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,12 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(token_app, name="token")
 app.add_typer(opendsr_app, name="opendsr")
 app.add_typer(db_app, name="db")
+
+
+#: A request's id, as most commands take it.
+RequestId = Annotated[str, typer.Argument(metavar="ID")]
+#: `--json` where the machine-readable output needs no further word.
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _version(show: bool) -> None:
@@ -141,3 +148,8 @@ def open_service(*, creates_home: bool = False) -> Iterator[DsrService]:
 
 def print_json(value: Any) -> None:
     out.print_json(json.dumps(value, default=str))
+
+
+def record_fields(record: Any) -> dict[str, Any]:
+    """A record of the ledger's (an index row, a hold: slotted dataclasses) as a dict for `--json`."""
+    return {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}

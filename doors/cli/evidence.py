@@ -12,6 +12,8 @@ from doors.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_COMPLETED,
     EXIT_REFUSED,
+    AsJson,
+    RequestId,
     app,
     bundle_app,
     fail,
@@ -26,8 +28,8 @@ from dsr.settings import Settings
 
 @app.command("texts")
 def texts(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    request_id: RequestId,
+    as_json: AsJson = False,
 ) -> None:
     """List the free texts (notes, reasons) a request's events reference: hash and whether kept."""
     with open_service() as service:
@@ -44,7 +46,7 @@ def texts(
 
 @app.command()
 def redact(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     text_sha256: Annotated[str, typer.Option("--text-sha256", help="The text's SHA-256 (see `dsr texts ID`).")],
     reason: Annotated[str, typer.Option(help="Why it is redacted (kept beside the chain; no personal data).")],
 ) -> None:
@@ -59,7 +61,7 @@ def bundle_verify(
     path: Annotated[Path, typer.Argument(help="The evidence bundle (.zip).")],
     public_key: Annotated[Path | None, typer.Option(help="PEM public key; default: this installation's signing key.")] = None,
     request: Annotated[str | None, typer.Option(help="Also check the bundle is about this request id.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Check a bundle offline: member hashes, manifest, hash chain and signature."""
     from dsr.bundle import verify_bundle
@@ -134,7 +136,7 @@ def _compare_with_live_ledger(report: Any, request_id: str) -> None:
 @ledger_app.command("verify")
 def ledger_verify(
     request_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Verify the ledger: hash chains, signed heads and their anchor file, index rows, identities."""
     with open_service() as service:
@@ -179,7 +181,7 @@ def ledger_adopt() -> None:
 
 @bundle_app.command("export")
 def bundle_export(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the bundle.")],
     version: Annotated[int | None, typer.Option(help="Bundle version (default: the newest).")] = None,
 ) -> None:

@@ -8,7 +8,18 @@ import typer
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
-from doors.cli.common import EXIT_NOT_COMPLETED, fail, hold_app, open_service, out, print_json, restriction_app
+from doors.cli.common import (
+    EXIT_NOT_COMPLETED,
+    AsJson,
+    RequestId,
+    fail,
+    hold_app,
+    open_service,
+    out,
+    print_json,
+    record_fields,
+    restriction_app,
+)
 
 
 @hold_app.command("add")
@@ -38,7 +49,7 @@ def hold_release(
 
 @restriction_app.command("lift")
 def restriction_lift(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     reason: Annotated[str, typer.Option(help="Why the restriction ends (kept as evidence; no personal data).")],
 ) -> None:
     """Lift a restriction: marketing put back as it was before it, the purge no longer holds the data back."""
@@ -58,14 +69,13 @@ def restriction_lift(
 @hold_app.command("list")
 def hold_list(
     all_holds: Annotated[bool, typer.Option("--all", help="Released holds too.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Legal holds in force (or all of them)."""
     with open_service() as service:
         found = service.holds(active_only=not all_holds)
         if as_json:
-            print_json([h.__dict__ if hasattr(h, "__dict__") else
-                         {k: getattr(h, k) for k in h.__slots__} for h in found])
+            print_json([record_fields(h) for h in found])
             return
         table = Table("ref", "subject", "since", "by", "reason", "released")
         for h in found:

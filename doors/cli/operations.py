@@ -17,6 +17,7 @@ from doors.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NOT_COMPLETED,
     EXIT_REFUSED,
+    AsJson,
     app,
     db_app,
     err,
@@ -44,7 +45,7 @@ class StaffRole(StrEnum):
 @app.command()
 def sweep(
     at: Annotated[str | None, typer.Option(help="Evaluate as of this ISO 8601 time (default: now).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Warn and escalate every open request near or past its deadline (once per threshold)."""
     with open_service() as service:
@@ -267,7 +268,7 @@ def db_upgrade() -> None:
 
 
 @db_app.command("status")
-def db_status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def db_status(as_json: AsJson = False) -> None:
     """Show the ledger's schema revision and this release's; exit 1 when an upgrade is due."""
     from dsr.ledger.store import create_ledger_engine, schema_revisions
 

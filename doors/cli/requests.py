@@ -10,7 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from doors.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, app, fail, open_service, out, print_json
+from doors.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    AsJson,
+    RequestId,
+    app,
+    fail,
+    open_service,
+    out,
+    print_json,
+    record_fields,
+)
 from doors.cli.running import systems_table
 from dsr.deadlines import DeadlineError, ExtensionNotAllowed, Regime, due_date
 from dsr.models import RequestType, parse_new_request
@@ -33,7 +44,7 @@ def submit(
         "--set", metavar="FIELD=VALUE",
         help="Rectification: a corrected field (first_name, last_name, email, phone, postal_address, company, "
              "title); repeat for each.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Record a new request; prints its id alone on the first line."""
     from dsr.rights import parse_set_options
@@ -58,7 +69,7 @@ def submit(
 
 @app.command()
 def verify(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     method: Annotated[str, typer.Option(help="How identity was verified: email-code, account-login, id-document...")],
     note: Annotated[str, typer.Option(help="What was matched (kept as evidence; no personal data, please).")],
 ) -> None:
@@ -70,7 +81,7 @@ def verify(
 
 @app.command()
 def extend(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     reason: Annotated[str, typer.Option(help="Why more time is needed (told to the subject).")],
 ) -> None:
     """Extend the deadline where the regime allows it."""
@@ -84,7 +95,7 @@ def extend(
 
 @app.command()
 def pause(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     wait_for: Annotated[WaitFor, typer.Option("--for", help="What the subject must send.")],
     reason: Annotated[str, typer.Option(help="What is needed and why (kept as evidence).")],
 ) -> None:
@@ -96,7 +107,7 @@ def pause(
 
 @app.command()
 def resume(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     wait_for: Annotated[WaitFor, typer.Option("--for", help="What arrived.")],
 ) -> None:
     """Restart the clock: what it waited for has arrived."""
@@ -107,7 +118,7 @@ def resume(
 
 @app.command()
 def acknowledge(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     note: Annotated[str, typer.Option(help="How receipt was acknowledged.")] = "acknowledgement sent to the subject",
 ) -> None:
     """Record that receipt was acknowledged to the subject (CCPA: within 10 business days)."""
@@ -118,7 +129,7 @@ def acknowledge(
 
 @app.command()
 def cancel(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     reason: Annotated[str, typer.Option(help="Why (kept as evidence).")] = "cancelled by the privacy office",
 ) -> None:
     """Cancel an open request."""
@@ -129,8 +140,8 @@ def cancel(
 
 @app.command()
 def status(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    request_id: RequestId,
+    as_json: AsJson = False,
     show_subject: Annotated[bool, typer.Option(
         "--subject", help="Also show the subject's address, checked against the ledger (for the officer doing a "
                           "manual task; shown on this terminal only, never logged).")] = False,
@@ -181,14 +192,13 @@ def status(
 @app.command("list")
 def list_requests(
     open_only: Annotated[bool, typer.Option("--open", help="Only requests not yet closed.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """List requests, oldest first."""
     with open_service() as service:
         rows = service.list(open_only=open_only)
         if as_json:
-            print_json([row.__dict__ if not hasattr(row, "__slots__") else
-                         {k: getattr(row, k) for k in row.__slots__} for row in rows])
+            print_json([record_fields(row) for row in rows])
             return
         table = Table()
         table.add_column("id", no_wrap=True)  # whole: it is what one copies into the next command
@@ -207,7 +217,7 @@ def deadline(
     received: Annotated[str, typer.Argument(help="Date (or ISO timestamp) the request was received.")],
     country: Annotated[str | None, typer.Option(help="Member state for gdpr (default NL).")] = None,
     extended: Annotated[bool, typer.Option("--extended", help="With the regime's extension.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Print the legal due date (YYYY-MM-DD alone on the first line)."""
     try:

@@ -13,7 +13,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from connectors.base import ConnectorConfigError
-from doors.cli.common import EXIT_BAD_INPUT, EXIT_NOT_COMPLETED, app, err, fail, open_service, out, print_json
+from doors.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_COMPLETED,
+    RequestId,
+    app,
+    err,
+    fail,
+    open_service,
+    out,
+    print_json,
+)
 from dsr.ledger.store import LedgerError
 from dsr.models import RequestType
 from dsr.service import DsrService, RequestStateError
@@ -105,7 +115,7 @@ def run_with_progress(service: DsrService, request_id: str) -> dict[str, Any]:
 
 @app.command()
 def run(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the run's result).")] = False,
 ) -> None:
     """Run the process-request flow for a request now; exit 0 only when it completed."""

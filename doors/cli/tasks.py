@@ -9,14 +9,14 @@ import typer
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
-from doors.cli.common import EXIT_NOT_COMPLETED, fail, open_service, out, print_json, task_app
+from doors.cli.common import EXIT_NOT_COMPLETED, AsJson, RequestId, fail, open_service, out, print_json, task_app
 from doors.cli.running import print_outcome, run_with_progress
 
 
 @task_app.command("list")
 def task_list(
     open_only: Annotated[bool, typer.Option("--open", help="Only tasks not yet done.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Manual tasks of open requests: who, what, by when."""
     with open_service() as service:
@@ -39,7 +39,7 @@ def task_list(
 
 @task_app.command("done")
 def task_done(
-    request_id: Annotated[str, typer.Argument(metavar="ID")],
+    request_id: RequestId,
     system: Annotated[str, typer.Argument(help="The system whose task is done.")],
     note: Annotated[str, typer.Option(help="What was done (kept as evidence; no personal data).")],
     attach: Annotated[list[Path] | None, typer.Option(help="A file to keep with the task (an export, a receipt).")] = None,
