@@ -3,7 +3,7 @@
 (No `from __future__ import annotations` here: FastAPI must see the real `Depends` objects
 of the closures in `create_app`, not their names as strings.)
 
-Routes by role (DESIGN.md, issue 5):
+Routes by role (DESIGN.md):
 - auditor and officer: list requests, read one (no personal data for auditors), its timeline,
   download and verify its evidence bundles;
 - officer: submit, verify, extend, cancel, download the subject package, issue a subject token;

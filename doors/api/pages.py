@@ -1,4 +1,4 @@
-"""The auditor web page (issue 5), served by the API app under `/auditor`.
+"""The auditor web page, served by the API app under `/auditor`.
 
 Server-rendered HTML (Jinja2, autoescaped), no JavaScript, nothing loaded from outside: inline CSS
 and an inline SVG chart only, and a Content-Security-Policy on every response that forbids the rest.
