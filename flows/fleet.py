@@ -7,7 +7,9 @@ The same steps as scripts/prod/*.sh, as functions the two-worker end-to-end test
 2. `create_pool`: the `dsr-pool` process work pool;
 3. `deploy`: `prefect deploy --all` of deployments/prefect.yaml (process-request with its
    `dsr.request.verified` trigger, deadline-sweep hourly, retention-purge nightly);
-4. `start_worker` N times: `prefect worker start --pool dsr-pool`, each flow run in its own process.
+4. `start_worker` N times: `prefect worker start --pool dsr-pool`, each flow run in its own process;
+   or, `warm`, `python -m flows.warm --pool dsr-pool`, each flow run in a thread of one long-lived
+   process (flows/warm.py: no Python start and imports per run).
 
 Workers share the ledger (DSR_DATABASE_URL) and each vendor's rate budget (DSR_RATE_LIMIT_URL,
 connectors/shared_pacing.py), so two workers together stay within a vendor's limit. The API
@@ -36,8 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 POOL = "dsr-pool"
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 # Logged once the worker has won the run (its Pending state accepted); every worker polling the pool
-# logs "submitting" for runs another may win, and "Aborted submission" when it loses.
-_SUBMITTED = re.compile(r"Flow run '(?P<run>[^']+)' submitted to infrastructure")
+# logs "submitting" for runs another may win, and "Aborted submission" when it loses. A warm worker
+# logs "claimed to run warm" once its Pending state was accepted.
+_SUBMITTED = re.compile(r"Flow run '(?P<run>[^']+)' (?:submitted to infrastructure|claimed to run warm)")
 
 
 class FleetError(RuntimeError):
@@ -75,7 +78,8 @@ def deploy(api_url: str, *, repo_dir: Path = REPO, prefect_file: Path = PREFECT_
 
 @dataclass
 class Worker:
-    """A `prefect worker start` child process in its own process group, logging to a file."""
+    """A worker child process (`prefect worker start`, or a warm one) in its own process group,
+    logging to a file."""
 
     name: str
     process: subprocess.Popen[bytes]
@@ -103,16 +107,22 @@ class Worker:
 
 def start_worker(api_url: str, name: str, *, log_dir: Path, env: Mapping[str, str] | None = None,
                  pool: str = POOL, limit: int | None = None, query_seconds: float | None = None,
-                 repo_dir: Path = REPO) -> Worker:
-    """Start one process worker of `pool`.
+                 repo_dir: Path = REPO, warm: bool = False) -> Worker:
+    """Start one worker of `pool`: a process worker, or with `warm` a warm one (flows/warm.py).
 
     Args:
         env: the DSR_* settings its flow runs need (ledger and rate-limit URLs, keys, config paths).
-        limit: flow runs this worker runs at once (None: no cap of its own).
-        query_seconds: how often it polls the pool (Prefect's default is 10 s).
+        limit: flow runs this worker runs at once (None: no cap of its own; a warm worker's default, 4).
+        query_seconds: how often it polls the pool (Prefect's default is 10 s); a warm worker also
+            wakes on each run's Scheduled event, so this is its fallback.
     """
-    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--name", name,
-               "--type", "process"]
+    if warm:
+        command = [sys.executable, "-m", "flows.warm", "--pool", pool]
+        if query_seconds is not None:
+            command += ["--poll-seconds", str(query_seconds)]
+    else:
+        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--name", name,
+                   "--type", "process"]
     if limit is not None:
         command += ["--limit", str(limit)]
     # INFO at least: the worker's "submitting flow run" lines are how `submitted_runs` knows its work.
@@ -146,8 +156,9 @@ class Fleet:
 
 def start_fleet(*, home: Path, workers: int, database_url: str | None = None, port: int | None = None,
                 host: str = "127.0.0.1", env: Mapping[str, str] | None = None, limit: int | None = None,
-                query_seconds: float | None = None) -> Fleet:
-    """Server, pool, deployments and `workers` workers on this machine; stop it with `Fleet.stop()`."""
+                query_seconds: float | None = None, warm: bool = False) -> Fleet:
+    """Server, pool, deployments and `workers` workers on this machine (process workers, or warm
+    ones with `warm`); stop it with `Fleet.stop()`."""
     server = start_prefect_server(home=home, port=port, host=host, ui=False, database_url=database_url)
     started: list[Worker] = []
     try:
@@ -155,7 +166,7 @@ def start_fleet(*, home: Path, workers: int, database_url: str | None = None, po
         deploy(server.api_url)
         for number in range(1, workers + 1):
             started.append(start_worker(server.api_url, f"worker-{number}", log_dir=home / "workers", env=env,
-                                        limit=limit, query_seconds=query_seconds))
+                                        limit=limit, query_seconds=query_seconds, warm=warm))
     except BaseException:
         for worker in started:
             worker.stop()
@@ -165,7 +176,7 @@ def start_fleet(*, home: Path, workers: int, database_url: str | None = None, po
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.fleet up --workers N [--database-url URL] [--port P]`: a fleet on this machine."""
+    """`python -m flows.fleet up --workers N [--warm] [--database-url URL] [--port P]`: a fleet on this machine."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m flows.fleet", description=main.__doc__)
@@ -176,12 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("DSR_HOME", "var")) / "fleet")
     parser.add_argument("--limit", type=int, default=None, help="flow runs per worker at once")
+    parser.add_argument("--warm", action="store_true",
+                        help="warm workers: flow runs in threads of long-lived processes (flows/warm.py)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers: at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fleet = start_fleet(home=args.home, workers=args.workers, database_url=args.database_url, port=args.port,
-                        limit=args.limit)
+                        limit=args.limit, warm=args.warm)
     print(f"Prefect server at {fleet.server.api_url}; {args.workers} worker(s) on pool {POOL}; logs in {args.home}. "
           "Point the API at it: PREFECT_API_URL=" + fleet.server.api_url + " dsr serve --api-only", flush=True)
     try:

@@ -26,12 +26,15 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -125,6 +128,11 @@ class WarmWorker:
                 self._loop.call_soon_threadsafe(self._wake.set)
 
     @property
+    def alive(self) -> bool:
+        """Whether the watching thread runs (it ends on `stop()` or when it fails)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def running(self) -> int:
         with self._lock:
             return len(self._running)
@@ -213,6 +221,8 @@ class WarmWorker:
                 continue
             self.claimed += 1
             started += 1
+            # One line per run this worker won (flows.fleet counts them); the name is Prefect's own.
+            log.info("Flow run '%s' claimed to run warm", flow_run.name)
             with self._lock:
                 self._running[flow_run.id] = self._executor.submit(self._execute, flow, flow_run)
         return started
@@ -265,6 +275,95 @@ class WarmWorker:
             if self._loop is not None and self._wake is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # a slot is free: look for waiting runs now
                     self._loop.call_soon_threadsafe(self._wake.set)
+
+
+# -- a warm worker of a work pool ---------------------------------------------------------------
+
+
+def flow_of_entrypoint(entrypoint: str) -> Flow[..., Any] | None:
+    """The flow a deployment's entrypoint names (`flows/request.py:process_request`), imported as a
+    module of this project so that its runs share this process's service; None for any other."""
+    path, _, name = entrypoint.partition(":")
+    if not (path.startswith("flows/") and path.endswith(".py") and name):
+        return None
+    module = import_module(path.removesuffix(".py").replace("/", "."))
+    found = getattr(module, name, None)
+    from prefect.flows import Flow
+
+    return found if isinstance(found, Flow) else None
+
+
+async def pool_flows(pool: str) -> dict[UUID, Flow[..., Any]]:
+    """Each deployment of work pool `pool` (at PREFECT_API_URL) whose flow this project holds, by id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    async with get_client() as client:
+        deployments = await client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
+    flows: dict[UUID, Flow[..., Any]] = {}
+    for deployment in deployments:
+        flow = flow_of_entrypoint(deployment.entrypoint or "")
+        if flow is None:
+            log.warning("deployment %s: entrypoint %r is not a flow of this project; left to other workers",
+                        deployment.name, deployment.entrypoint)
+            continue
+        flows[deployment.id] = flow
+    return flows
+
+
+def run_pool_worker(pool: str, *, parallel_runs: int = DEFAULT_PARALLEL_RUNS,
+                    poll_seconds: float = DEFAULT_POLL_SECONDS, stop: threading.Event | None = None,
+                    drain_seconds: float = 300.0) -> int:
+    """Run the scheduled flow runs of `pool`'s deployments warm in this process until SIGTERM,
+    SIGINT or `stop`; then claim nothing more and let the runs in flight end (up to `drain_seconds`:
+    a run cut off by the exit would be left Failed). Flows build their service from the DSR_*
+    environment (flows.runtime). Returns 0, or 2 when the pool has none of this project's flows."""
+    stop = stop or threading.Event()
+    flows = asyncio.run(pool_flows(pool))
+    if not flows:
+        log.error("work pool %s has no deployment of this project's flows (deploy first)", pool)
+        return 2
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda _signum, _frame: stop.set())
+    worker = WarmWorker(flows, parallel_runs=parallel_runs, poll_seconds=poll_seconds)
+    try:
+        worker.start()
+        log.info("warm worker on pool %s: %d deployment(s), %d run(s) at once", pool, len(flows), parallel_runs)
+        while not stop.wait(1.0):
+            if not worker.alive:
+                log.error("the warm worker's watching thread ended; exiting")
+                return 1
+        log.info("stopping: %d run(s) in flight", worker.running)
+    finally:
+        worker.stop(drain_seconds)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.warm --pool POOL [--limit N]`: a worker of a work pool that runs its flow
+    runs in threads of one long-lived process (PREFECT_API_URL names the server)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.warm", description=main.__doc__)
+    parser.add_argument("--pool", required=True, help="the work pool whose deployments' runs to take")
+    parser.add_argument("--limit", type=int, default=DEFAULT_PARALLEL_RUNS,
+                        help=f"flow runs at once (default {DEFAULT_PARALLEL_RUNS})")
+    parser.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS,
+                        help=f"fallback poll when no Scheduled event arrives (default {DEFAULT_POLL_SECONDS:g})")
+    args = parser.parse_args(argv)
+    if args.limit < 1:
+        parser.error("--limit: at least 1")
+    from dsr.logging_setup import configure_logging
+
+    # The DSR_LOG_* settings, identities redacted; this module's INFO lines (a run claimed) always.
+    configure_logging(os.environ.get("DSR_LOG_FORMAT", "text"), os.environ.get("DSR_LOG_LEVEL", "WARNING"))
+    logging.getLogger(__name__).setLevel(logging.INFO)
+    return run_pool_worker(args.pool, parallel_runs=args.limit, poll_seconds=args.poll_seconds)
 
 
 # -- `dsr run` handing a request to a running `dsr serve` ---------------------------------------
@@ -371,3 +470,10 @@ def outcome_from_ledger(service: DsrService, request_id: str) -> dict[str, Any]:
         "bundle": str(outcome.bundle_path) if outcome.bundle_path else outcome.bundle_uri,
         "package": str(outcome.package_path) if outcome.package_path else None,
     }
+
+
+if __name__ == "__main__":
+    # Through the imported module, not this `__main__` copy: one `_recent_runs`, one logger name.
+    from flows.warm import main as _main
+
+    sys.exit(_main())

@@ -1,6 +1,6 @@
 """Production shape, end to end on loopback: a Prefect server on PostgreSQL, `prefect deploy` of
-deployments/prefect.yaml, two process workers, and the HTTP API (`dsr serve --api-only`) in its own
-process. Requests go in through the API and are verified there; nobody calls run. The test sees each
+deployments/prefect.yaml, two workers (process workers, then warm ones: flows/warm.py), and the HTTP
+API (`dsr serve --api-only`) in its own process. Requests go in through the API and are verified there; nobody calls run. The test sees each
 one triggered, run on a worker and completed in the (PostgreSQL) ledger, both workers doing work,
 and no vendor's limit exceeded although the two workers share it (connectors/shared_pacing.py).
 """
@@ -77,13 +77,14 @@ def fleet_env(tmp_path: Path, systems_file: Path, sandboxes: dict[str, SandboxSe
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["process", "warm"])
 def test_two_workers_run_verified_requests_from_the_api_within_the_vendors_limits(
         tmp_path: Path, fleet_env: dict[str, str], prefect_database: str,
-        sandboxes: dict[str, SandboxServer]) -> None:
+        sandboxes: dict[str, SandboxServer], warm: bool) -> None:
     from flows.fleet import runs_per_worker, start_fleet
 
     fleet = start_fleet(home=tmp_path / "fleet", workers=2, database_url=prefect_database, env=fleet_env,
-                        limit=2, query_seconds=1)
+                        limit=2, query_seconds=1, warm=warm)
     api_port = _free_port()
     api_log = (tmp_path / "api.log").open("wb")
     api = subprocess.Popen([str(Path(sys.executable).parent / "dsr"), "serve", "--api-only", "--port", str(api_port)],
@@ -116,11 +117,29 @@ def test_two_workers_run_verified_requests_from_the_api_within_the_vendors_limit
             assert stats["over_pace"] == 0, f"{system}: {stats['over_pace']} call(s) past its limit"
             assert stats["calls"] > 0
         assert len(Ledger(fleet_env["DSR_DATABASE_URL"]).verify_all()) == REQUESTS  # raises on a broken chain
+        _assert_completed_flow_runs(fleet.server.api_url, REQUESTS)
     finally:
         api.terminate()
         api.wait(15)
         api_log.close()
         fleet.stop()
+
+
+def _assert_completed_flow_runs(api_url: str, expected: int, timeout: float = 60) -> None:
+    """The requests ran as real Prefect flow runs of the process-request deployment: Completed, with
+    their task runs recorded (the final state and task runs reach the server just after the ledger)."""
+    query = {"deployments": {"name": {"any_": ["process-request"]}}}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=api_url, timeout=30) as prefect:
+        while True:
+            runs = prefect.post("/flow_runs/filter", json=query).json()
+            states = [run["state_type"] for run in runs]
+            tasks = prefect.post("/task_runs/count", json=query).json()
+            if (states == ["COMPLETED"] * expected and tasks >= expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert states == ["COMPLETED"] * expected, states
+    assert tasks >= expected, f"{tasks} task run(s) recorded"
 
 
 def _wait_for_api(client: httpx.Client, api: subprocess.Popen[bytes], timeout: float = 60) -> None:
