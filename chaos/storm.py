@@ -42,9 +42,9 @@ from chaos.checks import outcome, unfinished_but_completed, vendor_state
 from chaos.child import run_request
 from chaos.world import MANUAL_SYSTEMS, Trial, World, submit, world
 from connectors.pacing import forget_limiters
+from dsr.adapters.mail import Notice
 from dsr.bundle import verify_bundle
 from dsr.models import Status
-from dsr.adapters.mail import Notice
 from dsr.service import DsrService
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState, SystemStatus

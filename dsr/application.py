@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dsr.intake import Intake
     from dsr.ledger.store import IndexRow
     from dsr.models import RequestType
-    from dsr.retention import PurgeReport, Purger
+    from dsr.retention import Purger, PurgeReport
     from dsr.rights import LiftResult
     from dsr.run import RequestRunner, RunOutcome
     from dsr.service import DsrService

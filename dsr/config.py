@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dsr.adapters.mail import ChannelsConfig, SmtpConfig
 from dsr.contract import DataCategory, ErasureAction
 from dsr.deadlines import DeadlineRules, Regime
 from dsr.escalation import Thresholds
 from dsr.models import RequestInputError, RequestType
-from dsr.adapters.mail import ChannelsConfig, SmtpConfig
 
 
 class ConfigError(ValueError):

@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig
 from dsr.adapters.webhooks import (
     MAX_CALLBACK_URLS,
     check_callback_url,
@@ -72,7 +73,6 @@ from dsr.ledger.events import LedgerEvent, canonical_json, format_timestamp, par
 from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.store import LedgerError, UnknownRequest
 from dsr.models import UNVERIFIED_TYPES, NewRequest, RequestInputError, RequestType, Status, parse_new_request
-from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.state import RequestState, derive_state
 

@@ -25,8 +25,8 @@ from dsr.access import Principal, Role, new_token, token_hash
 from dsr.adapters import webhooks
 from dsr.application import Operations
 from dsr.bus import STATUS_CHANGED, EventBus
-from dsr.contract import Connector
 from dsr.config import DataMap, Policy, load_data_map, load_policy
+from dsr.contract import Connector
 from dsr.deadlines import (
     ClockEvent,
     ClockEventKind,

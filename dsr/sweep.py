@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+from dsr.adapters.mail import Channel, Notice, deliver
 from dsr.deadlines import DeadlineError, Regime
 from dsr.escalation import Alert, AlertKind, AlertLevel, due_alerts
 from dsr.ledger.events import LedgerEvent
 from dsr.models import OPEN_STATUSES, Status
-from dsr.adapters.mail import Channel, Notice, deliver
 from dsr.service import DsrService
 from dsr.state import EventType, RequestState, SystemStatus, derive_state
 

@@ -20,12 +20,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from chaos.schema import CONFIG, PUBLIC_PATHS, PUBLIC_ROLE, ROLES, run_roles, seeded_api
-from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from doors.api.app import create_app
 from doors.api.intake import EXAMPLE
+from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from dsr.adapters.mail import SmtpConfig
-from dsr.service import DsrService
 from dsr.adapters.storage import config_from_settings, open_store
+from dsr.service import DsrService
 
 OFFICER = "schema-officer-token-" + "o" * 30
 LEGACY_PATHS = r"^/(requests|subject)(/|$)"

@@ -22,10 +22,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from doors.api.app import create_app
 from doors.api.auth import COOKIE
 from doors.api.pages import mount_pages
+from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from dsr.bundle import contains_email_address
 from dsr.metrics import RequestFacts, aggregate, request_facts
 from dsr.models import parse_new_request

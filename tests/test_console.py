@@ -25,9 +25,9 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from doors.api.app import create_app
 from doors.api.console import COOKIE
+from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from dsr.models import parse_new_request
 from dsr.rights import corrections
 from dsr.service import DsrService
@@ -457,8 +457,8 @@ def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_token_create_write_adds_a_working_officer_token_to_the_access_file(cli_home: Path) -> None:
     from typer.testing import CliRunner
 
-    from dsr.access import load_access
     from doors.cli import app as cli
+    from dsr.access import load_access
 
     runner = CliRunner()
     made = runner.invoke(cli, ["token", "create", "--role", "officer", "--name", "alice", "--write"])
@@ -517,8 +517,8 @@ def test_demo_serve_prints_the_addresses_a_working_officer_token_and_mails_witho
     """`dsr demo --serve` after the demo: what it hands to `dsr serve`, and what the person sees."""
     from rich.console import Console
 
-    from dsr.adapters.mail import Notice, SmtpChannel
     from doors.demo import serve_after_demo
+    from dsr.adapters.mail import Notice, SmtpChannel
 
     screen = Console(record=True, width=200)
     handed: dict[str, Any] = {}

@@ -31,8 +31,8 @@ from chaos.storm import (
     storm,
 )
 from chaos.world import World, submit
-from dsr.models import CLOSED_STATUSES, Status
 from dsr.adapters.mail import Notice
+from dsr.models import CLOSED_STATUSES, Status
 from dsr.state import SystemStatus
 from dsr.sweep import sweep
 from sandbox.crm_seed import ERASURE_SUBJECT

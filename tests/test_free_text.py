@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from dsr.access import AccessConfig, Role, TokenEntry, token_hash
 from doors.api.app import create_app
-from dsr.bundle import build_bundle
 from doors.cli import app as cli_app
+from dsr.access import AccessConfig, Role, TokenEntry, token_hash
+from dsr.bundle import build_bundle
 from dsr.holds import add_hold, holds
 from dsr.ledger.texts import REDACTED_TEXT, store_texts, text_reference, text_sha256
 from dsr.models import RequestInputError, parse_new_request

@@ -34,16 +34,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dsr.access import AccessConfig, Role, TokenEntry, load_access, token_hash
 from doors.api.app import create_app
 from doors.api.intake import router as opendsr_router
 from doors.api.limits import BodySizeLimit
 from doors.cli import app as cli_app
-from dsr.config import ConfigError, load_data_map, load_policy
+from dsr.access import AccessConfig, Role, TokenEntry, load_access, token_hash
 from dsr.adapters.mail import SmtpConfig
+from dsr.adapters.storage import config_from_settings, open_store
+from dsr.config import ConfigError, load_data_map, load_policy
 from dsr.service import DsrService
 from dsr.settings import Settings
-from dsr.adapters.storage import config_from_settings, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 OFFICER = "officer-token-" + "h" * 30

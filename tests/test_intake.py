@@ -27,11 +27,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from dsr.access import AccessConfig
 from doors.api.app import create_app
 from doors.api.intake import RateLimiter
 from doors.api.intake import router as intake_router
-from dsr.bundle import build_bundle
+from dsr.access import AccessConfig
+from dsr.adapters.mail import SmtpConfig
+from dsr.adapters.storage import config_from_settings, open_store
 from dsr.adapters.webhooks import (
     HMAC_HEADER,
     SIGNATURE_HEADER,
@@ -42,16 +43,15 @@ from dsr.adapters.webhooks import (
     signature_ok,
     url_sha256,
 )
+from dsr.bundle import build_bundle
 from dsr.intake import CodeRefused, Intake
 from dsr.ledger.store import Ledger
 from dsr.models import parse_new_request
-from dsr.adapters.mail import SmtpConfig
 from dsr.opendsr_signing import processor_identity
 from dsr.service import DsrService
 from dsr.settings import Settings
 from dsr.signing import load_or_create_signing_key
 from dsr.state import index_row
-from dsr.adapters.storage import config_from_settings, open_store
 from sandbox.kit import Request, Response, SandboxServer, Vendor
 
 REPO = Path(__file__).resolve().parent.parent

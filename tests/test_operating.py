@@ -250,8 +250,8 @@ def test_every_reporting_command_answers_json(cli_env: None, tmp_path: Path) -> 
 def _ops_client(service):  # noqa: ANN001, ANN202 - a DsrService; a TestClient
     from fastapi.testclient import TestClient
 
-    from dsr.access import AccessConfig
     from doors.api.app import create_app
+    from dsr.access import AccessConfig
     from dsr.adapters.storage import config_from_settings, open_store
 
     store = open_store(config_from_settings(service.settings))
@@ -472,8 +472,8 @@ def test_the_evidence_report_is_a_template_that_escapes_and_is_a_pure_function()
 def officer_api(crm_only_service):  # noqa: ANN001, ANN201 - (TestClient, DsrService, {kind: request id})
     from fastapi.testclient import TestClient
 
-    from dsr.access import AccessConfig, Role, TokenEntry, token_hash
     from doors.api.app import create_app
+    from dsr.access import AccessConfig, Role, TokenEntry, token_hash
     from dsr.adapters.storage import config_from_settings, open_store
     from sandbox.crm_seed import ACCESS_SUBJECT
     from tests.test_api import _done

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from dsr.intake import Intake
 from dsr.adapters.mail import SmtpConfig
 from dsr.adapters.queue import QueueConsumer
+from dsr.intake import Intake
 from dsr.service import DsrService
 
 boto3 = pytest.importorskip("boto3")

@@ -29,7 +29,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from dsr.access import AccessConfig, Principal, Role
 from doors.api.auth import BEARER_SCHEME, principal_resolver, require
 from doors.api.bundles import EvidenceReader, sealed_hash, verify_stored_bundle
 from doors.api.intake import router as opendsr_router
@@ -71,6 +70,10 @@ from doors.api.schema import (
     responses,
 )
 from doors.api.web import mount_web
+from dsr.access import AccessConfig, Principal, Role
+from dsr.adapters.mail import SmtpConfig
+from dsr.adapters.storage import IntegrityError as StorageIntegrityError
+from dsr.adapters.storage import ObjectNotFound
 from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError, ExtensionNotAllowed, PauseNotAllowed, Regime, accepted_countries
 from dsr.ledger.store import ChainTampered, IdentityTampered, UnknownRequest
@@ -82,13 +85,10 @@ from dsr.models import (
     Status,
     parse_new_request,
 )
-from dsr.adapters.mail import SmtpConfig
 from dsr.personal_text import redact_all
 from dsr.service import DsrService, RequestStateError
 from dsr.signing import load_or_create_signing_key
 from dsr.state import RequestState, timeline_with_texts
-from dsr.adapters.storage import IntegrityError as StorageIntegrityError
-from dsr.adapters.storage import ObjectNotFound
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # the default cap; DSR_API_MAX_BODY_BYTES sets another
 

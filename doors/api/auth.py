@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from dsr.access import AccessConfig, Principal, Role
 from doors.api.schema import REQUEST_ID_PATTERN
+from dsr.access import AccessConfig, Principal, Role
 from dsr.service import DsrService
 
 COOKIE = "dsr_token"

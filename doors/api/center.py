@@ -35,17 +35,17 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from dsr.access import token_hash
-from doors.api.limits import shared_client_limit
 from doors.api.browser import read_form, same_origin
+from doors.api.limits import shared_client_limit
 from doors.api.paging import PRIVATE_DOWNLOAD
 from doors.api.web import environment, is_loopback, render_page
+from dsr.access import token_hash
+from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig
+from dsr.adapters.storage import ObjectNotFound
 from dsr.intake import TYPES, CodeRefused, Intake, IntakeConflict, IntakeInvalid, IntakeUnavailable, new_request_id
 from dsr.ledger.store import UnknownRequest
-from dsr.adapters.mail import Notice, NotifyError, SmtpChannel, SmtpConfig
 from dsr.service import DsrService, RequestStateError
 from dsr.state import EventType
-from dsr.adapters.storage import ObjectNotFound
 
 PREFIX = "/privacy"
 LINK_DAYS = 3

@@ -38,12 +38,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
-from dsr import report as _report
-from dsr.access import AccessConfig, Principal, Role
 from doors.api import jobs as _jobs
 from doors.api.auth import request_id_or_400
 from doors.api.browser import read_form, same_origin
 from doors.api.web import environment, render_page, secure_cookie
+from dsr import report as _report
+from dsr.access import AccessConfig, Principal, Role
 from dsr.contract import RECTIFIABLE_FIELDS
 from dsr.deadlines import DeadlineError
 from dsr.identity import IdentityError

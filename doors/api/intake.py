@@ -49,9 +49,9 @@ from fastapi import APIRouter, BackgroundTasks, Body, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from dsr import opendsr
 from doors.api.limits import shared_client_limit
 from doors.api.paging import PRIVATE_DOWNLOAD
+from dsr import opendsr
 from dsr.adapters.webhooks import MAX_CALLBACK_URLS, MAX_URL_LENGTH
 from dsr.deadlines import Regime, accepted_countries
 from dsr.intake import (

@@ -41,11 +41,11 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from dsr import report as _report
-from dsr.access import Principal, Role
 from doors.api.auth import COOKIE, request_id_or_400
 from doors.api.browser import read_form, same_origin, security_headers, under
 from doors.api.bundles import EvidenceReader, verify_stored_bundle
+from dsr import report as _report
+from dsr.access import Principal, Role
 from dsr.ledger.events import LedgerEvent, parse_timestamp
 from dsr.ledger.store import UnknownRequest
 from dsr.metrics import Metrics, RequestFacts, aggregate, request_facts
