@@ -1,4 +1,4 @@
-"""Scale-out benchmark: the fan-out on a Prefect server with 1 and with 2 process workers.
+"""Scale-out benchmark: the fan-out on a Prefect server with 1 and with 2 workers, process and warm.
 
 Set-up: the demo sandboxes with 50 ms per vendor call, their limits raised 20-fold in the data map
 so that no vendor binds (HubSpot is left out: its sandbox enforces HubSpot's own limits whatever the
@@ -12,14 +12,15 @@ is searched and each run does the same work) are started with `run_deployment` (
 completed in the ledger.
 
 Reports requests per minute for W=1 and W=2, the ratio (2 workers / 1), the runs each worker took,
-and throttling answers (aim 0). Then volume mode: the same R requests carried out by one
+and throttling answers (aim 0); the same with warm workers (`python -m flows.warm --pool`: each flow
+run in a thread of a long-lived process; `workers.warm.*`, aim x1.8 for the second). Then volume mode: the same R requests carried out by one
 `process-verified` flow run on one worker (flows/batch.py), against one process-request run per
 request. Then the shared-budget phase: two workers against one binding
 limit (Salesforce held to 12 calls per 6 s, in the data map and by its sandbox): the rate they
 achieved together over the limit (aim 0.9 to 1.05) and the calls the sandbox saw past it (aim 0). On a 2-core machine every flow run is a new Python process that
 imports Prefect (~2-4 s of CPU), so the ratio says how much of a second worker the CPU leaves.
 
-    python -m bench.workers [--quick] [--size R] [--limit L] [--workers 1,2] [--no-batch] [--no-shared]
+    python -m bench.workers [--quick] [--size R] [--limit L] [--workers 1,2] [--warm 1,2] [--no-batch] [--no-shared]
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def _start_runs(api_url: str, request_ids: list[str], *, batch: bool = False) ->
 
 def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, root: Path, tag: str = "",
               systems_file: str | None = None, pace: dict[str, tuple[int, float, str | None]] | None = None,
-              batch: bool = False) -> dict[str, Any]:
-    """R requests on a fresh fleet of `workers`; `pace`: sandboxes held to (calls, seconds, metered paths)."""
+              batch: bool = False, warm: bool = False) -> dict[str, Any]:
+    """R requests on a fresh fleet of `workers` (warm ones with `warm`); `pace`: sandboxes held to
+    (calls, seconds, metered paths)."""
     from flows.fleet import runs_per_worker, start_fleet
 
     tag = tag or str(workers)
@@ -102,12 +104,12 @@ def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, 
         for system, (calls, period, metered) in (pace or {}).items():
             stack.servers[system].vendor.set_pace(calls, period, metered)
         fleet = start_fleet(home=root / f"fleet-{tag}", workers=workers, database_url=prefect_db, env=env,
-                            limit=limit, query_seconds=1)
+                            limit=limit, query_seconds=1, warm=warm)
         call_log = CallLog(stack.servers)
         try:
             with open_service(spec) as service:
                 ids = [submit_verified(service, KINDS[n % 3], f"scale-{tag}-{n}@example.net") for n in range(size)]
-                log(f"{workers} worker(s): starting {size} runs")
+                log(f"{workers} {'warm' if warm else 'process'} worker(s): starting {size} runs")
                 started = time.monotonic()
                 _start_runs(fleet.server.api_url, ids, batch=batch)
                 deadline = started + 120 + 60 * size
@@ -133,21 +135,52 @@ def one_phase(stack: Any, base_pg: str, *, workers: int, size: int, limit: int, 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once (default 4)")
     parser.add_argument("--workers", default="1,2", help="worker counts of the scale-out phases, comma-separated, or none (default 1,2)")
+    parser.add_argument("--warm", default="1,2", help="warm worker counts of the scale-out phases, comma-separated, or none (default 1,2)")
     parser.add_argument("--no-batch", action="store_true",
                         help="skip the volume-mode phase (one process-verified run for all requests, 1 worker)")
     parser.add_argument("--no-shared", action="store_true",
                         help="skip the shared-budget phase (2 workers against one binding vendor limit)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args("Scale-out: the fan-out on 1 and 2 Prefect process workers.", argv, _add_arguments)
-    size = args.size or (4 if args.quick else 24)  # requests per phase
+def _counts(option: str, text: str) -> list[int]:
+    """Worker counts such as `1,2`, or none."""
     try:
-        counts = [] if args.workers == "none" else [int(part) for part in args.workers.split(",")]
+        counts = [] if text == "none" else [int(part) for part in text.split(",")]
     except ValueError:
         counts = [0]
     if counts and min(counts) < 1:
-        raise SystemExit("--workers: worker counts such as 1,2 (or none)")
+        raise SystemExit(f"{option}: worker counts such as 1,2 (or none)")
+    return counts
+
+
+def _emit_scale_out(report: Report, phases: list[dict[str, Any]], *, prefix: str, what: str, size: int,
+                    limit: int, target: str | None = None) -> None:
+    """Requests per minute and throttling per worker count, then the 2-worker / 1-worker ratio."""
+    for phase in phases:
+        w = phase["workers"]
+        report.emit(f"{prefix}.{w}.requests_per_minute", phase["per_minute"], "requests/min",
+                    size={"requests": size, "limit_per_worker": limit},
+                    seconds=phase["seconds"], completed=phase["completed"], not_finished=phase["not_finished"],
+                    runs_per_worker=phase["per_worker"])
+        report.emit(f"{prefix}.{w}.throttled", phase["throttled"], "answers", float(phase["throttled"]), "<= 0",
+                    note="429/403 throttling answers from the sandboxes (aim 0)")
+    by_count = {phase["workers"]: phase for phase in phases}
+    if 1 in by_count and 2 in by_count:
+        one, two = by_count[1], by_count[2]
+        ratio = two["per_minute"] / one["per_minute"]
+        report.emit(f"{prefix}.scale_out", ratio, "ratio", ratio if target else None, target,
+                    note=f"requests per minute with 2 {what} workers / with 1 (the CPU, 2 cores, is shared by both)")
+        report.note(f"{what} workers, 1: {one['per_minute']:.1f} requests/min; 2: {two['per_minute']:.1f} "
+                    f"(x{ratio:.2f}); runs per worker {two['per_worker']}; "
+                    f"throttled {one['throttled']} / {two['throttled']}")
+    else:
+        report.emit(f"{prefix}.scale_out", None, "ratio", note=f"needs both 1 and 2 {what} workers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("Scale-out: the fan-out on 1 and 2 Prefect workers, process and warm.", argv, _add_arguments)
+    size = args.size or (4 if args.quick else 24)  # requests per phase
+    counts, warm_counts = _counts("--workers", args.workers), _counts("--warm", args.warm)
     report = Report("workers")
     base_pg, why = postgres_url()
     if base_pg is None:
@@ -159,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_dir("workers") as root, \
             demo_stack(root, systems=SYSTEMS, latency_ms=50, crm_contacts=100, settings=raised) as stack:
         phases = [one_phase(stack, base_pg, workers=w, size=size, limit=args.limit, root=root) for w in counts]
+        warm_phases = [one_phase(stack, base_pg, workers=w, size=size, limit=args.limit, root=root, tag=f"warm-{w}",
+                                 warm=True) for w in warm_counts]
         batch = None if args.no_batch else one_phase(stack, base_pg, workers=1, size=size, limit=args.limit,
                                                      root=root, tag="batch", batch=True)
         shared = None
@@ -169,23 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                                             "calls": calls, "period_seconds": period}}})
             shared = one_phase(stack, base_pg, workers=2, size=size, limit=args.limit, root=root, tag="shared",
                                systems_file=str(shared_map), pace={"salesforce": SHARED_LIMIT})
-    for phase in phases:
-        w = phase["workers"]
-        report.emit(f"workers.{w}.requests_per_minute", phase["per_minute"], "requests/min", size={"requests": size, "limit_per_worker": args.limit},
-                    seconds=phase["seconds"], completed=phase["completed"], not_finished=phase["not_finished"],
-                    runs_per_worker=phase["per_worker"])
-        report.emit(f"workers.{w}.throttled", phase["throttled"], "answers", float(phase["throttled"]), "<= 0",
-                    note="429/403 throttling answers from the sandboxes (aim 0)")
+    _emit_scale_out(report, phases, prefix="workers", what="process", size=size, limit=args.limit)
+    if warm_phases:
+        _emit_scale_out(report, warm_phases, prefix="workers.warm", what="warm", size=size, limit=args.limit,
+                        target=">= 1.8")
     by_count = {phase["workers"]: phase for phase in phases}
-    if 1 in by_count and 2 in by_count:
-        one, two = by_count[1], by_count[2]
-        report.emit("workers.scale_out", two["per_minute"] / one["per_minute"], "ratio",
-                    note="requests per minute with 2 workers / with 1 (the CPU, 2 cores, is shared by both)")
-        report.note(f"1 worker: {one['per_minute']:.1f} requests/min; 2 workers: {two['per_minute']:.1f} "
-                    f"(x{two['per_minute'] / one['per_minute']:.2f}); runs per worker {two['per_worker']}; "
-                    f"throttled {one['throttled']} / {two['throttled']}")
-    else:
-        report.emit("workers.scale_out", None, "ratio", note="needs both 1 and 2 workers (--workers 1,2)")
     if batch is not None:
         report.emit("workers.batch.requests_per_minute", batch["per_minute"], "requests/min",
                     size={"requests": size, "workers": 1}, seconds=batch["seconds"], completed=batch["completed"],

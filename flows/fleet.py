@@ -125,9 +125,12 @@ def start_worker(api_url: str, name: str, *, log_dir: Path, env: Mapping[str, st
                    "--type", "process"]
     if limit is not None:
         command += ["--limit", str(limit)]
-    # INFO at least: the worker's "submitting flow run" lines are how `submitted_runs` knows its work.
-    full_env = {**os.environ, **(env or {}), "PREFECT_API_URL": api_url, "DSR_REPO_DIR": str(repo_dir),
-                "PREFECT_LOGGING_LEVEL": "INFO"}
+    full_env = {**os.environ, **(env or {}), "PREFECT_API_URL": api_url, "DSR_REPO_DIR": str(repo_dir)}
+    if not warm:
+        # INFO at least: the worker's "submitting flow run" lines are how `submitted_runs` knows its work.
+        # A warm worker logs its claims through its own logger, so its flow runs keep the caller's level
+        # (every record at that level is also sent to the Prefect server, which the runs share).
+        full_env["PREFECT_LOGGING_LEVEL"] = "INFO"
     if query_seconds is not None:
         full_env["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
     log_dir.mkdir(parents=True, exist_ok=True)

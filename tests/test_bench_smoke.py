@@ -48,8 +48,9 @@ EXPECTED = {
         *(f"fanout.call_rate.{budget}" for budget in ("google_ads", "hubspot", "hubspot:search", "linkedin",
                                                        "netsuite", "salesforce", "wistia")),
     }),
-    # One worker, one request: the fleet's start-up is the cost (tests/test_workers_e2e.py runs two).
-    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--no-batch", "--no-shared"], {
+    # One worker, one request: the fleet's start-up is the cost (tests/test_workers_e2e.py runs two,
+    # process and warm ones).
+    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--warm", "none", "--no-batch", "--no-shared"], {
         "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out"}),
 }
 

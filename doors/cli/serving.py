@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,6 +83,27 @@ def serve_app(service: DsrService, *, host: str, port: int, prefect_port: int | 
                        api_stop=lambda: setattr(api, "should_exit", True), service=service, on_ready=ready)
     except EmbeddedServeError as exc:
         fail(EXIT_NOT_COMPLETED, str(exc))
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="The work pool whose deployments' flow runs to take.")] = "dsr-pool",
+    limit: Annotated[int, typer.Option(min=1, help="Flow runs at once.")] = 4,
+) -> None:
+    """A warm worker of a work pool on the Prefect server at PREFECT_API_URL: each flow run of the
+    pool's deployments in a thread of this process, with no process start per run. Stops on
+    Ctrl-C/SIGTERM once its runs in flight end. `prefect worker start --pool` workers may share the pool."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.warm import run_pool_worker
+
+    if not PREFECT_API_URL.value():  # the environment's or the Prefect profile's
+        fail(EXIT_BAD_INPUT, "PREFECT_API_URL: set it to the Prefect server the pool is on")
+
+    logging.getLogger("flows.warm").setLevel(logging.INFO)  # a line per claimed run
+    code = run_pool_worker(pool, parallel_runs=limit)
+    if code:
+        fail(EXIT_NOT_COMPLETED, f"the warm worker of pool {pool} stopped (exit {code}); see its log")
 
 
 @app.command()
