@@ -21,7 +21,7 @@ __all__ = ["app", "config_problem", "main"]
 
 # `dsr --help` lists the commands in the order of a request's life, then the office's chores.
 _HELP_ORDER = ("submit", "verify", "extend", "pause", "resume", "acknowledge", "sweep", "cancel", "status", "texts",
-               "redact", "list", "run", "deadline", "serve", "consume", "purge", "demo", "init")
+               "redact", "list", "run", "deadline", "serve", "worker", "consume", "purge", "demo", "init")
 app.registered_commands.sort(
     key=lambda c: _HELP_ORDER.index(name) if (name := c.name or getattr(c.callback, "__name__", "")) in _HELP_ORDER
     else len(_HELP_ORDER))
