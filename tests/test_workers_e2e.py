@@ -1,5 +1,5 @@
 """Production shape, end to end on loopback: a Prefect server on PostgreSQL, `prefect deploy` of
-deployments/prefect.yaml, two workers (process workers, then warm ones: flows/warm.py), and the HTTP
+deployments/prefect.yaml, two workers (a process worker and a warm one: flows/warm.py), and the HTTP
 API (`dsr serve --api-only`) in its own process. Requests go in through the API and are verified there; nobody calls run. The test sees each
 one triggered, run on a worker and completed in the (PostgreSQL) ledger, both workers doing work,
 and no vendor's limit exceeded although the two workers share it (connectors/shared_pacing.py).
@@ -77,14 +77,17 @@ def fleet_env(tmp_path: Path, systems_file: Path, sandboxes: dict[str, SandboxSe
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=["process", "warm"])
 def test_two_workers_run_verified_requests_from_the_api_within_the_vendors_limits(
         tmp_path: Path, fleet_env: dict[str, str], prefect_database: str,
-        sandboxes: dict[str, SandboxServer], warm: bool) -> None:
-    from flows.fleet import runs_per_worker, start_fleet
+        sandboxes: dict[str, SandboxServer]) -> None:
+    from flows.fleet import runs_per_worker, start_fleet, start_worker
 
-    fleet = start_fleet(home=tmp_path / "fleet", workers=2, database_url=prefect_database, env=fleet_env,
-                        limit=2, query_seconds=1, warm=warm)
+    # One worker of each kind on the pool: a process worker (a process per flow run) and a warm one
+    # (flow runs in threads of one process); both must take runs, and every run is a real flow run.
+    fleet = start_fleet(home=tmp_path / "fleet", workers=1, database_url=prefect_database, env=fleet_env,
+                        limit=2, query_seconds=1)
+    fleet.workers.append(start_worker(fleet.server.api_url, "worker-warm", log_dir=tmp_path / "fleet" / "workers",
+                                      env=fleet_env, limit=2, query_seconds=1, warm=True))
     api_port = _free_port()
     api_log = (tmp_path / "api.log").open("wb")
     api = subprocess.Popen([str(Path(sys.executable).parent / "dsr"), "serve", "--api-only", "--port", str(api_port)],
