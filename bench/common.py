@@ -373,11 +373,6 @@ def submit_verified(service: Any, kind: str, email: str, *, regime: str = "gdpr"
     return request_id
 
 
-def connector_factory(service: Any, system: str) -> Callable[[], Any]:
-    """A builder of `system`'s connector, as the runner takes it (`DsrService.connecting`)."""
-    return service.connecting(system)
-
-
 def postgres_url() -> tuple[str | None, str | None]:
     """(the PostgreSQL URL if a server answers, else None; why not)."""
     try:

@@ -36,7 +36,6 @@ from typing import Any
 from bench.common import (
     Report,
     ServiceSpec,
-    connector_factory,
     log,
     open_service,
     parse_args,
@@ -129,7 +128,7 @@ def access_in_child(spec: ServiceSpec, email: str) -> dict[str, Any]:
         started = time.perf_counter()
         plan = runner.begin(request_id)
         for system in plan.systems:
-            runner.run_system(request_id, system, connector_factory(service, system))
+            runner.run_system(request_id, system, service.connecting(system))
         exported = time.perf_counter()
         # The runner removes its staging once the package is recorded; hard links keep the very
         # bytes for the sha256sum + zip baseline, at no copying cost.

@@ -50,7 +50,6 @@ from bench.common import (
     CallLog,
     Report,
     ServiceSpec,
-    connector_factory,
     demo_stack,
     is_throttle,
     log,
@@ -119,7 +118,7 @@ def _carry_out(service: Any, runner: Any, request_id: str, system_threads: int) 
 
     def one(system: str) -> Any:
         t0 = time.perf_counter()
-        result = runner.run_system(request_id, system, connector_factory(service, system))
+        result = runner.run_system(request_id, system, service.connecting(system))
         tasks.append(time.perf_counter() - t0)
         return result
 

@@ -85,14 +85,13 @@ def call_kind(system: str, request: Any) -> str | None:
 
 def run_direct(service: Any, request_id: str) -> str:
     """What process-request does, without Prefect: one thread per system, then finish."""
-    from bench.common import connector_factory
     from dsr.run import RequestRunner
 
     runner = RequestRunner(service)
     plan = runner.begin(request_id)
     if plan.systems and not plan.manual_reason and not plan.already_closed:
         with ThreadPoolExecutor(max_workers=8) as pool:
-            for future in [pool.submit(runner.run_system, request_id, system, connector_factory(service, system),
+            for future in [pool.submit(runner.run_system, request_id, system, service.connecting(system),
                                        lease=plan.lease) for system in plan.systems]:
                 future.result()
     return runner.finish(request_id, lease=plan.lease).status.value

@@ -67,9 +67,8 @@ def template_chains(root: Path) -> list[list[tuple[str, dict[str, Any], str]]]:
         for kind, email in (("access", ACCESS_SUBJECT), ("erasure", ERASURE_SUBJECT)):
             request_id = submit_verified(service, kind, email)
             plan = runner.begin(request_id)
-            from bench.common import connector_factory
             for system in plan.systems:
-                runner.run_system(request_id, system, connector_factory(service, system))
+                runner.run_system(request_id, system, service.connecting(system))
             runner.finish(request_id)
             chains.append([(e.type, dict(e.payload), e.actor) for e in service.events(request_id)])
     return chains

@@ -48,7 +48,6 @@ from bench.common import (
     CallLog,
     Report,
     ServiceSpec,
-    connector_factory,
     demo_stack,
     is_throttle,
     log,
@@ -170,7 +169,7 @@ def purge_in_child(spec: ServiceSpec, systems: list[str]) -> dict[str, Any]:
         service.__dict__["policy"] = service.policy.model_copy(update={"retention": retention})
 
         def connect(name: str) -> Any:
-            return connector_factory(service, name)()
+            return service.connector(name)
 
         for system in systems:
             started = time.perf_counter()

@@ -32,8 +32,9 @@ def system_step(request_id: str, system: str, lease: str | None = None) -> dict[
     # `lease` names the run (not this thread): the step writes only while the run holds the request.
     built: list[Any] = []
     failures: list[BaseException] = []
-    connect = observe.kept_factory(runtime.connector_factory(system), built)
-    result = runtime.runner().run_system(request_id, system, connect, lease=lease, on_failure=failures.append)
+    app = runtime.service()
+    connect = observe.kept_factory(app.connecting(system), built)
+    result = app.runner().run_system(request_id, system, connect, lease=lease, on_failure=failures.append)
     observe.record_vendor_traffic(system, built)
     failure = failures[-1] if failures else None
     # The failure is in the ledger already; a transient one is raised so Prefect runs the step again
@@ -57,7 +58,7 @@ def process_request(request_id: str) -> dict[str, Any]:
     started = time.monotonic()
     kind, regime = observe.request_labels(request_id)
     observe.tag_current_run([f"type:{kind}", f"regime:{regime}"])
-    runner = runtime.runner()
+    runner = runtime.service().runner()
     plan = runner.begin(request_id)
     if plan.manual_reason:
         logger.info("request %s waits for the privacy office: %s", request_id, plan.manual_reason)

@@ -9,14 +9,8 @@ lets the next call build afresh.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from dsr.service import DsrService
-
-if TYPE_CHECKING:
-    from dsr.contract import Connector
-    from dsr.run import RequestRunner
 
 _lock = threading.Lock()
 _service: DsrService | None = None
@@ -45,13 +39,3 @@ def use_service(instance: DsrService | None) -> None:
     with _lock:
         _service = instance
 
-
-def runner() -> RequestRunner:
-    """A runner over the process's application (`DsrService.runner`)."""
-    return service().runner()
-
-
-def connector_factory(system: str) -> Callable[[], Connector]:
-    """A builder of `system`'s connector that the runner calls inside its error handling, so a bad
-    data-map entry is recorded as that system's failure (`DsrService.connecting`)."""
-    return service().connecting(system)
