@@ -89,7 +89,7 @@ from sandbox.salesforce_model import (
     to_18,
 )
 from sandbox.salesforce_seed import DECOY_EMAILS, LOOKALIKE_EMAILS, DemoSeeder
-from sandbox.soql import SoqlParser, comparable, soql_matches
+from sandbox.soql import SoqlParser, comparable, count_answer, soql_matches
 
 __all__ = [
     "ACCESS_SUBJECT",
@@ -693,6 +693,9 @@ class SalesforceSandbox(Vendor):
             return lambda spec: self._value(query.obj, row, spec)
 
         rows = [row for row in rows if soql_matches(query.where, value_of(row))]
+        if query.count:
+            self.count("query")
+            return Response.json(count_answer(query, len(rows)))
         for spec, descending, nulls_last in reversed(query.order):  # stable sorts, last key first
 
             def key(row: Mapping[str, Any], spec: FieldSpec = spec) -> Any:

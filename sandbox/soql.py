@@ -1,7 +1,9 @@
 """Just enough SOQL for the Salesforce sandbox: the tokenizer, `SoqlParser` and the row filter.
 
 ``SELECT fields FROM Object [WHERE ...] [ORDER BY ...] [LIMIT n] [OFFSET n]``; see the salesforce module's
-docstring for the operators and how literals are read.
+docstring for the operators and how literals are read. ``SELECT COUNT() FROM Object [WHERE ...] [LIMIT n]``
+counts: `count_answer` is Salesforce's answer, the number in ``totalSize`` and no records. As in Salesforce,
+COUNT() stands alone in the SELECT list and takes no ORDER BY; COUNT(field) is not emulated.
 """
 
 from __future__ import annotations
@@ -114,6 +116,16 @@ class _Query:
     order: tuple[tuple[FieldSpec, bool, bool], ...]  # field, descending, nulls last
     limit: int | None
     offset: int
+    count: bool = False  # SELECT COUNT(): `fields` is empty
+
+
+def count_answer(query: _Query, matched: int) -> dict[str, Any]:
+    """Salesforce's answer to ``SELECT COUNT()``: the rows that match (within LIMIT/OFFSET) in
+    ``totalSize``, one page, no records."""
+    size = max(0, matched - query.offset)
+    if query.limit is not None:
+        size = min(size, query.limit)
+    return {"totalSize": size, "done": True, "records": []}
 
 
 class SoqlParser(TokenCursor[_Token]):
@@ -131,8 +143,9 @@ class SoqlParser(TokenCursor[_Token]):
 
     def parse(self) -> _Query:
         self.take("keyword", "select")
-        names = [self.take("name")]
-        while self.accept("punct", ","):
+        count = self._count()
+        names = [] if count else [self.take("name")]
+        while not count and self.accept("punct", ","):
             names.append(self.take("name"))
         self.take("keyword", "from")
         obj_token = self.take("name")
@@ -150,6 +163,8 @@ class SoqlParser(TokenCursor[_Token]):
         if self.accept("keyword", "where"):
             where = self.condition(obj)
         order: list[tuple[FieldSpec, bool, bool]] = []
+        if count and self.token.kind == "keyword" and self.token.value == "order":
+            raise self.fail("ORDER BY cannot be used with COUNT()")
         if self.accept("keyword", "order"):
             self.take("keyword", "by")
             while True:
@@ -168,7 +183,19 @@ class SoqlParser(TokenCursor[_Token]):
         limit = int(self.take("number").value) if self.accept("keyword", "limit") else None
         offset = int(self.take("number").value) if self.accept("keyword", "offset") else 0
         self.take("end")
-        return _Query(obj, tuple(fields), where, tuple(order), limit, offset)
+        return _Query(obj, tuple(fields), where, tuple(order), limit, offset, count)
+
+    def _count(self) -> bool:
+        """``COUNT()`` as the whole SELECT list (then True), else nothing taken."""
+        token = self.token
+        if token.kind != "name" or str(token.value).lower() != "count" or self.tokens[self.index + 1].value != "(":
+            return False
+        self.index += 2
+        if not self.accept("punct", ")"):
+            raise self.fail("COUNT(field) is not supported by this sandbox")
+        if self.token.kind == "punct" and self.token.value == ",":
+            raise self.fail("COUNT() must be the only element in the SELECT list")
+        return True
 
     def field(self, obj: SObject, token: _Token) -> FieldSpec:
         spec = obj.field(str(token.value))
