@@ -10,7 +10,8 @@ what anonymising a record means.
 The jobs, one module each: `settings` (the data map), `session` (secrets, org sessions, the HTTP session
 that paces, times out, watches the daily quota and keeps sandboxes' calls in the sandbox), `org` (login,
 calls, failures, describes), `discovery` (the subject's records, expired records), `erasure` (anonymise,
-delete, purge), `rights` (rectify, suppress, restore); this module composes them and adds `export`.
+delete, purge), `rights` (rectify, suppress, restore), `retention` (counting expired records); this module
+composes them and adds `export`.
 
 Login is OAuth 2.0 only, done by simple-salesforce: client credentials (``consumer_key`` +
 ``consumer_secret`` + a My Domain) or the JWT bearer flow (``username`` + ``consumer_key`` + a private
@@ -41,6 +42,7 @@ from connectors.base import chunks
 from connectors.salesforce.discovery import SalesforceDiscovery
 from connectors.salesforce.erasure import SalesforceErasure
 from connectors.salesforce.org import MAX_BATCH
+from connectors.salesforce.retention import SalesforceRetention
 from connectors.salesforce.rights import SalesforceRights
 from dsr.contract import Record, RecordRef
 
@@ -48,7 +50,7 @@ _SOQL_URL_BUDGET = 12_000  # characters of URL-encoded SOQL per GET, well under 
 _ENCODED_ID = 27  # an id in an IN list, URL-encoded: %27 + 18 + %27 + %2C
 
 
-class SalesforceConnector(SalesforceDiscovery, SalesforceErasure, SalesforceRights):
+class SalesforceConnector(SalesforceRetention, SalesforceDiscovery, SalesforceErasure, SalesforceRights):
     """Discover, export, erase and verify a subject's records in one Salesforce org; rectify and suppress them.
 
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
