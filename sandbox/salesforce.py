@@ -15,6 +15,9 @@ unchanged, cannot tell it from an org (its clients reach it through a session th
   there is no LIKE. Results come 2,000 per page with `nextRecordsUrl` as a path.
 - sObject rows (GET, PATCH, DELETE), create (POST, 201), describe, describeGlobal; sObject Collections
   (`composite/sobjects`: DELETE by ids, POST create, PATCH update) with per-record results in order.
+- Composite (`composite/`, the whole call one unit of the API quota, at most 5 queries) and Composite
+  Batch (`composite/batch`, each subrequest a unit of the quota): subrequests run through these same
+  routes (`sandbox.salesforce_batch`).
 - Bulk API 2.0 ingest jobs for ``delete`` and ``hardDelete``: Open -> UploadComplete -> InProgress ->
   JobComplete, the CSV upload answering 201, and the per-record result CSVs.
 - Limits: a rolling 24-hour API quota (403 REQUEST_LIMIT_EXCEEDED "TotalRequests Limit exceeded."), a
@@ -53,6 +56,7 @@ import jwt  # PyJWT, which simple-salesforce depends on
 
 from sandbox.crm_seed import ACCESS_SUBJECT, ERASURE_SUBJECT
 from sandbox.kit import (
+    Refusal,
     Request,
     Response,
     TokenStore,
@@ -63,6 +67,7 @@ from sandbox.kit import (
     oauth_error,
     serve_demo,
 )
+from sandbox.salesforce_batch import composite, composite_batch, subrequest
 from sandbox.salesforce_client import (
     COLLECTION_LIMIT,
     DEMO_CLIENT_ID,
@@ -210,13 +215,15 @@ class SalesforceSandbox(Vendor):
         return None
 
     def limit(self, request: Request) -> Response | None:
-        if not request.path.startswith("/services/data/v"):
-            return None
-        allowed, _wait, remaining = self._quota.acquire()
-        self._used = self.daily_quota - remaining if allowed else self.daily_quota  # shown in Sforce-Limit-Info
-        if allowed:
+        if not request.path.startswith("/services/data/v") or self._take_quota():
             return None
         return Response.json([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], 403)
+
+    def _take_quota(self) -> bool:
+        """One unit of the daily API quota; False when it is used up."""
+        allowed, _wait, remaining = self._quota.acquire()
+        self._used = self.daily_quota - remaining if allowed else self.daily_quota  # shown in Sforce-Limit-Info
+        return allowed
 
     def decorate(self, request: Request, response: Response) -> None:
         if request.path.startswith("/services/data/v"):
@@ -535,6 +542,8 @@ class SalesforceSandbox(Vendor):
         add("DELETE", rf"{_API}/sobjects/(?P<object>\w+)/(?P<id>\w+)/?", self._api(self._delete_one))
         add("GET", rf"{_API}/(?P<kind>query|queryAll)/?", self._api(self._query))
         add("GET", rf"{_API}/(?P<kind>query|queryAll)/(?P<cursor>01g\w+)-(?P<offset>\d+)/?", self._api(self._query_more))
+        add("POST", rf"{_API}/composite/?", self._api(self._composite))
+        add("POST", rf"{_API}/composite/batch/?", self._api(self._composite_batch))
         add("DELETE", rf"{_API}/composite/sobjects/?", self._api(self._collection_delete))
         add("POST", rf"{_API}/composite/sobjects/?", self._api(self._collection_create))
         add("PATCH", rf"{_API}/composite/sobjects/?", self._api(self._collection_update))
@@ -795,23 +804,56 @@ class SalesforceSandbox(Vendor):
 
     def _collection_apply(self, items: Sequence[Any], all_or_none: bool, apply: Callable[[Any], str]) -> Response:
         """Per-item results in order; with allOrNone, one failure rolls every change of the call back."""
-        snapshot = None
-        if all_or_none:
-            snapshot = ({name: {rid: dict(row) for rid, row in rows.items()} for name, rows in self._rows.items()},
-                        set(self._purged))
+        restore = self._snapshot() if all_or_none else None
         results: list[dict[str, Any]] = []
         for item in items:
             try:
                 results.append(_result(apply(item), True, "", ""))
             except ApiError as error:
                 results.append(_result("", False, error.code, error.message, error.fields))
-        if snapshot is not None and not all(r["success"] for r in results):
-            self._rows, self._purged = snapshot
-            self._version += 1
+        if restore is not None and not all(r["success"] for r in results):
+            restore()
             rolled_back = ("ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not all records were "
                            "valid and the request was using AllOrNone header")
             results = [_result("", False, *rolled_back) if r["success"] else r for r in results]
         return Response.json(results)
+
+    def _snapshot(self) -> Callable[[], None]:
+        """The store as it is now, and what puts it back (an all-or-none call that failed; caller holds the lock)."""
+        rows = {name: {rid: dict(row) for rid, row in rows.items()} for name, rows in self._rows.items()}
+        purged = set(self._purged)
+
+        def restore() -> None:
+            self._rows, self._purged = rows, purged
+            self._version += 1
+        return restore
+
+    # --- Composite and Composite Batch ---
+
+    def _composite(self, request: Request) -> Response:
+        self.count("composite")
+        return composite(request, self._dispatcher(request), snapshot=self._snapshot)
+
+    def _composite_batch(self, request: Request) -> Response:
+        self.count("composite_batch")
+        return composite_batch(request, self._dispatcher(request), take_quota=self._take_quota)
+
+    def _dispatcher(self, outer: Request) -> Callable[[str, str, Any], Response]:
+        """Runs a subrequest through this org's routes, as a direct call with the top-level call's session."""
+        def run(method: str, target: str, payload: Any) -> Response:
+            self.count("subrequests")
+            inner = subrequest(outer, method, target, payload)
+            resolved = self.router.resolve(method, inner.path)
+            if resolved is None:
+                return self.not_found(inner)
+            if resolved is False:
+                return self.method_not_allowed(inner)
+            handler, inner.params = resolved  # type: ignore[misc]
+            try:
+                return handler(inner)
+            except Refusal as refusal:
+                return refusal.response
+        return run
 
     # --- Bulk API 2.0 ---
 
