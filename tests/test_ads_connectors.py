@@ -29,6 +29,7 @@ from connectors.base import (
 )
 from connectors.google_ads import GoogleAdsConnector, customer_match_hash, data_manager_hash
 from connectors.linkedin import LinkedInConnector, sha256_email
+from connectors.pacing import forget_limiters
 from sandbox import google_ads as gsb
 from sandbox import linkedin as lsb
 from sandbox.kit import SandboxServer
@@ -102,6 +103,7 @@ def g_shared() -> Iterator[tuple[SandboxServer, gsb.GoogleAdsSandbox]]:
 @pytest.fixture
 def gads(g_shared: tuple[SandboxServer, gsb.GoogleAdsSandbox], monkeypatch: pytest.MonkeyPatch) -> gsb.GoogleAdsSandbox:
     server, vendor = g_shared
+    forget_limiters()  # and the process's access tokens: each test starts without one
     requests.post(f"{server.url}/__sandbox__/reset", timeout=5)
     vendor.allowlisted, vendor.daily_requests, vendor.job_polls = True, None, 2
     vendor.refresh_tokens = {gsb.DEMO_REFRESH_TOKEN}
@@ -155,6 +157,25 @@ def test_google_job_removes_exactly_the_right_hash_from_every_list(
     # Three jobs: create, addOperations, run each; one token; polls are one query per customer per round.
     assert gconn.stats["token_refreshes"] == 1 and gconn.stats["polls"] == 6
     assert receipt.api_calls == 1 + 9 + 6
+
+
+def test_google_access_token_is_kept_for_the_next_connector_of_the_process(gads: gsb.GoogleAdsSandbox) -> None:
+    """A connector is built per request: the second request must not exchange the refresh token again,
+    and one whose token Google refused fetches a fresh one for every later connector."""
+    calls_before = gads.stats.get("calls", 0)
+    receipts = []
+    for _ in range(2):
+        with gads_connector.create("google_ads", g_settings()) as conn:
+            receipts.append(conn.erase(delete_all(conn.discover(subject(ADA)))))
+            refreshes = conn.stats.get("token_refreshes", 0)
+    assert [r.api_calls for r in receipts] == [1 + 9 + 6, 9 + 6] and refreshes == 0
+    assert [[(o.done, o.error) for o in r.outcomes] for r in receipts] == [[(True, None)] * 3] * 2
+    assert gads.stats.get("calls", 0) - calls_before == 1 + 2 * (9 + 6)
+    gads.expire_tokens()  # the kept token now answers 401: the next connector refreshes it once
+    for expected in (1, 0):
+        with gads_connector.create("google_ads", g_settings()) as conn:
+            assert all(o.done for o in conn.erase(delete_all(conn.discover(subject(ADA)))).outcomes)
+            assert conn.stats.get("token_refreshes", 0) == expected
 
 
 def test_google_polls_until_the_job_finishes_and_reports_a_timeout(

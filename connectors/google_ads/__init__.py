@@ -35,7 +35,8 @@ all whitespace, including inside the address, before hashing, as Data Manager no
 
 Credentials by environment variable name only: the OAuth client (`oauth.client_id_env`,
 `oauth.client_secret_env`), a refresh token (`oauth.refresh_token_env`; exchanged at `oauth.token_url` for
-an access token, refreshed before it expires and once more on a 401), and the developer token
+an access token, kept for the process's connectors of the same OAuth client (one exchange an hour, not
+one a request), refreshed before it expires and once more on a 401), and the developer token
 (`developer_token_env`, Ads mode only).
 
 Pacing and retries (`connectors.http`): a client-side window (`rate_limit`); retries of 429

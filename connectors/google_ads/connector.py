@@ -19,6 +19,7 @@ from connectors.google_ads.failures import GoogleFailure
 from connectors.google_ads.oauth import AccessTokens, OAuthClient, access_token, no_auth, refresh_problem
 from connectors.google_ads.settings import GoogleAdsSettings, token_url_problem
 from connectors.http import HttpFailure, VendorApiError, Verdict, json_or_none
+from connectors.pacing import budget_key
 from dsr.contract import ErasureDecision, Receipt, Record, RecordOutcome, RecordRef, Subject
 
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -66,7 +67,9 @@ class GoogleAdsConnector(AudienceConnector):
     def __init__(self, system: str, settings: GoogleAdsSettings, *, base_url: str, credentials: Credentials) -> None:
         super().__init__(system, settings, base_url=base_url, credentials=credentials)
         self._lists = {resource: (cid, lid) for resource, cid, lid in settings.resources()}
-        self._tokens = AccessTokens(self._fetch_token)
+        oauth = credentials.oauth
+        self._tokens = AccessTokens(self._fetch_token, budget_key(
+            "google-oauth", oauth.token_url, oauth.client_id, oauth.client_secret, oauth.refresh_token))
         self._session.auth = self._tokens
         self._subjects: dict[str, str] = {}  # identity hash -> address, as discover saw them
 

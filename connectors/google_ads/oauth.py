@@ -18,6 +18,7 @@ import requests.auth
 
 from connectors.google_ads.failures import GoogleFailure
 from connectors.google_ads.settings import OAuthSpec
+from connectors.pacing import register_cache
 
 
 @dataclass(frozen=True, repr=False)
@@ -38,15 +39,49 @@ class OAuthClient:
         return "OAuthClient(<redacted>)"
 
 
-class AccessTokens(requests.auth.AuthBase):
-    """``Authorization: Bearer <access token>`` on every call, the token fetched when none is held or it is
-    about to expire (`fetch` answers the token and its lifetime in seconds); `forget` drops it."""
+class TokenCache:
+    """Access tokens by OAuth client and refresh token (a budget key: a hash, no secret), shared by the
+    connectors of a process: a connector is built per request, and a token lives an hour."""
 
-    def __init__(self, fetch: Callable[[], tuple[str, float]]) -> None:
+    def __init__(self) -> None:
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        """The token kept for `key` if it is not about to expire, else None."""
+        with self._lock:
+            entry = self._tokens.get(key)
+        return entry[0] if entry is not None and time.monotonic() < entry[1] else None
+
+    def put(self, key: str, token: str, refresh_at: float) -> None:
+        with self._lock:
+            self._tokens[key] = (token, refresh_at)
+
+    def discard(self, key: str, token: str) -> None:
+        """Forget a refused token (only that one: another connector may have fetched a fresh one already)."""
+        with self._lock:
+            if self._tokens.get(key, ("", 0.0))[0] == token:
+                del self._tokens[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
+TOKENS = TokenCache()
+register_cache(TOKENS.clear)
+
+
+class AccessTokens(requests.auth.AuthBase):
+    """``Authorization: Bearer <access token>`` on every call: the process's token for this OAuth client
+    (`TOKENS`, under `key`), fetched when none is kept or it is about to expire (`fetch` answers the token
+    and its lifetime in seconds); `forget` drops it."""
+
+    def __init__(self, fetch: Callable[[], tuple[str, float]], key: str) -> None:
         self._fetch = fetch
+        self._key = key
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._expires = 0.0
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.token()}"
@@ -54,15 +89,19 @@ class AccessTokens(requests.auth.AuthBase):
 
     def token(self) -> str:
         with self._lock:
-            if self._token is None or time.monotonic() >= self._expires:
-                self._token, lifetime = self._fetch()
+            kept = TOKENS.get(self._key)
+            if kept is None:
+                kept, lifetime = self._fetch()
                 # Refresh a minute early (a tenth of the lifetime for short-lived tokens).
-                self._expires = time.monotonic() + lifetime - min(60.0, lifetime / 10)
-            return self._token
+                TOKENS.put(self._key, kept, time.monotonic() + lifetime - min(60.0, lifetime / 10))
+            self._token = kept
+            return kept
 
     def forget(self) -> None:
         """Drop the access token (revoked or expired meanwhile): the next call fetches a fresh one."""
         with self._lock:
+            if self._token is not None:
+                TOKENS.discard(self._key, self._token)
             self._token = None
 
     def __repr__(self) -> str:
