@@ -116,9 +116,10 @@ def test_an_erasure_and_an_access_request_leak_no_personal_data_or_secret(
     signing_pem = service.settings.signing_key_path
     with SandboxServer(Receiver()) as hooks:
         callback = f"{hooks.url}/status?token={CALLBACK_TOKEN}"
-        # Salesforce answers every SOQL query (which carries the address in its URL) with a 500,
-        # HubSpot resets every connection: their errors must reach the ledger without the address.
-        sandboxes["salesforce"].vendor.faults.configure(FaultConfig(error_rate=1.0, path_pattern=r"/query"))
+        # Salesforce answers every SOQL query (which carries the address in its URL, or in a Composite
+        # call's body) with a 500, HubSpot resets every connection: their errors must reach the ledger
+        # without the address.
+        sandboxes["salesforce"].vendor.faults.configure(FaultConfig(error_rate=1.0, path_pattern=r"/query|/composite"))
         sandboxes["hubspot"].vendor.faults.configure(FaultConfig(reset_rate=1.0))
         erasure = _submit(service, "erasure", ERASURE_SUBJECT, callback)
         first = _run(service, erasure)
