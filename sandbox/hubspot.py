@@ -9,7 +9,9 @@ What it serves (paths, methods, status codes and JSON bodies as HubSpot's):
 - Objects ``contacts`` and the engagements ``notes``, ``emails``, ``calls``, ``meetings``, ``tasks``
   (also by their singular names and ``0-1``/``0-46``... type ids):
   ``POST /crm/v3/objects/{type}`` (201, with v3 ``associations`` in the body), ``GET|PATCH|DELETE
-  /crm/v3/objects/{type}/{id}`` (``idProperty``, ``properties``, ``associations``), ``POST .../batch/read``
+  /crm/v3/objects/{type}/{id}`` (``idProperty``, ``properties``, ``associations``: the first 100 ids per type,
+  then ``paging.next`` with ``after`` and a ``link``, as HubSpot's changelog "Announcing a change to how v3 CRM
+  APIs return association data" says; the link's v3 listing is not served), ``POST .../batch/read``
   (200, or 207 with ``errors`` for ids not found), ``.../batch/create``, ``.../batch/archive`` (204; more
   than 100 inputs is a 400 ``VALIDATION_ERROR``), ``.../search``.
 - ``POST /crm/v3/objects/contacts/gdpr-delete``: permanent delete plus blocklist (see below).
@@ -161,6 +163,7 @@ _EMAIL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z
 _MAX_FILTER_GROUPS, _MAX_FILTERS_PER_GROUP, _MAX_FILTERS = 5, 10, 25
 _BATCH_LIMIT = 100
 _V4_PAGE_MAX = 500
+_V3_ASSOCIATIONS_PAGE = 100  # associated ids per type in a v3 object read, then `paging.next`
 
 
 def is_valid_email(value: str) -> bool:
@@ -621,7 +624,13 @@ class HubSpotSandbox(Vendor):
                 ids = self._linked(kind, obj.id, to_kind)
                 if ids:
                     label = f"{_SINGULAR[kind]}_to_{_SINGULAR[to_kind]}"
-                    body["associations"][to_kind] = {"results": [{"id": i, "type": label} for i in ids]}
+                    page: dict[str, Any] = {
+                        "results": [{"id": i, "type": label} for i in ids[:_V3_ASSOCIATIONS_PAGE]]}
+                    if len(ids) > _V3_ASSOCIATIONS_PAGE:
+                        after = str(_V3_ASSOCIATIONS_PAGE)
+                        page["paging"] = {"next": {"after": after, "link": (
+                            f"/crm/v3/objects/{kind}/{obj.id}/associations/{to_kind}?after={after}")}}
+                    body["associations"][to_kind] = page
         return Response.json(body)
 
     def _update(self, request: Request) -> Response:

@@ -145,6 +145,20 @@ def test_discover_finds_the_subject_stored_with_capitals_and_her_engagements(
     assert next(r for r in refs if r.object == "emails").categories == (DataCategory.MARKETING, DataCategory.USAGE)
 
 
+def test_discovery_reads_every_engagement_type_of_a_contact_in_one_call(
+        connector: HubSpotConnector, hub: HubSpotSandbox, shared: tuple[SandboxServer, HubSpotSandbox]) -> None:
+    """One search and one read of the contact with its associations, not a listing per engagement type;
+    a contact deleted between the search and that read has no engagements (and is still reported)."""
+    server, _ = shared
+    before = requests.get(f"{server.url}/__sandbox__/stats", timeout=5).json().get("calls", 0)
+    refs = connector.discover(subject(ACCESS_SUBJECT))
+    (grace,) = hub.contacts_with_email(ACCESS_SUBJECT)
+    assert requests.get(f"{server.url}/__sandbox__/stats", timeout=5).json()["calls"] - before == 2
+    for kind in ("notes", "emails", "calls", "meetings"):
+        assert [r.id for r in refs if r.object == kind] == hub.linked("contacts", grace, kind) != []
+    assert connector._engagements_of("999999", ("notes", "emails")) == {"notes": [], "emails": []}
+
+
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_hostile_addresses_match_only_themselves_and_erasing_them_spares_the_decoys(
         connector: HubSpotConnector, hub: HubSpotSandbox, hostile: str) -> None:
@@ -337,7 +351,7 @@ def test_server_errors_resets_and_timeouts_are_retried(
     server, _ = shared
     with create(SYSTEM, settings(retry_max_wait=0.05, timeout_seconds=0.3)) as conn:
         expected = conn.discover(subject(ACCESS_SUBJECT))
-        faults(hub, server.url, error_rate=1.0, burst=2, path_pattern="/associations/")
+        faults(hub, server.url, error_rate=1.0, burst=2, path_pattern=r"/objects/contacts/\d+$")
         assert conn.discover(subject(ACCESS_SUBJECT)) == expected
         faults(hub, server.url, reset_rate=1.0, burst=2, path_pattern="/search$")
         assert conn.discover(subject(ACCESS_SUBJECT)) == expected
@@ -387,13 +401,13 @@ def test_the_limiter_keeps_a_burst_of_150_calls_under_the_window_without_a_429(
         # slow_down_below=0: the limiter alone must keep it under the window.
         with create(SYSTEM, settings(rate_limit={"calls": 30, "period_seconds": 0.25}, slow_down_below=0)) as conn:
             started = time.monotonic()
-            for _ in range(38):  # each discovery: one search (its own limit) + four association calls
+            for _ in range(152):  # each discovery: one search (its own limit) + one read of the contact
                 conn.discover(subject(ACCESS_SUBJECT))
             elapsed = time.monotonic() - started
             stats = conn.stats
         sandbox_stats = requests.get(f"{server.url}/__sandbox__/stats", timeout=5).json()
     assert sandbox_stats.get("throttled", 0) == 0 and stats.get("throttled", 0) == 0
-    assert stats["calls"] == 38 * 5
+    assert stats["calls"] == 152 * 2
     assert elapsed >= (152 / 30 - 1) * 0.25  # it was paced, not lucky
 
 
@@ -404,8 +418,8 @@ def test_low_remaining_header_slows_calls_down(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv(URL_ENV, server.url)
         monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
         with create(SYSTEM, settings(slow_down_below=10)) as conn:
-            conn.discover(subject(ACCESS_SUBJECT))
-            conn.discover(subject(ACCESS_SUBJECT))
+            for _ in range(5):  # one call each under the window (the search has its own)
+                conn.discover(subject(ACCESS_SUBJECT))
             stats = conn.stats
     assert stats["slowdowns"] >= 1 and stats["waited_seconds"] > 0
 

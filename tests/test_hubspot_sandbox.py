@@ -189,6 +189,17 @@ def test_create_endpoints_answer_201_and_refuse_what_hubspot_refuses(hub: tuple[
     assert by_email.json()["associations"]["notes"]["results"] == [{"id": note.json()["id"], "type": "contact_to_note"}]
 
 
+def test_v3_read_pages_associations_past_100(hub: tuple[str, HubSpotSandbox]) -> None:
+    url, vendor = hub
+    contact = vendor.add_contact({"email": "busy@example.net"})
+    vendor.add_engagements("notes", 101, contact_ids=[contact])
+    vendor.add_engagements("calls", 3, contact_ids=[contact])
+    answer = requests.get(f"{url}/crm/v3/objects/contacts/{contact}", headers=AUTH,
+                          params={"associations": "notes,calls"}, timeout=10).json()["associations"]
+    assert len(answer["notes"]["results"]) == 100 and answer["notes"]["paging"]["next"]["after"] == "100"
+    assert len(answer["calls"]["results"]) == 3 and "paging" not in answer["calls"]
+
+
 def test_v4_associations_page_by_500(hub: tuple[str, HubSpotSandbox]) -> None:
     url, vendor = hub
     contact = vendor.add_contact({"email": "busy@example.net"})

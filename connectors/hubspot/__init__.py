@@ -5,7 +5,8 @@ What it does, per operation of the contract (DESIGN.md):
 - `discover`: a typed ``EQ`` filter on ``email`` in ``POST /crm/v3/objects/contacts/search`` (never a
   free-text ``query``), paged; each hit is checked again (trimmed, lower-cased, equal) so a vendor-side
   fuzzy match can never reach an erasure. Then the contacts' engagements (notes, e-mails, calls, meetings;
-  configurable) through v4 associations, paged.
+  configurable): one ``GET /crm/v3/objects/contacts/{id}?associations=notes,emails,...`` per contact for all
+  types (HubSpot pages a type's associations there past 100: such a type is listed through v4 associations).
 - `export`: the object type's property list once (``GET /crm/v3/properties/{type}``, kept per process for
   `PROPERTIES_TTL_SECONDS`), then every record with all its properties through ``batch/read`` (100 per
   call: a POST body holds hundreds of property names, where a GET's query string would not), streamed.
@@ -71,11 +72,13 @@ class HubSpotConnector(HubSpotRights):
         """
         contact_ids = self._find_contacts(subject_email(subject))
         refs = [self._ref("contacts", cid) for cid in contact_ids]
-        for obj in self._settings.engagements:
-            found: set[str] = set()
-            for cid in contact_ids:
-                found.update(self._associated(cid, obj))
-            refs.extend(self._ref(obj, eid) for eid in sorted(found, key=id_order))
+        engagements = self._settings.engagements
+        found: dict[str, set[str]] = {obj: set() for obj in engagements}
+        for cid in contact_ids:
+            for obj, ids in self._engagements_of(cid, engagements).items():
+                found[obj].update(ids)
+        for obj in engagements:
+            refs.extend(self._ref(obj, eid) for eid in sorted(found[obj], key=id_order))
         return refs
 
     def export(self, refs: Sequence[RecordRef]) -> Iterator[Record]:

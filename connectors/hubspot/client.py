@@ -222,6 +222,30 @@ class HubSpotClient(HttpConnector):
             if len(results) < limit or not _next_after(page):
                 return
 
+    def _engagements_of(self, contact_id: str, objects: Sequence[str]) -> dict[str, list[str]]:
+        """The ids of the contact's engagements of each of `objects`, in one read of the contact with its
+        associations; a type with more than HubSpot pages there (100) is listed in full through v4.
+
+        A contact gone since the search has none."""
+        if not objects:
+            return {}
+        try:
+            answer = self._sdk("discover", "contacts", self._basic_api.get_by_id_with_http_info, "contacts",
+                               contact_id, properties=["hs_object_id"], associations=list(objects))
+        except HubSpotApiError as exc:
+            if exc.status == 404:
+                return {obj: [] for obj in objects}
+            raise
+        listed = getattr(answer, "associations", None) or {}
+        found: dict[str, list[str]] = {}
+        for obj in objects:
+            page = listed.get(obj)
+            if page is not None and _next_after(page):
+                found[obj] = self._associated(contact_id, obj)
+            else:
+                found[obj] = list(dict.fromkeys(str(item.id) for item in getattr(page, "results", None) or []))
+        return found
+
     def _associated(self, contact_id: str, obj: str) -> list[str]:
         """The ids of the contact's `obj` engagements (v4 associations, paged)."""
         ids: list[str] = []
