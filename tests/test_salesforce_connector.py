@@ -359,7 +359,7 @@ def test_requests_of_one_process_share_one_login_to_the_org(org: OrgClient, conn
 
 def test_session_expiry_mid_run_logs_in_again(org: OrgClient, connector: SalesforceConnector) -> None:
     connector.discover(GRACE)
-    org.control("faults", {"expire_rate": 1.0, "burst": 1, "path_pattern": "/query"})
+    org.control("faults", {"expire_rate": 1.0, "burst": 1, "path_pattern": "/query|/composite"})
     assert by_object(connector.discover(ADA))["Contact"] == 1
     assert connector.stats["logins"] == 2 and org.stats()["logins"] == 2
 
@@ -390,11 +390,11 @@ def test_outages_and_resets_are_retried(org: OrgClient, connector: SalesforceCon
 
 
 def test_quota_nearly_used_slows_down_then_exhaustion_is_named() -> None:
-    with SandboxServer(SalesforceSandbox(daily_quota=30)) as small:
+    with SandboxServer(SalesforceSandbox(daily_quota=12)) as small:
         small.vendor.seed_demo(7)  # type: ignore[attr-defined]
         with create(SYSTEM, settings_for(small.url, quota_slowdown_at=0.5, retry_attempts=2)) as connector:
-            connector.discover(ADA)  # about 20 calls: the second half is paced more slowly
-            assert connector.stats["quota_slowdowns"] > 0 and connector.stats["api_quota"] == 30
+            connector.discover(ADA)  # 10 calls (7 describes, 3 queries): the second half is paced more slowly
+            assert connector.stats["quota_slowdowns"] > 0 and connector.stats["api_quota"] == 12
             with pytest.raises(ConnectorError) as failure:
                 for _ in range(3):
                     connector.discover(GRACE)
@@ -413,7 +413,7 @@ def assert_clean(error: BaseException, *secrets: str) -> None:
 
 def test_gives_up_without_leaking_the_address(org: OrgClient) -> None:
     with create(SYSTEM, settings_for(org.base_url, retry_attempts=2)) as connector:
-        org.control("faults", {"error_rate": 1.0, "path_pattern": "/query"})
+        org.control("faults", {"error_rate": 1.0, "path_pattern": "/query|/composite"})
         with pytest.raises(ConnectorError) as failure:
             connector.discover(ADA)
     assert_clean(failure.value)
@@ -422,7 +422,7 @@ def test_gives_up_without_leaking_the_address(org: OrgClient) -> None:
 
 def test_timeouts_give_up_without_leaking_the_address(org: OrgClient) -> None:
     with create(SYSTEM, settings_for(org.base_url, retry_attempts=2, timeout_seconds=0.2)) as connector:
-        org.control("faults", {"timeout_rate": 1.0, "timeout_seconds": 1, "path_pattern": "/query"})
+        org.control("faults", {"timeout_rate": 1.0, "timeout_seconds": 1, "path_pattern": "/query|/composite"})
         with pytest.raises(ConnectorError) as failure:
             connector.discover(ADA)
     assert_clean(failure.value)

@@ -41,7 +41,7 @@ from simple_salesforce import format_soql
 from connectors.base import chunks
 from connectors.salesforce.discovery import SalesforceDiscovery
 from connectors.salesforce.erasure import SalesforceErasure
-from connectors.salesforce.org import MAX_BATCH
+from connectors.salesforce.org import COMPOSITE_QUERIES, MAX_BATCH
 from connectors.salesforce.retention import SalesforceRetention
 from connectors.salesforce.rights import SalesforceRights
 from dsr.contract import Record, RecordRef
@@ -59,12 +59,14 @@ class SalesforceConnector(SalesforceRetention, SalesforceDiscovery, SalesforceEr
     def export(self, refs: Sequence[RecordRef]) -> Iterator[Record]:
         """Every field `describe` lists for the user (base64 bodies excepted), record by record.
 
-        Fetched with SOQL, up to 200 ids per query (single-record GETs for objects too wide for one
-        query URL). Records deleted since discovery are skipped.
+        Fetched with SOQL, up to 200 ids per query, the queries of several objects sent together
+        (`_first_pages`); single-record GETs for objects too wide for one query URL. Records come in the
+        refs' object order, then the refs' order; records deleted since discovery are skipped.
 
         Raises:
             ConnectorError: a ref of another system or an unknown object, or Salesforce failed.
         """
+        queued: list[tuple[str, list[RecordRef], str]] = []  # sent a Composite call's worth at a time
         for name, group in self._group(refs).items():
             schema = self._schema(name)
             if schema is None:
@@ -73,13 +75,23 @@ class SalesforceConnector(SalesforceRetention, SalesforceDiscovery, SalesforceEr
             listing = ", ".join(fields)
             per_query = min(MAX_BATCH, (_SOQL_URL_BUDGET - len(listing) * 2 - 200) // _ENCODED_ID)
             if per_query < 10:
+                yield from self._export_queued(queued)  # the objects before it come first
+                queued = []
                 yield from self._export_one_by_one(name, group)
                 continue
             for batch in chunks(group, per_query):
-                soql = format_soql("SELECT {:literal} FROM {:literal} WHERE Id IN {}", listing, name,
-                                   [ref.id for ref in batch])
-                found = {r["Id"]: r for r in self._query(soql, "export", name)}
-                yield from (Record(ref, _plain(found[ref.id])) for ref in batch if ref.id in found)
+                queued.append((name, batch, format_soql("SELECT {:literal} FROM {:literal} WHERE Id IN {}",
+                                                        listing, name, [ref.id for ref in batch])))
+                if len(queued) == COMPOSITE_QUERIES:
+                    yield from self._export_queued(queued)
+                    queued = []
+        yield from self._export_queued(queued)
+
+    def _export_queued(self, queued: Sequence[tuple[str, list[RecordRef], str]]) -> Iterator[Record]:
+        pages = self._first_pages("export", [(name, soql) for name, _, soql in queued])
+        for (name, batch, _), page in zip(queued, pages, strict=True):
+            found = {r["Id"]: r for r in self._pages(page, "export", name)}
+            yield from (Record(ref, _plain(found[ref.id])) for ref in batch if ref.id in found)
 
     def _export_one_by_one(self, name: str, group: Sequence[RecordRef]) -> Iterator[Record]:
         for ref in group:

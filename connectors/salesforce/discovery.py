@@ -104,27 +104,58 @@ class SalesforceDiscovery(SalesforceOrg):
     # --- discovery ---
 
     def _find(self, email: str) -> list[RecordRef]:
-        refs: list[RecordRef] = []
+        """The subject's records, one dependency level at a time: every query whose parents are found goes
+        out together (`_first_pages`: the e-mail matches first, then the links from the records found)."""
+        columns: dict[str, str] = {}
         found: dict[str, list[str]] = {}
         links: dict[tuple[str, str], list[str]] = {}
+        records_of: dict[str, dict[str, Mapping[str, Any]]] = {}
+        answers: dict[tuple[str, int], list[list[Mapping[str, Any]]]] = {}
+        waiting: list[tuple[str, int, MatchSpec]] = []
         for name in self._discover_order:
-            spec = self._settings.objects[name]
             schema = self._schema(name)
             if schema is None:
-                found[name] = []
+                records_of[name], found[name] = {}, []
                 continue
-            columns = self._columns(name, schema, with_links=True)
-            records: dict[str, Mapping[str, Any]] = {}
-            for match in spec.match:
-                for soql in self._match_queries(name, match, columns, email, found, links):
-                    for record in self._query(soql, "discover", name):
-                        records.setdefault(record["Id"], record)
-            found[name] = list(records)
-            for link in self._reverse_links[name]:
-                canonical = schema.name(link)
-                links[(name, link)] = [str(r[canonical]) for r in records.values() if r.get(canonical)]
-            refs.extend(self._ref(name, spec, schema, record) for record in records.values())
+            columns[name] = self._columns(name, schema, with_links=True)
+            waiting.extend((name, index, match) for index, match in enumerate(self._settings.objects[name].match))
+        while waiting:
+            ready = [entry for entry in waiting if entry[2].parent is None or entry[2].parent in records_of]
+            assert ready, "the data map's parent links form a cycle"  # refused when the settings were read
+            waiting = [entry for entry in waiting if entry not in ready]
+            queries = [(name, index, soql) for name, index, match in ready
+                       for soql in self._match_queries(name, match, columns[name], email, found, links)]
+            pages = self._first_pages("discover", [(name, soql) for name, _, soql in queries])
+            for (name, index, _), page in zip(queries, pages, strict=True):
+                answers.setdefault((name, index), []).append(list(self._pages(page, "discover", name)))
+            pending = {name for name, _, _ in waiting}
+            for name in self._discover_order:
+                if name in columns and name not in records_of and name not in pending:
+                    self._found(name, answers, records_of, found, links)
+        refs: list[RecordRef] = []
+        for name in self._discover_order:
+            if name in columns:
+                spec, schema = self._settings.objects[name], self._schema(name)
+                assert schema is not None
+                refs.extend(self._ref(name, spec, schema, record) for record in records_of[name].values())
         return refs
+
+    def _found(self, name: str, answers: Mapping[tuple[str, int], list[list[Mapping[str, Any]]]],
+               records_of: dict[str, dict[str, Mapping[str, Any]]], found: dict[str, list[str]],
+               links: dict[tuple[str, str], list[str]]) -> None:
+        """An object whose every match has been queried: its records (match by match, each query's in its
+        order, a record once), their ids and the links its children follow."""
+        records: dict[str, Mapping[str, Any]] = {}
+        for index in range(len(self._settings.objects[name].match)):
+            for answer in answers.get((name, index), []):
+                for record in answer:
+                    records.setdefault(record["Id"], record)
+        records_of[name], found[name] = records, list(records)
+        schema = self._schema(name)
+        assert schema is not None
+        for link in self._reverse_links[name]:
+            canonical = schema.name(link)
+            links[(name, link)] = [str(r[canonical]) for r in records.values() if r.get(canonical)]
 
     def _match_queries(
         self, name: str, match: MatchSpec, columns: str, email: str,

@@ -5,6 +5,11 @@ Every simple-salesforce call goes through `HttpConnector._call`: `translate` tur
 the subject's address), `classify` retries throttling (403 REQUEST_LIMIT_EXCEEDED), 5xx answers and a login
 server's outage, and `reauthenticate` drops an expired session once (Bulk API 2.0 calls do not log in again by
 themselves). `SalesforceSession` takes the rate-limit slots, one per HTTP call.
+
+Independent queries go out together through the Composite resource (`_first_pages`): up to five queries per
+call, and the whole call counts once against the org's daily API quota (Composite Batch would save the round
+trips but not the quota: Salesforce counts each of its subrequests). A subrequest's error fails the call as
+the same query sent alone would have failed: same status and errorCode, same retries and re-login.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from simple_salesforce import Salesforce, SalesforceAuthenticationFailed, SalesforceError, SalesforceResourceNotFound
 from simple_salesforce.exceptions import SalesforceOperationError
 
-from connectors.base import ConnectorConfigError, ConnectorError, topological_order, validate_settings
+from connectors.base import ConnectorConfigError, ConnectorError, chunks, topological_order, validate_settings
 from connectors.http import HttpConnector, HttpFailure, VendorApiError, Verdict
 from connectors.pacing import Limiter, budget_key
 from connectors.salesforce.schema import DESCRIBES, Schema
@@ -39,6 +44,7 @@ from dsr.contract import RecordRef
 T = TypeVar("T")
 
 MAX_BATCH = 200  # ids per sObject Collections call (Salesforce's limit)
+COMPOSITE_QUERIES = 5  # query subrequests per Composite call (Salesforce's limit; 25 subrequests in all)
 # `purge` calls the retention purge may have in flight at once: one call at a time cannot use the
 # rate limit (25/s) at any latency past 40 ms; every call still waits for the one shared limiter.
 PURGE_WORKERS = 4
@@ -53,6 +59,14 @@ _NOT_ANSWERED: tuple[tuple[type[BaseException], str], ...] = (
 
 class LoginFailed(HttpFailure):
     """The login was refused (`code`: invalid_client, invalid_grant...) or met an outage (a 5xx `status`)."""
+
+
+class SubrequestFailed(HttpFailure):
+    """A Composite subrequest's error answer; `obj` is the object its query was about (the error names it)."""
+
+    def __init__(self, obj: str, status: int, *, code: str | None = None, detail: str | None = None) -> None:
+        super().__init__(status, code=code, detail=detail)
+        self.obj = obj
 
 
 class _PacedBySession:
@@ -196,9 +210,7 @@ class SalesforceOrg(HttpConnector):
             return LoginFailed(exc.code if isinstance(exc.code, int) else exc.status, code=safe_code(exc.code))
         if not isinstance(exc, SalesforceError):
             return None
-        code, message = _error_of(exc)
-        quota = code == THROTTLED and isinstance(message, str) and message.startswith("TotalRequests")
-        return HttpFailure(exc.status, code=safe_code(code) if code else None, detail="quota" if quota else None)
+        return HttpFailure(exc.status, **_error_fields(exc.content))
 
     def classify(self, failure: HttpFailure) -> Verdict:
         if isinstance(failure, LoginFailed):  # an outage page from the login server is worth another try
@@ -224,6 +236,8 @@ class SalesforceOrg(HttpConnector):
 
     def _failure(self, operation: str, what: str, exc: BaseException) -> VendorApiError:
         """``systems.<system>: <operation> of object '<what>' failed (HTTP <status>, <code>...)``: no vendor text."""
+        if isinstance(exc, SubrequestFailed):
+            what = exc.obj
         where = f"systems.{self._system}: {operation}" + (f" of object {what!r}" if what else "")
         if isinstance(exc, HttpFailure):
             verdict, status, code = self.classify(exc), exc.status, exc.code
@@ -272,6 +286,56 @@ class SalesforceOrg(HttpConnector):
                 if following is None:
                     return
                 page = following.result()
+
+    def _first_pages(self, operation: str, queries: Sequence[tuple[str, str]]) -> list[Any]:
+        """The first page of each independent (object, SOQL) query, in order, up to `COMPOSITE_QUERIES` per
+        Composite call (a lone query goes as itself: the same one unit of quota, a plainer answer)."""
+        pages: list[Any] = []
+        for group in chunks(list(queries), COMPOSITE_QUERIES):
+            if len(group) == 1:
+                pages.append(self._first_page(operation, *group[0]))
+            else:
+                pages.extend(self._composite_queries(operation, group))
+        return pages
+
+    def _composite_queries(self, operation: str, group: Sequence[tuple[str, str]]) -> list[Any]:
+        base = f"/services/data/v{self._settings.api_version}/query/?"
+        body = {"allOrNone": False, "compositeRequest": [
+            {"method": "GET", "url": base + urlencode({"q": soql}), "referenceId": f"q{index}"}
+            for index, (_, soql) in enumerate(group)]}
+
+        def send() -> list[Any]:
+            answer = self._client().restful("composite", method="POST", json=body)
+            results = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+            by_reference = {r.get("referenceId"): r for r in (results if isinstance(results, list) else ())
+                            if isinstance(r, Mapping)}
+            return [self._query_result(operation, obj, by_reference.get(f"q{index}"))
+                    for index, (obj, _) in enumerate(group)]
+
+        return self._call(operation, group[0][0], send)
+
+    def _query_result(self, operation: str, obj: str, result: Any) -> Any:
+        """A query subrequest's page, or the failure the same query sent alone would have met."""
+        status = result.get("httpStatusCode") if isinstance(result, Mapping) else None
+        page = result.get("body") if isinstance(result, Mapping) else None
+        if isinstance(status, int) and status >= 300:
+            raise self._subrequest_failed(obj, status, page)
+        if not isinstance(status, int) or not isinstance(page, Mapping) or not isinstance(page.get("records"), list):
+            raise ConnectorError(f"systems.{self._system}: {operation} of object {obj!r} failed "
+                                 "(Salesforce answered an unexpected shape)")
+        return page
+
+    def _subrequest_failed(self, obj: str, status: int, content: Any) -> SubrequestFailed:
+        """A failed subrequest as the same query alone would have failed (and counted as `SalesforceSession`
+        counts a direct call's answer)."""
+        fields = _error_fields(content)
+        if status == 403 and fields["code"] == THROTTLED:
+            self._count("throttled")
+        elif status == 401:
+            self._count("expired_sessions")
+        elif status >= 500:
+            self._count("server_errors")
+        return SubrequestFailed(obj, status, **fields)
 
     def _next_page(self, operation: str, obj: str, url: str) -> Any:
         return self._call(operation, obj, lambda: self._client().query_more(url, identifier_is_url=True))
@@ -359,9 +423,15 @@ class SalesforceOrg(HttpConnector):
         return {name: [r for r in refs if r.object == name] for name in dict.fromkeys(r.object for r in refs)}
 
 
-def _error_of(exc: SalesforceError) -> tuple[str | None, str | None]:
+def _error_fields(content: Any) -> dict[str, str | None]:
+    """An error answer's `code` (its errorCode, made safe) and `detail` ("quota": the daily quota is used up)."""
+    code, message = _error_of(content)
+    quota = code == THROTTLED and isinstance(message, str) and message.startswith("TotalRequests")
+    return {"code": safe_code(code) if code else None, "detail": "quota" if quota else None}
+
+
+def _error_of(content: Any) -> tuple[str | None, str | None]:
     """The first (errorCode, message) of Salesforce's error array, if the answer had one."""
-    content = exc.content
     if isinstance(content, list) and content and isinstance(content[0], Mapping):
         code, message = content[0].get("errorCode"), content[0].get("message")
         return (str(code) if code else None), (str(message) if message else None)
