@@ -361,6 +361,25 @@ class ListsExpiredOnce(Protocol):
 
 
 @runtime_checkable
+class CountsExpired(Protocol):
+    """A retention source that counts its expired records without listing them (a vendor's count query).
+
+    The purge's guard then decides on counts, and its purge pass lists (`expired_all`) while it deletes.
+    Both methods take `cutoff_of` as `expired_all` does and must agree with its listing at the same cutoffs.
+    """
+
+    def count_expired_all(self, cutoff_of: Callable[[tuple[DataCategory, ...]], date | None],
+                          ) -> dict[tuple[DataCategory, ...], int]:
+        """How many records have expired, per set of categories their object holds."""
+        ...
+
+    def expired_among(self, refs: Sequence[RecordRef],
+                      cutoff_of: Callable[[tuple[DataCategory, ...]], date | None]) -> list[RecordRef]:
+        """Those of `refs` (this system's records, e.g. the ones a legal hold protects) that have expired."""
+        ...
+
+
+@runtime_checkable
 class CountsRecords(Protocol):
     """A system that can count all its records: the base of the purge's blast-radius guard."""
 

@@ -10,17 +10,23 @@ How a run goes:
    retention; each record is considered once, under that category.
 2. Protected records: every record of a subject under an active legal hold or with an open
    request is found by exact discovery and skipped (PIPEDA s.8(8); DPA 2018 s.173).
-3. Counting pass: each system's expired records are listed once for all categories (a
-   connector's `expired_all`: every object queried once, at the cutoff of the category that
-   governs it; else `expired` once per category), counted per governing category, and the ones
-   to purge are spilled to a file per system and category as they stream by. If a system would
-   lose more than `max_share` of its records or more than `max_count`, the run stops before
-   deleting anything (`purge.guard_stopped`) until approved.
-4. Purge pass, streamed: refs are read back from the spill files (not listed again) and go back
-   in the vendor's largest batches; nothing holds the whole set in memory. A connector that says
-   so (`purge_workers`, Salesforce) gets that many batches in flight at once, all paced by its one
-   shared limiter; results are recorded in the order sent. A crash loses nothing: a re-run finds
-   only what is still there (already purged batches are never re-sent).
+3. Counting pass. A system that can count its expired records (`CountsExpired`, Salesforce: one
+   COUNT() query per object) is counted, not listed; its protected records are checked for expiry
+   by id. Any other system's expired records are listed once for all categories (a connector's
+   `expired_all`: every object queried once, at the cutoff of the category that governs it; else
+   `expired` once per category), counted per governing category, and the ones to purge are
+   spilled to a file per system and category as they stream by. If a system would lose more than
+   `max_share` of its records or more than `max_count`, the run stops before deleting anything
+   (`purge.guard_stopped`) until approved.
+4. Purge pass, streamed, in the vendor's largest batches; nothing holds the whole set in memory.
+   A counted system is listed now, while its deletes are in flight (the listing's pages hide
+   behind the deletes, and a record touched since the count is no longer listed); it never
+   loses more records per category than were counted and approved: expired records found beyond
+   the count stay for the next run (`left_over` in the report, `purge.left_over` in the chain).
+   A listed system's refs are read back from its spill files (not listed again). A connector that
+   says so (`purge_workers`, Salesforce) gets that many batches in flight at once, all paced by its
+   one shared limiter; results are recorded in the order sent. A crash loses nothing: a re-run
+   finds only what is still there (already purged batches are never re-sent).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
@@ -47,6 +53,7 @@ from dsr.bundle import build_bundle
 from dsr.config import Policy
 from dsr.contract import (
     Connector,
+    CountsExpired,
     CountsRecords,
     DataCategory,
     ListsExpiredOnce,
@@ -111,6 +118,7 @@ class Tally:
     held_back: int = 0
     hold_refs: set[str] = field(default_factory=set)
     purged: int = 0
+    left_over: int = 0  # expired records found beyond the count the guard passed: left for the next run
     failed: int = 0
     api_calls: int = 0
     seconds: float = 0.0
@@ -223,8 +231,43 @@ class _Spill:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class _Governing:
+    """Which of the run's categories governs a record of given categories, and its cutoff (memoised)."""
+
+    def __init__(self, every: dict[DataCategory, date], limits: dict[DataCategory, date]) -> None:
+        self._every, self._limits = every, limits
+        self._known: dict[tuple[DataCategory, ...], DataCategory | None] = {}
+
+    def category(self, categories: tuple[DataCategory, ...]) -> DataCategory | None:
+        """The governing category if this run purges it, else None."""
+        categories = tuple(categories)
+        if categories not in self._known:
+            category = governing(categories, self._every)
+            self._known[categories] = category if category in self._limits else None
+        return self._known[categories]
+
+    def cutoff_of(self, categories: tuple[DataCategory, ...]) -> date | None:
+        category = self.category(categories)
+        return self._limits[category] if category is not None else None
+
+
+@dataclass
+class _Lane:
+    """One system and category in the purge pass: its tally, its checkpoint, when its first batch
+    went and its last answer came."""
+
+    tally: Tally
+    checkpoint: _Checkpoint
+    started: float | None = None
+    ended: float | None = None
+
+    def seconds(self) -> float:
+        return (self.ended - self.started) if self.started is not None and self.ended is not None else 0.0
+
+
 ConnectFn = Callable[[str], Connector]
 ProgressFn = Callable[[str, str, int, int], None]  # system, category, done, expected
+Protected = dict[str, tuple[str, RecordRef]]  # record key -> why it stays, and the record
 
 
 class Purger:
@@ -278,7 +321,7 @@ class Purger:
                 return self._finish(run_id, dry_run, "needs_approval", tallies, guard)
             if spill is not None:
                 spill.close_writes()
-                self._purge(run_id, connectors, limits, spill, tallies, progress)
+                self._purge(run_id, connectors, limits, spill, tallies, protected, progress)
         finally:
             if spill is not None:
                 spill.remove()
@@ -309,9 +352,9 @@ class Purger:
             raise RequestStateError(f"approve: run {approve} did not stop at the guard; nothing to approve")
         return {"run": approve, "trips": [e.payload for e in events if e.type == "purge.guard_stopped"]}
 
-    def _protected(self, connector: Connector) -> dict[str, str]:
-        """Record key -> why it must stay (a hold reference, or an open request)."""
-        keep: dict[str, str] = {}
+    def _protected(self, connector: Connector) -> Protected:
+        """Record key -> why it must stay (a hold reference, or an open request), and the record."""
+        keep: Protected = {}
         subjects = [(f"hold {ref}", email) for ref, email in held_subjects(self.service)]
         # A restriction (GDPR 18) keeps the data as it is while it stands: not purged either.
         subjects += [(f"restriction {rid}", email) for rid, email in restricted_subjects(self.service)]
@@ -324,7 +367,7 @@ class Purger:
             if "discover" in connector.info.manual_steps:
                 continue
             for ref in connector.discover(subject):
-                keep.setdefault(ref.key, why)
+                keep.setdefault(ref.key, (why, ref))
         return keep
 
     def _listing(self, connector: Connector, limits: dict[DataCategory, date],
@@ -337,20 +380,9 @@ class Purger:
         """
         every = self._every
         if isinstance(connector, ListsExpiredOnce):
-            governed: dict[tuple[DataCategory, ...], DataCategory | None] = {}
-
-            def govern(categories: tuple[DataCategory, ...]) -> DataCategory | None:
-                if categories not in governed:
-                    category = governing(categories, every)
-                    governed[categories] = category if category in limits else None
-                return governed[categories]
-
-            def cutoff_of(categories: tuple[DataCategory, ...]) -> date | None:
-                category = govern(tuple(categories))
-                return limits[category] if category is not None else None
-
-            for ref in connector.expired_all(cutoff_of):
-                category = govern(ref.categories)
+            govern = _Governing(every, limits)
+            for ref in connector.expired_all(govern.cutoff_of):
+                category = govern.category(ref.categories)
                 if category is not None:
                     yield category, ref
             return
@@ -362,23 +394,16 @@ class Purger:
                     yield category, ref
 
     def _count(self, connectors: dict[str, Connector], limits: dict[DataCategory, date],
-               protected: dict[str, dict[str, str]], tallies: dict[tuple[str, str], Tally],
+               protected: dict[str, Protected], tallies: dict[tuple[str, str], Tally],
                approved: dict[str, Any] | None, spill: _Spill | None) -> list[dict[str, Any]]:
         policy = self.service.policy.retention
         trips = []
         for name, connector in connectors.items():
-            total_candidates = 0
             keep = protected[name]
-            for category, ref in self._listing(connector, limits):
-                tally = tallies[(name, category.value)]
-                tally.candidates += 1
-                if ref.key in keep:
-                    tally.held_back += 1
-                    tally.hold_refs.add(keep[ref.key])
-                else:
-                    total_candidates += 1
-                    if spill is not None:
-                        spill.write(name, category.value, ref)
+            if _counts(connector):
+                total_candidates = self._count_only(name, connector, limits, keep, tallies)
+            else:
+                total_candidates = self._count_listed(name, connector, limits, keep, tallies, spill)
             total = connector.total_records() if isinstance(connector, CountsRecords) else None
             share = (total_candidates / total) if total else None
             if total_candidates > policy.max_count or (share is not None and share > policy.max_share):
@@ -387,8 +412,46 @@ class Purger:
                               "max_share": policy.max_share, "max_count": policy.max_count})
         return trips
 
+    def _count_listed(self, name: str, connector: Connector, limits: dict[DataCategory, date], keep: Protected,
+                      tallies: dict[tuple[str, str], Tally], spill: _Spill | None) -> int:
+        """A system's expired records listed and counted per governing category, the ones to purge spilled;
+        how many the purge pass will delete."""
+        total_candidates = 0
+        for category, ref in self._listing(connector, limits):
+            tally = tallies[(name, category.value)]
+            tally.candidates += 1
+            if ref.key in keep:
+                tally.held_back += 1
+                tally.hold_refs.add(keep[ref.key][0])
+            else:
+                total_candidates += 1
+                if spill is not None:
+                    spill.write(name, category.value, ref)
+        return total_candidates
+
+    def _count_only(self, name: str, connector: CountsExpired, limits: dict[DataCategory, date], keep: Protected,
+                    tallies: dict[tuple[str, str], Tally]) -> int:
+        """A counting system's expired records per governing category, its protected ones among them
+        held back (checked by id); how many the purge pass may delete."""
+        govern = _Governing(self._every, limits)
+        counted: dict[str, int] = {}
+        for categories, count in connector.count_expired_all(govern.cutoff_of).items():
+            category = govern.category(categories)
+            if category is not None and count:
+                tallies[(name, category.value)].candidates += count
+                counted[category.value] = counted.get(category.value, 0) + count
+        held = connector.expired_among([ref for _, ref in keep.values()], govern.cutoff_of) if keep else []
+        for ref in held:
+            category = govern.category(ref.categories)
+            if category is not None:
+                tally = tallies[(name, category.value)]
+                tally.held_back += 1
+                tally.hold_refs.add(keep[ref.key][0])
+        return sum(max(0, tallies[(name, c)].candidates - tallies[(name, c)].held_back) for c in counted)
+
     def _purge(self, run_id: str, connectors: dict[str, Connector], limits: dict[DataCategory, date],
-               spill: _Spill, tallies: dict[tuple[str, str], Tally], progress: ProgressFn | None) -> None:
+               spill: _Spill, tallies: dict[tuple[str, str], Tally], protected: dict[str, Protected],
+               progress: ProgressFn | None) -> None:
         for name, connector in connectors.items():
             size = max(1, connector.info.max_batch)
             if not isinstance(connector, RetentionSource):
@@ -396,23 +459,60 @@ class Purger:
             purge = connector.purge
             workers = max(1, int(connector.purge_workers or 1)) if isinstance(connector, ParallelPurge) else 1
             pool = ThreadPoolExecutor(workers, thread_name_prefix=f"purge-{name}") if workers > 1 else None
+            lanes = {}
+            for category in sorted(limits):
+                tally = tallies[(name, category.value)]
+                expected = max(0, tally.candidates - tally.held_back)
+                lanes[category] = _Lane(tally, _Checkpoint(every=max(CHECKPOINT_RECORDS,
+                                                                     -(-expected // MAX_CHECKPOINTS))))
             try:
-                for category in sorted(limits):
-                    tally = tallies[(name, category.value)]
+                if _counts(connector):
+                    batches = self._listed_batches(connector, limits, protected[name], lanes, size)
+                    self._send(run_id, pool, workers, purge, batches, progress)
+                    for lane in lanes.values():
+                        self._checkpoint(run_id, lane.tally, lane.checkpoint)
+                        lane.tally.seconds += lane.seconds()
+                        if lane.tally.left_over:
+                            self._left_over(run_id, lane.tally)
+                    continue
+                for category, lane in lanes.items():
                     started = time.monotonic()
-                    expected = max(0, tally.candidates - tally.held_back)
-                    checkpoint = _Checkpoint(every=max(CHECKPOINT_RECORDS, -(-expected // MAX_CHECKPOINTS)))
-                    batches = self._batches(spill.read(name, category.value), size)
-                    if pool is None:
-                        for batch in batches:
-                            self._record(run_id, batch, purge(batch), tally, checkpoint, progress)
-                    else:
-                        self._overlapped(run_id, pool, workers, purge, batches, tally, checkpoint, progress)
-                    self._checkpoint(run_id, tally, checkpoint)
-                    tally.seconds += time.monotonic() - started
+                    spilled = self._batches(spill.read(name, category.value), size)
+                    self._send(run_id, pool, workers, purge, ((lane, batch) for batch in spilled), progress)
+                    self._checkpoint(run_id, lane.tally, lane.checkpoint)
+                    lane.tally.seconds += time.monotonic() - started
             finally:
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
+
+    def _listed_batches(self, connector: Connector, limits: dict[DataCategory, date], keep: Protected,
+                        lanes: dict[DataCategory, _Lane], size: int) -> Iterator[tuple[_Lane, list[RecordRef]]]:
+        """A counted system's expired records, listed now, in batches per category; never more per
+        category than the count the guard passed (the rest is counted as `left_over`)."""
+        allowed = {category: max(0, lane.tally.candidates - lane.tally.held_back) for category, lane in lanes.items()}
+        pending: dict[DataCategory, list[RecordRef]] = {category: [] for category in lanes}
+        for category, ref in self._listing(connector, limits):
+            if ref.key in keep:
+                continue
+            if not allowed[category]:
+                lanes[category].tally.left_over += 1
+                continue
+            allowed[category] -= 1
+            batch = pending[category]
+            batch.append(ref)
+            if len(batch) >= size:
+                yield lanes[category], batch
+                pending[category] = []
+        for category, batch in pending.items():
+            if batch:
+                yield lanes[category], batch
+
+    def _left_over(self, run_id: str, tally: Tally) -> None:
+        """Expired records the purge found beyond its approved count: said in the chain, left for the next run."""
+        self._append(run_id, "purge.left_over", {
+            "system": tally.system, "category": tally.category, "counted": tally.candidates - tally.held_back,
+            "left_over": tally.left_over, "reason": "found expired beyond the count the guard passed; the next run "
+                                                    "counts them"})
 
     @staticmethod
     def _batches(refs: Iterator[RecordRef], size: int) -> Iterator[list[RecordRef]]:
@@ -425,29 +525,37 @@ class Purger:
         if batch:
             yield batch
 
-    def _overlapped(self, run_id: str, pool: ThreadPoolExecutor, workers: int,
-                    purge: Callable[[Sequence[RecordRef]], Any], batches: Iterator[list[RecordRef]],
-                    tally: Tally, checkpoint: _Checkpoint, progress: ProgressFn | None) -> None:
-        """Up to `workers` vendor calls in flight (a few more queued, so none waits for the reader);
-        each answer recorded in the order its batch was sent, as a sequential purge would."""
-        pending: deque[tuple[list[RecordRef], Future[Any]]] = deque()
+    def _send(self, run_id: str, pool: ThreadPoolExecutor | None, workers: int,
+              purge: Callable[[Sequence[RecordRef]], Any], batches: Iterator[tuple[_Lane, list[RecordRef]]],
+              progress: ProgressFn | None) -> None:
+        """Each batch to the vendor, one at a time or (with a pool) up to `workers` calls in flight and a
+        few more queued, so none waits for the reader; each answer recorded in the order its batch was
+        sent, as a sequential purge would."""
+        if pool is None:
+            for lane, batch in batches:
+                lane.started = lane.started if lane.started is not None else time.monotonic()
+                self._record(run_id, batch, purge(batch), lane, progress)
+            return
+        pending: deque[tuple[_Lane, list[RecordRef], Future[Any]]] = deque()
         try:
-            for batch in batches:
-                pending.append((batch, pool.submit(purge, batch)))
+            for lane, batch in batches:
+                lane.started = lane.started if lane.started is not None else time.monotonic()
+                pending.append((lane, batch, pool.submit(purge, batch)))
                 if len(pending) >= 2 * workers:
-                    sent, future = pending.popleft()
-                    self._record(run_id, sent, future.result(), tally, checkpoint, progress)
+                    done_lane, sent, future = pending.popleft()
+                    self._record(run_id, sent, future.result(), done_lane, progress)
             while pending:
-                sent, future = pending.popleft()
-                self._record(run_id, sent, future.result(), tally, checkpoint, progress)
+                done_lane, sent, future = pending.popleft()
+                self._record(run_id, sent, future.result(), done_lane, progress)
         except BaseException:
-            for _, future in pending:
+            for _, _, future in pending:
                 future.cancel()  # not sent yet: the next run lists them again
             raise
 
-    def _record(self, run_id: str, batch: list[RecordRef], receipt: Any, tally: Tally, checkpoint: _Checkpoint,
+    def _record(self, run_id: str, batch: list[RecordRef], receipt: Any, lane: _Lane,
                 progress: ProgressFn | None) -> None:
         """One vendor batch's answer; every CHECKPOINT_RECORDS records, a ledger checkpoint."""
+        tally, checkpoint = lane.tally, lane.checkpoint
         self.crash("purge-sent")  # the vendor purged, the ledger does not know yet: a re-run lists what is left
         done = sum(1 for o in receipt.outcomes if o.done)
         tally.purged += done
@@ -458,6 +566,7 @@ class Purger:
             self._checkpoint(run_id, tally, checkpoint)
         if progress:
             progress(tally.system, tally.category, tally.purged + tally.failed, tally.candidates - tally.held_back)
+        lane.ended = time.monotonic()
 
     def _checkpoint(self, run_id: str, tally: Tally, checkpoint: _Checkpoint) -> None:
         """What was sent since the last checkpoint: counts, receipts, a hash over the record keys.
@@ -502,3 +611,8 @@ class Purger:
     def _append(self, run_id: str, kind: str, payload: dict[str, Any], *, new: bool = False) -> None:
         self.service.ledger.append(run_id, kind, payload, actor=ACTOR, expect_new=new, project=False,
                                    at=datetime.now(UTC))
+
+
+def _counts(connector: Connector) -> TypeGuard[CountsExpired]:
+    """Whether the count pass counts this system's expired records (and its purge pass lists them)."""
+    return isinstance(connector, CountsExpired) and isinstance(connector, ListsExpiredOnce)
