@@ -26,13 +26,14 @@ import csv
 import hashlib
 import io
 import json
-import queue
+import os
 import re
 import shutil
 import tempfile
-import threading
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +59,14 @@ def _member(name: str) -> zipfile.ZipInfo:
     return info
 
 
+class ExportChanged(RuntimeError):
+    """An export's bytes are not the ones the ledger recorded (its SHA-256 differs)."""
+
+    def __init__(self, system: str) -> None:
+        super().__init__(f"export of {system} changed since it was recorded")
+        self.system = system
+
+
 @dataclass
 class _ObjectSpill:
     """One object's records of one export: their fields as data.json text, one a line."""
@@ -68,12 +77,16 @@ class _ObjectSpill:
     columns: dict[str, None] = field(default_factory=dict)  # CSV columns, in first-seen order
 
 
-def _split(export: Path, spill_dir: Path) -> list[_ObjectSpill]:
-    """One pass over an export: a spill file per object, in the order objects first appear."""
+def _split(export: Path, spill_dir: Path) -> tuple[list[_ObjectSpill], str]:
+    """One pass over an export: a spill file per object, in the order objects first appear, and
+    the SHA-256 of the bytes read (so the export is checked against the ledger without a pass of
+    its own)."""
     spills: dict[str, _ObjectSpill] = {}
-    handles: dict[str, IO[str]] = {}
-    with contextlib.ExitStack() as stack, export.open(encoding="utf-8") as source:
+    handles: dict[str, IO[bytes]] = {}
+    digest = hashlib.sha256()
+    with contextlib.ExitStack() as stack, export.open("rb") as source:
         for line in source:
+            digest.update(line)
             if not line.strip():
                 continue
             record = json.loads(line)
@@ -81,29 +94,30 @@ def _split(export: Path, spill_dir: Path) -> list[_ObjectSpill]:
             spill = spills.get(obj)
             if spill is None:
                 spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl")
-                handles[obj] = stack.enter_context(open_private(spill.path, "w", encoding="utf-8", newline="\n"))
+                handles[obj] = stack.enter_context(open_private(spill.path, "wb"))
             # As data.json holds it (no newline can occur: JSON escapes them).
-            handles[obj].write(_fields_text(line.rstrip("\n"), record) + "\n")
+            handles[obj].write(_fields_text(line.rstrip(b"\n"), record) + b"\n")
             spill.columns.update(dict.fromkeys(fields))
             spill.count += 1
-    return list(spills.values())
+    return list(spills.values()), digest.hexdigest()
 
 
-_FIELDS_FIRST = '{"fields":'
+_FIELDS_FIRST = b'{"fields":'
 
 
-def _fields_text(line: str, record: Mapping[str, Any]) -> str:
-    """A record's fields as canonical JSON (sorted keys, compact, UTF-8 kept).
+def _fields_text(line: bytes, record: Mapping[str, Any]) -> bytes:
+    """A record's fields as canonical JSON (sorted keys, compact, UTF-8 kept), as UTF-8 bytes.
 
     The runner stages each record as canonical JSON, `{"fields":{...},"id":...,"object":"..."}`, so
     the fields' text is already in the line: it is cut out rather than serialised again (encoding
     was a third of packaging's own time). A line of any other shape is serialised afresh.
     """
     if len(record) == 3 and "id" in record and line.startswith(_FIELDS_FIRST):
-        tail = ',"id":' + _scalar_json(record["id"]) + ',"object":' + _scalar_json(record["object"]) + "}"
+        tail = (',"id":' + _scalar_json(record["id"]) + ',"object":' + _scalar_json(record["object"]) + "}"
+                ).encode("utf-8")
         if line.endswith(tail):
             return line[len(_FIELDS_FIRST):len(line) - len(tail)]
-    return canonical_json(record["fields"])
+    return canonical_json(record["fields"]).encode("utf-8")
 
 
 _PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\x9f\u2028\u2029]*')
@@ -119,26 +133,35 @@ def _scalar_json(value: Any) -> str:
     return canonical_json(value)
 
 
-def _lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8", newline="\n") as handle:
+def _json_lines(path: Path) -> Iterator[Any]:
+    with path.open("rb") as handle:
         for line in handle:
-            yield line.rstrip("\n")
+            yield json.loads(line)
 
 
 def _write_data_json(out: IO[bytes], request_id: str, splits: Mapping[str, list[_ObjectSpill]]) -> None:
-    """Stream data.json: {"request_id", "systems": {system: {object: [fields...]}}}."""
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="\n")
-    text.write('{"request_id": ' + json.dumps(request_id) + ', "systems": {')
+    """Stream data.json: {"request_id", "systems": {system: {object: [fields...]}}}.
+
+    A spill file is its object's records one a line, and no record's JSON holds a line feed, so
+    the object's list is the file with each line feed but the last turned into ", ": copied in
+    large blocks, not a line at a time.
+    """
+    def text(value: str) -> None:
+        out.write(value.encode("utf-8"))
+
+    text('{"request_id": ' + json.dumps(request_id) + ', "systems": {')
     for s_index, (system, spills) in enumerate(sorted(splits.items())):
-        text.write(("" if s_index == 0 else ", ") + json.dumps(system) + ": {")
+        text(("" if s_index == 0 else ", ") + json.dumps(system) + ": {")
         for o_index, spill in enumerate(spills):
-            text.write(("" if o_index == 0 else "], ") + json.dumps(spill.name) + ": [")
-            for r_index, fields in enumerate(_lines(spill.path)):
-                text.write(fields if r_index == 0 else ", " + fields)
-        text.write(("" if not spills else "]") + "}")
-    text.write("}}\n")
-    text.flush()
-    text.detach()
+            text(("" if o_index == 0 else "], ") + json.dumps(spill.name) + ": [")
+            with spill.path.open("rb") as handle:
+                block = handle.read(_CHUNK_BYTES)
+                while block:
+                    following = handle.read(_CHUNK_BYTES)
+                    out.write((block if following else block[:-1]).replace(b"\n", b", "))
+                    block = following
+        text(("" if not spills else "]") + "}")
+    text("}}\n")
 
 
 def _csv_field(value: Any) -> str:
@@ -159,32 +182,37 @@ def _write_csv(out: IO[bytes], spill: _ObjectSpill) -> None:
         # The csv module's own special cases (a row of one empty field is written as "") stay its own.
         writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for line in _lines(spill.path):
-            writer.writerow({k: "" if v is None else v for k, v in json.loads(line).items()})
+        for record in _json_lines(spill.path):
+            writer.writerow({k: "" if v is None else v for k, v in record.items()})
     else:
         # The same bytes as csv.DictWriter, by str operations: its writer scans every character of
         # a field in Python-level steps and was half of packaging's own time on long transcripts.
         text.write(",".join(map(_csv_field, columns)) + "\n")
-        for line in _lines(spill.path):
-            record = json.loads(line)
+        for record in _json_lines(spill.path):
             text.write(",".join([_csv_field("" if (v := record.get(c)) is None else v) for c in columns]) + "\n")
     text.flush()
     text.detach()
 
 
-#: Bytes handed from a member's writer thread to the compressing thread at a time, and how many
-#: such chunks may wait (so memory stays bounded whatever the export's size).
+#: Bytes a member's writer gathers before deflating them (memory stays bounded whatever the size).
 _CHUNK_BYTES = 1 << 20
-_CHUNKS_WAITING = 8
 
 
-class _ChunkSink(io.RawIOBase):
-    """A writable that hands what is written, in chunks, to a queue (the zip member's writer)."""
+class _DeflatingSink(io.RawIOBase):
+    """A writable that deflates what is written, as a zip member's data, into a file of its own.
 
-    def __init__(self, chunks: queue.Queue[bytes | BaseException | None]) -> None:
+    The same compressor as zipfile's for a ZIP_DEFLATED member (raw deflate at COMPRESS_LEVEL),
+    and deflate's output does not depend on how its input is cut, so the bytes are the ones
+    `ZipFile.open(info, "w")` would write.
+    """
+
+    def __init__(self, target: IO[bytes]) -> None:
         super().__init__()
-        self._chunks = chunks
+        self._target = target
+        self._compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
         self._pending = bytearray()
+        self.crc = 0
+        self.size = 0
 
     def writable(self) -> bool:
         return True
@@ -192,74 +220,83 @@ class _ChunkSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         self._pending += data
         if len(self._pending) >= _CHUNK_BYTES:
-            self._chunks.put(bytes(self._pending))
-            self._pending.clear()
+            self._deflate()
         return len(data)
 
+    def _deflate(self) -> None:
+        # zlib lets go of the GIL in crc32 and compress: another member's thread runs meanwhile.
+        self.crc = zlib.crc32(self._pending, self.crc)
+        self.size += len(self._pending)
+        self._target.write(self._compressor.compress(self._pending))
+        self._pending.clear()
+
     def finish(self) -> None:
-        if self._pending:
-            self._chunks.put(bytes(self._pending))
-            self._pending.clear()
+        self._deflate()
+        self._target.write(self._compressor.flush())
 
 
-class _MemberProducer:
-    """One zip member's bytes, produced by `produce(out)` in a thread of its own into a bounded queue."""
+@dataclass(frozen=True)
+class _Deflated:
+    """A member's deflated data in a file, with what its zip headers need."""
 
-    def __init__(self, name: str, produce: Callable[[IO[bytes]], None]) -> None:
-        self.name = name
-        self._chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=_CHUNKS_WAITING)
-        self._stop = threading.Event()
-        self._produce = produce
-        self._thread = threading.Thread(target=self._run, name=f"package-{name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        sink = _ChunkSink(self._chunks)
-        try:
-            self._produce(sink)  # type: ignore[arg-type]
-            sink.finish()
-            self._chunks.put(None)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the writing thread
-            if not self._stop.is_set():
-                self._chunks.put(exc)
-
-    def chunks(self) -> Iterator[bytes]:
-        while True:
-            chunk = self._chunks.get()
-            if chunk is None:
-                return
-            if isinstance(chunk, BaseException):
-                raise chunk
-            yield chunk
-
-    def close(self) -> None:
-        """End the thread (after a failure elsewhere: unblock it, drop what it made)."""
-        self._stop.set()
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._chunks.get(timeout=0.1)
-        self._thread.join()
+    path: Path
+    crc: int
+    size: int
 
 
-def _write_members(archive: zipfile.ZipFile, members: list[tuple[str, Callable[[IO[bytes]], None]]]) -> None:
-    """Write zip members in order, each member's bytes produced in a thread while this one deflates them.
+def _deflate_member(produce: Callable[[IO[bytes]], None], path: Path) -> _Deflated:
+    with open_private(path, "wb") as target:
+        sink = _DeflatingSink(target)
+        produce(sink)  # type: ignore[arg-type]
+        sink.finish()
+    return _Deflated(path, sink.crc, sink.size)
 
-    Deflating (which lets go of the GIL) then overlaps with formatting JSON and CSV (which holds
-    it): packaging took about 0.6 of the time on two cores. The bytes are the same, in the same
-    order, and a member in the making holds a few chunks at most, so memory stays bounded.
+
+def _append_deflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: _Deflated) -> None:
+    """Add an already deflated member, as `ZipFile.open(info, "w")` would have written it on a
+    seekable file: a local header with the final CRC and sizes (no data descriptor), the data,
+    and the member in the central directory. zipfile has no public call for this; the steps are
+    those of its own writer."""
+    info.flag_bits = 0
+    info.CRC, info.file_size, info.compress_size = member.crc, member.size, member.path.stat().st_size
+    archive._writecheck(info)  # type: ignore[attr-defined]  # duplicate names, zip64 counts
+    archive._didModify = True  # type: ignore[attr-defined]
+    archive.fp.seek(archive.start_dir)  # type: ignore[union-attr]
+    info.header_offset = archive.fp.tell()  # type: ignore[union-attr]
+    archive.fp.write(info.FileHeader())  # type: ignore[union-attr]  # zip64 extra only when the sizes need it
+    with member.path.open("rb") as source:
+        shutil.copyfileobj(source, archive.fp, _CHUNK_BYTES)  # type: ignore[misc]
+    archive.start_dir = archive.fp.tell()  # type: ignore[union-attr]
+    archive.filelist.append(info)
+    archive.NameToInfo[info.filename] = info
+
+
+def _write_members(archive: zipfile.ZipFile, members: list[tuple[str, Callable[[IO[bytes]], None]]],
+                   work_dir: Path) -> None:
+    """Write zip members in order, each produced and deflated in a worker thread into a file of its
+    own, then joined into the zip as it stands.
+
+    Deflating is most of packaging's work and lets go of the GIL, so members deflate side by side
+    on as many cores as there are (data.json with the spreadsheets), while the JSON and CSV
+    formatting (which holds the GIL) interleaves with them. The zip's bytes are the same as one
+    member at a time would make; each member's data waits deflated (a quarter of its size or
+    less) in the private spill directory.
     """
-    producers: list[_MemberProducer] = []
+    workers = max(1, min(len(members), os.cpu_count() or 1, _MAX_WORKERS))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="package")
     try:
-        for index, (name, _produce) in enumerate(members):
-            # One member in the making at a time: a second one's formatting only fought the first's
-            # for the GIL (measured slower than none).
-            producers.append(_MemberProducer(*members[index]))
-            with archive.open(_member(name), "w") as out:
-                for chunk in producers[index].chunks():
-                    out.write(chunk)
+        futures = [pool.submit(_deflate_member, produce, work_dir / f"{index}.deflate")
+                   for index, (_name, produce) in enumerate(members)]
+        for (name, _produce), future in zip(members, futures, strict=True):
+            deflated = future.result()
+            _append_deflated(archive, _member(name), deflated)
+            deflated.path.unlink()
     finally:
-        for producer in producers:
-            producer.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Members deflated at once at most: more threads than cores only fight for the GIL.
+_MAX_WORKERS = 4
 
 
 def _humane(key: str) -> str:
@@ -304,11 +341,15 @@ def _summary_html(text: str) -> str:
 def write_package(target: Path, request_id: str, request_view: Mapping[str, Any],
                   exports: Mapping[str, Path], summary: SubjectSummary,
                   extra_files: Mapping[str, Path] | None = None,
-                  names: Mapping[str, str] | None = None) -> tuple[str, int]:
+                  names: Mapping[str, str] | None = None,
+                  export_sha256: Mapping[str, str | None] | None = None) -> tuple[str, int]:
     """Write the package atomically to `target`; return (sha256 hex, size in bytes).
 
     `extra_files` (name in the zip -> file) carries exports a person attached to a manual task.
     `names` (`system` and `system/object` -> words, DataMap.display_names) is how the summary names them.
+    `export_sha256` (system -> the SHA-256 the ledger recorded for its export): each export is
+    checked while it is read, and ExportChanged raised, before any zip is written, for one whose
+    bytes differ.
     """
     private_dir(target.parent)
     tmp = target.with_name(target.name + PART_SUFFIX)
@@ -318,14 +359,16 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
         for index, (system, path) in enumerate(sorted(exports.items())):
             spill_dir = Path(spill_root) / str(index)
             spill_dir.mkdir()
-            splits[system] = _split(path, spill_dir)
+            splits[system], digest = _split(path, spill_dir)
+            if export_sha256 is not None and export_sha256.get(system) != digest:
+                raise ExportChanged(system)
         counts = {system: {spill.name: spill.count for spill in spills} for system, spills in splits.items()}
         with open_private(tmp, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             members: list[tuple[str, Callable[[IO[bytes]], None]]] = [
                 ("data.json", lambda out: _write_data_json(out, request_id, splits))]
             members += [(f"csv/{system}/{spill.name}.csv", lambda out, spill=spill: _write_csv(out, spill))
                         for system, spills in sorted(splits.items()) for spill in sorted(spills, key=lambda s: s.name)]
-            _write_members(archive, members)
+            _write_members(archive, members, Path(spill_root))
             for name, source in sorted((extra_files or {}).items()):
                 with source.open("rb") as src, archive.open(_member(name), "w") as out:
                     shutil.copyfileobj(src, out, 1 << 20)

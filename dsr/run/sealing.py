@@ -14,10 +14,10 @@ from dsr.bundle import build_bundle, discovered_hashes
 from dsr.discovery import refs_file_name
 from dsr.files import remove_tree
 from dsr.ledger.store import LedgerError
-from dsr.package import write_package
+from dsr.package import ExportChanged, write_package
 from dsr.run.lease import LeasedLedger
 from dsr.run.probe import CrashProbe
-from dsr.run.staging import Staging, StoreSlot, sha256_file
+from dsr.run.staging import Staging, StoreSlot
 from dsr.service import DsrService
 from dsr.signing import load_or_create_signing_key
 from dsr.state import EventType, RequestState, derive_state
@@ -55,7 +55,7 @@ class Sealer:
         record it, and remove the staging copies."""
         exports = {name: self.staging.staging_dir(request_id) / f"{name}.jsonl" for name in sorted(state.systems)}
         for name, path in exports.items():
-            if sha256_file(path) != state.systems[name].export_sha256:
+            if not path.is_file():
                 raise RuntimeError(f"export of {name} changed since it was recorded; re-run the request")
         target = self.staging.package_file(request_id)
         attachments = {
@@ -63,9 +63,15 @@ class Sealer:
             for name, system in sorted(state.systems.items()) if system.task and system.task.get("step") == "export"
             for a in system.task.get("attachments", [])
         }
-        digest, size = write_package(target, request_id, state.to_view(), exports,
-                                     self.service.policy.subject_summary, extra_files=attachments,
-                                     names=self.service.data_map.display_names())
+        try:
+            # Each export is checked against the hash the ledger recorded as packaging reads it
+            # (a gigabyte read once, not twice), before any package is written.
+            digest, size = write_package(target, request_id, state.to_view(), exports,
+                                         self.service.policy.subject_summary, extra_files=attachments,
+                                         names=self.service.data_map.display_names(),
+                                         export_sha256={name: state.systems[name].export_sha256 for name in exports})
+        except ExportChanged as exc:
+            raise RuntimeError(f"{exc}; re-run the request") from None
         stored = self.store.get().put_package(request_id, target)
         package = {
             "sha256": digest, "bytes": size, "file": target.name, "uri": stored.uri,
