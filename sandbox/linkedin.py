@@ -31,6 +31,13 @@ What it serves (``https://api.linkedin.com``; plain `requests`, no SDK):
   members the destination is ``UPDATING`` for `update_polls` reads of the segment, then ``READY`` (or
   ``FAILED`` when `fail_next_update` armed it, the members then unchanged); the changes take effect at
   ``READY``. With ``update_polls=0`` (the default) they take effect at once and the segment stays ``READY``.
+- ``GET /rest/dmpSegments?q=account&account=<urn:li:sponsoredAccount:..>`` (optional ``sourcePlatform``,
+  ``start``, ``count``): the account's segments by id, each as the GET above shows it (and each such read
+  moves an update on as that GET does), in ``{"paging": {"start", "count", "total", "links": []},
+  "elements": [...]}`` (LinkedIn's "Find DMP Segments by Account", paged by ``start``/``count``; the body as
+  in LinkedIn's Postman collection). ``count`` defaults to 10; more than `FINDER_COUNT_MAX` (100) is a 400:
+  an emulator choice, LinkedIn does not document the cap. An account without segments (or not the demo's
+  `DEMO_AD_ACCOUNT`) has none.
 - Other errors: unknown segment **404**, malformed body or more than `MAX_ELEMENTS` elements **400**
   (the element limit is an assumption: LinkedIn documents batch sizes per product, not here).
 
@@ -98,6 +105,8 @@ ID_TYPES = {"SHA256_EMAIL": 64, "SHA512_EMAIL": 128, "GOOGLE_AID": 0}
 
 _USERS_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)/users$")
 _SEGMENT_PATH = re.compile(r"^/rest/dmpSegments/(?P<id>\d+)$")
+_ACCOUNT_URN = re.compile(r"urn:li:sponsoredAccount:\d{1,20}")
+FINDER_COUNT_MAX = 100
 _VERSION = re.compile(r"^(?P<month>\d{6})(?:\.(?P<rev>\d{2}))?$")
 
 
@@ -152,6 +161,7 @@ class LinkedInSandbox(Vendor):
     def routes(self) -> None:
         self.router.add("POST", _USERS_PATH.pattern[1:-1], self._users)
         self.router.add("GET", _SEGMENT_PATH.pattern[1:-1], self._segment)
+        self.router.add("GET", "/rest/dmpSegments", self._find_by_account)
         self._controls()
 
     # --- kit hooks ------------------------------------------------------------------------------
@@ -380,6 +390,34 @@ class LinkedInSandbox(Vendor):
         with self._lock:
             if segment not in self._members:
                 return self.error(404, f"Could not find entity urn:li:dmpSegment:{segment}", code="NOT_FOUND")
+            return Response.json(self._read(segment))
+
+    def _find_by_account(self, request: Request) -> Response:
+        """``GET /rest/dmpSegments?q=account&account=<sponsoredAccount URN>[&sourcePlatform=][&start=&count=]``:
+        the account's segments by id, each read as ``GET /rest/dmpSegments/{id}`` reads it."""
+        if request.arg("q") != "account":
+            return self.error(400, "Query parameter q must name a finder of dmpSegments (account)",
+                              code="ILLEGAL_ARGUMENT")
+        account = request.arg("account") or ""
+        if not _ACCOUNT_URN.fullmatch(account):
+            return self.error(400, "account must be a sponsoredAccount URN", code="ILLEGAL_ARGUMENT")
+        start, count = request.arg("start", "0") or "0", request.arg("count", "10") or "10"
+        if not (start.isdigit() and count.isdigit() and 1 <= int(count) <= FINDER_COUNT_MAX):
+            return self.error(400, f"start must be >= 0 and count between 1 and {FINDER_COUNT_MAX}",
+                              code="ILLEGAL_ARGUMENT")
+        platform = request.arg("sourcePlatform")
+        with self._lock:
+            ids = sorted((s for s in self._members if account == DEMO_AD_ACCOUNT), key=int)
+            if platform is not None and platform != "LIST_UPLOAD":
+                ids = []
+            page = ids[int(start): int(start) + int(count)]
+            elements = [self._read(segment) for segment in page]
+        return Response.json({"paging": {"start": int(start), "count": int(count), "total": len(ids), "links": []},
+                              "elements": elements})
+
+    def _read(self, segment: str) -> dict[str, Any]:
+        """The segment as LinkedIn shows it; a read moves an update on (UPDATING for `update_polls` reads)."""
+        with self._lock:
             update = self._updates.get(segment)
             if update is not None:
                 if update.reads_left <= 0:
@@ -388,7 +426,7 @@ class LinkedInSandbox(Vendor):
                     update.reads_left -= 1
             status, modified, size = self._status[segment], self._modified[segment], len(self._members[segment])
         created = 1_700_000_000_000 + int(segment)
-        return Response.json({
+        return {
             "id": int(segment), "name": self.segment_names[segment], "account": DEMO_AD_ACCOUNT,
             "type": "USER", "sourcePlatform": "LIST_UPLOAD", "accessPolicy": "PRIVATE",
             "created": created, "lastModified": modified, "inputCount": size,
@@ -396,7 +434,7 @@ class LinkedInSandbox(Vendor):
                               "destinationSegmentId": f"urn:li:adSegment:{int(segment) + 90_000}",
                               "matchedCount": size, "audienceSize": size, "created": created,
                               "lastModified": modified}],
-        })
+        }
 
     def _element(self, segment: str, element: Any, changes: list[tuple[str, str]]) -> dict[str, Any]:
         queued = self._fail_next.get(segment)

@@ -462,7 +462,9 @@ def l_shared() -> Iterator[tuple[SandboxServer, lsb.LinkedInSandbox]]:
 def linkedin(l_shared: tuple[SandboxServer, lsb.LinkedInSandbox],
              monkeypatch: pytest.MonkeyPatch) -> lsb.LinkedInSandbox:
     server, vendor = l_shared
+    forget_limiters()  # and the segments' accounts the process learnt
     requests.post(f"{server.url}/__sandbox__/reset", timeout=5)
+    vendor.update_polls = 0
     vendor.expired_tokens.clear()
     vendor.revoked_tokens.clear()
     vendor.daily_limit = None
@@ -498,6 +500,37 @@ def test_linkedin_removes_exactly_the_right_hash_from_every_segment(
     assert records[0].fields["audience"] == "urn:li:dmpSegment:8001"
     assert_no_identity(repr(records), ADA)
     assert lconn.verify_erased(subject(ADA)) == []
+
+
+def test_linkedin_reads_the_statuses_through_one_finder_call_once_the_accounts_are_known(
+        linkedin: lsb.LinkedInSandbox, l_shared: Any) -> None:
+    """The first request reads each segment (learning its ad account); the next ones read all three in one
+    "Find DMP Segments by Account" per round, with the same outcomes, FAILED and unreadable ones included."""
+    receipts = []
+    for _ in range(2):
+        with li_connector.create("linkedin", l_settings()) as conn:
+            receipts.append(conn.erase(delete_all(conn.discover(subject(ADA)))))
+    assert [r.api_calls for r in receipts] == [3 + 3, 3 + 1]
+    assert [[(o.done, o.error) for o in r.outcomes] for r in receipts] == [[(True, None)] * 3] * 2
+    assert all(ADA_HASH not in linkedin.members(segment) for segment in SEGMENTS)
+
+    linkedin.update_polls = 2  # UPDATING for two reads, then READY; 8002's update ends FAILED
+    linkedin.fail_next_update("8002")
+    with li_connector.create("linkedin", l_settings(poll_seconds=0.01)) as conn:
+        receipt = conn.erase(delete_all(conn.discover(subject(GRACE))))
+    assert receipt.api_calls == 3 + 3  # three rounds of one finder call each (a read per segment before: 9)
+    assert [o.done for o in receipt.outcomes] == [True, False, True]
+    assert "LinkedIn's segment status is FAILED" in (receipt.outcomes[1].error or "")
+
+    linkedin.update_polls = 0
+    faults(l_shared[0].url, error_rate=1.0, path_pattern="^/rest/dmpSegments$")
+    with li_connector.create("linkedin", l_settings()) as conn:
+        lost = conn.erase(delete_all(conn.discover(subject(ADA))))
+    faults(l_shared[0].url)
+    assert [o.done for o in lost.outcomes] == [False] * 3
+    assert all("requested but its status could not be read" in (o.error or "") and "500" in (o.error or "")
+               for o in lost.outcomes)
+    assert_no_identity(repr(lost), ADA)
 
 
 def test_linkedin_partial_failure_in_one_batch_element(lconn: LinkedInConnector,

@@ -531,6 +531,33 @@ def test_batch_remove_answers_per_element_and_is_idempotent(linkedin: tuple[str,
     assert ADA not in vendor.members("8002") and "ab" * 32 in vendor.members("8002")
 
 
+def test_find_by_account_pages_the_segments_as_their_own_reads_show_them(
+        linkedin: tuple[str, LinkedInSandbox]) -> None:
+    url, vendor = linkedin
+    headers = {k: v for k, v in LI_HEADERS.items() if k != "X-RestLi-Method"}
+
+    def find(**params: str) -> requests.Response:
+        return requests.get(f"{url}/rest/dmpSegments", params=params, headers=headers, timeout=5)
+
+    first = find(q="account", account=li.DEMO_AD_ACCOUNT, count="2").json()
+    assert first["paging"] == {"start": 0, "count": 2, "total": 3, "links": []}
+    assert [e["id"] for e in first["elements"]] == [8001, 8002]
+    rest = find(q="account", account=li.DEMO_AD_ACCOUNT, start="2", count="2").json()
+    alone = requests.get(f"{url}/rest/dmpSegments/8003", headers=headers, timeout=5).json()
+    assert rest["elements"] == [alone] and alone["account"] == li.DEMO_AD_ACCOUNT
+    assert find(q="account", account="urn:li:sponsoredAccount:1").json()["elements"] == []
+    assert find(q="account", account="8001").status_code == find(account=li.DEMO_AD_ACCOUNT).status_code == 400
+    assert find(q="account", account=li.DEMO_AD_ACCOUNT, count="101").status_code == 400
+    vendor.update_polls = 1
+    try:
+        users(url, "8001", [element("REMOVE", ADA)])
+        statuses = [find(q="account", account=li.DEMO_AD_ACCOUNT).json()["elements"][0]["destinations"][0]["status"]
+                    for _ in range(2)]
+    finally:
+        vendor.update_polls = 0
+    assert statuses == ["UPDATING", "READY"] and ADA not in vendor.members("8001")
+
+
 def test_versioned_headers_are_required(linkedin: tuple[str, LinkedInSandbox]) -> None:
     url, _ = linkedin
     missing = users(url, "8001", [element("REMOVE", ADA)], **{"LinkedIn-Version": None})
