@@ -28,7 +28,10 @@ unchanged, cannot tell it from an org (its clients reach it through a session th
 
 Control actions (under ``/__sandbox__/``, besides the kit's stats/faults/reset):
 ``POST seed-demo {"seed": 7}``, ``POST refuse-delete {"ids": [...], "statusCode": "DELETE_FAILED"}``
-(``{"clear": true}`` forgets them), ``POST expire-sessions``, ``GET records/<Object>``.
+(``{"clear": true}`` forgets them), ``POST expire-sessions``, ``GET records/<Object>``, and
+``POST fail-queries {"object": "Case", "status": 503, "errorCode": "SERVER_UNAVAILABLE", "times": 1}``: the
+next queries of that object answer that error (a direct query and a Composite subrequest alike; a 401
+also ends the session presented, as an expired one does).
 
 Sandboxes know vendor wire formats only, never the project's own code.
 
@@ -188,6 +191,7 @@ class SalesforceSandbox(Vendor):
         self._cursors: dict[str, tuple[list[dict[str, Any]], str]] = {}
         self._jobs: dict[str, BulkJob] = {}
         self._refusals: dict[str, tuple[str, str]] = {}
+        self._query_failures: dict[str, list[tuple[int, str, str]]] = {}  # object -> errors its next queries answer
 
         self._tokens = TokenStore()
         self._quota = WindowLimiter(daily_quota, 86_400)
@@ -262,6 +266,7 @@ class SalesforceSandbox(Vendor):
         with self._lock:
             self._refusals.clear()
             self._cursors.clear()
+            self._query_failures.clear()
 
     def _controls(self) -> None:
         def refuse_delete(body: dict[str, Any], _: object) -> dict[str, Any]:
@@ -277,7 +282,19 @@ class SalesforceSandbox(Vendor):
                 return Response.json({"error": "unknown object"}, 404)
             return {"records": self.records(obj.name, include_deleted=True)}
 
+        def fail_queries(body: dict[str, Any], _: object) -> dict[str, Any]:
+            obj = self.objects.get(str(body["object"]).lower())
+            if obj is None:
+                raise KeyError(f"object: no object {body['object']!r} in this org")
+            status, code = int(body["status"]), str(body["errorCode"])
+            message = str(body.get("message") or f"{code} (injected)")
+            with self._lock:
+                self._query_failures.setdefault(obj.name, []).extend([(status, code, message)] *
+                                                                       int(body.get("times", 1)))
+            return {"failing": {name: len(errors) for name, errors in self._query_failures.items()}}
+
         on = self.on_control
+        on("POST", "fail-queries", fail_queries)
         on("POST", "seed-demo", lambda body, _: {"seeded": self.seed_demo(int(body.get("seed", 7)))})
         on("POST", "refuse-delete", refuse_delete)
         on("POST", "expire-sessions", lambda body, _: {"expired": self._tokens.expire_all()})
@@ -695,6 +712,12 @@ class SalesforceSandbox(Vendor):
         if len(soql) > 100_000:
             raise ApiError(400, "MALFORMED_QUERY", "Query too complicated or too long (100000 characters at most)")
         query = SoqlParser(soql, self.objects).parse()
+        failures = self._query_failures.get(query.obj.name)
+        if failures:
+            status, code, message = failures.pop(0)
+            if status == 401:
+                self._tokens.revoke(_bearer(request))
+            raise ApiError(status, code, message)
         include_deleted = request.params["kind"] == "queryAll"
         rows = [row for row in self._rows[query.obj.name].values() if include_deleted or not row["IsDeleted"]]
 
