@@ -1,8 +1,9 @@
 """The retention purge: per data category, every system, legal holds honoured, guarded.
 
 One run is its own ledger chain (`purge-<uuid>`): `purge.started` (cutoffs, filters, holds),
-`purge.guard_stopped` when the blast-radius guard trips, one `purge.batch` per vendor call,
-`purge.completed`, and a signed run report (the evidence bundle's format) sealed over the chain.
+`purge.guard_stopped` when the blast-radius guard trips, `purge.batch` checkpoints of the vendor
+calls, `purge.left_over` where more records had expired than were counted, `purge.completed`, and a
+signed run report (the evidence bundle's format) sealed over the chain.
 
 How a run goes:
 1. Cutoffs per category from the policy (months back from today, or the tax table counted from
@@ -44,7 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
@@ -400,8 +401,9 @@ class Purger:
         trips = []
         for name, connector in connectors.items():
             keep = protected[name]
-            if _counts(connector):
-                total_candidates = self._count_only(name, connector, limits, keep, tallies)
+            counting = _counting(connector)
+            if counting is not None:
+                total_candidates = self._count_without_listing(name, counting, limits, keep, tallies)
             else:
                 total_candidates = self._count_listed(name, connector, limits, keep, tallies, spill)
             total = connector.total_records() if isinstance(connector, CountsRecords) else None
@@ -429,8 +431,8 @@ class Purger:
                     spill.write(name, category.value, ref)
         return total_candidates
 
-    def _count_only(self, name: str, connector: CountsExpired, limits: dict[DataCategory, date], keep: Protected,
-                    tallies: dict[tuple[str, str], Tally]) -> int:
+    def _count_without_listing(self, name: str, connector: CountsExpired, limits: dict[DataCategory, date],
+                               keep: Protected, tallies: dict[tuple[str, str], Tally]) -> int:
         """A counting system's expired records per governing category, its protected ones among them
         held back (checked by id); how many the purge pass may delete."""
         govern = _Governing(self._every, limits)
@@ -466,7 +468,7 @@ class Purger:
                 lanes[category] = _Lane(tally, _Checkpoint(every=max(CHECKPOINT_RECORDS,
                                                                      -(-expected // MAX_CHECKPOINTS))))
             try:
-                if _counts(connector):
+                if _counting(connector) is not None:
                     batches = self._listed_batches(connector, limits, protected[name], lanes, size)
                     self._send(run_id, pool, workers, purge, batches, progress)
                     for lane in lanes.values():
@@ -613,6 +615,7 @@ class Purger:
                                    at=datetime.now(UTC))
 
 
-def _counts(connector: Connector) -> TypeGuard[CountsExpired]:
-    """Whether the count pass counts this system's expired records (and its purge pass lists them)."""
-    return isinstance(connector, CountsExpired) and isinstance(connector, ListsExpiredOnce)
+def _counting(connector: Connector) -> CountsExpired | None:
+    """The connector if the count pass counts its system's expired records (and its purge pass lists
+    them), else None."""
+    return connector if isinstance(connector, CountsExpired) and isinstance(connector, ListsExpiredOnce) else None

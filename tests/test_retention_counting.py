@@ -209,7 +209,7 @@ def test_held_records_are_held_back_as_the_listing_shows(sqlite_service: DsrServ
     others = _old_leads(org, 30, "Other")
     add_hold(sqlite_service, email="kept.person@example.com", ref="LIT-2026-031", reason="prospect of litigation")
     # What a listing shows: the expired records among those exact discovery finds for the subject.
-    connector = _connect(sqlite_service)("salesforce")
+    connector = SalesforceConnector.create("salesforce", sqlite_service.data_map.systems["salesforce"].settings)
     try:
         subject = Subject(email="kept.person@example.com", identity_hash=sqlite_service.identity_hash(
             "kept.person@example.com"))
