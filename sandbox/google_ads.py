@@ -20,7 +20,10 @@ Wire formats as vendor-apis.md section 4 gives them; the connector talks plain `
   ``GET /v1/requestStatus:retrieve?requestId=...`` answers ``{"requestStatusPerDestination": [{"destination",
   "requestStatus": PROCESSING|SUCCESS|FAILED, "audienceMembersRemovalStatus"|"errorInfo"}]}``
   (RetrieveRequestStatusResponse of the ``google-ads-datamanager`` library): PROCESSING for ``job_polls``
-  reads, then SUCCESS, when the removal takes effect (FAILED if `fail_next_job` armed one of its lists).
+  reads, then each destination's own: SUCCESS, when the removal takes effect there, or FAILED for a list
+  `fail_next_job` armed (the other destinations of the request unaffected: an emulator choice). A request
+  takes at most 10 destinations and 10,000 audience members (Data Manager's "Limits and quotas" page); more
+  destinations is a 400 field violation ``TOO_MANY_DESTINATIONS`` (the reason guessed).
 
 Behaviour (section 4 where it says, else chosen and marked here):
 
@@ -151,6 +154,7 @@ ADWORDS_SCOPE = "https://www.googleapis.com/auth/adwords"
 DATAMANAGER_SCOPE = "https://www.googleapis.com/auth/datamanager"
 MAX_OPERATIONS_PER_REQUEST = 100_000
 MAX_AUDIENCE_MEMBERS = 10_000
+MAX_DESTINATIONS = 10  # of one Data Manager audienceMembers:remove (Data Manager "Limits and quotas")
 JOB_STATUSES = ("PENDING", "RUNNING", "SUCCESS", "FAILED")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -207,15 +211,15 @@ class _Job:
 
 @dataclass
 class _DmRequest:
-    """A Data Manager removal: PROCESSING for `job_polls` status reads, then SUCCESS (removals applied) or
-    FAILED (when `fail_next_job` armed one of its lists)."""
+    """A Data Manager removal: PROCESSING for `job_polls` status reads, then, per destination, SUCCESS
+    (removals applied) or FAILED (a list `fail_next_job` armed; its members unchanged)."""
 
     destinations: list[dict[str, Any]]  # as sent: the status answer echoes each one
     lists: list[str]  # list ids, in destination order
     hashes: list[str]
     reads: int = 0
     status: str = "PROCESSING"
-    failed: bool = False
+    failed: set[str] = field(default_factory=set)  # list ids whose removal fails
 
 
 @dataclass
@@ -778,6 +782,8 @@ class GoogleAdsSandbox(Vendor):
             destinations = body.get("destinations")
             if not isinstance(destinations, list) or not destinations:
                 return violation("destinations", "Destinations are required.", "REQUIRED_FIELD_MISSING")
+            if len(destinations) > MAX_DESTINATIONS:
+                return violation("destinations", "Too many destinations.", "TOO_MANY_DESTINATIONS")
             targets: list[_UserList] = []
             for index, destination in enumerate(destinations):
                 where = f"destinations[{index}]"
@@ -831,12 +837,12 @@ class GoogleAdsSandbox(Vendor):
                     hashes.append(str(email) if encoding == "HEX" else _b64_to_hex(str(email)))
             request_id = str(uuid.uuid4())
             if not body.get("validateOnly"):
-                failed = False
+                failed: set[str] = set()
                 for user_list in targets:
                     queued = self._fail_next.get(user_list.id)
                     if queued:
                         queued.pop(0)
-                        failed = True
+                        failed.add(user_list.id)
                 removal = _DmRequest([dict(d) for d in destinations], [t.id for t in targets], hashes,
                                      failed=failed)
                 self._state.dm_requests[request_id] = removal
@@ -845,16 +851,15 @@ class GoogleAdsSandbox(Vendor):
             return Response.json({"requestId": request_id})
 
     def _finish_dm(self, removal: _DmRequest) -> None:
-        if removal.failed:
-            removal.status = "FAILED"
-            return
+        removal.status = "DONE"
         for list_id in removal.lists:
+            if list_id in removal.failed:
+                continue
             user_list = self._state.lists[list_id]
             for hashed in removal.hashes:
                 user_list.members.discard(hashed)
                 self._state.removals.append({"via": "data_manager", "userList": user_list.resource_name,
                                              "hash": hashed})
-        removal.status = "SUCCESS"
 
     def _data_manager_status(self, request: Request) -> Response:
         """``GET /v1/requestStatus:retrieve?requestId=``: one RequestStatusPerDestination per destination."""
@@ -871,12 +876,15 @@ class GoogleAdsSandbox(Vendor):
                 if removal.reads > self.job_polls:
                     self._finish_dm(removal)
             statuses = []
-            for destination in removal.destinations:
-                entry: dict[str, Any] = {"destination": destination, "requestStatus": removal.status}
-                if removal.status == "SUCCESS":
+            for destination, list_id in zip(removal.destinations, removal.lists, strict=True):
+                status = removal.status
+                if status == "DONE":
+                    status = "FAILED" if list_id in removal.failed else "SUCCESS"
+                entry: dict[str, Any] = {"destination": destination, "requestStatus": status}
+                if status == "SUCCESS":
                     entry["audienceMembersRemovalStatus"] = {"userDataRemovalStatus": {
                         "recordCount": str(len(removal.hashes)), "userIdentifierCount": str(len(removal.hashes))}}
-                elif removal.status == "FAILED":
+                elif status == "FAILED":
                     entry["errorInfo"] = {"errorCounts": [{"recordCount": str(len(removal.hashes)),
                                                            "reason": "PROCESSING_ERROR_REASON_INTERNAL_ERROR"}]}
                 statuses.append(entry)

@@ -8,6 +8,7 @@ Audiences are write-only: erasure is "removal requested / confirmed by job statu
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -244,8 +245,10 @@ def test_google_data_manager_mode(gads: gsb.GoogleAdsSandbox, monkeypatch: pytes
         refs = conn.discover(subject(GRACE))
         receipt = conn.erase(delete_all(refs))
     assert all(o.done for o in receipt.outcomes)
+    # One removal request for the three lists of both customers, its status read until final (3 reads).
+    assert receipt.api_calls == 1 + 1 + 3
     assert receipt.vendor_receipt_id is not None and receipt.vendor_receipt_id.startswith("google_datamanager:")
-    assert receipt.vendor_receipt_id.count("=") == 3
+    assert receipt.vendor_receipt_id.count("=") == 3 and len(set(re.findall(r"=([^:]+):", receipt.vendor_receipt_id))) == 1
     assert gads.jobs() == []
     assert [r["hash"] for r in gads.removals()] == [GRACE_HASH] * 3
     assert [r["via"] for r in gads.removals()] == ["data_manager"] * 3
@@ -262,13 +265,32 @@ def test_google_data_manager_removal_is_done_only_when_its_request_status_reads_
     with gads_connector.create("google_ads", settings) as conn:
         assert conn.confirms_removal
         receipt = conn.erase(delete_all(conn.discover(subject(GRACE))))
-        assert conn.stats["polls"] == 3 * 3  # PROCESSING twice, then the final status, per list
+        assert conn.stats["polls"] == 3  # PROCESSING twice, then each list's final status, in one request
     by_list = {o.ref.id.rsplit("/", 1)[1]: o for o in receipt.outcomes}
     assert by_list["111"].done and by_list["333"].done
     assert not by_list["222"].done and "FAILED" in (by_list["222"].error or "")
     assert GRACE_HASH in gads.members("222") and GRACE_HASH not in gads.members("111")
     assert ":SUCCESS" in (receipt.vendor_receipt_id or "") and ":FAILED" in (receipt.vendor_receipt_id or "")
     assert_no_identity(by_list["222"].error or "", GRACE)
+
+
+def test_google_data_manager_request_refused_for_one_list_is_asked_again_list_by_list(
+        gads: gsb.GoogleAdsSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Google refuses a whole request for one bad destination: the others are still removed, and the bad
+    list's outcome is its own refusal, as when each list had its own request."""
+    monkeypatch.delenv("DSR_GADS_DEVELOPER_TOKEN")
+    customers = [{"customer_id": "1234567890", "user_lists": ["111", "999"]},
+                 {"customer_id": "2345678901", "user_lists": ["333"]}]
+    settings = g_settings(mode="data_manager", customers=customers)
+    del settings["api_version"], settings["developer_token_env"]
+    with gads_connector.create("google_ads", settings) as conn:
+        receipt = conn.erase(delete_all(conn.discover(subject(GRACE))))
+    by_list = {o.ref.id.rsplit("/", 1)[1]: o for o in receipt.outcomes}
+    assert by_list["111"].done and by_list["333"].done and not by_list["999"].done
+    assert "400" in (by_list["999"].error or "") and "INVALID_PRODUCT_DESTINATION_ID" in (by_list["999"].error or "")
+    assert GRACE_HASH not in gads.members("111") and GRACE_HASH not in gads.members("333")
+    assert receipt.api_calls == 1 + 1 + 3 + 2 * 3  # token, refused batch, one per list, two requests polled
+    assert_no_identity(by_list["999"].error or "", GRACE)
 
 
 def test_google_429_is_retried_after_the_retry_delay(gconn: GoogleAdsConnector, gads: gsb.GoogleAdsSandbox,

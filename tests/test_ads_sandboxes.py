@@ -470,6 +470,28 @@ def test_data_manager_remove(google: tuple[str, GoogleAdsSandbox]) -> None:
     assert retry == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.050s"}]
 
 
+def test_data_manager_removes_from_several_destinations_each_with_its_own_status(
+        google: tuple[str, GoogleAdsSandbox]) -> None:
+    url, vendor = google
+    bearer = {"Authorization": f"Bearer {access_token(url)}"}
+    login = {"accountType": "GOOGLE_ADS", "accountId": DEMO_LOGIN_CUSTOMER_ID}
+    destinations = [{"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": cid}, "loginAccount": login,
+                     "productDestinationId": lid} for cid, lid in ((CID, "111"), (CID, "222"), ("2345678901", "333"))]
+    vendor.fail_next_job("222")
+    answer = requests.post(f"{url}/v1/audienceMembers:remove", json={**dm_body(), "destinations": destinations},
+                           headers=bearer, timeout=5)
+    status_url = f"{url}/v1/requestStatus:retrieve?requestId={answer.json()['requestId']}"
+    final = [requests.get(status_url, headers=bearer, timeout=5).json() for _ in range(3)][-1]
+    entries = final["requestStatusPerDestination"]
+    assert [(e["destination"]["productDestinationId"], e["requestStatus"]) for e in entries] == [
+        ("111", "SUCCESS"), ("222", "FAILED"), ("333", "SUCCESS")]
+    assert ADA not in vendor.members("111") and ADA in vendor.members("222") and ADA not in vendor.members("333")
+    too_many = requests.post(f"{url}/v1/audienceMembers:remove", json={**dm_body(), "destinations": destinations * 4},
+                             headers=bearer, timeout=5)
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["details"][1]["fieldViolations"][0]["field"] == "destinations"
+
+
 def test_control_api_reads_members_and_jobs(google: tuple[str, GoogleAdsSandbox]) -> None:
     url, _ = google
     members = requests.get(f"{url}/__sandbox__/members/111", timeout=5).json()
