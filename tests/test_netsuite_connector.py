@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 import connectors.registry as registry
 from connectors.base import ConnectorConfigError, ConnectorError, DataCategory, ErasureAction, ErasureDecision, Subject
 from connectors.netsuite import NetSuiteConnector, create, suiteql_string
+from connectors.pacing import forget_limiters
 from dsr.config import load_policy
 from dsr.policy import decide_erasure, retention_end, tax_retention_end
 from dsr.run.codec import ref_from_dict, ref_to_dict
@@ -94,6 +95,7 @@ def vendor(server: SandboxServer) -> NetSuiteSandbox:
 
 @pytest.fixture
 def account(server: SandboxServer, vendor: NetSuiteSandbox) -> Iterator[AccountClient]:
+    forget_limiters()  # and the process's bearer tokens: each test logs in afresh
     client = AccountClient(server.url)
     client.control("reset")
     vendor.seed_demo(7)
@@ -540,7 +542,11 @@ def test_client_credentials_flow(account: AccountClient, vendor: NetSuiteSandbox
         account.control("faults", {"expire_rate": 1.0, "burst": 1, "path_pattern": "/suiteql"})
         assert by_object(connector.discover(GRACE))["customer"] == 1
         assert connector.stats["token_requests"] == 2 and connector.stats["relogins"] == 1
+    with create(SYSTEM, settings_for(account.base_url, auth=auth)) as connector:  # the next request of the process
+        assert by_object(connector.discover(GRACE))["customer"] == 1
+        assert connector.stats.get("token_requests", 0) == 0  # the token is the process's, not the connector's
     vendor.register_certificate("m2m-client", "cert-1", public_pem(ec.generate_private_key(ec.SECP256R1())))
+    forget_limiters()  # the kept token would still serve until it expires
     with create(SYSTEM, settings_for(account.base_url, auth=auth)) as connector:
         with pytest.raises(ConnectorError) as failure:
             connector.discover(ADA)

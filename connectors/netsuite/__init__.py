@@ -9,7 +9,8 @@ Reached with plain `requests` on the HTTP base (`connectors.http`), authenticate
 - ``flow: client_credentials``, OAuth 2.0 machine-to-machine: a JWT client assertion (header ``kid`` = the
   certificate id, PS256 by default; claims ``iss`` = client id, ``scope``, ``aud`` = the token URL, ``iat``,
   ``exp``) signed with the certificate's private key and exchanged at ``/services/rest/auth/oauth2/v1/token``
-  for a one-hour bearer token, cached and fetched again a minute before it expires or on a 401.
+  for a one-hour bearer token, kept for the process's connectors of the same account and client (one
+  exchange an hour, not one a request) and fetched again a minute before it expires or on a 401.
 
 Per operation of the contract (DESIGN.md):
 

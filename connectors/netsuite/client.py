@@ -21,7 +21,7 @@ from requests_oauthlib import OAuth1
 from connectors.base import ConnectorConfigError, env_secret, origin_problem, resolve_origin, validate_settings
 from connectors.http import HttpConnector, HttpFailure, VendorApiError, json_or_none
 from connectors.netsuite.settings import ACCOUNT_ID, DIGITS, AuthSpec, NetSuiteSettings, https_origin
-from connectors.pacing import budget_key, parse_retry_after, slots_for
+from connectors.pacing import budget_key, parse_retry_after, register_cache, slots_for
 from dsr.contract import ConnectorError, RecordRef
 
 IN_LIST_MAX = 1000  # values in one IN list (Oracle's limit)
@@ -124,25 +124,62 @@ def read_credentials(where: str, auth: AuthSpec, account_id: str) -> Credentials
     return Credentials(account_id, client_id=client_id, certificate_id=certificate_id, private_key=key)
 
 
-class _TokenSource:
-    """Bearer tokens from the client-credentials flow: fetched on first use, cached until a minute before expiry."""
+class _ProcessTokens:
+    """Bearer tokens by account and OAuth 2.0 client (a budget key: a hash, no secret), shared by the
+    connectors of a process: a connector is built per request, and a token lives an hour."""
 
-    def __init__(self, fetch: Callable[[], tuple[str, float]]) -> None:
+    def __init__(self) -> None:
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._tokens.get(key)
+        return entry[0] if entry is not None and time.monotonic() < entry[1] else None
+
+    def put(self, key: str, token: str, renew_at: float) -> None:
+        with self._lock:
+            self._tokens[key] = (token, renew_at)
+
+    def discard(self, key: str, token: str) -> None:
+        """Forget a refused token (only that one: another connector may have fetched a fresh one already)."""
+        with self._lock:
+            if self._tokens.get(key, ("", 0.0))[0] == token:
+                del self._tokens[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
+TOKENS = _ProcessTokens()
+register_cache(TOKENS.clear)
+
+
+class _TokenSource:
+    """Bearer tokens from the client-credentials flow: the process's token for this client (`TOKENS`, under
+    `key`), fetched when none is kept, a minute before it expires, or after `invalidate`."""
+
+    def __init__(self, fetch: Callable[[], tuple[str, float]], key: str) -> None:
         self._fetch = fetch
+        self._key = key
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._renew_at = 0.0
 
     def get(self) -> str:
         with self._lock:
-            if self._token is None or time.monotonic() >= self._renew_at:
-                self._token, lifetime = self._fetch()
+            token = TOKENS.get(self._key)
+            if token is None:
+                token, lifetime = self._fetch()
                 # A minute early, or half-way through a token that lives less than two minutes.
-                self._renew_at = time.monotonic() + lifetime - min(TOKEN_MARGIN, lifetime / 2)
-            return self._token
+                TOKENS.put(self._key, token, time.monotonic() + lifetime - min(TOKEN_MARGIN, lifetime / 2))
+            self._token = token
+            return token
 
     def invalidate(self) -> None:
         with self._lock:
+            if self._token is not None:
+                TOKENS.discard(self._key, self._token)
             self._token = None
 
 
@@ -218,7 +255,9 @@ class NetSuiteClient(HttpConnector):
                                         credentials.token_secret, signature_method=SIGNATURE_HMAC_SHA256,
                                         realm=credentials.account_id)
         else:
-            self._tokens = _TokenSource(self._fetch_token)
+            self._tokens = _TokenSource(self._fetch_token, budget_key(
+                "netsuite-oauth2", base_url, credentials.account_id, credentials.client_id,
+                credentials.certificate_id, " ".join(settings.auth.scope)))
             self._session.auth = _BearerAuth(self._tokens)
         self._transaction_objects = settings.transaction_records
         self._info = replace(self._info, objects=settings.record_types)
