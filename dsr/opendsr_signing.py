@@ -153,8 +153,8 @@ def _file_safe(domain: str) -> str:
 
 def _ensure_generated(domain: str, cert_path: Path, key_path: Path) -> None:
     if not key_path.exists():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        new_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
         create_exclusive(key_path, pem, 0o600)  # a racing twin keeps its own; both read the winner's below
     if not cert_path.exists():

@@ -165,7 +165,9 @@ class DsrService(Operations):
         config = self.data_map.systems[system]
         build = self._build_connector
         if build is None:  # the registry imports a connector module only when its kind is used
-            from connectors.registry import build_connector as build
+            from connectors.registry import build_connector
+
+            build = build_connector
         return build(system, config.kind, config.settings)
 
     def status_changed(self, request_id: str) -> None:

@@ -139,9 +139,12 @@ def _rectification_rules() -> list[dict[str, Any]]:
              "else": {"properties": {"changes": {"anyOf": [{"type": "null"}, {"maxProperties": 0}]}}}}]
 
 
+#: The submit body's cross-field rules, as JSON Schema (`allOf`) beside the fields' own.
+_SUBMIT_RULES: dict[str, Any] = {"allOf": _countries_by_regime() + _rectification_rules()}
+
+
 class SubmitBody(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"allOf": _countries_by_regime() + _rectification_rules()})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_SUBMIT_RULES)
 
     type: RequestType
     email: Annotated[str, Field(min_length=3, max_length=320, json_schema_extra={"format": "email"},
@@ -351,8 +354,8 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
                 and (start is None or (r.received_at, r.request_id) > start)]
         page = rows[:limit]
         link_next(request, response, {"after": page[-1].request_id} if len(rows) > limit else None)
-        return [RequestRow(request_id=r.request_id, type=r.type, regime=r.regime, status=r.status,
-                           received_at=r.received_at, due=r.due) for r in page]
+        return [RequestRow(request_id=r.request_id, type=RequestType(r.type), regime=Regime(r.regime),
+                           status=Status(r.status), received_at=r.received_at, due=r.due) for r in page]
 
     @api.get("/requests/{request_id}", tags=["requests"], responses=responses(AUTH, BY_ID, EDITED),
              response_model=RequestView)
@@ -485,7 +488,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
     def subject_status(who: Annotated[Principal, Depends(subject)]) -> SubjectStatus:
         """The status of the token's own request."""
         state = service.state(str(who.request_id))
-        return SubjectStatus(request_id=state.request_id, type=state.type, status=state.status.value,
+        return SubjectStatus(request_id=state.request_id, type=RequestType(state.type), status=state.status,
                              due=state.due, package_available=state.package is not None)
 
     @api.get("/subject/package", tags=["subject"], response_class=StreamingResponse,
@@ -524,7 +527,7 @@ def create_app(service: DsrService, access: AccessConfig, evidence: EvidenceRead
         callback_url_prefixes=callback_url_prefixes if callback_url_prefixes is not None
         else intake.callback_url_prefixes)
     app.include_router(routes)
-    app.state.intake = routes.intake  # type: ignore[attr-defined]  # the router carries its Intake
+    app.state.intake = routes.intake  # the router carries its Intake
     mount_pages(app, service=service, resolve=resolve, evidence=evidence)
     mount_web(app, service=service, access=access, evidence=evidence, intake=routes.intake)  # console, privacy center
     # Added last, so it is the outermost of our middlewares: bodies are capped before anything reads them.

@@ -557,7 +557,7 @@ def mount_console(app: FastAPI, *, service: DsrService, access: AccessConfig) ->
         approved = {r["approves"] for r in runs if r["approves"]}
         for run in runs:
             run["approved"] = run["id"] in approved
-        runs.sort(key=lambda r: r["started"], reverse=True)
+        runs.sort(key=lambda r: str(r["started"]), reverse=True)
         return runs
 
     def purge_page(request: Request, signed_in: tuple[Principal, Session], errors: dict[str, str] | None = None,

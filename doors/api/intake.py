@@ -174,6 +174,18 @@ def request_body_schema(rights: Mapping[Regime, Iterable[RequestType]], *, exten
     return schema
 
 
+#: An OpenAPI `responses` table (FastAPI's own type for it).
+_Docs = dict[int | str, dict[str, Any]]
+
+
+class IntakeRouter(APIRouter):
+    """The OpenDSR routes, carrying the `Intake` behind them (the app's pages share it; tests read it)."""
+
+    def __init__(self, intake: Intake, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.intake = intake
+
+
 class RateLimiter:
     """At most `limit` calls per client in any `per_seconds` (sliding window, thread-safe, in memory)."""
 
@@ -269,7 +281,7 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
            status_limit: tuple[int, float] = (60, 60.0),
            code_lifetime: timedelta = timedelta(minutes=10),
            max_attempts: int = 3,
-           code_limits: CodeLimits | None = None) -> APIRouter:
+           code_limits: CodeLimits | None = None) -> IntakeRouter:
     """The OpenDSR routes under /opendsr, for `app.include_router(...)`.
 
     Args:
@@ -302,8 +314,7 @@ def router(service: DsrService, smtp_config_provider: SmtpConfigProvider, *,
     rights = {regime: service.policy.regimes[regime].rights for regime in Regime}
     limits = {name: shared_client_limit(service, f"opendsr-{name}", *limit)
               for name, limit in (("submit", submit_limit), ("verify", verify_limit), ("status", status_limit))}
-    api = APIRouter(prefix="/opendsr", tags=["opendsr (public)"])
-    api.intake = intake  # type: ignore[attr-defined]  # the intake behind the routes (tests, wiring)
+    api = IntakeRouter(intake, prefix="/opendsr", tags=["opendsr (public)"])
 
     def limited(request: Request, which: str) -> JSONResponse | None:
         wait = limits[which].retry_after(_client(request))
@@ -392,7 +403,7 @@ def _spec_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
 
 
-_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+_LIMIT_RESPONSES: _Docs = {
     413: {"description": "body larger than the cap"}, 429: _spec_response("rate limited (unsigned callers)")}
 
 
@@ -563,21 +574,21 @@ def _protocol_routes(api: APIRouter, intake: Intake, controllers: Any,
 
     # -- OpenDSR 2.0 --
 
-    discovery_doc = {200: {"description": "what this processor supports"}, 429: _spec_response("rate limited")}
+    discovery_doc: _Docs = {200: {"description": "what this processor supports"}, 429: _spec_response("rate limited")}
     domain_name = settings.opendsr_domain.strip().lower()  # the processor domain our extensions are under
     example = EXAMPLE | {"api_version": opendsr.API_VERSION}
     rights = {regime: service.policy.regimes[regime].rights for regime in Regime}
     body_v2 = _body(request_body_schema(rights, extension_domain=domain_name), example)
     body_v1 = _body(request_body_schema(rights, extension_domain=domain_name, regulation_implied=True), example)
-    created = {201: {"description": "recorded (or recorded before: the same answer)"},
-               400: _spec_response("bad body; every problem names its field, never its value"),
-               403: _spec_response("a signature that does not verify, or none where one is required"),
-               503: _spec_response("e-mail verification is not configured")} | _LIMIT_RESPONSES
-    status_doc = {200: {"description": "the request's status"}, 404: _spec_response("no such request"),
-                  429: _spec_response("rate limited")}
-    cancel_doc = {202: {"description": "cancelled"}, 400: _spec_response("not pending"),
-                  403: _spec_response("not signed by the request's controller"),
-                  404: _spec_response("no such request"), 429: _spec_response("rate limited")}
+    created: _Docs = {201: {"description": "recorded (or recorded before: the same answer)"},
+                      400: _spec_response("bad body; every problem names its field, never its value"),
+                      403: _spec_response("a signature that does not verify, or none where one is required"),
+                      503: _spec_response("e-mail verification is not configured"), **_LIMIT_RESPONSES}
+    status_doc: _Docs = {200: {"description": "the request's status"}, 404: _spec_response("no such request"),
+                         429: _spec_response("rate limited")}
+    cancel_doc: _Docs = {202: {"description": "cancelled"}, 400: _spec_response("not pending"),
+                         403: _spec_response("not signed by the request's controller"),
+                         404: _spec_response("no such request"), 429: _spec_response("rate limited")}
 
     @api.get("/v2/discovery", responses=discovery_doc, tags=["opendsr 2.0"])
     def discovery_v2(request: Request) -> Response:

@@ -141,8 +141,9 @@ def store_texts(texts: Iterable[str | None]) -> StoreTexts | None:
 
 
 def _row(conn: Connection, request_id: str, digest: str) -> Mapping[str, Any] | None:
-    return conn.execute(select(free_texts_table).where(
+    row = conn.execute(select(free_texts_table).where(
         free_texts_table.c.request_id == request_id, free_texts_table.c.sha256 == digest)).mappings().first()
+    return dict(row) if row is not None else None
 
 
 # --- reads ---------------------------------------------------------------------------------------------
