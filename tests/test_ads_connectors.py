@@ -248,7 +248,8 @@ def test_google_data_manager_mode(gads: gsb.GoogleAdsSandbox, monkeypatch: pytes
     # One removal request for the three lists of both customers, its status read until final (3 reads).
     assert receipt.api_calls == 1 + 1 + 3
     assert receipt.vendor_receipt_id is not None and receipt.vendor_receipt_id.startswith("google_datamanager:")
-    assert receipt.vendor_receipt_id.count("=") == 3 and len(set(re.findall(r"=([^:]+):", receipt.vendor_receipt_id))) == 1
+    request_ids = re.findall(r"=([^:]+):", receipt.vendor_receipt_id)
+    assert len(request_ids) == 3 and len(set(request_ids)) == 1
     assert gads.jobs() == []
     assert [r["hash"] for r in gads.removals()] == [GRACE_HASH] * 3
     assert [r["via"] for r in gads.removals()] == ["data_manager"] * 3
