@@ -1,6 +1,6 @@
 """Salesforce: a subject's Contacts, Leads, campaign memberships, Cases, activities and Individual record.
 
-Reached through simple-salesforce (REST, sObject Collections, Bulk API 2.0) on the HTTP base
+Reached through simple-salesforce (REST, Composite, sObject Collections, Bulk API 2.0) on the HTTP base
 (`connectors.http`). The data map (`settings.objects`) names each object, how its records tie to a person
 (the e-mail field itself, or a link to a parent object found before it: ``Case.ContactId``, ``Task.WhoId``;
 or, with ``reverse``, a field on the parent that holds this record's Id: ``Contact.IndividualId``), its
