@@ -7,16 +7,18 @@ Contents of `package.zip`:
   the words of the privacy policy, plus what was found where.
 
 Records stream from the per-system export files into the zip; nothing holds the whole export in
-memory. Each export is parsed once: one pass splits it into a spill file per object (the records'
-fields already serialised for data.json) and learns each object's CSV columns; data.json is then
-copied from the spill files and each CSV written from its own. (Reading the export once per
-object and per CSV made packaging 28 passes over a gigabyte for the CRM's 9 objects.) The zip
-is deterministic (fixed timestamps, sorted members), so its hash in the evidence bundle
-identifies exactly what the subject received.
+memory. Each export is read once (and checked against the hash the ledger recorded as it is
+read): one pass splits it by object and, as the records pass, deflates each object's list for
+data.json and its spreadsheet's rows in pieces on worker threads (`dsr.zip_pieces`), so the zip is
+then joined from pieces already deflated. An object whose records do not all share the columns
+the first one had gets its spreadsheet written afresh from its spill file (the records' fields as
+data.json text). The zip is deterministic (fixed timestamps, sorted members, pieces cut where the
+objects are), so its hash in the evidence bundle identifies exactly what the subject received.
 
 Everything written here holds the subject's data: the request's directory is private (0700) and
-every file, spill files and the package itself, is created 0600. A crash mid-way leaves a
-`.spill-*` directory and a `package.zip.part`; `remove_leftovers` is how the next run clears them.
+every file, spill files, deflated pieces and the package itself, is created 0600. A crash
+mid-way leaves a `.spill-*` directory and a `package.zip.part`; `remove_leftovers` is how the next
+run clears them.
 """
 
 from __future__ import annotations
@@ -26,14 +28,11 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import tempfile
 import zipfile
-import zlib
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +40,7 @@ from typing import IO, Any
 from dsr.config import SubjectSummary
 from dsr.files import open_private, private_dir, remove_tree
 from dsr.ledger.events import canonical_json
+from dsr.zip_pieces import DeflatePool, Piece, PieceWriter, append_member, deflate_bytes
 
 FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 SPILL_PREFIX = ".spill-"
@@ -69,18 +69,28 @@ class ExportChanged(RuntimeError):
 
 @dataclass
 class _ObjectSpill:
-    """One object's records of one export: their fields as data.json text, one a line."""
+    """One object's records of one export, as the split pass leaves them: their fields as data.json
+    text, one a line (for a spreadsheet that must be written afresh), and two pieces being deflated
+    as the records pass: the object's list in data.json, and its spreadsheet's rows."""
 
     name: str
     path: Path
+    data: PieceWriter
+    rows: PieceWriter
     count: int = 0
     columns: dict[str, None] = field(default_factory=dict)  # CSV columns, in first-seen order
+    # The rows are made with the columns known so far, so they hold only while no later record
+    # brings a new column (and the csv module's one-column special cases are left to it).
+    rows_hold: bool = True
+
+    def rows_complete(self) -> bool:
+        return self.rows_hold and len(self.columns) >= 2
 
 
-def _split(export: Path, spill_dir: Path) -> tuple[list[_ObjectSpill], str]:
-    """One pass over an export: a spill file per object, in the order objects first appear, and
-    the SHA-256 of the bytes read (so the export is checked against the ledger without a pass of
-    its own)."""
+def _split(export: Path, spill_dir: Path, pool: DeflatePool) -> tuple[list[_ObjectSpill], str]:
+    """One pass over an export: per object, a spill file and its data.json and spreadsheet pieces,
+    in the order objects first appear; and the SHA-256 of the bytes read (so the export is checked
+    against the ledger without a pass of its own)."""
     spills: dict[str, _ObjectSpill] = {}
     handles: dict[str, IO[bytes]] = {}
     digest = hashlib.sha256()
@@ -93,12 +103,23 @@ def _split(export: Path, spill_dir: Path) -> tuple[list[_ObjectSpill], str]:
             obj, fields = record["object"], record["fields"]
             spill = spills.get(obj)
             if spill is None:
-                spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl")
+                spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl",
+                                                   pool.writer(), pool.writer())
                 handles[obj] = stack.enter_context(open_private(spill.path, "wb"))
             # As data.json holds it (no newline can occur: JSON escapes them).
-            handles[obj].write(_fields_text(line.rstrip(b"\n"), record) + b"\n")
+            text = _fields_text(line.rstrip(b"\n"), record)
+            handles[obj].write(text + b"\n")
+            spill.data.write(text if spill.count == 0 else b", " + text)
+            known = len(spill.columns)
             spill.columns.update(dict.fromkeys(fields))
+            if spill.count and len(spill.columns) != known:
+                spill.rows_hold = False
+            if spill.rows_complete():
+                spill.rows.write(_csv_row(fields, spill.columns).encode("utf-8"))
             spill.count += 1
+    for spill in spills.values():
+        spill.data.end()
+        spill.rows.end()
     return list(spills.values()), digest.hexdigest()
 
 
@@ -139,29 +160,20 @@ def _json_lines(path: Path) -> Iterator[Any]:
             yield json.loads(line)
 
 
-def _write_data_json(out: IO[bytes], request_id: str, splits: Mapping[str, list[_ObjectSpill]]) -> None:
-    """Stream data.json: {"request_id", "systems": {system: {object: [fields...]}}}.
-
-    A spill file is its object's records one a line, and no record's JSON holds a line feed, so
-    the object's list is the file with each line feed but the last turned into ", ": copied in
-    large blocks, not a line at a time.
-    """
-    def text(value: str) -> None:
-        out.write(value.encode("utf-8"))
-
-    text('{"request_id": ' + json.dumps(request_id) + ', "systems": {')
+def _data_json_pieces(request_id: str, splits: Mapping[str, list[_ObjectSpill]]) -> list[Piece]:
+    """data.json: {"request_id", "systems": {system: {object: [fields...]}}}, as the short texts
+    around each object's list (deflated here) and the lists deflated as the split pass made them."""
+    pieces: list[Piece] = []
+    text = '{"request_id": ' + json.dumps(request_id) + ', "systems": {'
     for s_index, (system, spills) in enumerate(sorted(splits.items())):
-        text(("" if s_index == 0 else ", ") + json.dumps(system) + ": {")
+        text += ("" if s_index == 0 else ", ") + json.dumps(system) + ": {"
         for o_index, spill in enumerate(spills):
-            text(("" if o_index == 0 else "], ") + json.dumps(spill.name) + ": [")
-            with spill.path.open("rb") as handle:
-                block = handle.read(_CHUNK_BYTES)
-                while block:
-                    following = handle.read(_CHUNK_BYTES)
-                    out.write((block if following else block[:-1]).replace(b"\n", b", "))
-                    block = following
-        text(("" if not spills else "]") + "}")
-    text("}}\n")
+            text += ("" if o_index == 0 else "], ") + json.dumps(spill.name) + ": ["
+            pieces += [deflate_bytes(text.encode("utf-8"), COMPRESS_LEVEL), spill.data.piece()]
+            text = ""
+        text += ("" if not spills else "]") + "}"
+    pieces.append(deflate_bytes((text + "}}\n").encode("utf-8"), COMPRESS_LEVEL))
+    return pieces
 
 
 def _csv_field(value: Any) -> str:
@@ -175,7 +187,20 @@ def _csv_field(value: Any) -> str:
     return text
 
 
+def _csv_header(columns: Iterable[str]) -> str:
+    return ",".join(map(_csv_field, columns)) + "\n"
+
+
+def _csv_row(fields: Mapping[str, Any], columns: Iterable[str]) -> str:
+    """A record's row as csv.DictWriter writes it (missing and null fields empty), by str operations:
+    its writer scans every character of a field in Python-level steps and was half of packaging's
+    own time on long transcripts."""
+    return ",".join([_csv_field("" if (v := fields.get(c)) is None else v) for c in columns]) + "\n"
+
+
 def _write_csv(out: IO[bytes], spill: _ObjectSpill) -> None:
+    """A spreadsheet written afresh from the spill file: for an object whose rows, made as the
+    split pass went, do not hold (a later record brought a column)."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     columns = list(spill.columns)
     if len(columns) < 2:
@@ -185,118 +210,11 @@ def _write_csv(out: IO[bytes], spill: _ObjectSpill) -> None:
         for record in _json_lines(spill.path):
             writer.writerow({k: "" if v is None else v for k, v in record.items()})
     else:
-        # The same bytes as csv.DictWriter, by str operations: its writer scans every character of
-        # a field in Python-level steps and was half of packaging's own time on long transcripts.
-        text.write(",".join(map(_csv_field, columns)) + "\n")
+        text.write(_csv_header(columns))
         for record in _json_lines(spill.path):
-            text.write(",".join([_csv_field("" if (v := record.get(c)) is None else v) for c in columns]) + "\n")
+            text.write(_csv_row(record, columns))
     text.flush()
     text.detach()
-
-
-#: Bytes a member's writer gathers before deflating them (memory stays bounded whatever the size).
-_CHUNK_BYTES = 1 << 20
-
-
-class _DeflatingSink(io.RawIOBase):
-    """A writable that deflates what is written, as a zip member's data, into a file of its own.
-
-    The same compressor as zipfile's for a ZIP_DEFLATED member (raw deflate at COMPRESS_LEVEL),
-    and deflate's output does not depend on how its input is cut, so the bytes are the ones
-    `ZipFile.open(info, "w")` would write.
-    """
-
-    def __init__(self, target: IO[bytes]) -> None:
-        super().__init__()
-        self._target = target
-        self._compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
-        self._pending = bytearray()
-        self.crc = 0
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._pending += data
-        if len(self._pending) >= _CHUNK_BYTES:
-            self._deflate()
-        return len(data)
-
-    def _deflate(self) -> None:
-        # zlib lets go of the GIL in crc32 and compress: another member's thread runs meanwhile.
-        self.crc = zlib.crc32(self._pending, self.crc)
-        self.size += len(self._pending)
-        self._target.write(self._compressor.compress(self._pending))
-        self._pending.clear()
-
-    def finish(self) -> None:
-        self._deflate()
-        self._target.write(self._compressor.flush())
-
-
-@dataclass(frozen=True)
-class _Deflated:
-    """A member's deflated data in a file, with what its zip headers need."""
-
-    path: Path
-    crc: int
-    size: int
-
-
-def _deflate_member(produce: Callable[[IO[bytes]], None], path: Path) -> _Deflated:
-    with open_private(path, "wb") as target:
-        sink = _DeflatingSink(target)
-        produce(sink)  # type: ignore[arg-type]
-        sink.finish()
-    return _Deflated(path, sink.crc, sink.size)
-
-
-def _append_deflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: _Deflated) -> None:
-    """Add an already deflated member, as `ZipFile.open(info, "w")` would have written it on a
-    seekable file: a local header with the final CRC and sizes (no data descriptor), the data,
-    and the member in the central directory. zipfile has no public call for this; the steps are
-    those of its own writer."""
-    info.flag_bits = 0
-    info.CRC, info.file_size, info.compress_size = member.crc, member.size, member.path.stat().st_size
-    archive._writecheck(info)  # type: ignore[attr-defined]  # duplicate names, zip64 counts
-    archive._didModify = True  # type: ignore[attr-defined]
-    archive.fp.seek(archive.start_dir)  # type: ignore[union-attr]
-    info.header_offset = archive.fp.tell()  # type: ignore[union-attr]
-    archive.fp.write(info.FileHeader())  # type: ignore[union-attr]  # zip64 extra only when the sizes need it
-    with member.path.open("rb") as source:
-        shutil.copyfileobj(source, archive.fp, _CHUNK_BYTES)  # type: ignore[misc]
-    archive.start_dir = archive.fp.tell()  # type: ignore[union-attr]
-    archive.filelist.append(info)
-    archive.NameToInfo[info.filename] = info
-
-
-def _write_members(archive: zipfile.ZipFile, members: list[tuple[str, Callable[[IO[bytes]], None]]],
-                   work_dir: Path) -> None:
-    """Write zip members in order, each produced and deflated in a worker thread into a file of its
-    own, then joined into the zip as it stands.
-
-    Deflating is most of packaging's work and lets go of the GIL, so members deflate side by side
-    on as many cores as there are (data.json with the spreadsheets), while the JSON and CSV
-    formatting (which holds the GIL) interleaves with them. The zip's bytes are the same as one
-    member at a time would make; each member's data waits deflated (a quarter of its size or
-    less) in the private spill directory.
-    """
-    workers = max(1, min(len(members), os.cpu_count() or 1, _MAX_WORKERS))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="package")
-    try:
-        futures = [pool.submit(_deflate_member, produce, work_dir / f"{index}.deflate")
-                   for index, (_name, produce) in enumerate(members)]
-        for (name, _produce), future in zip(members, futures, strict=True):
-            deflated = future.result()
-            _append_deflated(archive, _member(name), deflated)
-            deflated.path.unlink()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-#: Members deflated at once at most: more threads than cores only fight for the GIL.
-_MAX_WORKERS = 4
 
 
 def _humane(key: str) -> str:
@@ -355,20 +273,36 @@ def write_package(target: Path, request_id: str, request_view: Mapping[str, Any]
     tmp = target.with_name(target.name + PART_SUFFIX)
     # mkdtemp makes the spill root 0700; the spill files in it are 0600 (open_private).
     with tempfile.TemporaryDirectory(prefix=SPILL_PREFIX, dir=target.parent) as spill_root:
-        splits = {}
-        for index, (system, path) in enumerate(sorted(exports.items())):
-            spill_dir = Path(spill_root) / str(index)
-            spill_dir.mkdir()
-            splits[system], digest = _split(path, spill_dir)
-            if export_sha256 is not None and export_sha256.get(system) != digest:
-                raise ExportChanged(system)
+        splits: dict[str, list[_ObjectSpill]] = {}
+        csv_pieces: dict[str, list[Piece]] = {}
+        # Deflating is most of packaging's work; the pool's threads do it on the other cores while
+        # this one parses and formats (see dsr.zip_pieces).
+        with DeflatePool(Path(spill_root), COMPRESS_LEVEL) as pool:
+            for index, (system, path) in enumerate(sorted(exports.items())):
+                spill_dir = Path(spill_root) / str(index)
+                spill_dir.mkdir()
+                splits[system], read_sha256 = _split(path, spill_dir, pool)
+                if export_sha256 is not None and export_sha256.get(system) != read_sha256:
+                    raise ExportChanged(system)
+            afresh: dict[str, PieceWriter] = {}
+            for system, spills in sorted(splits.items()):
+                for spill in spills:
+                    if not spill.rows_complete():
+                        afresh[f"csv/{system}/{spill.name}.csv"] = writer = pool.writer()
+                        _write_csv(writer, spill)  # type: ignore[arg-type]
+                        writer.end()
+            pool.join()
+        for system, spills in sorted(splits.items()):
+            for spill in sorted(spills, key=lambda s: s.name):
+                name = f"csv/{system}/{spill.name}.csv"
+                csv_pieces[name] = ([afresh[name].piece()] if name in afresh else
+                                    [deflate_bytes(_csv_header(spill.columns).encode("utf-8"), COMPRESS_LEVEL),
+                                     spill.rows.piece()])
         counts = {system: {spill.name: spill.count for spill in spills} for system, spills in splits.items()}
         with open_private(tmp, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            members: list[tuple[str, Callable[[IO[bytes]], None]]] = [
-                ("data.json", lambda out: _write_data_json(out, request_id, splits))]
-            members += [(f"csv/{system}/{spill.name}.csv", lambda out, spill=spill: _write_csv(out, spill))
-                        for system, spills in sorted(splits.items()) for spill in sorted(spills, key=lambda s: s.name)]
-            _write_members(archive, members, Path(spill_root))
+            append_member(archive, _member("data.json"), _data_json_pieces(request_id, splits))
+            for name, pieces in csv_pieces.items():
+                append_member(archive, _member(name), pieces)
             for name, source in sorted((extra_files or {}).items()):
                 with source.open("rb") as src, archive.open(_member(name), "w") as out:
                     shutil.copyfileobj(src, out, 1 << 20)

@@ -1,26 +1,31 @@
-"""The subject package as a zip (dsr/package.py): its members are deflated side by side and joined
-into the archive afterwards, so the archive must still be a standard zip that any tool reads, byte
-for byte what zipfile writes for the same members one at a time; and an export that is not the
-one the ledger recorded is refused before anything is packaged."""
+"""The subject package as a zip (dsr/package.py, dsr/zip_pieces.py): its members are deflated in
+pieces on worker threads and joined afterwards, so the archive must still be a standard zip that
+any tool reads, holding exactly the members the records make; and an export that is not the one
+the ledger recorded is refused before anything is packaged."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import random
 import shutil
 import subprocess
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from connectors.registry import build_connector
 from dsr.config import load_policy
 from dsr.models import parse_new_request
-from dsr.package import ExportChanged, _member, write_package
+from dsr.package import ExportChanged, write_package
 from dsr.run import RequestRunner
 from dsr.service import DsrService
+from dsr.zip_pieces import crc32_combine
 from sandbox.crm_seed import ACCESS_SUBJECT
 from tests.conftest import REPO
 
@@ -44,23 +49,59 @@ def _package(tmp_path: Path, export: Path) -> Path:
     return target
 
 
-def test_the_package_is_the_zip_zipfile_writes_member_by_member(tmp_path: Path) -> None:
+def test_the_package_holds_each_member_whole_and_zipfile_reads_it(tmp_path: Path) -> None:
     target = _package(tmp_path, _export(tmp_path / "crm.jsonl"))
     with zipfile.ZipFile(target) as archive:
-        assert archive.testzip() is None
+        assert archive.testzip() is None  # every member inflates, and to its recorded CRC-32
         names = archive.namelist()
-        contents = [(name, archive.read(name)) for name in names]
+        contents = {name: archive.read(name) for name in names}
     assert names[0] == "data.json"
     assert [n for n in names if n.startswith("csv/")] == sorted(
         f"csv/{system}/object_{n}.csv" for system in ("crm", "shop") for n in range(5))
-    assert max(len(data) for _name, data in contents) > 1 << 20  # deflated in several steps
-    reference = io.BytesIO()
-    with zipfile.ZipFile(reference, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in contents:
-            archive.writestr(_member(name), data)
-    assert target.read_bytes() == reference.getvalue()
-    records = json.loads(dict(contents)["data.json"])["systems"]["crm"]["object_3"]
-    assert [r["id"] for r in records] == list(range(3, 400, 5))
+    assert max(len(data) for data in contents.values()) > 1 << 20  # deflated in several chunks
+    records = json.loads(contents["data.json"])["systems"]
+    assert records["crm"] == records["shop"]
+    assert [r["id"] for r in records["crm"]["object_3"]] == list(range(3, 400, 5))
+    rows = list(csv.DictReader(io.StringIO(contents["csv/shop/object_3.csv"].decode("utf-8"))))
+    assert [int(row["id"]) for row in rows] == list(range(3, 400, 5))
+    assert rows[1]["note"] == records["shop"]["object_3"][1]["note"]
+    # Deterministic: the same exports give the same bytes (the package's hash is sealed).
+    again = _package(tmp_path / "again", _export(tmp_path / "crm.jsonl"))
+    assert again.read_bytes() == target.read_bytes()
+
+
+UNIFORM: list[dict[str, Any]] = [
+    {"id": 1, "note": 'She said "no", then left.\nTwo lines', "score": 1.5, "ok": True, "gone": None},
+    {"id": 2, "note": "carriage\rreturn and\ttab", "score": -0.0, "ok": False, "gone": {"a": [1, "b,c"]}},
+    {"id": 3, "note": "", "score": 1e16, "ok": None, "gone": "Zoë, 東京 a\x00b"},
+    {"id": 10**30, "note": " leading and trailing ", "score": None, "ok": "", "gone": ["x", None]},
+]
+
+
+def test_spreadsheets_made_as_records_pass_are_what_the_csv_module_writes(tmp_path: Path) -> None:
+    """Records that all have the same fields get their rows as the split pass reads them (others
+    are written afresh afterwards): the same bytes as csv.DictWriter either way."""
+    export = tmp_path / "crm.jsonl"
+    export.write_text("".join(json.dumps({"object": "tickets", "id": n, "fields": fields}) + "\n"
+                              for n, fields in enumerate(UNIFORM * 50)), encoding="utf-8")
+    target = _package(tmp_path, export)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(UNIFORM[0]), lineterminator="\n")
+    writer.writeheader()
+    for fields in UNIFORM * 50:
+        writer.writerow({k: "" if v is None else v for k, v in fields.items()})
+    with zipfile.ZipFile(target) as archive:
+        assert archive.read("csv/crm/tickets.csv") == text.getvalue().encode("utf-8")
+        assert json.loads(archive.read("data.json"))["systems"]["crm"]["tickets"] == UNIFORM * 50
+
+
+def test_crc32_of_joined_pieces_is_the_crc32_of_the_whole() -> None:
+    rng = random.Random(5)
+    for _ in range(50):
+        first, second = rng.randbytes(rng.randint(0, 5000)), rng.randbytes(rng.randint(0, 5000))
+        assert crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second)) == zlib.crc32(first + second)
+    big = rng.randbytes(3_000_001)
+    assert crc32_combine(zlib.crc32(b"head"), zlib.crc32(big), len(big)) == zlib.crc32(b"head" + big)
 
 
 @pytest.mark.skipif(shutil.which("unzip") is None, reason="needs the unzip tool")
