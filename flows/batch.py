@@ -14,6 +14,9 @@ request's system never stops the others, and a re-run repeats nothing.
 
 from __future__ import annotations
 
+import resource
+from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
@@ -29,6 +32,37 @@ if TYPE_CHECKING:
 
 #: System steps in flight across all requests of the batch (connectors pace each vendor).
 MAX_PARALLEL_STEPS = 32
+#: The key of the run's summary artifact (outcomes counted, peak memory): its latest version is the last batch's.
+SUMMARY_ARTIFACT = "process-verified"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size, in MiB: what an operator sizes a worker's memory by.
+
+    `VmHWM` is this address space's own peak. `ru_maxrss` is the fallback only: after a fork and
+    exec it can carry the peak of the process that started this one (a worker).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def publish_summary(outcomes: Counter[str], peak_mib: float) -> None:
+    """A table artifact of the batch: requests per outcome and the process's peak memory (no personal data)."""
+    try:
+        from prefect.artifacts import create_table_artifact
+
+        rows = [{"figure": f"requests {status}", "value": count} for status, count in sorted(outcomes.items())]
+        rows += [{"figure": "requests", "value": sum(outcomes.values())},
+                 {"figure": "peak RSS (MiB)", "value": round(peak_mib, 1)}]
+        create_table_artifact(rows, key=SUMMARY_ARTIFACT,
+                              description="process-verified: requests per outcome, and the run process's peak memory")
+    except Exception as exc:  # noqa: BLE001 - the ledger is the record; an artifact is a convenience
+        get_run_logger().warning("batch summary artifact not published (%s)", type(exc).__name__)
 
 
 @flow(name="process-verified", flow_run_name=observe.timed_run_name("process-verified"),
@@ -41,7 +75,9 @@ def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, 
     its system steps starts: rounds are kept small enough that the last request's steps start
     well within a lease (DSR_RUN_LEASE_SECONDS, 15 min) even at a slow vendor's limit.
 
-    Returns each request's final status ("skipped" when another run held it or it could not run).
+    Returns each request's final status ("skipped" when another run held it or it could not run)
+    and the run process's peak memory (`peak_rss_mib`), also published as the `process-verified`
+    table artifact.
     """
     logger = get_run_logger()
     service = runtime.service()
@@ -76,8 +112,10 @@ def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, 
             except Exception as exc:  # noqa: BLE001 - this request stays open for its next run
                 logger.warning("request %s could not be finished (%s)", request_id, type(exc).__name__)
                 ended[request_id] = "unfinished"
-    logger.info("batch ended: %d request(s)", len(ended))
+    peak = peak_rss_mib()
+    logger.info("batch ended: %d request(s), peak RSS %.0f MiB", len(ended), peak)
+    publish_summary(Counter(ended.values()), peak)
     labels = {row.request_id: (row.type, row.regime) for row in service.list() if row.request_id in ended}
     observe.tag_current_run({f"type:{kind}" for kind, _ in labels.values()} |
                             {f"regime:{regime}" for _, regime in labels.values()})
-    return {"requests": ended}
+    return {"requests": ended, "peak_rss_mib": round(peak, 1)}

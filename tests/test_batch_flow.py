@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -40,6 +41,11 @@ def test_one_flow_run_carries_out_every_verified_request_and_leaves_the_rest(flo
     result = process_verified()
 
     assert result["requests"] == {erasure: "completed", access: "completed", nobody: "completed"}
+    # The operator sees the batch's outcome and what memory its process needed, in the run's artifact.
+    summary = _summary_artifact()
+    assert summary["requests completed"] == 3 and summary["requests"] == 3
+    assert summary["peak RSS (MiB)"] == result["peak_rss_mib"]
+    assert 20 < result["peak_rss_mib"] < 4096  # this test process's own peak, a Python process with Prefect loaded
     assert flow_service.state(unverified).status.value == "awaiting_verification"
     assert flow_service.state(erasure).systems["crm"].status.value == "completed"
     assert flow_service.state(access).package is not None  # the subject's package was written
@@ -48,8 +54,36 @@ def test_one_flow_run_carries_out_every_verified_request_and_leaves_the_rest(flo
         assert flow_service.ledger.verify(request_id) > 0  # raises on a broken chain
     # Nothing is waiting any more: a second batch finds nothing and repeats nothing.
     counts = {rid: len(flow_service.events(rid)) for rid in (erasure, access, nobody)}
-    assert process_verified() == {"requests": {}}
+    assert process_verified()["requests"] == {}
     assert {rid: len(flow_service.events(rid)) for rid in counts} == counts
+
+
+def _summary_artifact() -> dict[str, float]:
+    """The latest `process-verified` summary artifact, as {figure: value}."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    from flows.batch import SUMMARY_ARTIFACT
+
+    with get_client(sync_client=True) as client:
+        found = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[SUMMARY_ARTIFACT])))
+    assert len(found) == 1
+    rows = json.loads(found[0].data) if isinstance(found[0].data, str) else found[0].data
+    return {row["figure"]: row["value"] for row in rows}
+
+
+def test_a_window_of_one_request_carries_out_the_whole_backlog_one_after_another(flow_service: DsrService) -> None:
+    """The window bounds how many requests are in flight, not how many the run carries out."""
+    from flows.batch import process_verified
+
+    ids = [_submit(flow_service, kind, f"backlog-{n}@example.net")
+           for n, kind in enumerate(("erasure", "access", "portability"))]
+
+    result = process_verified(max_requests=1)
+
+    assert result["requests"] == {rid: "completed" for rid in ids}
+    assert all(flow_service.state(rid).bundles for rid in ids)
 
 
 def test_a_request_another_run_holds_is_left_to_that_run(flow_service: DsrService) -> None:
