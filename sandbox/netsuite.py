@@ -20,7 +20,10 @@ It speaks the wire formats of `shared/reference/vendor-apis.md` section 3, so th
   ``{"q": "..."}``. Up to 1,000 rows a page, `offset` a multiple of `limit`, 100,000 rows per query at most;
   the answer is ``{links, count, hasMore, items, offset, totalResults}`` with lower-case keys, ids as strings,
   booleans as ``"T"``/``"F"``, dates as ``M/D/YYYY`` and empty columns left out. The dialect is a small,
-  strict subset: ``SELECT cols | * FROM customer|contact|transaction [WHERE ...] [ORDER BY ...]`` with
+  strict subset: ``SELECT cols | * FROM customer|contact|transaction [[LEFT [OUTER] | INNER] JOIN <another of
+  them> ON <table.column> = <table.column>] [WHERE ...] [ORDER BY ...]`` (SuiteQL takes ANSI joins, DOC
+  section_3903316302; here without table aliases, columns qualified by table name, an unqualified one both
+  tables have is ORA-00918) with
   ``=, !=, <>, <, <=, >, >=, [NOT] IN (...), IS [NOT] NULL, [NOT] LIKE, AND, OR, NOT`` and parentheses;
   ``LOWER``/``UPPER``/``TO_CHAR(col, 'YYYY-MM-DD')`` on columns and ``TO_DATE('...', 'YYYY-MM-DD')`` literals.
   Strings are Oracle's: single quotes, ``''`` for a quote inside, ``''`` alone is NULL, comparisons are
@@ -108,7 +111,7 @@ from sandbox.netsuite_records import (
     now_seconds,
 )
 from sandbox.netsuite_seed import DECOY_EMAILS, DemoSeeder
-from sandbox.suiteql import Operand, QueryError, SuiteQLParser, operand_value, suiteql_value, truth
+from sandbox.suiteql import Operand, QueryError, SuiteQLParser, join_rows, operand_value, suiteql_value, truth
 
 __all__ = [
     "ACCESS_SUBJECT",
@@ -474,6 +477,8 @@ class NetSuiteSandbox(Vendor):
             query = SuiteQLParser(body["q"]).parse()
             with self._lock:
                 rows = self._table_rows(query.table)
+                if query.join is not None:
+                    rows = join_rows(query.join, query.table, rows, self._table_rows(query.join.table))
                 matched = [row for row in rows if query.where is None or truth(query.where, row) is True]
                 for operand, descending in reversed(query.order):
                     present = [r for r in matched if operand_value(operand, r) is not None]

@@ -1,7 +1,7 @@
 """The NetSuite sandbox's SuiteQL: a small, strict subset of Oracle SQL over customer, contact, transaction.
 
-Tokenizer, parser (`SuiteQLParser`) and evaluation (`truth`, `operand_value`); see the netsuite module's
-docstring for the dialect.
+Tokenizer, parser (`SuiteQLParser`) and evaluation (`truth`, `operand_value`, `join_rows`); see the netsuite
+module's docstring for the dialect.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = frozenset({"select", "from", "where", "and", "or", "not", "in", "is", "null", "like", "order", "by",
-                       "asc", "desc", "as"})  # fmt: skip
+                       "asc", "desc", "as", "left", "outer", "inner", "join", "on"})  # fmt: skip
 _FUNCTIONS = frozenset({"lower", "upper", "to_char"})
 _DATE_FORMATS = {"YYYY-MM-DD": "%Y-%m-%d", "YYYY-MM-DD HH24:MI:SS": "%Y-%m-%d %H:%M:%S"}
 
@@ -84,17 +84,30 @@ class Operand:
 
 
 @dataclass(frozen=True, slots=True)
+class Join:
+    """``[LEFT [OUTER] | INNER] JOIN table ON a = b``: the joined table, whether unmatched rows of the first
+    are kept (their joined columns NULL), and the two columns compared (``table.column`` each)."""
+
+    table: str
+    outer: bool
+    left: str
+    right: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Query:
     table: str
     select: tuple[tuple[str, Operand], ...]  # (output key, operand)
     where: Any
     order: tuple[tuple[Operand, bool], ...]  # (operand, descending)
+    join: Join | None = None  # with a join, every operand's column is ``table.column``
 
 
 class SuiteQLParser(TokenCursor[_Tok]):
     def __init__(self, text: str) -> None:
         super().__init__(_tokenize(text))
         self.table = ""
+        self.joined = ""  # the JOINed table, if any
 
     def unexpected(self, token: _Tok) -> Exception:
         shown = "end of query" if token.kind == "end" else repr(str(token.value))
@@ -110,14 +123,17 @@ class SuiteQLParser(TokenCursor[_Tok]):
         if table not in SUITEQL_TABLES:
             raise QueryError(f"Record '{table}' was not found.")
         self.table = table
+        join = self.join_clause()
         after_from, self.index = self.index, start
         select: list[tuple[str, Operand]] = []
         if self.accept("punct", "*"):
+            if join is not None:
+                raise QueryError("Name the columns of a join (SELECT * is not supported here).")
             select = [(name, Operand(name)) for name in SUITEQL_TABLES[table]]
         else:
             while True:
                 operand = self.operand()
-                key = operand.column
+                key = operand.column.rsplit(".", 1)[-1]
                 if self.accept("keyword", "as"):
                     key = str(self.take("name").value).lower()
                 elif operand.func:
@@ -147,18 +163,48 @@ class SuiteQLParser(TokenCursor[_Tok]):
                 if not self.accept("punct", ","):
                     break
         self.take("end")
-        return _Query(table, tuple(select), where, tuple(order))
+        return _Query(table, tuple(select), where, tuple(order), join)
+
+    def join_clause(self) -> Join | None:
+        """``[LEFT [OUTER] | INNER] JOIN table ON a = b`` after the FROM table, or None."""
+        outer = bool(self.accept("keyword", "left"))
+        if outer:
+            self.accept("keyword", "outer")
+        elif not self.accept("keyword", "inner") and not (self.token.kind == "keyword" and self.token.value == "join"):
+            return None
+        self.take("keyword", "join")
+        joined = str(self.take("name").value).lower()
+        if joined not in SUITEQL_TABLES:
+            raise QueryError(f"Record '{joined}' was not found.")
+        if joined == self.table:
+            raise QueryError("A table joined to itself needs aliases, which this dialect does not take.")
+        self.joined = joined
+        self.take("keyword", "on")
+        left = self.column(self.take("name"))
+        if self.take("op").value != "=":
+            raise QueryError("Invalid or unsupported search: a join is ON one column = another.")
+        right = self.column(self.take("name"))
+        if {left.split(".")[0], right.split(".")[0]} != {self.table, joined}:
+            raise QueryError("Invalid or unsupported search: a join compares a column of each table.")
+        return Join(joined, outer, left, right)
 
     def column(self, tok: _Tok) -> str:
+        """A column of the FROM table (its name); with a join, of either table (``table.column``: an
+        unqualified name both tables have is ambiguous, as in Oracle)."""
         name = str(tok.value).lower()
+        tables = [self.table, self.joined] if self.joined else [self.table]
+        prefix = None
         if "." in name:
             prefix, name = name.split(".", 1)
-            if prefix != self.table:
+            if prefix not in tables:
                 raise QueryError(f"Unknown table alias '{prefix}'.")
-        if name not in SUITEQL_TABLES[self.table]:
-            raise QueryError(f"Field '{name}' for record '{self.table}' was not found. Reason: NOT_EXPOSED - "
-                              "Not available for channel SEARCH")
-        return name
+        having = [t for t in ([prefix] if prefix else tables) if name in SUITEQL_TABLES[t]]
+        if not having:
+            raise QueryError(f"Field '{name}' for record '{prefix or self.table}' was not found. Reason: "
+                              "NOT_EXPOSED - Not available for channel SEARCH")
+        if len(having) > 1:
+            raise QueryError("ORA-00918: column ambiguously defined")
+        return f"{having[0]}.{name}" if self.joined else name
 
     def operand(self) -> Operand:
         tok = self.take("name")
@@ -243,6 +289,26 @@ class SuiteQLParser(TokenCursor[_Tok]):
             except ValueError:
                 raise QueryError("ORA-01861: literal does not match format string") from None
         raise QueryError("Invalid or unsupported search: a literal value is expected.")
+
+
+def join_rows(join: Join, first: str, left: list[dict[str, Any]], right: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``first JOIN join.table ON ...``, keyed ``table.column``; with LEFT OUTER, a row of `first`
+    that nothing matches is kept once with the joined table's columns NULL."""
+    mine, theirs = (join.left, join.right) if join.left.startswith(f"{first}.") else (join.right, join.left)
+    mine, theirs = mine.split(".", 1)[1], theirs.split(".", 1)[1]
+    by_key: dict[Any, list[dict[str, Any]]] = {}
+    for row in right:
+        if row.get(theirs) is not None:
+            by_key.setdefault(row[theirs], []).append(row)
+    joined = []
+    for row in left:
+        prefixed = {f"{first}.{k}": v for k, v in row.items()}
+        matches = by_key.get(row.get(mine), []) if row.get(mine) is not None else []
+        for match in matches:
+            joined.append({**prefixed, **{f"{join.table}.{k}": v for k, v in match.items()}})
+        if not matches and join.outer:
+            joined.append(prefixed)
+    return joined
 
 
 def operand_value(operand: Operand, row: Mapping[str, Any]) -> Any:

@@ -152,6 +152,37 @@ def test_discovers_customers_contacts_and_their_transactions(connector: NetSuite
     assert by_object(connector.discover(GRACE)) == {"customer": 1, "contact": 1, "invoice": 1, "cashSale": 1}
 
 
+def test_customers_and_their_transactions_come_in_one_query(connector: NetSuiteConnector,
+                                                             account: AccountClient) -> None:
+    """Two SuiteQL calls for a subject with customers, contacts and transactions (the customers joined to their
+    transactions), and the refs in the order the separate queries gave: people, then transactions by id."""
+    before = account.stats().get("suiteql", 0)
+    refs = connector.discover(ADA)
+    assert account.stats()["suiteql"] - before == 2
+    transactions = [int(r.id) for r in refs if r.object in ("invoice", "customerPayment")]
+    assert transactions == sorted(transactions) and len(transactions) == 3
+    assert [r.object for r in refs][:3] == ["customer", "customer", "contact"]
+
+
+def test_a_customer_with_more_transactions_than_the_cap_is_read_whole(account: AccountClient) -> None:
+    small = NetSuiteSandbox(result_cap=1000)
+    busy, quiet = small.add_records("customer", [
+        {"entityId": name, "isPerson": True, "lastName": name, "email": "busy@example.com", "subsidiary": {"id": "2"}}
+        for name in ("BUSY", "QUIET")])
+    small.add_records("invoice", [{"entity": {"id": busy}, "tranDate": f"2025-{1 + n % 12:02d}-01",
+                                   "email": "busy@example.com"} for n in range(1300)])
+    with SandboxServer(small) as capped, create(SYSTEM, settings_for(capped.url, page_size=400,
+                                                                     result_cap=1000)) as connector:
+        refs = connector.discover(Subject("busy@example.com", "h"))
+        assert connector.stats["suiteql_restarts"] >= 1
+    invoices = [r.id for r in refs if r.object == "invoice"]
+    assert len(invoices) == len(set(invoices)) == 1300
+    customers = {r.id: r for r in refs if r.object == "customer"}
+    assert set(customers) == {busy, quiet}
+    assert (customers[busy].tax_record, customers[busy].anchor_date) == ("referenced", date(2025, 12, 1))
+    assert customers[quiet].tax_record is None
+
+
 @pytest.mark.parametrize("hostile, seeded", [
     ("x@example.com' or email != '", False),
     ("x@example.com' or email is not null or email = '", False),  # would match everyone if it reached SuiteQL raw

@@ -179,6 +179,26 @@ def test_transactions_table_lists_every_type_with_its_code(account: AccountClien
     assert {r["entity"] for r in rows} == {ada}
 
 
+def test_a_left_outer_join_keeps_customers_without_transactions(account: AccountClient) -> None:
+    ada = account.rows("SELECT id FROM customer WHERE email = 'Ada.Lovelace@Example.com'")[0]["id"]
+    joined = account.rows("SELECT customer.id AS id, transaction.id AS tid, transaction.type AS type, "
+                          "TO_CHAR(transaction.trandate, 'YYYY-MM-DD') AS day FROM customer LEFT OUTER JOIN "
+                          "transaction ON transaction.entity = customer.id WHERE LOWER(customer.email) = "
+                          "'ada.lovelace@example.com' ORDER BY customer.id, transaction.id")
+    alone = account.rows(f"SELECT id FROM transaction WHERE entity = {ada} ORDER BY id")
+    assert [r["tid"] for r in joined if r["id"] == ada] == [r["id"] for r in alone]
+    assert [r.get("tid") for r in joined if r["id"] != ada] == [None]  # her second customer: no transactions
+    assert {r["day"] for r in joined if "tid" in r} == {"2024-03-14", "2025-11-20", "2025-12-05"}
+    inner = account.rows("SELECT customer.id AS id FROM customer INNER JOIN transaction ON customer.id = "
+                         "transaction.entity WHERE LOWER(customer.email) = 'ada.lovelace@example.com'")
+    assert {r["id"] for r in inner} == {ada} and len(inner) == 3
+    for query, why in (("SELECT id FROM customer LEFT JOIN transaction ON transaction.entity = customer.id",
+                        "ORA-00918"),
+                       ("SELECT * FROM customer JOIN transaction ON transaction.entity = customer.id", "Name the"),
+                       ("SELECT customer.id FROM customer JOIN contact ON contact.id = transaction.entity", "alias")):
+        assert why in assert_error(account.suiteql(query), 400, "INVALID_PARAMETER")["detail"]
+
+
 # --- records ---------------------------------------------------------------------------------------------
 
 

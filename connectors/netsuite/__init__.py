@@ -15,17 +15,19 @@ Reached with plain `requests` on the HTTP base (`connectors.http`), authenticate
 Per operation of the contract (DESIGN.md):
 
 - `discover`: SuiteQL (``POST /services/rest/query/v1/suiteql``, ``Prefer: transient``), paged with
-  ``limit``/``offset`` while ``hasMore``: ``SELECT id, email FROM customer WHERE LOWER(email) = '<address>'``,
-  the same for ``contact``. SuiteQL takes no bound parameters over REST, so the address goes in as a string
+  ``limit``/``offset`` while ``hasMore``: ``SELECT id, email FROM contact WHERE LOWER(email) = '<address>'``,
+  the same for ``customer``. SuiteQL takes no bound parameters over REST, so the address goes in as a string
   literal built by `suiteql_string` (single quotes doubled, control characters refused) and is compared
   with ``=``, never LIKE, so ``%`` and ``_`` are ordinary characters. (SuiteQL compares text case-sensitively,
   hence ``LOWER``; the address is already lower case.) Each hit is checked again in Python. The
-  transactions whose ``entity`` is a matched customer are read too: a customer they reference is reported
-  as ``tax_record="referenced"``, with the latest of their dates as `anchor_date` and its subsidiary's
-  country (`tax_jurisdictions` of the data map) as `jurisdiction`; with `transactions` configured, those of
-  its types are listed as ``transaction``/``financial`` refs, ``tax_record="document"``, with their date as
-  `anchor_date`. The policy decides on these facts. A query is restarted after its last id before
-  NetSuite's 100,000-rows-per-query cap.
+  transactions whose ``entity`` is a matched customer come in the customer query itself (``customer LEFT
+  OUTER JOIN transaction ON transaction.entity = customer.id``, SuiteQL's ANSI join: one query, not a
+  second for the transactions): a customer they reference is reported as ``tax_record="referenced"``, with
+  the latest of their dates as `anchor_date` and its subsidiary's country (`tax_jurisdictions` of the data
+  map) as `jurisdiction`; with `transactions` configured, those of its types are listed as
+  ``transaction``/``financial`` refs, ``tax_record="document"``, with their date as `anchor_date`. The
+  policy decides on these facts. A query is restarted after its last row (id; for the join, customer and
+  transaction ids) before NetSuite's 100,000-rows-per-query cap.
 - `export`: ``GET /services/rest/record/v1/{type}/{id}?expandSubResources=true``, every field and sublist
   (``links`` removed); records gone since discovery are skipped.
 - `erase` (`connectors.netsuite.erasure`), per decision: DELETE sends ``DELETE /record/v1/{type}/{id}`` (204;
@@ -61,8 +63,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from connectors.base import chunks, subject_email
-from connectors.netsuite.client import IN_LIST_MAX, NetSuiteApiError, id_list, suiteql_string
+from connectors.base import subject_email
+from connectors.netsuite.client import NetSuiteApiError, id_list, suiteql_string
 from connectors.netsuite.erasure import NetSuiteErasure, date_or_none
 from connectors.netsuite.rights import NetSuiteRights
 from connectors.netsuite.settings import ENTITY_OBJECTS, TRANSACTION_TYPES, NetSuiteSettings
@@ -92,39 +94,64 @@ class NetSuiteConnector(NetSuiteErasure, NetSuiteRights):
         literal = suiteql_string(email)
         matched: list[tuple[str, str]] = []  # (record type, id), in NetSuite's order
         subsidiaries: dict[str, str | None] = {}  # customer id -> subsidiary id
+        latest: dict[str, date | None] = {}
+        transactions: list[RecordRef] = []
         for name in ENTITY_OBJECTS:
             if name not in self._settings.objects:
                 continue
-            columns = "id, email, subsidiary" if name == "customer" else "id, email"
-            for row in self._suiteql("discover", name, columns, name, f"LOWER(email) = {literal}"):
+            rows = (self._customers_with_transactions(literal) if name == "customer"
+                    else self._suiteql("discover", name, "id, email", name, f"LOWER(email) = {literal}"))
+            for row in rows:
+                first = (name, str(row["id"])) not in matched[-1:]  # a customer's rows come together
                 if str(row.get("email") or "").strip().lower() != email:
-                    self._count("mismatches_dropped")  # belt and braces: never trust a vendor-side match blindly
+                    if first:
+                        self._count("mismatches_dropped")  # belt and braces: never trust a vendor-side match blindly
                     continue
-                matched.append((name, str(row["id"])))
+                if first:
+                    matched.append((name, str(row["id"])))
                 if name == "customer":
                     subsidiaries[str(row["id"])] = str(row["subsidiary"]) if row.get("subsidiary") else None
-        latest, transactions = self._customer_transactions(list(subsidiaries))
+                    transactions.extend(self._transaction_of(row, latest))
         refs = [self._person_ref(name, rid, latest, subsidiaries) for name, rid in matched]
-        return [*refs, *transactions]
+        return [*refs, *sorted(transactions, key=lambda ref: int(ref.id))]  # NetSuite's id order, as listed alone
 
-    def _customer_transactions(self, customers: list[str]) -> tuple[dict[str, date | None], list[RecordRef]]:
-        """Per customer that transactions (of any type) reference, the latest of their dates; and the refs of
-        those of the configured types, when `transactions.discover` lists them."""
-        latest: dict[str, date | None] = {}
-        refs: list[RecordRef] = []
+    def _customers_with_transactions(self, literal: str) -> Iterator[Mapping[str, Any]]:
+        """The customers whose e-mail is `literal`, each with the transactions (any type) that reference it, in
+        one SuiteQL join: a row per (customer, transaction), or one row without a transaction."""
+        select = ("customer.id AS id, customer.email AS email, customer.subsidiary AS subsidiary, "
+                  "transaction.id AS transaction_id, transaction.type AS type, "
+                  "TO_CHAR(transaction.trandate, 'YYYY-MM-DD') AS trandate")
+        where = f"LOWER(customer.email) = {literal}"
+
+        def query(last: Mapping[str, Any] | None) -> str:
+            condition = where
+            if last is not None:  # restart after the last row, in the query's order
+                customer = id_list([str(last["id"])])
+                after = f"customer.id > {customer}"
+                if last.get("transaction_id") is not None:
+                    after = (f"({after} OR (customer.id = {customer} AND transaction.id > "
+                             f"{id_list([str(last['transaction_id'])])}))")
+                condition = f"({where}) AND {after}"
+            return (f"SELECT {select} FROM customer LEFT OUTER JOIN transaction ON transaction.entity = customer.id "
+                    f"WHERE {condition} ORDER BY customer.id, transaction.id")
+
+        return self._suiteql_rows("discover", "customer", query)
+
+    def _transaction_of(self, row: Mapping[str, Any], latest: dict[str, date | None]) -> list[RecordRef]:
+        """A joined row's transaction: its date counts toward the customer's latest (`latest`); its ref when
+        `transactions.discover` lists its type."""
+        if row.get("transaction_id") is None:
+            return []
+        day, entity = date_or_none(row.get("trandate")), str(row["id"])
+        before = latest.get(entity)
+        latest[entity] = day if before is None or (day is not None and day > before) else before
         transactions = self._settings.transactions
         listed = transactions.types if transactions is not None and transactions.discover else ()
-        select = "id, type, entity, TO_CHAR(trandate, 'YYYY-MM-DD') AS trandate"
-        for batch in chunks(customers, IN_LIST_MAX):
-            for row in self._suiteql("discover", "transaction", select, "transaction", f"entity IN ({id_list(batch)})"):
-                day, entity = date_or_none(row.get("trandate")), str(row.get("entity"))
-                before = latest.get(entity)
-                latest[entity] = day if before is None or (day is not None and day > before) else before
-                record_type = TRANSACTION_TYPES.get(str(row.get("type")))
-                if transactions is not None and record_type is not None and row.get("type") in listed:
-                    refs.append(RecordRef(self._system, record_type, str(row["id"]), transactions.categories,
-                                          anchor_date=day, tax_record="document"))
-        return latest, refs
+        record_type = TRANSACTION_TYPES.get(str(row.get("type")))
+        if transactions is None or record_type is None or row.get("type") not in listed:
+            return []
+        return [RecordRef(self._system, record_type, str(row["transaction_id"]), transactions.categories,
+                          anchor_date=day, tax_record="document")]
 
     def _person_ref(self, name: str, rid: str, latest: Mapping[str, date | None],
                     subsidiaries: Mapping[str, str | None]) -> RecordRef:

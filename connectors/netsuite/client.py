@@ -339,11 +339,21 @@ class NetSuiteClient(HttpConnector):
         Pages with limit/offset while ``hasMore``; before the per-query cap (100,000 rows) it restarts the
         query after the last id seen, so any number of rows can be read.
         """
+
+        def query(last: Mapping[str, Any] | None) -> str:
+            condition = where if last is None else f"({where}) AND id > {id_list([str(last['id'])])}"
+            return f"SELECT {select} FROM {table} WHERE {condition} ORDER BY id"
+
+        return self._suiteql_rows(operation, obj, query)
+
+    def _suiteql_rows(self, operation: str, obj: str,
+                      query_after: Callable[[Mapping[str, Any] | None], str]) -> Iterator[Mapping[str, Any]]:
+        """Every row of the query `query_after(None)`, each with an ``id``; paged as `_suiteql` says, the
+        query restarted as `query_after(last row)` before the cap."""
         limit = self._settings.page_size
-        last_id: str | None = None
+        last: Mapping[str, Any] | None = None
         while True:
-            condition = where if last_id is None else f"({where}) AND id > {id_list([last_id])}"
-            query = f"SELECT {select} FROM {table} WHERE {condition} ORDER BY id"
+            query = query_after(last)
             offset = 0
             while True:
                 answer = self._rest(operation, obj, "POST", SUITEQL_PATH, params={"limit": limit, "offset": offset},
@@ -357,7 +367,7 @@ class NetSuiteClient(HttpConnector):
                     if not isinstance(item, Mapping) or not DIGITS.match(str(item.get("id", ""))):
                         raise ConnectorError(f"systems.{self._system}: {operation} of {obj!r} failed (a SuiteQL "
                                              "row without an internal id)")
-                    last_id = str(item["id"])
+                    last = item
                     yield item
                 self._count("suiteql_pages")
                 if not items or not page.get("hasMore"):
