@@ -285,9 +285,9 @@ def crm_only(service: Any, spec: ServiceSpec, root: Path, size: int, report: Rep
     crm_spec = ServiceSpec(home=str(root / "var-crm"), systems_file=str(write_data_map(
         root / "systems-crm.yaml", crm_url=crm_url, systems=["crm"])), env=spec.env)
     with open_service(crm_spec) as crm_service:
-        from flows.events import install
+        from flows.serve import mirror_verifications
 
-        install(crm_service)
+        mirror_verifications(crm_service)  # its verifications start their runs on the running serve
         runtime.use_service(crm_service)
         try:
             log(f"serve, CRM only: {size + 1} requests")

@@ -232,7 +232,12 @@ def use_prefect_api(api_url: str) -> Iterator[None]:
 
 
 def verified_trigger() -> Any:
-    """process-request runs when a request is verified (the same trigger as in prefect.yaml)."""
+    """process-request runs when a request is verified (the same trigger as in prefect.yaml).
+
+    The event must name the request in its label (the run's parameter). `dsr serve` announces a
+    verification whose run it started itself without that label (`announce_started`), so that the
+    trigger does not start a second run.
+    """
     from prefect.events import DeploymentEventTrigger
 
     from flows.events import REQUEST_ID_LABEL, RESOURCE_PREFIX, VERIFIED_EVENT
@@ -240,7 +245,7 @@ def verified_trigger() -> Any:
     return DeploymentEventTrigger(
         name="process-request on dsr.request.verified",
         expect={VERIFIED_EVENT},
-        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*", REQUEST_ID_LABEL: "*"},
         parameters={"request_id": f"{{{{ event.resource['{REQUEST_ID_LABEL}'] }}}}"},
     )
 
@@ -372,10 +377,14 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
 
             async def serve() -> None:
                 warm_flows: dict[Any, Any] = {}
+                request_deployment = None  # process-request's id, when its runs are warm
                 for deployment in deployments:
                     flow = flows_run_warm().get(deployment.name) if warm else None
                     if flow is not None:  # registered, but run here rather than by the runner's subprocesses
-                        warm_flows[await deployment.aapply()] = flow
+                        deployment_id = await deployment.aapply()
+                        warm_flows[deployment_id] = flow
+                        if deployment.name == "process-request":
+                            request_deployment = deployment_id
                     else:
                         await runner.aadd_deployment(deployment)
                 log.info("serving %s against %s", ", ".join(d.name for d in deployments), server.api_url)
@@ -387,7 +396,11 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
                         runtime.use_service(service)  # warm runs share the API's ledger pool
                     workers.append(WarmWorker(warm_flows, parallel_runs=warm_runs or DEFAULT_PARALLEL_RUNS))
                     await asyncio.to_thread(workers[0].start)
-                    if service is not None:  # a verification here: its run is about to be created
+                    if request_deployment is not None:
+                        _use_starter(_Starter(workers[0], request_deployment))
+                    # A verification here starts its run here; if the service's verifications already
+                    # went to the trigger (its bridge installed before), the worker looks at once instead.
+                    if service is not None and not mirror_verifications(service):
                         service.bus.subscribe(_nudge_on_verified(workers[0]))
                 if service is not None:
                     from flows.events import emit_backlog, install
@@ -419,6 +432,7 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
                 from flows.warm import remove_handoff
 
                 remove_handoff(settings.home)
+                _use_starter(None)
                 stopping.set()
                 finished.set()
                 stop.set()
@@ -450,6 +464,110 @@ def _nudge_on_verified(worker: Any) -> Callable[[str, str], None]:
             worker.nudge()
 
     return on_change
+
+
+# -- a verification recorded here starts its run here ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Starter:
+    """The running serve's warm worker and its process-request deployment."""
+
+    worker: Any
+    deployment_id: Any
+
+
+_starter: _Starter | None = None  # set while a warm serve runs in this process
+
+
+def _use_starter(starter: _Starter | None) -> None:
+    global _starter
+    _starter = starter
+
+
+def mirror_verifications(service: DsrService) -> bool:
+    """Announce each verification recorded through `service` to Prefect.
+
+    While a warm `dsr serve` runs in this process, that serve creates the request's process-request
+    run itself and runs it at once (measured on the SQLite server: the automation's own creation of
+    the run met the write lock in most runs, and Prefect's client then waited 2 s, sometimes 6 s),
+    then announces the verification with that run beside it and without the label the trigger
+    needs. Otherwise (no serve running, or it could not create the run) it is the bridge's event,
+    which the trigger turns into a run (flows.events). Subscribed under the bridge's key, so a later
+    `flows.events.install(service)` adds nothing: one announcement per verification. False if the
+    bridge was on `service` already (its verifications then go through the trigger).
+    """
+    from flows.events import SUBSCRIPTION_KEY
+
+    if service.bus.subscribed(SUBSCRIPTION_KEY):
+        return False
+    service.bus.subscribe(lambda event_type, request_id: _on_change(service, event_type, request_id),
+                          key=SUBSCRIPTION_KEY)
+    return True
+
+
+def _on_change(service: DsrService, event_type: str, request_id: str) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from dsr.state import EventType
+
+    if event_type != EventType.VERIFIED or not PREFECT_API_URL.value():  # none: as the bridge, nothing to tell
+        return
+    starter = _starter
+    try:
+        if starter is not None:
+            state = service.state(request_id)
+            payload = {"type": str(state.type), "regime": str(state.regime)}
+            try:
+                future = starter.worker.start_run(starter.deployment_id, {"request_id": request_id})
+            except RuntimeError:  # the worker is stopping: the trigger's way
+                pass
+            else:
+                future.add_done_callback(lambda done: _started(service, request_id, payload, done, starter))
+                return
+        _announce_for_trigger(service, request_id)
+    except Exception as exc:  # noqa: BLE001 - the verification is recorded; a failure here must not undo it
+        log.warning("could not announce the verification of request %s (%s); run it with `dsr run %s`",
+                    request_id, type(exc).__name__, request_id)
+
+
+def _started(service: DsrService, request_id: str, payload: dict[str, str], done: Any, starter: _Starter) -> None:
+    """After start_run (in the worker's thread): announce the started run, or leave it to the trigger."""
+    try:
+        flow_run = done.result()
+    except Exception as exc:  # noqa: BLE001 - the trigger's way still works
+        log.warning("could not create the run of request %s here (%s); the trigger will", request_id,
+                    type(exc).__name__)
+        try:
+            _announce_for_trigger(service, request_id)
+            starter.worker.nudge()
+        except Exception as again:  # noqa: BLE001 - nothing more to try: `dsr run`, or the next start's backlog
+            log.warning("could not announce the verification of request %s (%s); run it with `dsr run %s`",
+                        request_id, type(again).__name__, request_id)
+        return
+    try:
+        announce_started(request_id, flow_run, payload)
+    except Exception as exc:  # noqa: BLE001 - the run exists and runs; the event is a courtesy
+        log.warning("could not emit the verification of request %s (%s)", request_id, type(exc).__name__)
+
+
+def _announce_for_trigger(service: DsrService, request_id: str) -> None:
+    from flows.events import emit_verified
+
+    emit_verified(service, request_id)
+
+
+def announce_started(request_id: str, flow_run: Any, payload: dict[str, str]) -> Any:
+    """`dsr.request.verified` for a request whose run is started already: the request's resource
+    without its id label (the trigger requires it, so it starts nothing), the run as a related resource."""
+    from prefect.events import emit_event
+
+    from flows.events import RESOURCE_PREFIX, VERIFIED_EVENT
+
+    return emit_event(event=VERIFIED_EVENT, resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{request_id}"},
+                      related=[{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                                "prefect.resource.role": "flow-run", "prefect.resource.name": flow_run.name}],
+                      payload=payload)
 
 
 def _drain_events(timeout: float = 10.0) -> None:

@@ -31,13 +31,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 
@@ -60,6 +60,10 @@ SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 #: after these pauses: the trigger creates the run a little after the verification, and the event
 #: can come before the run it announces is readable.
 RECHECK_SECONDS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.5, 0.5, 0.5)
+#: Pauses between attempts to create a run that the server answered 503 ("database is locked": a
+#: SQLite server's write lock was taken meanwhile). Prefect's client waits 2 s, then 4 s; the lock is
+#: usually free again within milliseconds. About 30 s in all, then the caller is told.
+CREATE_RETRY_SECONDS = (0.02, 0.05, 0.1, 0.1, 0.2, 0.3, 0.5, 0.5, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 5.0, 5.0, 5.0)
 
 #: The flow runs lately executed warm in this process, newest last (for `ran_here`).
 _recent_runs: deque[UUID] = deque(maxlen=1000)
@@ -94,6 +98,10 @@ class WarmWorker:
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
         self._settings_context: tuple[Any, Any] | None = None
+        self._client: PrefectClient | None = None
+        self._http: httpx.AsyncClient | None = None  # for creating runs (create_flow_run)
+        self._claiming: set[UUID] = set()  # runs a claim is under way for
+        self._started_here: deque[str] = deque(maxlen=100)  # resource ids of runs start_run created
         self.claimed = 0  # runs this worker took (tests and the bench read it)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -154,7 +162,8 @@ class WarmWorker:
         self._wake = asyncio.Event()
         listener = asyncio.create_task(self._listen())
         try:
-            async with get_client() as client:
+            async with get_client() as client, api_http_client(str(client.api_url)) as http:
+                self._client, self._http = client, http
                 self._ready.set()
                 woken = False
                 while not self._stopping.is_set():
@@ -184,8 +193,10 @@ class WarmWorker:
         while not self._stopping.is_set():
             try:
                 async with get_events_subscriber(filter=event_filter, reconnect_on_clean_close=True) as subscriber:
-                    async for _event in subscriber:
-                        self._wake.set()
+                    async for event in subscriber:
+                        # A run start_run created is taken already: looking for it would only cost reads.
+                        if event.resource.id not in self._started_here:
+                            self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - polling carries on while the socket is down
@@ -211,21 +222,62 @@ class WarmWorker:
         for flow_run in runs:
             if self._stopping.is_set():
                 break
-            with self._lock:
-                if flow_run.id in self._running:
-                    continue
+            started += await self._take(client, flow_run)
+        return started
+
+    async def _take(self, client: PrefectClient, flow_run: FlowRun) -> int:
+        """Claim one scheduled run and start it in a thread; 1 if it started here, else 0."""
+        flow = self._flows.get(flow_run.deployment_id) if flow_run.deployment_id else None
+        with self._lock:
+            if flow is None or flow_run.id in self._running or flow_run.id in self._claiming:
+                return 0
+            self._claiming.add(flow_run.id)
+        try:
             if not await self._claim(client, flow_run):
-                continue
-            flow = self._flows.get(flow_run.deployment_id) if flow_run.deployment_id else None
-            if flow is None:
-                continue
+                return 0
             self.claimed += 1
-            started += 1
             # One line per run this worker won (flows.fleet counts them); the name is Prefect's own.
             log.info("Flow run '%s' claimed to run warm", flow_run.name)
             with self._lock:
                 self._running[flow_run.id] = self._executor.submit(self._execute, flow, flow_run)
-        return started
+            return 1
+        finally:
+            with self._lock:
+                self._claiming.discard(flow_run.id)
+
+    # -- a run started here, without a trigger or a poll --------------------------------------
+
+    def start_run(self, deployment_id: UUID, parameters: Mapping[str, Any], *,
+                  tags: Sequence[str] = ()) -> Future[FlowRun]:
+        """Create a flow run of one of this worker's deployments and run it here at once.
+
+        What `dsr serve` does for a verification it records itself: the run exists as soon as the
+        server writes it, without the event -> automation -> poll round trip (on a SQLite server,
+        the automation's own write often meets the lock and its client then waits 2 s or more).
+        The run is the same as a triggered one: a run of the deployment, with its parameters,
+        states and task runs. Safe from any thread; the future gives the created run (it waits
+        Scheduled for a free thread when all are busy). Raises RuntimeError when the worker is not
+        watching (stopped, or not started).
+        """
+        if deployment_id not in self._flows:
+            raise ValueError(f"deployment_id: {deployment_id} is not one of this worker's deployments")
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopping.is_set() or self._http is None:
+            raise RuntimeError("the warm worker is not running")
+        # One key for every attempt: an attempt whose answer was lost cannot make a second run.
+        key = f"dsr-warm-start {uuid4()}"
+        return asyncio.run_coroutine_threadsafe(
+            self._create_and_start(deployment_id, dict(parameters), list(tags), key), loop)
+
+    async def _create_and_start(self, deployment_id: UUID, parameters: dict[str, Any], tags: list[str],
+                                key: str) -> FlowRun:
+        client, http = self._client, self._http
+        assert client is not None and http is not None
+        flow_run = await create_flow_run(http, deployment_id, parameters, tags=tags, idempotency_key=key)
+        self._started_here.append(f"prefect.flow-run.{flow_run.id}")
+        if not self._stopping.is_set() and self.running < self._parallel_runs:
+            await self._take(client, flow_run)
+        return flow_run
 
     @staticmethod
     async def _claim(client: PrefectClient, flow_run: FlowRun) -> bool:
@@ -275,6 +327,49 @@ class WarmWorker:
             if self._loop is not None and self._wake is not None and not self._loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # a slot is free: look for waiting runs now
                     self._loop.call_soon_threadsafe(self._wake.set)
+
+
+def api_http_client(api_url: str) -> httpx.AsyncClient:
+    """A plain HTTP client of the Prefect API at `api_url`, with this process's Prefect credentials
+    (an auth string or an API key, as Prefect's own client sends them)."""
+    import base64
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    headers: dict[str, str] = {}
+    if auth_string := PREFECT_API_AUTH_STRING.value():
+        headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
+    elif api_key := PREFECT_API_KEY.value():
+        headers["Authorization"] = f"Bearer {api_key}"
+    return httpx.AsyncClient(base_url=api_url.rstrip("/") + "/", headers=headers, timeout=30.0)
+
+
+async def create_flow_run(http: httpx.AsyncClient, deployment_id: UUID, parameters: Mapping[str, Any], *,
+                          idempotency_key: str, tags: Sequence[str] = ()) -> FlowRun:
+    """Create a Scheduled run of a deployment (now), trying again soon after a 503.
+
+    Prefect's client would also try again, but after 2 s, then 4 s: on a SQLite server the answer
+    503 means another writer held the lock for a moment. Every attempt carries `idempotency_key`,
+    so an attempt whose answer was lost yields the same run, not a second one.
+    """
+    from prefect.client.schemas.objects import FlowRun
+
+    body: dict[str, Any] = {"parameters": dict(parameters), "idempotency_key": idempotency_key}
+    if tags:
+        body["tags"] = list(tags)
+    path = f"deployments/{deployment_id}/create_flow_run"
+    for pause in (*CREATE_RETRY_SECONDS, None):
+        try:
+            response = await http.post(path, json=body)
+        except httpx.TransportError:
+            if pause is None:
+                raise
+        else:
+            if response.status_code != 503 or pause is None:
+                response.raise_for_status()
+                return FlowRun.model_validate(response.json())
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 # -- a warm worker of a work pool ---------------------------------------------------------------

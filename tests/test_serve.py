@@ -115,6 +115,55 @@ def test_no_prefect_api_no_event_and_no_ephemeral_server(crm_only_service: DsrSe
     assert called == [] and crm_only_service.state(request_id).verified
 
 
+def _server_trigger() -> Any:
+    """The process-request trigger as Prefect's server evaluates it (its own matching code)."""
+    from prefect.server.events.schemas.automations import EventTrigger
+
+    from flows.serve import verified_trigger
+
+    dumped = verified_trigger().model_dump()
+    return EventTrigger.model_validate({k: v for k, v in dumped.items() if k in EventTrigger.model_fields})
+
+
+def test_the_trigger_starts_a_run_for_the_bridges_event_and_not_for_a_run_serve_started(
+        crm_only_service: DsrService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two announcements of a verification, as emitted: the bridge's (another API process) must set
+    off the trigger; dsr serve's for a run it created itself must not (it would be a second run),
+    and still names the request and its run."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.events import emit_verified
+    from flows.serve import announce_started
+
+    AssertingEventsClient.reset()
+    request_id = _submit(crm_only_service)
+    run = SimpleNamespace(id=uuid4(), name="erasure-gdpr-run")
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # recorded, never dialled
+        worker = EventsWorker.instance(AssertingEventsClient)
+        monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+        emit_verified(crm_only_service, request_id)
+        announce_started(request_id, run, {"type": "erasure", "regime": "gdpr"})
+        worker.drain()
+    assert AssertingEventsClient.last is not None
+    bridge, started = [e for e in AssertingEventsClient.last.events if e.event == "dsr.request.verified"]
+    trigger = _server_trigger()
+
+    def received(event: Any) -> ReceivedEvent:
+        return ReceivedEvent.model_validate({**event.model_dump(mode="json"), "received": event.occurred})
+
+    assert trigger.covers(received(bridge))
+    assert not trigger.covers(received(started))
+    assert started.resource.id == f"dsr.request.{request_id}"
+    assert [(r.id, r.role) for r in started.related] == [(f"prefect.flow-run.{run.id}", "flow-run")]
+    assert started.payload == bridge.payload == {"type": "erasure", "regime": "gdpr"}
+
+
 def test_a_server_that_never_answers_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
     from flows import serve
 
@@ -295,10 +344,29 @@ def _flow_runs(deployment: str, **state_filter: Any) -> list[Any]:
                                      flow_run_filter=flow_run_filter)
 
 
-def test_a_verified_request_is_completed_by_its_trigger_alone(embedded: Embedded) -> None:
+def _events(name: str, resource_id: str) -> list[Any]:
+    """The events of that name about that resource the server has recorded."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        return list(client.read_events(filter=EventFilter(
+            event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id])), limit=10).events)
+
+
+def test_a_request_verified_elsewhere_is_completed_by_its_trigger_alone(embedded: Embedded) -> None:
+    """Verified through another service on the same ledger (another API process: its bridge emits
+    the event), the request is run by the trigger's flow run, on this serve."""
+    from flows.events import install
+
     service = embedded.service
-    request_id = _submit(service)
-    _verify(service, request_id)  # nothing else: no `dsr run`, no run_deployment
+    elsewhere = DsrService(Settings())
+    try:
+        install(elsewhere)
+        request_id = _submit(elsewhere)
+        _verify(elsewhere, request_id)  # nothing else: no `dsr run`, no run_deployment
+    finally:
+        elsewhere.close()
     _wait_for(f"request {request_id} to complete",
               lambda: service.state(request_id).status.value in ("completed", "partially_completed"), timeout=60)
     state = service.state(request_id)
@@ -337,8 +405,10 @@ def test_a_schedule_fires_in_embedded_mode(embedded: Embedded) -> None:
 
 
 def test_a_verified_request_runs_warm_in_seconds_as_a_real_flow_run_with_its_task_runs(embedded: Embedded) -> None:
-    """The run is executed in dsr serve's own process (no `prefect.engine` child is started), and it
-    is still a Prefect flow run: Completed, created by the trigger, its system step a task run."""
+    """A verification recorded by dsr serve's own service: serve creates the run itself (no
+    automation round trip) and executes it in its own process (no `prefect.engine` child is
+    started), and it is still a Prefect flow run of the deployment: Completed, its system step a
+    task run, the only run of the request (the announced event sets off no second one)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.objects import StateType
@@ -356,8 +426,14 @@ def test_a_verified_request_runs_warm_in_seconds_as_a_real_flow_run_with_its_tas
     run = _wait_for("the flow run to be Completed", lambda: [
         r for r in _flow_runs("process-request", types=[StateType.COMPLETED])
         if r.parameters.get("request_id") == request_id], timeout=20)[0]
-    assert run.created_by is not None and run.created_by.type == "AUTOMATION"
+    assert run.created_by is None or run.created_by.type != "AUTOMATION"
     assert ran_here(run.id), "the run was started in a process of its own"
+    announced = _wait_for("the verification's event to be recorded", lambda: [
+        e for e in _events("dsr.request.verified", f"dsr.request.{request_id}")], timeout=30)
+    assert [r.id for r in announced[0].related] == [f"prefect.flow-run.{run.id}"]
+    # The trigger had that event in hand before it was recorded; the automation's run would be here.
+    time.sleep(1)
+    assert [r.id for r in _flow_runs("process-request") if r.parameters.get("request_id") == request_id] == [run.id]
 
     def task_runs() -> list[Any]:
         with get_client(sync_client=True) as client:
