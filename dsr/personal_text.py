@@ -257,6 +257,13 @@ def email_address_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def may_hold_email_address(text: str) -> bool:
+    """False only when no part of `text` (no line of it, say) can hold an address: plain text with
+    no hint anywhere. A quick screen of a large text before `contains_email_address` on its parts:
+    each part of such a text is plain too, and has no hint either."""
+    return not _as_is(text) or _has_hint(text)
+
+
 def contains_email_address(text: str) -> bool:
     """True when `text` holds something that is, or is spelled as, an e-mail address."""
     canonical = text if _as_is(text) else _canonical_text(text)
