@@ -545,6 +545,26 @@ def test_refs_holding_an_address_are_refused(tmp_path: Path, signer) -> None:
                      discovered={"crm": refs_file})
 
 
+@pytest.mark.parametrize("spelled", ["ada@example.com", "ada at example dot com", "ad%61@example.com",
+                                     "ada\uff20example.com"])
+def test_an_address_deep_in_a_large_refs_file_is_refused_by_its_line(tmp_path: Path, signer, spelled: str) -> None:
+    """Refs files are screened a block of lines at a time: the block's one look must not let
+    through any line's address, however it is spelled, and the refusal names the line."""
+    refs = [{"object": "Contact", "id": f"003A{n:06d}", "categories": ["contact"], "anchor_date": "2024-01-01"}
+            for n in range(30_000)]
+    refs[25_000] = {**refs[25_000], "id": spelled}
+    events, refs_file = refs_chain(tmp_path, refs)
+    assert refs_file.stat().st_size > 2 << 20  # several blocks
+    with pytest.raises(BundleError, match="discovered/crm.jsonl line 25001 looks like an e-mail address"):
+        build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                     discovered={"crm": refs_file})
+    refs[25_000] = {**refs[25_000], "id": "003A-at-home"}
+    events, refs_file = refs_chain(tmp_path, refs)
+    data = build_bundle(events, request_view=REQUEST_VIEW, system_views=SYSTEM_VIEWS, signer=signer,
+                        discovered={"crm": refs_file})
+    assert members_of(data)["discovered/crm.jsonl"] == refs_file.read_bytes()
+
+
 def test_swapped_refs_are_caught_by_the_chain_even_under_a_valid_signature(tmp_path: Path, signer) -> None:
     """Someone holding the signing key swaps what was found and re-signs: the timeline's hash,
     recorded at discovery, still disagrees."""
