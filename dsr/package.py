@@ -94,9 +94,8 @@ def _split(export: Path, spill_dir: Path, pool: DeflatePool) -> tuple[list[_Obje
     spills: dict[str, _ObjectSpill] = {}
     handles: dict[str, IO[bytes]] = {}
     digest = hashlib.sha256()
-    with contextlib.ExitStack() as stack, export.open("rb") as source:
-        for line in source:
-            digest.update(line)
+    with contextlib.ExitStack() as stack:
+        for line in _hashed_lines(export, digest):
             if not line.strip():
                 continue
             record = json.loads(line)
@@ -105,9 +104,9 @@ def _split(export: Path, spill_dir: Path, pool: DeflatePool) -> tuple[list[_Obje
             if spill is None:
                 spill = spills[obj] = _ObjectSpill(obj, spill_dir / f"{len(spills)}.jsonl",
                                                    pool.writer(), pool.writer())
-                handles[obj] = stack.enter_context(open_private(spill.path, "wb"))
+                handles[obj] = stack.enter_context(open_private(spill.path, "wb", buffering=_SPILL_BUFFER))
             # As data.json holds it (no newline can occur: JSON escapes them).
-            text = _fields_text(line.rstrip(b"\n"), record)
+            text = _fields_text(line, record)
             handles[obj].write(text + b"\n")
             spill.data.write(text if spill.count == 0 else b", " + text)
             known = len(spill.columns)
@@ -121,6 +120,25 @@ def _split(export: Path, spill_dir: Path, pool: DeflatePool) -> tuple[list[_Obje
         spill.data.end()
         spill.rows.end()
     return list(spills.values()), digest.hexdigest()
+
+
+#: Bytes read (and hashed) from an export at a time, and each spill file's write buffer.
+_READ_BYTES = 1 << 20
+_SPILL_BUFFER = 256 * 1024
+
+
+def _hashed_lines(path: Path, digest: Any) -> Iterator[bytes]:
+    """The file's lines without their line feeds, the file's bytes fed to `digest` in large blocks
+    as they are read (a hash update per line cost more than the hashing)."""
+    with path.open("rb") as source:
+        rest = b""
+        for block in iter(lambda: source.read(_READ_BYTES), b""):
+            digest.update(block)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
 
 
 _FIELDS_FIRST = b'{"fields":'
