@@ -236,10 +236,11 @@ class HubSpotClient(HttpConnector):
             if exc.status == 404:
                 return {obj: [] for obj in objects}
             raise
-        listed = getattr(answer, "associations", None) or {}
+        # Keyed by the type's plural name ("notes"); the singular is accepted too, in case HubSpot answers it.
+        listed = {str(key).lower(): page for key, page in (getattr(answer, "associations", None) or {}).items()}
         found: dict[str, list[str]] = {}
         for obj in objects:
-            page = listed.get(obj)
+            page = listed.get(obj, listed.get(obj.removesuffix("s")))
             if page is not None and _next_after(page):
                 found[obj] = self._associated(contact_id, obj)
             else:
