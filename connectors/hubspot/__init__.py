@@ -235,11 +235,9 @@ class HubSpotConnector(HubSpotRights):
         """Whether the contact's GDPR delete would take a retained engagement along."""
         if not retained or not self._settings.gdpr_delete_cascades:
             return False
-        for obj in sorted({o for o, _ in retained}):
-            if obj in self._settings.engagements and any(
-                    (obj, eid) in retained for eid in self._associated(contact_id, obj)):
-                return True
-        return False
+        types = sorted({o for o, _ in retained} & set(self._settings.engagements))
+        linked = self._engagements_of(contact_id, types)  # one read for every type
+        return any((obj, eid) in retained for obj in types for eid in linked[obj])
 
     def _gdpr_delete(self, decision: ErasureDecision, current: Mapping[str, Any] | None) -> RecordOutcome:
         if current is None:
