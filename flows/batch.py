@@ -3,9 +3,11 @@
 Why it exists: on a process worker every flow run is a new Python process that imports Prefect
 (2-4 s of CPU on this machine), so at volume one flow run per request binds throughput long before
 any vendor does (bench/workers.py: about 18-21 requests a minute on 2 cores against about 110 in
-one process at the vendors' limits). This flow takes every verified request that has not started,
-fans out one task per request and system (the same `system-step` task as process-request), and
-seals each request as its systems finish, then looks again until none is left.
+one process at the vendors' limits). This flow takes every verified request that has not started
+and keeps a window of them in flight: one task per request and system (the same `system-step`
+task as process-request), each request sealed in a thread of its own as soon as its systems are
+done, and the next waiting request begun in its place, until none is left. Of a finished request
+the run keeps only its status, so its memory does not grow with the backlog.
 
 Same rules as process-request, through the same RequestRunner: each request's lease keeps a
 process-request run (or a second batch) off it, finished systems are skipped, a failure in one
@@ -14,13 +16,20 @@ request's system never stops the others, and a re-run repeats nothing.
 
 from __future__ import annotations
 
+import queue
 import resource
-from collections import Counter
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dsr.service import RequestStateError
@@ -32,6 +41,10 @@ if TYPE_CHECKING:
 
 #: System steps in flight across all requests of the batch (connectors pace each vendor).
 MAX_PARALLEL_STEPS = 32
+#: Requests begun and not yet sealed: enough queued steps to keep every step thread busy.
+MAX_REQUESTS_IN_FLIGHT = 16
+#: Requests sealed at once (ledger, evidence bundle, package): sealing one must not hold up the rest.
+SEALING_THREADS = 4
 #: The key of the run's summary artifact (outcomes counted, peak memory): its latest version is the last batch's.
 SUMMARY_ARTIFACT = "process-verified"
 
@@ -65,57 +78,143 @@ def publish_summary(outcomes: Counter[str], peak_mib: float) -> None:
         get_run_logger().warning("batch summary artifact not published (%s)", type(exc).__name__)
 
 
+class _Window:
+    """The requests begun and not yet sealed. Each is sealed (`finish`) in a thread of its own pool
+    as soon as its last system step ends, so sealing one request (ledger, bundle, package) overlaps
+    the others' steps and the next requests' start; `next_ended` hands back each outcome."""
+
+    def __init__(self, finish: Callable[[RunPlan], str], threads: int) -> None:
+        self._finish = finish
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dsr-batch-seal")
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}  # request id -> system steps not yet ended
+        self._in_window: set[str] = set()
+        self._ended: queue.SimpleQueue[_Ended] = queue.SimpleQueue()
+
+    def __enter__(self) -> _Window:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __len__(self) -> int:
+        return len(self._in_window)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._in_window
+
+    def add(self, plan: RunPlan, steps: list[PrefectFuture[Any]]) -> None:
+        self._in_window.add(plan.request_id)
+        if not steps:
+            self._executor.submit(self._seal, plan, [])
+            return
+        with self._lock:
+            self._pending[plan.request_id] = len(steps)
+        for step in steps:
+            step.add_done_callback(partial(self._step_ended, plan, steps))
+
+    def _step_ended(self, plan: RunPlan, steps: list[PrefectFuture[Any]], _step: PrefectFuture[Any]) -> None:
+        # In the step's pool thread: the request's last step hands it to a sealing thread.
+        with self._lock:
+            self._pending[plan.request_id] -= 1
+            last = self._pending[plan.request_id] == 0
+            if last:
+                del self._pending[plan.request_id]
+        if last:
+            self._executor.submit(self._seal, plan, steps)
+
+    def _seal(self, plan: RunPlan, steps: list[PrefectFuture[Any]]) -> None:
+        failed = sum(1 for step in steps if _failed(step))
+        try:
+            self._ended.put(_Ended(plan.request_id, self._finish(plan), failed, None))
+        except Exception as exc:  # noqa: BLE001 - this request stays open for its next run
+            self._ended.put(_Ended(plan.request_id, "unfinished", failed, type(exc).__name__))
+
+    def next_ended(self) -> _Ended:
+        """The next request sealed (or that could not be); waits for one. It leaves the window."""
+        ended = self._ended.get()
+        self._in_window.discard(ended.request_id)
+        return ended
+
+
+def _failed(step: PrefectFuture[Any]) -> bool:
+    """Whether an ended step failed: its future holds its final state (the task runner hands back
+    states), read without asking the server; an engine error counts as a failure."""
+    try:
+        wrapped = getattr(step, "wrapped_future", None)
+        state = wrapped.result() if wrapped is not None else step.state
+    except Exception:  # noqa: BLE001 - the step's engine itself failed; the ledger has what it did
+        return True
+    return isinstance(state, State) and state.is_failed()
+
+
+@dataclass(frozen=True)
+class _Ended:
+    request_id: str
+    status: str
+    failed_steps: int
+    error: str | None  # the type of the exception that kept it from being sealed
+
+
 @flow(name="process-verified", flow_run_name=observe.timed_run_name("process-verified"),
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
       validate_parameters=True)
-def process_verified(max_requests: int = 50, max_rounds: int = 40) -> dict[str, Any]:
-    """Run every verified request that has not started, up to `max_requests` a round, until none is left.
+def process_verified(max_requests: int = MAX_REQUESTS_IN_FLIGHT, max_rounds: int = 400) -> dict[str, Any]:
+    """Run every verified request that has not started, `max_requests` at a time, until none is left.
 
-    A round takes the leases of all its requests at once, and a lease is renewed only when one of
-    its system steps starts: rounds are kept small enough that the last request's steps start
-    well within a lease (DSR_RUN_LEASE_SECONDS, 15 min) even at a slow vendor's limit.
+    A request is begun (its lease taken) when a place in the window frees up, and sealed as soon
+    as its own systems are done, so no thread waits for the slowest request of a group. A lease is
+    renewed only when one of its system steps starts: the window is kept small enough that the
+    last request's steps start well within a lease (DSR_RUN_LEASE_SECONDS, 15 min) even at a slow
+    vendor's limit. `max_rounds` caps the looks at the ledger for more (each takes up to
+    `max_requests`), so that a steady stream of new requests cannot keep one run going for ever.
 
     Returns each request's final status ("skipped" when another run held it or it could not run)
     and the run process's peak memory (`peak_rss_mib`), also published as the `process-verified`
     table artifact.
     """
+    if max_requests < 1 or max_rounds < 1:
+        raise ValueError("max_requests and max_rounds: at least 1")
     logger = get_run_logger()
     service = runtime.service()
     runner = service.runner()
     ended: dict[str, str] = {}
+    labels: set[tuple[str, str]] = set()
+    waiting: deque[str] = deque()
+    looks = 0
     observe.tag_current_run(["flow:process-verified"])
-    for _ in range(max_rounds):
-        waiting = [row.request_id for row in service.list(open_only=True)
-                   if row.status == "verified" and row.request_id not in ended][:max_requests]
-        if not waiting:
-            break
-        plans: dict[str, RunPlan] = {}
-        for request_id in waiting:
-            try:
-                plans[request_id] = runner.begin(request_id)
-            except RequestStateError as exc:  # another run holds it, or it is no longer runnable
-                logger.info("request %s skipped: %s", request_id, type(exc).__name__)
-                ended[request_id] = "skipped"
-        steps: dict[str, list[PrefectFuture[Any]]] = {
-            request_id: [system_step.submit(request_id, system, plan.lease) for system in plan.systems]
-            for request_id, plan in plans.items() if not plan.manual_reason and not plan.already_closed
-        }
-        logger.info("batch: %d request(s), %d system step(s)", len(plans), sum(len(s) for s in steps.values()))
-        for request_id, plan in plans.items():
-            for step in steps.get(request_id, []):
+    with _Window(lambda plan: runner.finish(plan.request_id, lease=plan.lease).status.value, SEALING_THREADS) as window:
+        while True:
+            while len(window) < max_requests:
+                if not waiting and looks < max_rounds:
+                    looks += 1
+                    for row in service.list(open_only=True):
+                        if row.status == "verified" and row.request_id not in ended and row.request_id not in window:
+                            waiting.append(row.request_id)
+                            labels.add((row.type, row.regime))
+                            if len(waiting) >= max_requests:
+                                break
+                if not waiting:
+                    break
+                request_id = waiting.popleft()
                 try:
-                    step.result()
-                except Exception as exc:  # noqa: BLE001 - recorded by the runner; the batch goes on
-                    logger.warning("request %s: a system step failed (%s)", request_id, type(exc).__name__)
-            try:
-                ended[request_id] = runner.finish(request_id, lease=plan.lease).status.value
-            except Exception as exc:  # noqa: BLE001 - this request stays open for its next run
-                logger.warning("request %s could not be finished (%s)", request_id, type(exc).__name__)
-                ended[request_id] = "unfinished"
+                    plan = runner.begin(request_id)
+                except RequestStateError as exc:  # another run holds it, or it is no longer runnable
+                    logger.info("request %s skipped: %s", request_id, type(exc).__name__)
+                    ended[request_id] = "skipped"
+                    continue
+                window.add(plan, [] if plan.manual_reason or plan.already_closed else
+                           [system_step.submit(request_id, system, plan.lease) for system in plan.systems])
+            if not len(window):
+                break
+            done = window.next_ended()
+            if done.failed_steps:  # recorded by the runner; the batch goes on
+                logger.warning("request %s: %d system step(s) failed", done.request_id, done.failed_steps)
+            if done.error:
+                logger.warning("request %s could not be finished (%s)", done.request_id, done.error)
+            ended[done.request_id] = done.status
     peak = peak_rss_mib()
     logger.info("batch ended: %d request(s), peak RSS %.0f MiB", len(ended), peak)
     publish_summary(Counter(ended.values()), peak)
-    labels = {row.request_id: (row.type, row.regime) for row in service.list() if row.request_id in ended}
-    observe.tag_current_run({f"type:{kind}" for kind, _ in labels.values()} |
-                            {f"regime:{regime}" for _, regime in labels.values()})
+    observe.tag_current_run({f"type:{kind}" for kind, _ in labels} | {f"regime:{regime}" for _, regime in labels})
     return {"requests": ended, "peak_rss_mib": round(peak, 1)}
