@@ -98,7 +98,7 @@ def _split(export: Path, spill_dir: Path, pool: DeflatePool) -> tuple[list[_Obje
         for line in _hashed_lines(export, digest):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))  # strict, as the staging was written
             obj, fields = record["object"], record["fields"]
             spill = spills.get(obj)
             if spill is None:
