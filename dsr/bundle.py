@@ -47,8 +47,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dsr.discovery import REFS_SHA256
 from dsr.files import create_exclusive
 from dsr.ledger.events import ChainError, LedgerEvent, canonical_json, parse_timestamp, verify_chain
-from dsr.personal_text import contains_email_address  # re-exported: older code imports it from here
-from dsr.personal_text import may_hold_email_address
+from dsr.personal_text import (  # contains_email_address is re-exported: older code imports it from here
+    contains_email_address,
+    may_hold_email_address,
+)
 from dsr.report import render_report
 from dsr.signing import (
     SIGNATURE_ALGORITHM,
