@@ -24,7 +24,7 @@ demo: install
 # Two pytest workers (pytest-xdist), a test file per worker at a time: most of the suite waits on
 # servers and subprocesses, so two workers on 2 cores take about half the time of one.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Benchmarks (not tests): each prints one JSON line per figure and a summary; see bench/README.md.
 bench: install
