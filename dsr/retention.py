@@ -461,7 +461,7 @@ class Purger:
             purge = connector.purge
             workers = max(1, int(connector.purge_workers or 1)) if isinstance(connector, ParallelPurge) else 1
             pool = ThreadPoolExecutor(workers, thread_name_prefix=f"purge-{name}") if workers > 1 else None
-            lanes = {}
+            lanes: dict[DataCategory, _Lane] = {}
             for category in sorted(limits):
                 tally = tallies[(name, category.value)]
                 expected = max(0, tally.candidates - tally.held_back)
@@ -490,8 +490,11 @@ class Purger:
     def _listed_batches(self, connector: Connector, limits: dict[DataCategory, date], keep: Protected,
                         lanes: dict[DataCategory, _Lane], size: int) -> Iterator[tuple[_Lane, list[RecordRef]]]:
         """A counted system's expired records, listed now, in batches per category; never more per
-        category than the count the guard passed (the rest is counted as `left_over`)."""
+        category than the count the guard passed (the rest is counted as `left_over`). Nothing counted,
+        nothing listed: what expired since is the next run's to count."""
         allowed = {category: max(0, lane.tally.candidates - lane.tally.held_back) for category, lane in lanes.items()}
+        if not any(allowed.values()):
+            return
         pending: dict[DataCategory, list[RecordRef]] = {category: [] for category in lanes}
         for category, ref in self._listing(connector, limits):
             if ref.key in keep:

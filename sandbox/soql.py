@@ -8,10 +8,11 @@ COUNT() stands alone in the SELECT list and takes no ORDER BY; COUNT(field) is n
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sandbox.salesforce_model import (
@@ -100,6 +101,11 @@ class _Compare:
     field: FieldSpec
     op: str  # = != < <= > >= in notin
     values: tuple[_Token, ...]
+    wanted: tuple[Any, ...] = ()  # the literals as stored values compare with them (read once, not per row)
+
+    @classmethod
+    def of(cls, spec: FieldSpec, op: str, values: tuple[_Token, ...]) -> _Compare:
+        return cls(spec, op, values, tuple(_literal_value(spec, token) for token in values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +241,11 @@ class SoqlParser(TokenCursor[_Token]):
             while self.accept("punct", ","):
                 values.append(self.literal(spec))
             self.take("punct", ")")
-            return _Compare(spec, "notin" if negated else "in", tuple(values))
+            return _Compare.of(spec, "notin" if negated else "in", tuple(values))
         if negated:
             raise self.fail()
         op = self.take("op").value
-        return _Compare(spec, "!=" if op == "<>" else op, (self.literal(spec),))
+        return _Compare.of(spec, "!=" if op == "<>" else op, (self.literal(spec),))
 
     def literal(self, spec: FieldSpec) -> _Token:
         token = self.token
@@ -279,7 +285,7 @@ def comparable(spec: FieldSpec, value: Any) -> Any:
     if value is None:
         return None
     if spec.type == "datetime":
-        return parse_datetime(value)
+        return _stored_datetime(value)
     if spec.type == "date":
         return date.fromisoformat(value)
     if spec.type in ID_TYPES:
@@ -289,6 +295,12 @@ def comparable(spec: FieldSpec, value: Any) -> Any:
     if isinstance(value, str):
         return value.casefold()  # text compares case-insensitively, as Salesforce does
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_datetime(text: str) -> datetime:
+    """A stored datetime's value: rows share few distinct stamps, and a scan compares every row's."""
+    return parse_datetime(text)
 
 
 def _literal_value(spec: FieldSpec, token: _Token) -> Any:
@@ -310,7 +322,7 @@ def soql_matches(node: Any, value_of: Callable[[FieldSpec], Any]) -> bool:
         return not soql_matches(node.parts[0], value_of)
     spec: FieldSpec = node.field
     have = comparable(spec, value_of(spec))
-    wanted = [_literal_value(spec, token) for token in node.values]
+    wanted = node.wanted
     if node.op in ("in", "notin"):
         found = have in wanted
         return found if node.op == "in" else not found
