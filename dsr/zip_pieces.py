@@ -30,8 +30,8 @@ from typing import IO, Any
 from dsr.files import private_opener
 
 #: Bytes gathered before they are handed to a worker, and chunks that may wait per worker.
-_CHUNK_BYTES = 256 * 1024
-_CHUNKS_WAITING = 8
+_CHUNK_BYTES = 1 << 20
+_CHUNKS_WAITING = 4
 #: Worker threads at most: more than the cores only queue for them.
 _MAX_WORKERS = 4
 _FINAL_BLOCK = zlib.compressobj(wbits=-15).flush()  # an empty final block: ends a stream of pieces
