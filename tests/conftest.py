@@ -157,3 +157,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slowest files first; the order within a file is kept (sorted() is stable)."""
     rank = {name: place for place, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+#: The files whose tests use `prefect_harness`. Under `--dist loadfile` they go to one worker as one unit,
+#: so the session's Prefect test server (10-15 s of start-up on 2 cores) starts once, not once per worker.
+#: A file left off this list still passes; it only costs the other worker a harness of its own.
+PREFECT_HARNESS_FILES = frozenset({"test_operating.py", "test_flow.py", "test_tampering.py", "test_rights_flow.py",
+                                   "test_rights_cli.py", "test_batch_flow.py"})
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadfile`, with the Prefect harness files as one unit; any other mode is xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneHarnessScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "prefect-harness" if Path(scope).name in PREFECT_HARNESS_FILES else scope
+
+    return OneHarnessScheduling(config, log)
