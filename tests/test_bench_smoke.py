@@ -49,9 +49,12 @@ EXPECTED = {
                                                        "netsuite", "salesforce", "wistia")),
     }),
     # One worker, one request: the fleet's start-up is the cost (tests/test_workers_e2e.py runs two,
-    # process and warm ones).
-    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--warm", "none", "--no-batch", "--no-shared"], {
-        "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out"}),
+    # process and warm ones). Then a backlog of one drained by a process-verified run on the same
+    # worker (one flow-run process more), whose peak RSS comes from the run's summary artifact.
+    "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--warm", "none", "--no-batch", "--no-shared",
+                          "--backlog", "1", "--backlog-modes", "volume"], {
+        "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out",
+        "workers.backlog.1.requests_per_minute", "workers.backlog.1.peak_rss", "workers.backlog.peak_rss_ratio"}),
 }
 
 
@@ -90,6 +93,8 @@ def test_benchmark_prints_its_figures_as_json_lines(bench: str, capsys: pytest.C
         else:
             assert figure["meets"] is _judged(figure["ratio"], figure["target"]), figure
     assert summary and summary[0].startswith(f"# {bench}: {len(figures)} figure(s)")
+    if bench == "workers":  # the process-verified run published its peak memory, and the benchmark read it
+        assert next(f for f in figures if f["name"] == "workers.backlog.1.peak_rss")["value"] > 0
 
 
 @pytest.mark.prefect
