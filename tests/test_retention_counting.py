@@ -22,6 +22,7 @@ from dsr.retention import Purger, cutoffs, governing
 from dsr.service import DsrService
 from sandbox.kit import CONTROL_PREFIX
 from sandbox.salesforce_client import OrgClient
+from tests.test_retention_listing import composite_queries
 
 TODAY = date(2026, 11, 25)
 OLD = "2021-03-01T08:00:00.000+0000"
@@ -71,9 +72,11 @@ class _Calls:
 
         def counted(request: Any) -> Any:
             label = self._label(request)
-            if label:
-                with self._lock:
+            with self._lock:
+                if label:
                     self.seen.append(label)
+                self.seen.extend("count" if q.startswith("SELECT COUNT()") else "query"
+                                 for q in composite_queries(request))
             return handle(request)
 
         monkeypatch.setattr(vendor, "handle", counted)

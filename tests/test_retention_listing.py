@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from datetime import date
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -55,6 +56,8 @@ class _Listings:
             with self._lock:
                 if label:
                     self.calls[label] += 1
+                for query in composite_queries(request) if name == "salesforce" else ():
+                    self.calls[f"salesforce {_query_label(query)}"] += 1  # a query sent in a Composite call
                 if deleting:
                     self.in_flight += 1
                     self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -74,11 +77,7 @@ class _Listings:
         if name == "hubspot":
             return f"hubspot search {path.split('/')[-2]}" if path.endswith("/search") else None
         if path.rstrip("/").endswith("/query") and request.arg("q"):
-            soql = request.arg("q")
-            words = soql.split()
-            # "WHERE Id IN (...)": reading given records (anonymising one whose delete was refused), no listing
-            kind = "read" if " Id IN " in soql else "count" if soql.startswith("SELECT COUNT()") else "query"
-            return f"salesforce {kind} {words[words.index('FROM') + 1]}"
+            return f"salesforce {_query_label(request.arg('q'))}"
         if "/query/" in path:
             return "salesforce queryMore"
         if path.rstrip("/").endswith("/composite/sobjects"):
@@ -87,6 +86,21 @@ class _Listings:
 
     def listing(self) -> dict[str, int]:
         return {k: v for k, v in self.calls.items() if any(word in k for word in ("query", "search", "count"))}
+
+
+def composite_queries(request: Any) -> list[str]:
+    """The SOQL of each query subrequest of a Composite call (none for any other call)."""
+    if request.method != "POST" or not request.path.rstrip("/").endswith("/composite"):
+        return []
+    subrequests = (request.json() or {}).get("compositeRequest", [])
+    return [q for sub in subrequests for q in parse_qs(urlsplit(sub.get("url", "")).query).get("q", [])]
+
+
+def _query_label(soql: str) -> str:
+    words = soql.split()
+    # "WHERE Id IN (...)": reading given records (anonymising one whose delete was refused), no listing
+    kind = "read" if " Id IN " in soql else "count" if soql.startswith("SELECT COUNT()") else "query"
+    return f"{kind} {words[words.index('FROM') + 1]}"
 
 
 def _per_category_counts(service: DsrService, system: str) -> dict[str, int]:
@@ -108,8 +122,8 @@ def test_each_object_is_listed_once_whatever_its_categories_and_counts_are_uncha
     listings = _Listings(sandboxes, monkeypatch)
     report = Purger(sqlite_service, _connect(sqlite_service)).run(
         dry_run=True, today=TODAY, systems=["hubspot", "salesforce"])
-    # Leads hold identity, contact and marketing data, HubSpot contacts too: still one call each.
-    # Salesforce is counted, not listed: one COUNT() per object.
+    # Leads hold identity, contact and marketing data, HubSpot contacts too: still one query each.
+    # Salesforce is counted, not listed: one COUNT() per object (a few to a Composite call).
     counted = listings.listing()
     assert counted["salesforce count Lead"] == 1 and counted["salesforce count Contact"] == 1
     assert all(n == 1 for label, n in counted.items() if label.startswith("salesforce count "))

@@ -21,7 +21,7 @@ from simple_salesforce import format_soql
 
 from connectors.base import ConnectorError, chunks
 from connectors.salesforce.discovery import SalesforceDiscovery
-from connectors.salesforce.org import MAX_BATCH, PURGE_WORKERS
+from connectors.salesforce.org import COMPOSITE_QUERIES, MAX_BATCH, PURGE_WORKERS
 from dsr.contract import DataCategory, RecordRef
 
 CutoffOf = Callable[[tuple[DataCategory, ...]], date | datetime | None]
@@ -33,7 +33,8 @@ class SalesforceRetention(SalesforceDiscovery):
     def count_expired_all(self, cutoff_of: CutoffOf) -> dict[tuple[DataCategory, ...], int]:
         """How many records have expired, per set of categories an object holds (objects holding the same
         categories add up); `cutoff_of` as in `expired_all`, and an optional object the org lacks counts
-        nothing. One COUNT() query per object, a few in flight at once (all paced by the one limiter).
+        nothing. One COUNT() query per object, sent up to `COMPOSITE_QUERIES` in one Composite call; the
+        objects' describes and those calls a few in flight at once (all paced by the one limiter).
 
         Raises:
             ConnectorError: Salesforce failed, or answered without a count.
@@ -45,11 +46,15 @@ class SalesforceRetention(SalesforceDiscovery):
         if not wanted:
             return counts
         with ThreadPoolExecutor(min(PURGE_WORKERS, len(wanted)), thread_name_prefix="salesforce-count") as pool:
-            answers = list(pool.map(lambda item: self._count_expired(*item), wanted))
-        for (name, _), count in zip(wanted, answers, strict=True):
-            if count is not None:
-                categories = tuple(self._settings.objects[name].categories)
-                counts[categories] = counts.get(categories, 0) + count
+            conditions = list(pool.map(lambda item: self._expiry_condition(*item), wanted))
+            queries = [(name, format_soql("SELECT COUNT() FROM {:literal} WHERE {:literal}", name, condition))
+                       for (name, _), condition in zip(wanted, conditions, strict=True) if condition is not None]
+            groups = list(chunks(queries, COMPOSITE_QUERIES))
+            pages = [page for answers in pool.map(lambda group: self._first_pages("count", group), groups)
+                     for page in answers]
+        for (name, _), page in zip(queries, pages, strict=True):
+            categories = tuple(self._settings.objects[name].categories)
+            counts[categories] = counts.get(categories, 0) + _total_size(page, self._system, name)
         return counts
 
     def expired_among(self, refs: Sequence[RecordRef], cutoff_of: CutoffOf) -> list[RecordRef]:
@@ -69,13 +74,6 @@ class SalesforceRetention(SalesforceDiscovery):
                 soql = format_soql("SELECT Id FROM {:literal} WHERE Id IN {} AND ({:literal})", name, batch, condition)
                 expired.update(f"{name}/{record['Id']}" for record in self._query(soql, "count", name))
         return [ref for ref in refs if f"{ref.object}/{ref.id}" in expired]
-
-    def _count_expired(self, name: str, cutoff: date | datetime) -> int | None:
-        condition = self._expiry_condition(name, cutoff)
-        if condition is None:
-            return None
-        soql = format_soql("SELECT COUNT() FROM {:literal} WHERE {:literal}", name, condition)
-        return _total_size(self._first_page("count", name, soql), self._system, name)
 
     def _expiry_condition(self, name: str, cutoff: date | datetime) -> str | None:
         """The object's retention condition at `cutoff` (None: an optional object the org lacks)."""
