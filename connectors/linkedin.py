@@ -4,20 +4,17 @@ Segments are write-only audiences: `discover` names every configured segment (no
 subject; `export` says membership is not readable; `erase` posts a REMOVE of the subject's ``SHA256_EMAIL``
 per segment (201 even for an absent member), then reads each accepted segment until its LINKEDIN destination
 is READY: only then is the removal done and confirmed (any other end, or `poll_timeout_seconds`, leaves it
-not done; re-running is safe). A segment is read by ``GET /rest/dmpSegments/{id}``, or, once the process knows
-its ad account, together with the account's other segments of the request through one "Find DMP Segments by
-Account" (``GET /rest/dmpSegments?q=account&account=...``, paged by ``start``/``count``). A 401, a sunset ``LinkedIn-Version`` (426) and the DAY throttle are fatal; a
-per-minute 429, 5xx, resets and timeouts are retried. Neither the address nor its hash reaches an error.
+not done; re-running is safe); connectors.linkedin_segments reads them in as few calls as it can. A 401, a
+sunset ``LinkedIn-Version`` (426) and the DAY throttle are fatal; a per-minute 429, 5xx, resets and timeouts
+are retried. Neither the address nor its hash reaches an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import requests
 from pydantic import Field, model_validator
@@ -25,14 +22,12 @@ from pydantic import Field, model_validator
 from connectors.audience import AudienceConnector
 from connectors.base import RateLimitSpec, outcome_for, subject_email
 from connectors.http import ENV_VAR_NAME, BearerAuth, HttpFailure, HttpSettings, VendorApiError, json_or_none
-from connectors.pacing import parse_retry_after, register_cache
+from connectors.linkedin_segments import destination_status, read_segments, token
+from connectors.pacing import parse_retry_after
 from dsr.contract import DataCategory, ErasureDecision, Receipt, Record, RecordOutcome, RecordRef, Subject
 
 OBJECT = "dmp_segment"
 _SEGMENT_URN = re.compile(r"^urn:li:dmpSegment:(?P<id>\d{1,20})$")
-_ACCOUNT_URN = re.compile(r"^urn:li:sponsoredAccount:\d{1,20}$")
-FINDER_PAGE = 100  # segments per page of "Find DMP Segments by Account"
-_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,79}$")
 _THROTTLE = re.compile(r"throttle (?P<scope>[A-Z]+) (?P<period>[A-Z]+) limit")
 _SUNSET = ("LinkedIn no longer serves API version {s.version} ({said}); set systems.{system}.settings.version to an "
            "active YYYYMM")
@@ -163,7 +158,7 @@ class LinkedInConnector(AudienceConnector):
         if not isinstance(elements, list) or len(elements) != 1 or not isinstance(elements[0], dict):
             return outcome_for(decision, done=False, error=f"LinkedIn answered the removal from {urn} without one "
                                                            "status per element")
-        status, code = elements[0].get("status"), _token((elements[0].get("error") or {}), "code")
+        status, code = elements[0].get("status"), token((elements[0].get("error") or {}), "code")
         if isinstance(status, int) and 200 <= status < 300:
             return outcome_for(decision, done=True)
         said = f"element status {status if isinstance(status, int) else 'missing'}" + (f" {code}" if code else "")
@@ -177,7 +172,7 @@ class LinkedInConnector(AudienceConnector):
         last = dict.fromkeys(accepted, "UPDATING")
         deadline = time.monotonic() + self._settings.poll_timeout_seconds
         while waiting := [d for d in accepted if d not in result]:
-            read = self._read_segments([d.ref.id for d in waiting])
+            read = read_segments(self.request, self._base_url, self._segments, [d.ref.id for d in waiting])
             for decision in waiting:
                 urn = self._segments[decision.ref.id]
                 answer = read[decision.ref.id]
@@ -185,7 +180,7 @@ class LinkedInConnector(AudienceConnector):
                     result[decision] = f"removal from {urn} requested but its status could not be read: {answer}"
                     continue
                 self._count("polls")
-                last[decision] = status = _destination_status(answer) or "missing"
+                last[decision] = status = destination_status(answer) or "missing"
                 if status == "READY":
                     result[decision] = None
                 elif status not in ("BUILDING", "UPDATING"):
@@ -202,63 +197,6 @@ class LinkedInConnector(AudienceConnector):
             time.sleep(min(self._settings.poll_seconds, max(deadline - time.monotonic(), 0.0)))
         return result
 
-    def _read_segments(self, segment_ids: Sequence[str]) -> dict[str, Any]:
-        """Each segment as LinkedIn shows it, or the (not fatal) error that kept it from being read.
-
-        Segments of an ad account already seen (`ACCOUNTS`, kept per process: a segment's account does not
-        change) are read together, several to a call, through "Find DMP Segments by Account"; a segment read
-        alone, or one the finder did not show within as many pages as it would have taken calls, is read by
-        ``GET /rest/dmpSegments/{id}``, which tells its account.
-        """
-        read: dict[str, Any] = {}
-        by_account: dict[str, list[str]] = {}
-        for segment_id in segment_ids:
-            account = ACCOUNTS.get(self._base_url, segment_id)
-            if account is not None:
-                by_account.setdefault(account, []).append(segment_id)
-        for account, wanted in by_account.items():
-            if len(wanted) > 1:
-                read.update(self._find_by_account(account, wanted))
-        for segment_id in (s for s in segment_ids if s not in read):
-            urn = self._segments[segment_id]
-            try:
-                answer = self.request("erase", urn, "GET", f"/rest/dmpSegments/{segment_id}")
-            except LinkedInApiError as exc:
-                if exc.fatal:
-                    raise
-                read[segment_id] = exc
-                continue
-            account = answer.get("account") if isinstance(answer, dict) else None
-            if isinstance(account, str) and _ACCOUNT_URN.match(account):
-                ACCOUNTS.put(self._base_url, segment_id, account)
-            read[segment_id] = answer
-        return read
-
-    def _find_by_account(self, account: str, wanted: Sequence[str]) -> dict[str, Any]:
-        """`wanted` segments of `account` through the finder, at most ``len(wanted) - 1`` pages (never more
-        calls than reading each); those not shown are left to the caller. A failure is each one's error."""
-        found: dict[str, Any] = {}
-        start = 0
-        for _ in range(len(wanted) - 1):
-            try:
-                page = self.request("erase", account, "GET", "/rest/dmpSegments",
-                                    params={"q": "account", "account": account, "start": str(start),
-                                            "count": str(FINDER_PAGE)})
-            except LinkedInApiError as exc:
-                if exc.fatal:
-                    raise
-                return {segment_id: exc for segment_id in wanted}
-            elements = page.get("elements") if isinstance(page, dict) else None
-            elements = [e for e in elements if isinstance(e, dict)] if isinstance(elements, list) else []
-            for element in elements:
-                if str(element.get("id")) in wanted:
-                    found[str(element["id"])] = element
-            total = (page.get("paging") or {}).get("total") if isinstance(page, dict) else None
-            start += len(elements)
-            if len(found) == len(wanted) or not elements or not isinstance(total, int) or start >= total:
-                break
-        return found
-
     # --- LinkedIn's failures ---
 
     def failure_of(self, response: requests.Response) -> HttpFailure:
@@ -267,7 +205,7 @@ class LinkedInConnector(AudienceConnector):
         message = body.get("message") if isinstance(body, dict) else None
         throttle = _THROTTLE.search(message) if isinstance(message, str) else None
         daily = response.status_code == 429 and throttle is not None and throttle.group("period") == "DAY"
-        return HttpFailure(response.status_code, code=_token(body, "code"), fatal=daily,
+        return HttpFailure(response.status_code, code=token(body, "code"), fatal=daily,
                            detail=f"{throttle.group('scope')} DAY" if daily and throttle else None,
                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
@@ -281,45 +219,6 @@ class LinkedInConnector(AudienceConnector):
         if ref.id not in self._segments and self._foreign(ref) is None:
             return f"segment {ref.id!r} is not configured in systems.{self._system}.settings.segments"
         return self._foreign(ref)
-
-
-class SegmentAccounts:
-    """The ad account of each segment seen, by LinkedIn origin and segment id, shared by the connectors of a
-    process (a connector is built per request): what lets a request read its segments through one finder."""
-
-    def __init__(self) -> None:
-        self._accounts: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def get(self, origin: str, segment_id: str) -> str | None:
-        with self._lock:
-            return self._accounts.get((origin, segment_id))
-
-    def put(self, origin: str, segment_id: str, account: str) -> None:
-        with self._lock:
-            self._accounts[(origin, segment_id)] = account
-
-    def clear(self) -> None:
-        with self._lock:
-            self._accounts.clear()
-
-
-ACCOUNTS = SegmentAccounts()
-register_cache(ACCOUNTS.clear)
-
-
-def _token(data: Any, key: str) -> str | None:
-    """`data[key]` if it is a token-like code (LinkedIn's codes and statuses), never free text."""
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and _CODE.match(value) else None
-
-
-def _destination_status(segment: Any) -> str | None:
-    """The status of a DMP segment's LINKEDIN destination (token-like only), or None."""
-    destinations = segment.get("destinations") if isinstance(segment, dict) else None
-    found = [d for d in destinations if isinstance(d, dict) and d.get("destination") == "LINKEDIN"] if isinstance(
-        destinations, list) else []
-    return _token(found[0], "status") if found else None
 
 
 create = LinkedInConnector.create
