@@ -152,6 +152,9 @@ def start_prefect_server(*, home: Path, port: int | None = None, host: str = "12
         # Its own file: an ephemeral `dsr run` elsewhere uses prefect.db in the same home.
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home / 'serve.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Loopback only, and the warm runs' clients skip the token (warm_run_settings): said here so
+        # that a CSRF setting in the environment cannot set the two apart.
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
         "PREFECT_API_URL": api_url,
     })
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
@@ -308,6 +311,15 @@ def flows_run_warm() -> dict[str, Any]:
             "retention-purge": retention_purge}
 
 
+def warm_run_settings() -> dict[Any, Any]:
+    """Prefect settings of the warm runs on the embedded server (whose CSRF protection is off):
+    each run's new client would otherwise first ask for a CSRF token and be told there is none
+    (a round trip before the run starts, two per run in all)."""
+    from prefect.settings import PREFECT_CLIENT_CSRF_SUPPORT_ENABLED
+
+    return {PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: False}
+
+
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -394,7 +406,8 @@ def serve_embedded(*, prefect_port: int | None = None, api: Callable[[], None] |
 
                     if service is not None:
                         runtime.use_service(service)  # warm runs share the API's ledger pool
-                    workers.append(WarmWorker(warm_flows, parallel_runs=warm_runs or DEFAULT_PARALLEL_RUNS))
+                    workers.append(WarmWorker(warm_flows, parallel_runs=warm_runs or DEFAULT_PARALLEL_RUNS,
+                                              run_settings=warm_run_settings()))
                     await asyncio.to_thread(workers[0].start)
                     if request_deployment is not None:
                         _use_starter(_Starter(workers[0], request_deployment))

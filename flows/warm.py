@@ -83,10 +83,13 @@ class WarmWorker:
     """
 
     def __init__(self, flows: Mapping[UUID, Flow[..., Any]], *, parallel_runs: int = DEFAULT_PARALLEL_RUNS,
-                 poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+                 poll_seconds: float = DEFAULT_POLL_SECONDS, run_settings: Mapping[Any, Any] | None = None) -> None:
+        """`run_settings`: Prefect settings for the runs, beside heartbeats off (e.g. `dsr serve`'s
+        for its own server)."""
         if parallel_runs < 1:
             raise ValueError("parallel_runs: at least 1")
         self._flows = dict(flows)
+        self._extra_settings = dict(run_settings or {})
         self._parallel_runs = parallel_runs
         self._poll_seconds = poll_seconds
         self._executor = ThreadPoolExecutor(max_workers=parallel_runs, thread_name_prefix="dsr-warm-run")
@@ -96,6 +99,8 @@ class WarmWorker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._expecting = False  # the last wake announced a run (worth looking again for); loop thread only
+        self._creating = 0  # start_run creations in flight (loop thread only)
         self._ready = threading.Event()
         self._settings_context: tuple[Any, Any] | None = None
         self._client: PrefectClient | None = None
@@ -133,7 +138,14 @@ class WarmWorker:
         e.g. a verification whose trigger is about to create a run. Safe from any thread."""
         if self._loop is not None and self._wake is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._wake.set)
+                self._loop.call_soon_threadsafe(self._wake_up, True)
+
+    def _wake_up(self, expecting: bool) -> None:
+        """(In the loop's thread.) Look for runs now; `expecting`: a run was announced, so look again
+        shortly if it is not readable yet (a freed thread, by contrast, needs one look only)."""
+        assert self._wake is not None
+        self._expecting = self._expecting or expecting
+        self._wake.set()
 
     @property
     def alive(self) -> bool:
@@ -165,10 +177,10 @@ class WarmWorker:
             async with get_client() as client, api_http_client(str(client.api_url)) as http:
                 self._client, self._http = client, http
                 self._ready.set()
-                woken = False
+                expecting = False
                 while not self._stopping.is_set():
                     started = await self._claim_and_start(client)
-                    if woken and not started:
+                    if expecting and not started:
                         # Measured: without this, a claim waited for the next event or poll (2 s and more).
                         for pause in RECHECK_SECONDS:
                             await asyncio.sleep(pause)
@@ -176,7 +188,7 @@ class WarmWorker:
                                 break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-                    woken = self._wake.is_set()
+                    expecting, self._expecting = self._expecting, False
                     self._wake.clear()
         finally:
             listener.cancel()
@@ -194,9 +206,10 @@ class WarmWorker:
             try:
                 async with get_events_subscriber(filter=event_filter, reconnect_on_clean_close=True) as subscriber:
                     async for event in subscriber:
-                        # A run start_run created is taken already: looking for it would only cost reads.
+                        # A run start_run created is taken here: looking for it would only cost reads. While
+                        # a creation is in flight, its run's event can come before its answer: one look then.
                         if event.resource.id not in self._started_here:
-                            self._wake.set()
+                            self._wake_up(self._creating == 0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - polling carries on while the socket is down
@@ -273,7 +286,11 @@ class WarmWorker:
                                 key: str) -> FlowRun:
         client, http = self._client, self._http
         assert client is not None and http is not None
-        flow_run = await create_flow_run(http, deployment_id, parameters, tags=tags, idempotency_key=key)
+        self._creating += 1
+        try:
+            flow_run = await create_flow_run(http, deployment_id, parameters, tags=tags, idempotency_key=key)
+        finally:
+            self._creating -= 1
         self._started_here.append(f"prefect.flow-run.{flow_run.id}")
         if not self._stopping.is_set() and self.running < self._parallel_runs:
             await self._take(client, flow_run)
@@ -307,7 +324,7 @@ class WarmWorker:
             if self._settings_context is None:
                 current = get_settings_context()
                 self._settings_context = (current.profile, current.settings.copy_with_update(
-                    updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+                    updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, **self._extra_settings}))
             profile, settings = self._settings_context
         return SettingsContext(profile=profile, settings=settings)
 
@@ -323,10 +340,11 @@ class WarmWorker:
             log.exception("flow run %s ended with an error outside the flow", flow_run.id)
         finally:
             with self._lock:
+                was_full = len(self._running) >= self._parallel_runs
                 self._running.pop(flow_run.id, None)
-            if self._loop is not None and self._wake is not None and not self._loop.is_closed():
-                with contextlib.suppress(RuntimeError):  # a slot is free: look for waiting runs now
-                    self._loop.call_soon_threadsafe(self._wake.set)
+            if was_full and self._loop is not None and self._wake is not None and not self._loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # a slot is free: look for runs left waiting now
+                    self._loop.call_soon_threadsafe(self._wake_up, False)
 
 
 def api_http_client(api_url: str) -> httpx.AsyncClient:
@@ -434,8 +452,8 @@ def run_pool_worker(pool: str, *, parallel_runs: int = DEFAULT_PARALLEL_RUNS,
         log.info("stopping: %d run(s) in flight", worker.running)
     finally:
         worker.stop(drain_seconds)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return 0
 
 
@@ -527,9 +545,14 @@ def run_on_serve(api_url: str, request_id: str, *, timeout: float = 3600.0,
         try:
             found = client.get(f"/deployments/name/{PROCESS_REQUEST_DEPLOYMENT}")
             found.raise_for_status()
-            created = client.post(f"/deployments/{found.json()['id']}/create_flow_run",
-                                  json={"parameters": {"request_id": request_id},
-                                        "tags": ["dsr-run"]})
+            path = f"/deployments/{found.json()['id']}/create_flow_run"
+            body = {"parameters": {"request_id": request_id}, "tags": ["dsr-run"],
+                    "idempotency_key": f"dsr-run {uuid4()}"}  # one run, however many attempts
+            for pause in (*CREATE_RETRY_SECONDS, None):  # a 503: the server's SQLite lock, for a moment
+                created = client.post(path, json=body)
+                if created.status_code != 503 or pause is None:
+                    break
+                time.sleep(pause)
             created.raise_for_status()
         except httpx.HTTPError as exc:
             raise HandoffError(f"the running dsr serve did not take the run ({type(exc).__name__})",
