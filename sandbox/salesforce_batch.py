@@ -1,6 +1,6 @@
 """Salesforce's Composite (`composite/`) and Composite Batch (`composite/batch`) resources, for the sandbox.
 
-The wire facts are in `shared/reference/vendor-apis.md` section 1 ("Several calls in one"). In short:
+The wire facts are in `docs/vendor-wire-notes.md` (Salesforce, Composite). In short:
 
 - Composite: ``{"allOrNone": bool, "compositeRequest": [{"method", "url": "/services/data/vXX.X/...",
   "referenceId", "body"?}]}``, up to 25 subrequests of which at most 5 are queries; answered 200

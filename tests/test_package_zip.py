@@ -134,7 +134,7 @@ def test_finish_refuses_a_staged_export_altered_after_it_was_recorded(crm_only_s
     runner = RequestRunner(service)
     for system in runner.begin(request_id).systems:
         config = service.data_map.systems[system]
-        runner.run_system(request_id, system, lambda: build_connector(system, config.kind, config.settings))
+        runner.run_system(request_id, system, lambda system=system, config=config: build_connector(system, config.kind, config.settings))
     staged = runner.staging_dir(request_id) / "crm.jsonl"
     staged.write_bytes(staged.read_bytes().replace(b'"object":', b'"object" :', 1))
 

@@ -123,10 +123,11 @@ class DataManagerConnector(GoogleAdsConnector):
                     continue
                 self._count("polls")
                 statuses = _destination_statuses(answer, [self._lists[d.ref.id] for d in lists])
-                if not all(status in _FINAL for status in statuses):
+                final = [status for status in statuses if status in _FINAL]
+                if len(final) < len(statuses):
                     continue
                 result[request_id] = {d.ref.id: (status, _problem(status, d.ref.id, request_id))
-                                      for d, status in zip(lists, statuses, strict=True)}
+                                      for d, status in zip(lists, final, strict=True)}
                 waiting.remove(request_id)
             if not waiting:
                 break
@@ -158,9 +159,10 @@ def _destination_statuses(answer: Any, lists: Sequence[tuple[str, str]]) -> list
     entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
     named: dict[tuple[str, str], Any] = {}
     for entry in entries:
-        destination = entry.get("destination") if isinstance(entry.get("destination"), dict) else {}
-        operating = destination.get("operatingAccount") if isinstance(destination.get("operatingAccount"),
-                                                                      dict) else {}
+        destination = entry.get("destination")
+        destination = destination if isinstance(destination, dict) else {}
+        operating = destination.get("operatingAccount")
+        operating = operating if isinstance(operating, dict) else {}
         key = (str(operating.get("accountId")), str(destination.get("productDestinationId")))
         named.setdefault(key, entry.get("requestStatus"))
     statuses: list[str | None] = []

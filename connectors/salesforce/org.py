@@ -210,7 +210,8 @@ class SalesforceOrg(HttpConnector):
             return LoginFailed(exc.code if isinstance(exc.code, int) else exc.status, code=safe_code(exc.code))
         if not isinstance(exc, SalesforceError):
             return None
-        return HttpFailure(exc.status, **_error_fields(exc.content))
+        code, detail = _error_fields(exc.content)
+        return HttpFailure(exc.status, code=code, detail=detail)
 
     def classify(self, failure: HttpFailure) -> Verdict:
         if isinstance(failure, LoginFailed):  # an outage page from the login server is worth another try
@@ -320,6 +321,8 @@ class SalesforceOrg(HttpConnector):
         page = result.get("body") if isinstance(result, Mapping) else None
         if isinstance(status, int) and status >= 300:
             raise self._subrequest_failed(obj, status, page)
+        if isinstance(page, Mapping) and page.get("records") is None and isinstance(page.get("totalSize"), int):
+            page = {**page, "records": []}  # a COUNT() query's answer may carry records: null
         if not isinstance(status, int) or not isinstance(page, Mapping) or not isinstance(page.get("records"), list):
             raise ConnectorError(f"systems.{self._system}: {operation} of object {obj!r} failed "
                                  "(Salesforce answered an unexpected shape)")
@@ -328,14 +331,14 @@ class SalesforceOrg(HttpConnector):
     def _subrequest_failed(self, obj: str, status: int, content: Any) -> SubrequestFailed:
         """A failed subrequest as the same query alone would have failed (and counted as `SalesforceSession`
         counts a direct call's answer)."""
-        fields = _error_fields(content)
-        if status == 403 and fields["code"] == THROTTLED:
+        code, detail = _error_fields(content)
+        if status == 403 and code == THROTTLED:
             self._count("throttled")
         elif status == 401:
             self._count("expired_sessions")
         elif status >= 500:
             self._count("server_errors")
-        return SubrequestFailed(obj, status, **fields)
+        return SubrequestFailed(obj, status, code=code, detail=detail)
 
     def _next_page(self, operation: str, obj: str, url: str) -> Any:
         return self._call(operation, obj, lambda: self._client().query_more(url, identifier_is_url=True))
@@ -423,11 +426,11 @@ class SalesforceOrg(HttpConnector):
         return {name: [r for r in refs if r.object == name] for name in dict.fromkeys(r.object for r in refs)}
 
 
-def _error_fields(content: Any) -> dict[str, str | None]:
-    """An error answer's `code` (its errorCode, made safe) and `detail` ("quota": the daily quota is used up)."""
+def _error_fields(content: Any) -> tuple[str | None, str | None]:
+    """An error answer's code (its errorCode, made safe) and detail ("quota": the daily quota is used up)."""
     code, message = _error_of(content)
     quota = code == THROTTLED and isinstance(message, str) and message.startswith("TotalRequests")
-    return {"code": safe_code(code) if code else None, "detail": "quota" if quota else None}
+    return (safe_code(code) if code else None), ("quota" if quota else None)
 
 
 def _error_of(content: Any) -> tuple[str | None, str | None]:
