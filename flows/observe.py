@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
-from uuid import UUID
 
 from dsr import telemetry
 
@@ -89,18 +88,29 @@ def record_vendor_traffic(system: str, built: Iterable[Any]) -> None:
         telemetry.record_vendor_stats(system, dict(stats) if isinstance(stats, dict) else {})
 
 
-def tag_current_run(tags: Iterable[str]) -> None:
-    """Add tags to the running flow run (a deployment's runs get the event's type and regime only now)."""
+def tag_current_run(tags: Iterable[str], *, name: str | None = None) -> None:
+    """Add tags to the running flow run (and rename it to `name`), in one update through the run's own
+    client; nothing is sent when the run carries them already (a run `dsr serve` created so)."""
     try:
-        from prefect.client.orchestration import get_client
-        from prefect.runtime import flow_run
+        from prefect.client.orchestration import SyncPrefectClient, get_client
+        from prefect.context import FlowRunContext
 
-        run_id = flow_run.get_id()
-        if not run_id:
+        context = FlowRunContext.get()
+        if context is None or context.flow_run is None:
             return
-        current = set(flow_run.get_tags() or ())
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(UUID(str(run_id)), tags=sorted(current | set(tags)))
+        run = context.flow_run
+        current = set(run.tags or ())
+        wanted = current | set(tags)
+        if wanted == current and name in (None, run.name):
+            return
+        if isinstance(context.client, SyncPrefectClient):  # a sync flow's engine client: no new connection
+            context.client.update_flow_run(run.id, name=name, tags=sorted(wanted))
+        else:
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(run.id, name=name, tags=sorted(wanted))
+        run.tags = sorted(wanted)
+        if name is not None:
+            run.name = name
     except Exception as exc:  # noqa: BLE001 - tags help the operator find runs; never fail a run for them
         log.debug("could not tag the flow run (%s)", type(exc).__name__)
 
@@ -116,13 +126,14 @@ def request_labels(request_id: str) -> tuple[str, str]:
         return "unknown", "unknown"
 
 
-def request_run_name() -> str:
+def request_run_name(kind: str, regime: str, request_id: str) -> str:
     """`erasure-gdpr-1a2b3c4d`: what the run does, under which law, and which request (its id's start)."""
-    from prefect.runtime import flow_run
-
-    request_id = str(flow_run.get_parameters().get("request_id", ""))
-    kind, regime = request_labels(request_id)
     return f"{kind}-{regime}-{request_id[:8]}"
+
+
+def request_run_tags(kind: str, regime: str) -> list[str]:
+    """The tags a request's run carries, to find runs by type and regime."""
+    return [f"type:{kind}", f"regime:{regime}"]
 
 
 def timed_run_name(kind: str) -> Callable[[], str]:

@@ -47,7 +47,7 @@ def system_step(request_id: str, system: str, lease: str | None = None) -> dict[
 
 @flow(name="process-request",
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_SYSTEMS),  # type: ignore[arg-type]
-      flow_run_name=observe.request_run_name, validate_parameters=True)
+      validate_parameters=True)
 def process_request(request_id: str) -> dict[str, Any]:
     """Run a verified request in every system it concerns, then seal its evidence.
 
@@ -57,7 +57,10 @@ def process_request(request_id: str) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.monotonic()
     kind, regime = observe.request_labels(request_id)
-    observe.tag_current_run([f"type:{kind}", f"regime:{regime}"])
+    # Named and tagged here, in one update, not through `flow_run_name` (a call of its own per run);
+    # a run dsr serve created carries both already, and nothing is sent.
+    observe.tag_current_run(observe.request_run_tags(kind, regime),
+                            name=observe.request_run_name(kind, regime, request_id))
     runner = runtime.service().runner()
     plan = runner.begin(request_id)
     if plan.manual_reason:

@@ -529,10 +529,16 @@ def _on_change(service: DsrService, event_type: str, request_id: str) -> None:
     starter = _starter
     try:
         if starter is not None:
+            from flows import observe
+
             state = service.state(request_id)
-            payload = {"type": str(state.type), "regime": str(state.regime)}
+            kind, regime = str(state.type), str(state.regime)
+            payload = {"type": kind, "regime": regime}
             try:
-                future = starter.worker.start_run(starter.deployment_id, {"request_id": request_id})
+                # Named and tagged at creation, so the run need not rename itself (a call less).
+                future = starter.worker.start_run(starter.deployment_id, {"request_id": request_id},
+                                                  tags=observe.request_run_tags(kind, regime),
+                                                  name=observe.request_run_name(kind, regime, request_id))
             except RuntimeError:  # the worker is stopping: the trigger's way
                 pass
             else:

@@ -261,7 +261,7 @@ class WarmWorker:
     # -- a run started here, without a trigger or a poll --------------------------------------
 
     def start_run(self, deployment_id: UUID, parameters: Mapping[str, Any], *,
-                  tags: Sequence[str] = ()) -> Future[FlowRun]:
+                  tags: Sequence[str] = (), name: str | None = None) -> Future[FlowRun]:
         """Create a flow run of one of this worker's deployments and run it here at once.
 
         What `dsr serve` does for a verification it records itself: the run exists as soon as the
@@ -280,15 +280,16 @@ class WarmWorker:
         # One key for every attempt: an attempt whose answer was lost cannot make a second run.
         key = f"dsr-warm-start {uuid4()}"
         return asyncio.run_coroutine_threadsafe(
-            self._create_and_start(deployment_id, dict(parameters), list(tags), key), loop)
+            self._create_and_start(deployment_id, dict(parameters), list(tags), name, key), loop)
 
     async def _create_and_start(self, deployment_id: UUID, parameters: dict[str, Any], tags: list[str],
-                                key: str) -> FlowRun:
+                                name: str | None, key: str) -> FlowRun:
         client, http = self._client, self._http
         assert client is not None and http is not None
         self._creating += 1
         try:
-            flow_run = await create_flow_run(http, deployment_id, parameters, tags=tags, idempotency_key=key)
+            flow_run = await create_flow_run(http, deployment_id, parameters, tags=tags, name=name,
+                                             idempotency_key=key)
         finally:
             self._creating -= 1
         self._started_here.append(f"prefect.flow-run.{flow_run.id}")
@@ -363,7 +364,7 @@ def api_http_client(api_url: str) -> httpx.AsyncClient:
 
 
 async def create_flow_run(http: httpx.AsyncClient, deployment_id: UUID, parameters: Mapping[str, Any], *,
-                          idempotency_key: str, tags: Sequence[str] = ()) -> FlowRun:
+                          idempotency_key: str, tags: Sequence[str] = (), name: str | None = None) -> FlowRun:
     """Create a Scheduled run of a deployment (now), trying again soon after a 503.
 
     Prefect's client would also try again, but after 2 s, then 4 s: on a SQLite server the answer
@@ -375,6 +376,8 @@ async def create_flow_run(http: httpx.AsyncClient, deployment_id: UUID, paramete
     body: dict[str, Any] = {"parameters": dict(parameters), "idempotency_key": idempotency_key}
     if tags:
         body["tags"] = list(tags)
+    if name:
+        body["name"] = name
     path = f"deployments/{deployment_id}/create_flow_run"
     for pause in (*CREATE_RETRY_SECONDS, None):
         try:

@@ -375,6 +375,9 @@ def test_a_request_verified_elsewhere_is_completed_by_its_trigger_alone(embedded
     runs = [r for r in _flow_runs("process-request") if r.parameters.get("request_id") == request_id]
     assert len(runs) == 1
     assert runs[0].created_by is not None and runs[0].created_by.type == "AUTOMATION"
+    # The run names and tags itself (a triggered run is created with a generated name).
+    assert runs[0].name == f"erasure-gdpr-{request_id[:8]}"
+    assert {"type:erasure", "regime:gdpr"} <= set(runs[0].tags)
 
 
 def test_a_failed_run_sets_off_the_failure_automation(embedded: Embedded) -> None:
@@ -428,6 +431,8 @@ def test_a_verified_request_runs_warm_in_seconds_as_a_real_flow_run_with_its_tas
         if r.parameters.get("request_id") == request_id], timeout=20)[0]
     assert run.created_by is None or run.created_by.type != "AUTOMATION"
     assert ran_here(run.id), "the run was started in a process of its own"
+    assert run.name == f"erasure-gdpr-{request_id[:8]}"  # named and tagged at creation
+    assert {"type:erasure", "regime:gdpr"} <= set(run.tags)
     announced = _wait_for("the verification's event to be recorded", lambda: [
         e for e in _events("dsr.request.verified", f"dsr.request.{request_id}")], timeout=30)
     assert [r.id for r in announced[0].related] == [f"prefect.flow-run.{run.id}"]
