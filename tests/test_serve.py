@@ -431,6 +431,7 @@ def test_a_verified_request_runs_warm_in_seconds_as_a_real_flow_run_with_its_tas
         if r.parameters.get("request_id") == request_id], timeout=20)[0]
     assert run.created_by is None or run.created_by.type != "AUTOMATION"
     assert ran_here(run.id), "the run was started in a process of its own"
+    assert run.deployment_id is not None  # a run of the deployment, as the UI lists it
     assert run.name == f"erasure-gdpr-{request_id[:8]}"  # named and tagged at creation
     assert {"type:erasure", "regime:gdpr"} <= set(run.tags)
     announced = _wait_for("the verification's event to be recorded", lambda: [
