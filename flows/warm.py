@@ -615,7 +615,7 @@ def run_on_serve(api_url: str, request_id: str, *, timeout: float = 3600.0,
             if on_wait is not None:
                 on_wait(str(state))
             time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+            pause = min(pause * 1.5, 0.2)  # a look costs the server one read; the run takes about a second
 
 
 def outcome_from_ledger(service: DsrService, request_id: str) -> dict[str, Any]:
