@@ -4,10 +4,14 @@ Why it exists: on a process worker every flow run is a new Python process that i
 (2-4 s of CPU on this machine), so at volume one flow run per request binds throughput long before
 any vendor does (bench/workers.py: about 18-21 requests a minute on 2 cores against about 110 in
 one process at the vendors' limits). This flow takes every verified request that has not started
-and keeps a window of them in flight: one task per request and system (the same `system-step`
-task as process-request), each request sealed in a thread of its own as soon as its systems are
-done, and the next waiting request begun in its place, until none is left. Of a finished request
-the run keeps only its status, so its memory does not grow with the backlog.
+and keeps a window of them in flight: one task run per request (`request-steps`, named like the
+request's own run), whose systems run in threads of the batch's step pool, the same steps as
+process-request's; each request sealed in a thread of its own as soon as its systems are done, and
+the next waiting request begun in its place, until none is left. Of a finished request the run
+keeps only its status, so its memory does not grow with the backlog. One task run per request, not
+per system: the Prefect server records every task run from its state events, and at volume that
+recording bound the batch (profiled: the server's task-run recorder was its busiest part, with a
+task run per request and system).
 
 Same rules as process-request, through the same RequestRunner: each request's lease keeps a
 process-request run (or a second batch) off it, finished systems are skipped, a failure in one
@@ -16,6 +20,7 @@ request's system never stops the others, and a re-run repeats nothing.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import resource
 import threading
@@ -27,14 +32,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dsr.service import RequestStateError
 from flows import observe, runtime
-from flows.request import system_step
+from flows.request import retry_if_transient, run_step
 
 if TYPE_CHECKING:
     from dsr.run import RunPlan
@@ -47,6 +53,33 @@ MAX_REQUESTS_IN_FLIGHT = 16
 SEALING_THREADS = 4
 #: The key of the run's summary artifact (outcomes counted, peak memory): its latest version is the last batch's.
 SUMMARY_ARTIFACT = "process-verified"
+
+
+_step_pool: ThreadPoolExecutor | None = None
+_step_pool_lock = threading.Lock()
+
+
+def step_pool() -> ThreadPoolExecutor:
+    """The process's threads for batch system steps (`MAX_PARALLEL_STEPS`, across all requests)."""
+    global _step_pool
+    with _step_pool_lock:
+        if _step_pool is None:
+            _step_pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="dsr-batch-step")
+        return _step_pool
+
+
+@task(name="request-steps", task_run_name="{run_name}", cache_policy=NO_CACHE,
+      retries=observe.SYSTEM_STEP_RETRIES, retry_delay_seconds=observe.SYSTEM_STEP_RETRY_DELAYS,
+      retry_condition_fn=observe.retry_transient)
+def request_steps(request_id: str, systems: list[str], lease: str | None = None,
+                  run_name: str = "request") -> list[dict[str, Any]]:
+    """Every system step of one request, each in a thread of the step pool; the systems' results.
+    Retried as a whole for a transient failure: systems already done are skipped on the next attempt."""
+    futures = {system: step_pool().submit(contextvars.copy_context().run, run_step, request_id, system, lease)
+               for system in systems}
+    outcomes = {system: future.result() for system, future in futures.items()}
+    retry_if_transient({system: failure for system, (_, failure) in outcomes.items()})
+    return [result for result, _ in outcomes.values()]
 
 
 def peak_rss_mib() -> float:
@@ -124,7 +157,7 @@ class _Window:
             self._executor.submit(self._seal, plan, steps)
 
     def _seal(self, plan: RunPlan, steps: list[PrefectFuture[Any]]) -> None:
-        failed = sum(1 for step in steps if _failed(step))
+        failed = sum(_failed_systems(step) for step in steps)
         try:
             self._ended.put(_Ended(plan.request_id, self._finish(plan), failed, None))
         except Exception as exc:  # noqa: BLE001 - this request stays open for its next run
@@ -137,15 +170,21 @@ class _Window:
         return ended
 
 
-def _failed(step: PrefectFuture[Any]) -> bool:
-    """Whether an ended step failed: its future holds its final state (the task runner hands back
-    states), read without asking the server; an engine error counts as a failure."""
+def _failed_systems(step: PrefectFuture[Any]) -> int:
+    """How many systems an ended step left failed: read from its final state (the task runner hands
+    back states), without asking the server; a step that itself failed counts as one."""
     try:
         wrapped = getattr(step, "wrapped_future", None)
         state = wrapped.result() if wrapped is not None else step.state
+        if not isinstance(state, State):
+            return 0
+        if state.is_failed():
+            return 1
+        results = state.result(raise_on_failure=False) if state.is_completed() else []
     except Exception:  # noqa: BLE001 - the step's engine itself failed; the ledger has what it did
-        return True
-    return isinstance(state, State) and state.is_failed()
+        return 1
+    return sum(1 for result in results if isinstance(result, dict) and result.get("status") == "failed") \
+        if isinstance(results, list) else 0
 
 
 @dataclass(frozen=True)
@@ -180,6 +219,7 @@ def process_verified(max_requests: int = MAX_REQUESTS_IN_FLIGHT, max_rounds: int
     runner = service.runner()
     ended: dict[str, str] = {}
     labels: set[tuple[str, str]] = set()
+    kinds: dict[str, tuple[str, str]] = {}  # request id -> (type, regime), for its task run's name
     waiting: deque[str] = deque()
     looks = 0
     observe.tag_current_run(["flow:process-verified"])
@@ -192,6 +232,7 @@ def process_verified(max_requests: int = MAX_REQUESTS_IN_FLIGHT, max_rounds: int
                         if row.status == "verified" and row.request_id not in ended and row.request_id not in window:
                             waiting.append(row.request_id)
                             labels.add((row.type, row.regime))
+                            kinds[row.request_id] = (row.type, row.regime)
                             if len(waiting) >= max_requests:
                                 break
                 if not waiting:
@@ -203,16 +244,19 @@ def process_verified(max_requests: int = MAX_REQUESTS_IN_FLIGHT, max_rounds: int
                     logger.info("request %s skipped: %s", request_id, type(exc).__name__)
                     ended[request_id] = "skipped"
                     continue
-                window.add(plan, [] if plan.manual_reason or plan.already_closed else
-                           [system_step.submit(request_id, system, plan.lease) for system in plan.systems])
+                kind, regime = kinds.get(request_id, ("request", "any"))
+                window.add(plan, [] if plan.manual_reason or plan.already_closed or not plan.systems else
+                           [request_steps.submit(request_id, list(plan.systems), plan.lease,
+                                                 run_name=observe.request_run_name(kind, regime, request_id))])
             if not len(window):
                 break
             done = window.next_ended()
             if done.failed_steps:  # recorded by the runner; the batch goes on
-                logger.warning("request %s: %d system step(s) failed", done.request_id, done.failed_steps)
+                logger.warning("request %s: %d system(s) failed", done.request_id, done.failed_steps)
             if done.error:
                 logger.warning("request %s could not be finished (%s)", done.request_id, done.error)
             ended[done.request_id] = done.status
+            kinds.pop(done.request_id, None)
     peak = peak_rss_mib()
     logger.info("batch ended: %d request(s), peak RSS %.0f MiB", len(ended), peak)
     publish_summary(Counter(ended.values()), peak)

@@ -25,24 +25,35 @@ from flows import observe, runtime
 MAX_PARALLEL_SYSTEMS = 8
 
 
-@task(name="system-step", task_run_name="{system}", cache_policy=NO_CACHE,
-      retries=observe.SYSTEM_STEP_RETRIES, retry_delay_seconds=observe.SYSTEM_STEP_RETRY_DELAYS,
-      retry_condition_fn=observe.retry_transient)
-def system_step(request_id: str, system: str, lease: str | None = None) -> dict[str, Any]:
-    # `lease` names the run (not this thread): the step writes only while the run holds the request.
+def run_step(request_id: str, system: str, lease: str | None) -> tuple[dict[str, Any], BaseException | None]:
+    """One system's step through the runner (`lease` names the run, not the thread: the step writes
+    only while the run holds the request): its result, and the failure the runner recorded, if any."""
     built: list[Any] = []
     failures: list[BaseException] = []
     app = runtime.service()
     connect = observe.kept_factory(app.connecting(system), built)
     result = app.runner().run_system(request_id, system, connect, lease=lease, on_failure=failures.append)
     observe.record_vendor_traffic(system, built)
-    failure = failures[-1] if failures else None
-    # The failure is in the ledger already; a transient one is raised so Prefect runs the step again
-    # (it resumes where it stopped), until the last attempt, whose result stands as recorded.
-    if (result.status == "failed" and failure is not None and observe.is_transient(failure)
-            and (task_run.run_count or 1) <= observe.SYSTEM_STEP_RETRIES):
-        raise observe.TransientSystemFailure(f"{system}: {type(failure).__name__}, recorded; trying again")
-    return asdict(result)
+    return asdict(result), (failures[-1] if failures and result.status == "failed" else None)
+
+
+def retry_if_transient(failures: dict[str, BaseException | None]) -> None:
+    """Raise for Prefect to run the step again when a failure may pass, until the last attempt, whose
+    result stands as recorded (each failure is in the ledger already; a re-run resumes where it stopped)."""
+    transient = sorted(system for system, failure in failures.items()
+                       if failure is not None and observe.is_transient(failure))
+    if transient and (task_run.run_count or 1) <= observe.SYSTEM_STEP_RETRIES:
+        kinds = ", ".join(f"{system}: {type(failures[system]).__name__}" for system in transient)
+        raise observe.TransientSystemFailure(f"{kinds}, recorded; trying again")
+
+
+@task(name="system-step", task_run_name="{system}", cache_policy=NO_CACHE,
+      retries=observe.SYSTEM_STEP_RETRIES, retry_delay_seconds=observe.SYSTEM_STEP_RETRY_DELAYS,
+      retry_condition_fn=observe.retry_transient)
+def system_step(request_id: str, system: str, lease: str | None = None) -> dict[str, Any]:
+    result, failure = run_step(request_id, system, lease)
+    retry_if_transient({system: failure})
+    return result
 
 
 @flow(name="process-request",
