@@ -101,3 +101,34 @@ def test_a_request_another_run_holds_is_left_to_that_run(flow_service: DsrServic
     assert result["requests"] == {free: "completed"}
     assert len(flow_service.events(held)) == before
     assert flow_service.state(held).status.value == "in_progress"
+
+
+def test_a_vendor_outage_that_passes_is_retried_in_the_batch_and_the_request_completes(
+        sqlite_service: DsrService, sandboxes, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """A transient failure in one system makes Prefect run the request's step again (the systems
+    already done are skipped) and the request completes; its task run is named like its own run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from flows.batch import process_verified, request_steps
+    from sandbox.kit import FaultConfig
+
+    monkeypatch.setattr(request_steps, "retry_delay_seconds", [0, 0])  # the waits, not the retries, are shortened
+    runtime.use_service(sqlite_service)
+    try:
+        request_id = _submit(sqlite_service, "erasure", ERASURE_SUBJECT)
+        # HubSpot answers 503 to more calls than its connector retries, then recovers.
+        sandboxes["hubspot"].vendor.faults.configure(FaultConfig(error_rate=1.0, burst=6))
+        result = process_verified()
+    finally:
+        runtime.use_service(None)
+
+    assert result["requests"] == {request_id: "completed"}
+    hubspot = [e.type for e in sqlite_service.events(request_id) if e.payload.get("system") == "hubspot"]
+    assert "system.failed" in hubspot and hubspot[-1] == "system.completed"
+    crm = [e.type for e in sqlite_service.events(request_id) if e.payload.get("system") == "crm"]
+    assert crm.count("system.completed") == 1  # done on the first attempt, skipped on the second
+    with get_client(sync_client=True) as client:
+        steps = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(any_=[f"erasure-gdpr-{request_id[:8]}"])))
+    assert len(steps) == 1 and steps[0].run_count == 2 and steps[0].state.is_completed()
