@@ -135,6 +135,17 @@ def stop_process_group(process: subprocess.Popen[bytes], what: str, timeout: flo
         process.wait(5)
 
 
+#: The server's task-run recorder inserts each task run in a transaction of its own by default; on
+#: SQLite every insert takes the one write lock between the warm runs' state changes. In batches,
+#: flushed every 2 s at the latest (a task run shows in the UI that much later at most), measured
+#: on bench.latency: verified -> done 0.82 -> 0.73 s (p50, the direct runner 0.52 s both times).
+RECORDER_BATCHING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "2",
+}
+
+
 def start_prefect_server(*, home: Path, port: int | None = None, host: str = "127.0.0.1", ui: bool = True,
                          timeout: float = SERVER_STARTUP_TIMEOUT, database_url: str | None = None) -> PrefectServer:
     """Start `prefect server start` and wait until `/api/health` answers.
@@ -147,6 +158,8 @@ def start_prefect_server(*, home: Path, port: int | None = None, host: str = "12
     port = port or free_port(host)
     api_url = f"http://{host}:{port}/api"
     env = dict(os.environ)
+    for name, value in RECORDER_BATCHING.items():  # the operator's own values win
+        env.setdefault(name, value)
     env.update({
         "PREFECT_HOME": str(home),
         # Its own file: an ephemeral `dsr run` elsewhere uses prefect.db in the same home.
