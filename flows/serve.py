@@ -326,8 +326,8 @@ def flows_run_warm() -> dict[str, Any]:
 
 def warm_run_settings() -> dict[Any, Any]:
     """Prefect settings of the warm runs on the embedded server (whose CSRF protection is off):
-    each run's new client would otherwise first ask for a CSRF token and be told there is none
-    (a round trip before the run starts, two per run in all)."""
+    each new client of theirs would otherwise first ask for a CSRF token and be told there is none
+    (a round trip before its first call)."""
     from prefect.settings import PREFECT_CLIENT_CSRF_SUPPORT_ENABLED
 
     return {PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: False}
