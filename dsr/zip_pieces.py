@@ -5,8 +5,8 @@ block on a byte boundary without marking it final, so the output of a fresh comp
 it, and one final empty block closes the whole. A member can therefore be deflated piece by piece,
 the pieces made at different times and on different threads, and joined in the member's order
 into a standard ZIP_DEFLATED member that any tool inflates; its CRC-32 is combined from the
-pieces' own. zlib lets go of the GIL while it deflates and checksums, so pieces deflate on other
-cores while the thread that produces their text keeps its own.
+pieces' own. ISA-L and zlib let go of the GIL while they deflate and checksum, so pieces deflate on
+other cores while the thread that produces their text keeps its own.
 
 Each piece's deflated bytes wait in a file of their own in a directory the caller chooses (the
 package's private spill directory); a piece in the making holds at most a few chunks in memory.
