@@ -14,7 +14,8 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
@@ -29,28 +30,66 @@ class RateLimiter:
     Thread-safe, so the tasks of one process share a vendor's budget. Connectors take theirs from
     `limiter_for`, which hands every connector of the same vendor account the same one (and, across
     processes and machines, a `SharedRateLimiter`).
+
+    A call's slot is counted from when it leaves; the vendor counts it when it arrives, so a late
+    call can still bunch with the next window's (`LATENCY_MARGIN` makes that rare). With
+    `until_answered`, a call taken through `call()` holds its slot until its answer is back and then
+    for a whole period: the vendor saw it arrive before that answer, so no window of the vendor's can
+    ever hold more than `calls` of ours, whatever the delays between us. It costs one round trip per
+    slot, which suits a small budget that is not the one binding (HubSpot's search).
     """
 
-    def __init__(self, calls: int, period: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, calls: int, period: float, *, until_answered: bool = False,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         if calls < 1 or period <= 0:
             raise ValueError("rate limit: calls must be >= 1 and period > 0")
         self.calls, self.period = calls, period
-        self._stamps: deque[float] = deque()
+        self.until_answered = until_answered
+        self._stamps: deque[float] = deque()  # when each counted slot began (answered calls: their answer)
+        self._in_flight = 0  # `until_answered` calls sent and not yet answered
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
         self._clock, self._sleep = clock, sleep
 
     def acquire(self) -> float:
         """Take a slot; return how long this call waited."""
+        return self._take(hold=False)
+
+    @contextmanager
+    def call(self) -> Iterator[float]:
+        """Take a slot for the call made inside the block (yields how long it waited). With
+        `until_answered`, the slot is counted from the block's end, when the answer is back."""
+        if not self.until_answered:
+            yield self._take(hold=False)
+            return
+        waited = self._take(hold=True)
+        try:
+            yield waited
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._stamps.append(self._clock())
+                self._answered.notify_all()
+
+    def _take(self, *, hold: bool) -> float:
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
                 while self._stamps and now - self._stamps[0] >= self.period:
                     self._stamps.popleft()
-                if len(self._stamps) < self.calls:
-                    self._stamps.append(now)
+                if len(self._stamps) + self._in_flight < self.calls:
+                    if hold:
+                        self._in_flight += 1
+                    else:
+                        self._stamps.append(now)
                     return waited
+                if not self._stamps:
+                    # Every slot is a call still out: the first answer starts a slot's period.
+                    began = time.monotonic()
+                    self._answered.wait()
+                    waited += time.monotonic() - began
+                    continue
                 pause = self.period - (now - self._stamps[0])
             self._sleep(pause)
             waited += pause
@@ -61,6 +100,7 @@ class RateLimiter:
         with self._lock:
             until = self._clock() + seconds
             # Every slot is taken until `until` at least; a slot already busy longer keeps its time.
+            # Calls still out keep theirs too: they are counted again from their answers.
             floor = until - self.period
             kept = sorted(max(stamp, floor) for stamp in self._stamps)
             fill = [floor] * (self.calls - len(kept))
@@ -75,6 +115,8 @@ class Limiter(Protocol):
 
     def acquire(self) -> float: ...
 
+    def call(self) -> AbstractContextManager[float]: ...
+
     def hold_off(self, seconds: float) -> None: ...
 
 
@@ -87,7 +129,7 @@ RATE_LIMIT_URL_ENV = "DSR_RATE_LIMIT_URL"
 LATENCY_MARGIN = 0.05
 
 _registry_lock = threading.Lock()
-_limiters: dict[tuple[str, str, int, float], Limiter] = {}
+_limiters: dict[tuple[str, str, int, float, bool], Limiter] = {}
 _stores: dict[str, Any] = {}
 
 
@@ -98,17 +140,18 @@ def budget_key(vendor: str, *account: str | None) -> str:
     return f"{vendor}:{digest}"
 
 
-def limiter_for(budget: str, calls: int, period: float) -> Limiter:
+def limiter_for(budget: str, calls: int, period: float, *, until_answered: bool = False) -> Limiter:
     """The limiter of one vendor budget (see `budget_key`): the same object for every connector of
     this process that calls that account, so concurrent requests share the vendor's limit instead of
     each taking all of it.
 
     When the environment variable DSR_RATE_LIMIT_URL names a database (the production PostgreSQL,
     or a SQLite file on one machine), the budget is shared by every process and machine using that
-    database: the workers of a pool together stay within the vendor's limit.
+    database: the workers of a pool together stay within the vendor's limit. `until_answered` (see
+    `RateLimiter`) applies in-process; a shared budget spaces its slots evenly instead.
     """
     url = os.environ.get(RATE_LIMIT_URL_ENV, "").strip()
-    key = (url, budget, calls, period)
+    key = (url, budget, calls, period, until_answered)
     with _registry_lock:
         limiter = _limiters.get(key)
         if limiter is None:
@@ -121,7 +164,7 @@ def limiter_for(budget: str, calls: int, period: float) -> Limiter:
                 # The limit is part of the name: a config change starts a fresh schedule.
                 limiter = SharedRateLimiter(store, f"{budget}:{calls}/{period:g}s", calls, period)
             else:
-                limiter = RateLimiter(calls, period)
+                limiter = RateLimiter(calls, period, until_answered=until_answered)
             _limiters[key] = limiter
     return limiter
 

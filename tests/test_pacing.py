@@ -1,6 +1,9 @@
-"""The shared limiter and retry policy, on a fake clock (no timing in tests)."""
+"""The shared limiter and retry policy, on a fake clock where timing matters (one test lets a
+vendor window judge real threads: its outcome holds whatever the timing)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -33,6 +36,53 @@ def test_limiter_hold_off_makes_the_next_caller_wait_what_the_vendor_asked() -> 
     limiter = RateLimiter(5, 1.0, clock=clock, sleep=clock.sleep)
     limiter.hold_off(7.0)
     assert limiter.acquire() == pytest.approx(7.0)
+
+
+def test_an_answered_call_counts_from_its_answer_not_from_when_it_left() -> None:
+    """A call that took 5 s to answer still fills its slot for a whole period after the answer:
+    the vendor may have counted it at any moment of those 5 s."""
+    clock = FakeClock()
+    limiter = RateLimiter(2, 1.0, until_answered=True, clock=clock, sleep=clock.sleep)
+    with limiter.call() as waited:
+        clock.now += 5.0  # the answer comes back 5 s after the call left
+    assert waited == 0.0
+    with limiter.call() as waited:
+        pass
+    assert waited == 0.0
+    with limiter.call() as waited:  # both slots taken until 6.0, a period after the answers
+        pass
+    assert waited == pytest.approx(1.0) and clock.now == pytest.approx(6.0)
+
+
+def test_calls_held_until_answered_never_overrun_the_vendors_window_however_late_they_arrive() -> None:
+    """Threads whose calls reach the vendor anywhere up to 40 ms after leaving (a loaded machine)
+    and answer up to 40 ms later: the vendor's own sliding window of 3 per 0.2 s never refuses one."""
+    import random
+    import threading
+
+    from sandbox.kit import WindowLimiter
+
+    vendor = WindowLimiter(3, 0.2)
+    limiter = RateLimiter(3, 0.2, until_answered=True)
+    refused: list[float] = []
+    rng = random.Random(7)
+    delays = [[(rng.uniform(0, 0.04), rng.uniform(0, 0.04)) for _ in range(8)] for _ in range(4)]
+
+    def caller(mine: list[tuple[float, float]]) -> None:
+        for arrive, answer in mine:
+            with limiter.call():
+                time.sleep(arrive)
+                allowed, wait, _ = vendor.acquire()
+                if not allowed:
+                    refused.append(wait)
+                time.sleep(answer)
+
+    threads = [threading.Thread(target=caller, args=(mine,)) for mine in delays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert refused == []
 
 
 @pytest.mark.parametrize("header, seconds", [("3", 3.0), ("0.5", 0.5), ("999", 120.0), ("soon", None), (None, None)])

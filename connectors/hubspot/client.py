@@ -37,7 +37,7 @@ from hubspot.crm.objects import (
 from connectors.base import chunks
 from connectors.http import HttpConnector, HttpFailure, VendorApiError
 from connectors.hubspot.settings import ENGAGEMENTS, HubSpotSettings
-from connectors.pacing import LATENCY_MARGIN, budget_key, limiter_for, parse_retry_after, register_cache
+from connectors.pacing import budget_key, limiter_for, parse_retry_after, register_cache
 from dsr.contract import RecordRef
 
 MAX_BATCH = 100  # batch/read, batch/archive
@@ -93,9 +93,10 @@ class HubSpotClient(HttpConnector):
         self._objects = ("contacts", *settings.engagements)
         self._info = replace(self._info, objects=self._objects)
         srl = settings.search_rate_limit
-        # HubSpot counts per private-app token; search has its own, smaller budget.
+        # HubSpot counts per private-app token; search has its own, smaller budget. A search holds
+        # its slot until answered (no margin needed, none of its 429s however late a search arrives).
         self._search_limiter = limiter_for(budget_key("hubspot-search", *self._account()), srl.calls,
-                                           srl.period_seconds * (1 + LATENCY_MARGIN))
+                                           srl.period_seconds, until_answered=True)
         self._property_names: dict[str, list[str]] = {}
         # urllib3 retries off: one retry policy (the base's) decides, and counts.
         client = hubspot.Client.create(access_token=credentials, host=base_url, base_url=base_url,
@@ -126,23 +127,20 @@ class HubSpotClient(HttpConnector):
     def _sdk(self, operation: str, what: str, fn: Callable[..., Any], *args: Any, search: bool = False,
              **kwargs: Any) -> Any:
         """One SDK call (a ``*_with_http_info`` method) through the base's `_call`: its data, once its
-        rate-limit headers are read. A search also takes the search budget, evenly spaced."""
+        rate-limit headers are read. A search also holds a slot of the search budget until answered."""
 
         def send() -> Any:
-            if search:  # last, after the account's window: the search leaves at its evenly spaced turn
-                self._pace_search()
-            data, _status, headers = fn(*args, _request_timeout=self._timeout, **kwargs)
+            if not search:
+                data, _status, headers = fn(*args, _request_timeout=self._timeout, **kwargs)
+            else:  # last, after the account's window, so the slot is not held while waiting for that
+                with self._search_limiter.call() as waited:
+                    if waited:
+                        self._count("waited_seconds", waited)
+                    data, _status, headers = fn(*args, _request_timeout=self._timeout, **kwargs)
             self._observe(headers)
             return data
 
         return self._call(operation, what, send)
-
-    def _pace_search(self) -> None:
-        """Take a slot of the search budget, then wait for this search's turn (`_Spacer`)."""
-        limiter = self._search_limiter
-        waited = limiter.acquire() + _SEARCH_SPACING.wait(limiter, limiter.period / limiter.calls)
-        if waited:
-            self._count("waited_seconds", waited)
 
     def _observe(self, headers: Any) -> None:
         """Space calls out when HubSpot says the token's window is nearly used up (by us or others)."""
@@ -354,33 +352,3 @@ class _ProcessCache:
 
 _PROPERTIES = _ProcessCache(PROPERTIES_TTL_SECONDS)
 register_cache(_PROPERTIES.clear)
-
-
-class _Spacer:
-    """Search calls of one account spaced evenly (period / calls apart), never in bursts.
-
-    The search limiter allows its whole window at once; a burst that left together can reach
-    HubSpot late and bunched with the next window's first calls (threads on a loaded machine), and
-    HubSpot answers 429 below its limit. Evenly spaced, a call must be late by a whole interval for that.
-    """
-
-    def __init__(self) -> None:
-        self._next: dict[object, float] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, account: object, interval: float) -> float:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next.get(account, 0.0))
-            self._next[account] = start + interval
-        if start > now:
-            time.sleep(start - now)
-        return start - now
-
-    def clear(self) -> None:
-        with self._lock:
-            self._next.clear()
-
-
-_SEARCH_SPACING = _Spacer()
-register_cache(_SEARCH_SPACING.clear)
