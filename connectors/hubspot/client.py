@@ -3,7 +3,7 @@ operation shares (property lists, batch reads, keyset-paged searches, associatio
 
 Every SDK call goes through `HttpConnector._call`: paced by the account's window (`rate_limit`), retried on
 a 429 (waiting ``Retry-After``; every caller waits it), 5xx, resets and timeouts, its SDK exception sorted
-by `translate`. A search also takes the search budget (`search_rate_limit`), evenly spaced. A 401 and a
+by `translate`. A search also holds a slot of the search budget (`search_rate_limit`) until answered. A 401 and a
 ``DAILY`` 429 are not retried. ``X-HubSpot-RateLimit-Remaining`` is read on every answer, and calls are
 spaced out when it runs low (other clients share the token's budget). The SDK's own urllib3 retries are off.
 
