@@ -125,6 +125,30 @@ def test_concurrent_writers_never_fork_a_chain(ledger: Ledger, ledger_url: str) 
     assert ledger.index()[0].last_seq == writers * per_writer + 1
 
 
+def test_threads_of_one_process_take_turns_on_a_chain_instead_of_colliding(ledger: Ledger) -> None:
+    """A request's systems append side by side from threads of one process: each append goes
+    through on its first try, so the database logs no duplicate-key errors (PostgreSQL writes every
+    one to its log) and no append sleeps to retry."""
+    from sqlalchemy import event
+
+    _new_request(ledger)
+    failed: list[str] = []
+    event.listen(ledger.engine, "handle_error", lambda context: failed.append(type(context.original_exception).__name__))
+    writers, per_writer = 8, 10
+
+    def write(worker: int) -> None:
+        for i in range(per_writer):
+            ledger.append("r-1", "note.added", {"worker": worker, "i": i}, actor=f"w{worker}")
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert ledger.verify("r-1") == writers * per_writer + 1
+
+
 def test_guard_refusal_inside_the_transaction_appends_nothing(ledger: Ledger) -> None:
     _new_request(ledger)
 
