@@ -461,6 +461,23 @@ def test_the_api_refuses_a_swapped_identity_naming_the_request_not_the_address(s
     assert ACCESS_SUBJECT not in answer.text and ERASURE_SUBJECT not in answer.text
 
 
+def test_two_processes_writing_in_turn_keep_one_unbroken_head_log(svc: DsrService, ledger_url: str) -> None:
+    """Each process chains its next head to the newest one it wrote, unless another process has
+    written since: taking turns, the log stays gap-free, each entry linked to the one before."""
+    other = Ledger(ledger_url, projector=index_row, anchoring=svc.ledger.anchoring, auto_migrate=False)
+    try:
+        first = _submit(svc, ERASURE_SUBJECT, verify=False)
+        for n in range(3):
+            other.append(first, "note.added", {"n": n}, actor="other")  # the first process's guess is now stale
+            svc.ledger.append(first, "note.added", {"n": n}, actor="first")
+    finally:
+        other.close()
+    heads = _heads(svc)
+    assert [h.position for h in heads] == list(range(1, len(heads) + 1)) and len(heads) == 7
+    assert all(h.prev_entry_hash == before.entry_hash for before, h in zip(heads, heads[1:], strict=False))
+    assert svc.ledger.audit().ok
+
+
 def test_verifying_while_requests_are_written_reports_nothing(svc: DsrService) -> None:
     """A live ledger is not a tampered one: appends racing the audit must not look like cuts,
     unsigned tails or edited index rows."""
