@@ -147,8 +147,8 @@ def limiter_for(budget: str, calls: int, period: float, *, until_answered: bool 
 
     When the environment variable DSR_RATE_LIMIT_URL names a database (the production PostgreSQL,
     or a SQLite file on one machine), the budget is shared by every process and machine using that
-    database: the workers of a pool together stay within the vendor's limit. `until_answered` (see
-    `RateLimiter`) applies in-process; a shared budget spaces its slots evenly instead.
+    database: the workers of a pool together stay within the vendor's limit. `until_answered`: see
+    `RateLimiter` (and `SharedRateLimiter`, which holds such slots across workers).
     """
     url = os.environ.get(RATE_LIMIT_URL_ENV, "").strip()
     key = (url, budget, calls, period, until_answered)
@@ -162,7 +162,8 @@ def limiter_for(budget: str, calls: int, period: float, *, until_answered: bool 
                 if store is None:
                     store = _stores[url] = SlotStore(url)
                 # The limit is part of the name: a config change starts a fresh schedule.
-                limiter = SharedRateLimiter(store, f"{budget}:{calls}/{period:g}s", calls, period)
+                limiter = SharedRateLimiter(store, f"{budget}:{calls}/{period:g}s", calls, period,
+                                            until_answered=until_answered)
             else:
                 limiter = RateLimiter(calls, period, until_answered=until_answered)
             _limiters[key] = limiter

@@ -136,7 +136,6 @@ def test_hold_off_never_lets_more_calls_into_a_window() -> None:
 # --- one budget per vendor account: in-process registry and the cross-process slot store ------------
 
 import multiprocessing  # noqa: E402
-import time  # noqa: E402
 
 from connectors.pacing import budget_key, forget_limiters, limiter_for  # noqa: E402
 from connectors.shared_pacing import SharedRateLimiter, SlotStore  # noqa: E402
@@ -200,6 +199,54 @@ def test_a_vendor_wait_holds_every_worker_of_the_budget(ledger_url: str) -> None
     SharedRateLimiter(store, "hubspot:x", calls=10, period=1.0).hold_off(30.0)  # another worker was told to wait
     assert limiter.acquire() == pytest.approx(30.0, abs=2.0)
     store.close()
+
+
+def test_two_workers_holding_search_slots_until_answered_never_overrun_the_vendor(ledger_url: str) -> None:
+    """Two workers (each its own store) share a budget whose calls hold their slot until answered;
+    their calls reach the vendor up to 40 ms late and answer up to 40 ms later: the vendor's sliding
+    window of 3 per 0.3 s refuses none, and every call is made."""
+    import random
+    import threading
+
+    from sandbox.kit import WindowLimiter
+
+    vendor = WindowLimiter(3, 0.3)
+    stores = [SlotStore(ledger_url), SlotStore(ledger_url)]
+    budget = budget_key("hubspot-search", "acme")
+    workers = [SharedRateLimiter(store, budget, calls=3, period=0.3, until_answered=True) for store in stores]
+    refused: list[float] = []
+    made: list[int] = []
+    rng = random.Random(11)
+    plans = [[(rng.uniform(0, 0.04), rng.uniform(0, 0.04)) for _ in range(6)] for _ in range(4)]
+
+    def caller(limiter: SharedRateLimiter, plan: list[tuple[float, float]]) -> None:
+        for arrive, answer in plan:
+            with limiter.call():
+                time.sleep(arrive)
+                allowed, wait, _ = vendor.acquire()
+                if not allowed:
+                    refused.append(wait)
+                made.append(1)
+                time.sleep(answer)
+
+    threads = [threading.Thread(target=caller, args=(workers[n % 2], plan)) for n, plan in enumerate(plans)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for store in stores:
+        store.close()
+    assert refused == [] and len(made) == 24
+
+
+def test_a_vendor_wait_holds_every_worker_of_a_held_budget(ledger_url: str) -> None:
+    store = SlotStore(ledger_url)
+    limiter = SharedRateLimiter(store, "hubspot-search:x", calls=4, period=1.0, until_answered=True)
+    SharedRateLimiter(store, "hubspot-search:x", calls=4, period=1.0, until_answered=True).hold_off(0.5)
+    with limiter.call() as waited:
+        pass
+    store.close()
+    assert 0.4 <= waited < 2.0
 
 
 def test_shared_limits_refuse_a_database_they_cannot_use() -> None:
