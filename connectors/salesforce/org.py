@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -79,6 +80,10 @@ class _PacedBySession:
 
     def acquire(self) -> float:
         return 0.0
+
+    @contextmanager
+    def call(self) -> Iterator[float]:
+        yield 0.0
 
     def hold_off(self, seconds: float) -> None:
         self._limiter.hold_off(seconds)
