@@ -1,5 +1,6 @@
-"""The shared limiter and retry policy, on a fake clock where timing matters (one test lets a
-vendor window judge real threads: its outcome holds whatever the timing)."""
+"""The limiters and the retry policy, on a fake clock where timing matters. The tests of slots held
+until answered let a vendor's window judge real threads instead: their outcome holds whatever the
+timing, since no late arrival may ever be refused."""
 
 from __future__ import annotations
 
