@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +180,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
             return "prefect-harness" if Path(scope).name in PREFECT_HARNESS_FILES else scope
 
     return OneHarnessScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_console_on_a_live_stream() -> None:
+    """Prefect's console log handler keeps the stream it was set up on: in a CLI test, the runner's
+    captured stream, closed when that test ends. A later test's log line would then print
+    "--- Logging error ---" and a traceback into that test's output; point it at the live stderr."""
+    handlers_module = sys.modules.get("prefect.logging.handlers")
+    if handlers_module is None:
+        return
+    console_handler = handlers_module.PrefectConsoleHandler
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, console_handler) and getattr(handler.stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream: it would flush the closed one first
+                handler.console.file = sys.stderr
