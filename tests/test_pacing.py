@@ -4,11 +4,15 @@ timing, since no late arrival may ever be refused."""
 
 from __future__ import annotations
 
+import random
+import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from connectors.pacing import RateLimiter, parse_retry_after, vendor_retry
+from connectors.pacing import Limiter, RateLimiter, parse_retry_after, vendor_retry
+from sandbox.kit import WindowLimiter
 
 
 class FakeClock:
@@ -22,6 +26,34 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+
+def late_calls(vendor: WindowLimiter, limiters: Sequence[Limiter], *, calls_each: int,
+               seed: int) -> tuple[list[float], int]:
+    """One thread per limiter, each making `calls_each` calls through it that reach `vendor` up to
+    40 ms after leaving and answer up to 40 ms later (a loaded machine); what the vendor refused
+    (its waits) and how many calls were made."""
+    rng = random.Random(seed)
+    plans = [[(rng.uniform(0, 0.04), rng.uniform(0, 0.04)) for _ in range(calls_each)] for _ in limiters]
+    refused: list[float] = []
+    made: list[int] = []
+
+    def caller(limiter: Limiter, plan: list[tuple[float, float]]) -> None:
+        for arrive, answer in plan:
+            with limiter.call():
+                time.sleep(arrive)
+                allowed, wait, _ = vendor.acquire()
+                if not allowed:
+                    refused.append(wait)
+                made.append(1)
+                time.sleep(answer)
+
+    threads = [threading.Thread(target=caller, args=pair) for pair in zip(limiters, plans, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return refused, len(made)
 
 
 def test_limiter_lets_a_window_through_then_waits_for_the_oldest_slot() -> None:
@@ -58,32 +90,9 @@ def test_an_answered_call_counts_from_its_answer_not_from_when_it_left() -> None
 def test_calls_held_until_answered_never_overrun_the_vendors_window_however_late_they_arrive() -> None:
     """Threads whose calls reach the vendor anywhere up to 40 ms after leaving (a loaded machine)
     and answer up to 40 ms later: the vendor's own sliding window of 3 per 0.2 s never refuses one."""
-    import random
-    import threading
-
-    from sandbox.kit import WindowLimiter
-
-    vendor = WindowLimiter(3, 0.2)
     limiter = RateLimiter(3, 0.2, until_answered=True)
-    refused: list[float] = []
-    rng = random.Random(7)
-    delays = [[(rng.uniform(0, 0.04), rng.uniform(0, 0.04)) for _ in range(8)] for _ in range(4)]
-
-    def caller(mine: list[tuple[float, float]]) -> None:
-        for arrive, answer in mine:
-            with limiter.call():
-                time.sleep(arrive)
-                allowed, wait, _ = vendor.acquire()
-                if not allowed:
-                    refused.append(wait)
-                time.sleep(answer)
-
-    threads = [threading.Thread(target=caller, args=(mine,)) for mine in delays]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert refused == []
+    refused, made = late_calls(WindowLimiter(3, 0.2), [limiter] * 4, calls_each=8, seed=7)
+    assert refused == [] and made == 32
 
 
 @pytest.mark.parametrize("header, seconds", [("3", 3.0), ("0.5", 0.5), ("999", 120.0), ("soon", None), (None, None)])
@@ -206,38 +215,13 @@ def test_two_workers_holding_search_slots_until_answered_never_overrun_the_vendo
     """Two workers (each its own store) share a budget whose calls hold their slot until answered;
     their calls reach the vendor up to 40 ms late and answer up to 40 ms later: the vendor's sliding
     window of 3 per 0.3 s refuses none, and every call is made."""
-    import random
-    import threading
-
-    from sandbox.kit import WindowLimiter
-
-    vendor = WindowLimiter(3, 0.3)
     stores = [SlotStore(ledger_url), SlotStore(ledger_url)]
     budget = budget_key("hubspot-search", "acme")
     workers = [SharedRateLimiter(store, budget, calls=3, period=0.3, until_answered=True) for store in stores]
-    refused: list[float] = []
-    made: list[int] = []
-    rng = random.Random(11)
-    plans = [[(rng.uniform(0, 0.04), rng.uniform(0, 0.04)) for _ in range(6)] for _ in range(4)]
-
-    def caller(limiter: SharedRateLimiter, plan: list[tuple[float, float]]) -> None:
-        for arrive, answer in plan:
-            with limiter.call():
-                time.sleep(arrive)
-                allowed, wait, _ = vendor.acquire()
-                if not allowed:
-                    refused.append(wait)
-                made.append(1)
-                time.sleep(answer)
-
-    threads = [threading.Thread(target=caller, args=(workers[n % 2], plan)) for n, plan in enumerate(plans)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    refused, made = late_calls(WindowLimiter(3, 0.3), workers * 2, calls_each=6, seed=11)
     for store in stores:
         store.close()
-    assert refused == [] and len(made) == 24
+    assert refused == [] and made == 24
 
 
 def test_a_vendor_wait_holds_every_worker_of_a_held_budget(ledger_url: str) -> None:
