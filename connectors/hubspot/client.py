@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -130,13 +131,12 @@ class HubSpotClient(HttpConnector):
         rate-limit headers are read. A search also holds a slot of the search budget until answered."""
 
         def send() -> Any:
-            if not search:
+            # A search's slot is taken last, after the account's window, so it is not held while
+            # waiting for that.
+            with self._search_limiter.call() if search else nullcontext(0.0) as waited:
+                if waited:
+                    self._count("waited_seconds", waited)
                 data, _status, headers = fn(*args, _request_timeout=self._timeout, **kwargs)
-            else:  # last, after the account's window, so the slot is not held while waiting for that
-                with self._search_limiter.call() as waited:
-                    if waited:
-                        self._count("waited_seconds", waited)
-                    data, _status, headers = fn(*args, _request_timeout=self._timeout, **kwargs)
             self._observe(headers)
             return data
 
