@@ -159,6 +159,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds every process of this machine has used since boot (user, nice, system, irq and
+    softirq in /proc/stat; time the hypervisor stole is not ours), or None where there is no /proc."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb() -> float:
     """This process's current resident set size (VmRSS), in MiB."""
     try:

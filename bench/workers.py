@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ from bench.common import (
     ServiceSpec,
     demo_stack,
     log,
+    machine_cpu_seconds,
     open_service,
     parse_args,
     postgres_schema,
@@ -69,6 +71,7 @@ SYSTEMS = ("crm", "salesforce", "netsuite", "google_ads", "linkedin")
 # CPU (a process per flow run) bound first, and Salesforce's calls came in gaps (0.76 of its limit).
 SHARED_LIMIT: tuple[int, float, str | None] = (12, 6.0, "^/services/data/")
 RAISE = 20
+CORES = os.cpu_count() or 1
 KINDS = ("access", "erasure", "portability")
 # Backlog drains: (worker kind, one process-verified run?) and the figures' prefix.
 BACKLOG_MODES: dict[str, tuple[bool, bool, str, str]] = {
@@ -167,7 +170,7 @@ def _drain(stack: Any, fleet: Any, service: Any, *, tag: str, size: int, batch: 
     throttled_before = _throttled(stack)
     log(f"{len(fleet.workers)} {'warm' if warm else 'process'} worker(s), {tag}: starting "
         f"{'one process-verified run for ' if batch else ''}{size} request(s)")
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), machine_cpu_seconds()
     run_ids = _start_runs(fleet.server.api_url, ids, batch=batch)
     deadline = started + 120 + 60 * size
     wanted = set(ids)
@@ -184,13 +187,16 @@ def _drain(stack: Any, fleet: Any, service: Any, *, tag: str, size: int, batch: 
             break
         time.sleep(0.5)
     elapsed = time.monotonic() - started
+    cpu_ended = machine_cpu_seconds()
+    # The whole machine's: the Prefect server, PostgreSQL and the sandboxes share the cores with the workers.
+    busy_cores = (cpu_ended - cpu_started) / elapsed if cpu_started is not None and cpu_ended is not None else None
     if batch:  # the process-verified run's own process
         peak_rss = _batch_peak_rss(fleet.server.api_url, run_ids[0])
     else:  # a warm worker runs its requests in its own process; a process worker's runs are gone
         peaks = [_vm_hwm_mib(worker.process.pid) for worker in fleet.workers] if warm else []
         peak_rss = max((p for p in peaks if p is not None), default=None)
     return {"seconds": elapsed, "completed": statuses.count("completed"), "not_finished": len(open_left),
-            "per_minute": size / elapsed * 60, "completed_per_minute": statuses.count("completed") / elapsed * 60, "peak_rss_mb": peak_rss, "size": size,
+            "per_minute": size / elapsed * 60, "busy_cores": busy_cores, "completed_per_minute": statuses.count("completed") / elapsed * 60, "peak_rss_mb": peak_rss, "size": size,
             "outcomes": dict(Counter(statuses)), "throttled": _throttled(stack) - throttled_before}
 
 
@@ -333,15 +339,23 @@ def _emit_scale_out(report: Report, phases: list[dict[str, Any]], *, prefix: str
                     runs_per_worker=phase["per_worker"])
         report.emit(f"{prefix}.{w}.throttled", phase["throttled"], "answers", float(phase["throttled"]), "<= 0",
                     note="429/403 throttling answers from the sandboxes (aim 0)")
+        report.emit(f"{prefix}.{w}.busy_cores", phase["busy_cores"], "cores", size={"cores": CORES},
+                    note="CPU the whole machine used while the phase ran (server, PostgreSQL, sandboxes, workers)")
     by_count = {phase["workers"]: phase for phase in phases}
     if 1 in by_count and 2 in by_count:
         one, two = by_count[1], by_count[2]
         ratio = two["per_minute"] / one["per_minute"]
         report.emit(f"{prefix}.scale_out", ratio, "ratio", ratio if target else None, target,
-                    note=f"requests per minute with 2 {what} workers / with 1 (the CPU, 2 cores, is shared by both)")
+                    note=f"requests per minute with 2 {what} workers / with 1 (the CPU, {CORES} cores, is shared by both)")
+        ceiling = CORES / one["busy_cores"] if one["busy_cores"] else None
+        report.emit(f"{prefix}.cpu_ceiling", ceiling, "ratio", size={"cores": CORES},
+                    note="cores / cores busy with one worker: the most a second worker can add while the "
+                         "CPU binds (each request costs the machine the same CPU whichever worker runs it)")
         report.note(f"{what} workers, 1: {one['per_minute']:.1f} requests/min; 2: {two['per_minute']:.1f} "
                     f"(x{ratio:.2f}); runs per worker {two['per_worker']}; "
-                    f"throttled {one['throttled']} / {two['throttled']}")
+                    f"throttled {one['throttled']} / {two['throttled']}"
+                    + (f"; busy cores {one['busy_cores']:.2f} / {two['busy_cores']:.2f} of {CORES}, so the CPU "
+                       f"leaves room for x{ceiling:.2f} at most" if ceiling else ""))
     else:
         report.emit(f"{prefix}.scale_out", None, "ratio", note=f"needs both 1 and 2 {what} workers")
 

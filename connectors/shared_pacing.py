@@ -31,6 +31,8 @@ from sqlalchemy import Column, Connection, Float, MetaData, String, Table, creat
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
+from dsr.pool_ping import ping_after_idle
+
 metadata = MetaData()
 
 # Not part of the ledger: nothing here is evidence, and losing the table only forgets a few
@@ -97,7 +99,7 @@ class SlotStore:
             raise ValueError("DSR_RATE_LIMIT_URL: not a database URL") from exc
         if dialect not in _RESERVE:
             raise ValueError(f"DSR_RATE_LIMIT_URL: shared rate limits need PostgreSQL or SQLite, not {dialect}")
-        engine = create_engine(url, pool_pre_ping=True, connect_args={"timeout": 30} if dialect == "sqlite" else {})
+        engine = ping_after_idle(create_engine(url, connect_args={"timeout": 30} if dialect == "sqlite" else {}))
         self.engine: Engine = engine
         self.dialect = dialect
         try:

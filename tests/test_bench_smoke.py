@@ -53,7 +53,7 @@ EXPECTED = {
     # worker (one flow-run process more), whose peak RSS comes from the run's summary artifact.
     "workers": (workers, ["--quick", "--size", "1", "--workers", "1", "--warm", "none", "--no-batch", "--no-shared",
                           "--backlog", "1", "--backlog-modes", "volume"], {
-        "workers.1.requests_per_minute", "workers.1.throttled", "workers.scale_out",
+        "workers.1.requests_per_minute", "workers.1.throttled", "workers.1.busy_cores", "workers.scale_out",
         "workers.backlog.1.requests_per_minute", "workers.backlog.1.peak_rss", "workers.backlog.peak_rss_ratio"}),
 }
 

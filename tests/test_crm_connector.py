@@ -506,6 +506,39 @@ def test_database_errors_carry_no_personal_data(crm: CrmSqlConnector, db: Path) 
     assert ERASURE_SUBJECT not in chain.lower() and "lovelace" not in chain.lower()
 
 
+def test_the_schema_is_read_once_per_process_until_it_expires(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import sqlalchemy as sa
+
+    from connectors.crm_sql import schema
+
+    schema.SCHEMAS.clear()
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        build_connector(SYSTEM, "crm_sql", settings_for(db)).close()
+        first = len(statements)
+        again = build_connector(SYSTEM, "crm_sql", settings_for(db))
+        assert again.discover(ADA)  # the kept schema still finds her rows
+        again.close()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    assert first >= len(TABLES)  # the catalogue read for each table of the data map
+    assert not [s for s in statements[first:] if s.upper().startswith("PRAGMA")]
+
+    with sqlite3.connect(db) as conn:  # a migration renames a table of the data map
+        conn.execute("ALTER TABLE leads RENAME TO leads_old")
+    later = time.monotonic() + schema.SCHEMA_TTL_SECONDS + 1
+    monkeypatch.setattr(schema.SCHEMAS, "clock", lambda: later)
+    with pytest.raises(ConnectorConfigError, match=r"settings\.objects\.leads\.table: no table 'leads'"):
+        build_connector(SYSTEM, "crm_sql", settings_for(db))
+
+
 def test_an_empty_identity_matches_nothing_rather_than_every_blank_row(crm: CrmSqlConnector) -> None:
     with pytest.raises(ConnectorError, match="empty identity"):
         crm.discover(Subject("  ", "h"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -51,6 +52,33 @@ def test_identity_is_kept_beside_the_chain_never_inside_it(ledger: Ledger) -> No
     _new_request(ledger)
     assert ledger.identity("r-1") == "ada@example.com"
     assert all("ada@example.com" not in str(e.to_dict()) for e in ledger.events("r-1"))
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_while_idle_is_replaced_unseen(postgres_url: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import create_engine
+
+    from dsr import pool_ping
+    from sandbox.scratch_db import private_schema
+
+    monkeypatch.setattr(pool_ping, "IDLE_PING_SECONDS", 0.2)
+    with private_schema(postgres_url, "dsr_test") as url:
+        store = Ledger(url, projector=index_row)
+        try:
+            _new_request(store)
+            with store.engine.connect() as conn:  # the pool's one idle connection
+                backend = conn.execute(text("select pg_backend_pid()")).scalar_one()
+            admin = create_engine(postgres_url)
+            with admin.connect() as conn:  # a restart, or a firewall cutting idle sessions
+                assert conn.execute(text("select pg_terminate_backend(:pid)"), {"pid": backend}).scalar_one()
+            admin.dispose()
+            time.sleep(0.3)
+
+            store.append("r-1", "request.verified", {"method": "email-code", "note": "ok"}, actor="officer")
+            assert [e.type for e in store.events("r-1")] == ["request.received", "request.verified"]
+        finally:
+            store.close()
 
 
 def test_second_submission_with_the_same_id_is_refused(ledger: Ledger) -> None:

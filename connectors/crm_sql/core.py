@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from connectors.base import ConnectorError, ConnectorInfo, RecordRef, chunks, topological_order
-from connectors.crm_sql.schema import BoundObject, bind_objects, children_first
-from connectors.crm_sql.settings import CrmSqlSettings, config_parents
+from connectors.base import ConnectorError, ConnectorInfo, RecordRef, chunks
+from connectors.crm_sql.schema import SCHEMAS, BoundObject
+from connectors.crm_sql.settings import CrmSqlSettings
 
 KIND = "crm_sql"
 VERSION = "crm_sql/1"
@@ -43,10 +43,11 @@ class CrmSqlCore:
         self._system = system
         self._settings = settings
         self._engine = engine
-        with self._guard("reading the schema"), engine.connect() as conn:
-            self._objects = bind_objects(system, settings, conn)
-        self._discover_order, _ = topological_order(settings.objects, config_parents(settings.objects))
-        self._erase_order = children_first(settings, self._objects)
+        with self._guard("reading the schema"):
+            schema = SCHEMAS.bound(system, settings, engine.url.render_as_string(hide_password=True), engine.connect)
+        self._objects = schema.objects
+        self._discover_order = schema.discover_order
+        self._erase_order = schema.erase_order
         self._info = ConnectorInfo(
             system=system, kind=KIND, version=VERSION, max_batch=MAX_BATCH, objects=tuple(settings.objects)
         )

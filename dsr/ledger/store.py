@@ -34,6 +34,7 @@ from dsr.ledger.schema import identities as identities_table
 from dsr.ledger.schema import requests as requests_table
 from dsr.ledger.schema import subject_tokens as subject_tokens_table
 from dsr.ledger.texts import TEXT_REDACTED_EVENT, KeptText, RedactText, TextWrite, read_texts
+from dsr.pool_ping import ping_after_idle
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def create_ledger_engine(url: str, *, for_writes: bool = True) -> Engine:
     statement reads a consistent WAL snapshot), so a reader can never block a writer.
     """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return ping_after_idle(create_engine(url))
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
