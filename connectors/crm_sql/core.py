@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.base import ConnectorError, ConnectorInfo, RecordRef, chunks
-from connectors.crm_sql.schema import SCHEMAS, BoundObject
+from connectors.crm_sql.schema import BoundObject, bound_schema
 from connectors.crm_sql.settings import CrmSqlSettings
 
 KIND = "crm_sql"
@@ -44,7 +44,7 @@ class CrmSqlCore:
         self._settings = settings
         self._engine = engine
         with self._guard("reading the schema"):
-            schema = SCHEMAS.bound(system, settings, engine.url.render_as_string(hide_password=True), engine.connect)
+            schema = bound_schema(system, settings, engine.url.render_as_string(hide_password=True), engine.connect)
         self._objects = schema.objects
         self._discover_order = schema.discover_order
         self._erase_order = schema.erase_order

@@ -7,8 +7,6 @@ a config error naming its path, found when the connector is built rather than at
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -21,7 +19,7 @@ from sqlalchemy.exc import NoSuchTableError
 
 from connectors.base import ConnectorConfigError, topological_order
 from connectors.crm_sql.settings import CrmSqlSettings, ObjectSpec, config_parents
-from connectors.pacing import register_cache
+from connectors.process_cache import ProcessCache
 
 #: How long the connectors of a process reuse a database's reflected schema. Reflecting the data map's
 #: tables is nearly all of building the connector (about 27 ms of CPU for the demo's 9 tables on
@@ -64,41 +62,26 @@ class BoundSchema:
     erase_order: tuple[str, ...]  # children before parents
 
 
-class SchemaCache:
-    """Bound schemas by system, database and data map, each kept `ttl` seconds."""
+#: Bound schemas by system, database and data map (its settings as JSON).
+SCHEMAS: ProcessCache[tuple[str, str, str], BoundSchema] = ProcessCache(SCHEMA_TTL_SECONDS)
 
-    def __init__(self, ttl: float = SCHEMA_TTL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._bound: dict[tuple[str, str, str], tuple[float, BoundSchema]] = {}
-        self._lock = threading.Lock()
 
-    def clear(self) -> None:
-        with self._lock:
-            self._bound.clear()
+def bound_schema(system: str, settings: CrmSqlSettings, url: str, conn: Callable[[], sa.Connection]) -> BoundSchema:
+    """The process's binding of the data map to the database at `url`, or a new one read through
+    `conn()` (a context-managed connection) and kept `SCHEMA_TTL_SECONDS`.
 
-    def bound(self, system: str, settings: CrmSqlSettings, url: str, conn: Callable[[], sa.Connection]) -> BoundSchema:
-        """The cached binding, or a new one read through `conn()` (a context-managed connection).
-
-        Raises:
-            ConnectorConfigError: as `bind_objects`.
-        """
-        key = (system, url, settings.model_dump_json())
-        with self._lock:
-            expires, schema = self._bound.get(key, (0.0, None))
-        if schema is not None and expires >= self.clock():
-            return schema
+    Raises:
+        ConnectorConfigError: as `bind_objects`.
+    """
+    key = (system, url, settings.model_dump_json())
+    schema = SCHEMAS.get(key)
+    if schema is None:
         with conn() as connection:
             objects = bind_objects(system, settings, connection)
         discover_order, _ = topological_order(settings.objects, config_parents(settings.objects))
         schema = BoundSchema(objects, tuple(discover_order), children_first(settings, objects))
-        with self._lock:
-            self._bound[key] = (self.clock() + self.ttl, schema)
-        return schema
-
-
-SCHEMAS = SchemaCache()
-register_cache(SCHEMAS.clear)
+        SCHEMAS.put(key, schema)
+    return schema
 
 
 def bind_objects(system: str, settings: CrmSqlSettings, conn: sa.Connection) -> dict[str, BoundObject]:

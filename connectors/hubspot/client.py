@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -38,7 +36,8 @@ from hubspot.crm.objects import (
 from connectors.base import chunks
 from connectors.http import HttpConnector, HttpFailure, VendorApiError
 from connectors.hubspot.settings import ENGAGEMENTS, HubSpotSettings
-from connectors.pacing import budget_key, limiter_for, parse_retry_after, register_cache
+from connectors.pacing import budget_key, limiter_for, parse_retry_after
+from connectors.process_cache import ProcessCache
 from dsr.contract import RecordRef
 
 MAX_BATCH = 100  # batch/read, batch/archive
@@ -176,11 +175,11 @@ class HubSpotClient(HttpConnector):
 
     def _all_properties(self, obj: str, operation: str = "export") -> list[str]:
         if obj not in self._property_names:
-            names = _PROPERTIES.get(self._limiter, obj)
+            names = _PROPERTIES.get((self._limiter, obj))
             if names is None:
                 answer = self._sdk(operation, obj, self._properties_api.get_all_with_http_info, obj)
                 names = sorted({p.name for p in answer.results or []})
-                _PROPERTIES.put(self._limiter, obj, names)
+                _PROPERTIES.put((self._limiter, obj), names)
             self._property_names[obj] = list(names)
         return self._property_names[obj]
 
@@ -328,27 +327,5 @@ def id_order(object_id: str) -> tuple[int, str]:
 # --- kept per process -------------------------------------------------------------------------------
 
 
-class _ProcessCache:
-    """Answers kept per vendor account (its limiter, which `limiter_for` shares per account) and key."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._answers: dict[tuple[object, str], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, account: object, key: str) -> Any | None:
-        with self._lock:
-            entry = self._answers.get((account, key))
-        return entry[1] if entry is not None and entry[0] >= time.monotonic() else None
-
-    def put(self, account: object, key: str, answer: Any) -> None:
-        with self._lock:
-            self._answers[(account, key)] = (time.monotonic() + self.ttl, answer)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._answers.clear()
-
-
-_PROPERTIES = _ProcessCache(PROPERTIES_TTL_SECONDS)
-register_cache(_PROPERTIES.clear)
+#: Property names by vendor account (its limiter, which `limiter_for` shares per account) and object.
+_PROPERTIES: ProcessCache[tuple[object, str], list[str]] = ProcessCache(PROPERTIES_TTL_SECONDS)

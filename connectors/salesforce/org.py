@@ -377,12 +377,12 @@ class SalesforceOrg(HttpConnector):
         spec = self._settings.objects[name]
         # The org's budget, and where an endpoint override sends its calls (sandboxes share one org name).
         org = "|".join([self._budget, *self._session.sandbox_netlocs])
-        cached, answer = DESCRIBES.get(org, name)
+        cached, answer = DESCRIBES.lookup((org, name))
         if not cached:
             answer = self._rest("describe", name, f"sobjects/{name}/describe/", missing_ok=True)
             # Only the field list is kept: a describe answer is large and most of it unused.
             answer = None if answer is None else {"fields": list(answer.get("fields", []))}
-            DESCRIBES.put(org, name, answer)
+            DESCRIBES.put((org, name), answer)
         where = f"systems.{self._system}.settings.objects.{name}"
         if answer is None:
             if not spec.optional:

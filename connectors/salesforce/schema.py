@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.pacing import register_cache
+from connectors.process_cache import ProcessCache
 
 #: How long an object's describe is reused by the connectors of a process. Describing every object for
 #: each request would be 7 of its ~25 calls; an org's schema changes rarely, and a field added or removed
@@ -53,31 +51,8 @@ class Schema:
         return self.fields[name.lower()].name
 
 
-class DescribeCache:
-    """Objects' describe answers (their field lists) by org and object, each kept `ttl` seconds."""
-
-    def __init__(self, ttl: float = DESCRIBE_TTL_SECONDS) -> None:
-        self.ttl = ttl
-        self._answers: dict[tuple[str, str], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._answers.clear()
-
-    def get(self, org: str, name: str) -> tuple[bool, Any]:
-        """(found, answer); an answer of None means the org has no such object."""
-        with self._lock:
-            expires, answer = self._answers.get((org, name), (0.0, None))
-        return (True, answer) if expires >= time.monotonic() else (False, None)
-
-    def put(self, org: str, name: str, answer: Any) -> None:
-        with self._lock:
-            self._answers[(org, name)] = (time.monotonic() + self.ttl, answer)
-
-
-DESCRIBES = DescribeCache()
-register_cache(DESCRIBES.clear)
+#: Objects' describe answers (their field lists, or None for an object the org lacks) by org and object.
+DESCRIBES: ProcessCache[tuple[str, str], Any] = ProcessCache(DESCRIBE_TTL_SECONDS)
 
 
 def fit(info: FieldInfo, value: Any) -> tuple[str | None, Any]:
