@@ -27,7 +27,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Column, Connection, Float, MetaData, String, Table, create_engine, func, select, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Float,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
@@ -121,9 +135,16 @@ class SlotStore:
         with self.engine.begin() as conn:
             conn.execute(text(_HOLD_OFF[self.dialect]), params)
 
+    def _clock(self) -> ColumnElement[float]:
+        """Epoch seconds now, as SQL: the server's clock on PostgreSQL (workers on machines whose
+        clocks drift still agree), this machine's on SQLite (one machine)."""
+        if self.dialect == "postgresql":
+            return literal_column("extract(epoch FROM clock_timestamp())", Float)
+        return literal(time.time(), Float)
+
     def _now(self, conn: Connection) -> float:
         if self.dialect == "postgresql":
-            return float(conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+            return float(conn.execute(select(self._clock())).scalar_one())
         return time.time()
 
     def _lock_budget(self, conn: Connection, budget: str) -> None:
@@ -151,9 +172,9 @@ class SlotStore:
 
     def answer_held(self, call_id: str, period: float) -> None:
         """The call's answer is back: it counts for one more period from now."""
-        with self.engine.begin() as conn:
-            now = self._now(conn)
-            conn.execute(calls_table.update().where(calls_table.c.call_id == call_id).values(until=now + period))
+        with self.engine.begin() as conn:  # one statement: the answer is on a search's path
+            conn.execute(calls_table.update().where(calls_table.c.call_id == call_id)
+                         .values(until=self._clock() + period))
 
     def hold_off_held(self, budget: str, calls: int, seconds: float) -> None:
         """Every slot of `budget` taken until `seconds` from now (the vendor said wait)."""
