@@ -462,13 +462,13 @@ def test_the_api_refuses_a_swapped_identity_naming_the_request_not_the_address(s
 
 
 def test_two_processes_writing_in_turn_keep_one_unbroken_head_log(svc: DsrService, ledger_url: str) -> None:
-    """Each process chains its next head to the newest one it wrote, unless another process has
-    written since: taking turns, the log stays gap-free, each entry linked to the one before."""
+    """Each append signs the next head after the newest in the log, whichever process wrote it:
+    two processes taking turns leave it gap-free, each entry linked to the one before."""
     other = Ledger(ledger_url, projector=index_row, anchoring=svc.ledger.anchoring, auto_migrate=False)
     try:
         first = _submit(svc, ERASURE_SUBJECT, verify=False)
         for n in range(3):
-            other.append(first, "note.added", {"n": n}, actor="other")  # the first process's guess is now stale
+            other.append(first, "note.added", {"n": n}, actor="other")  # the newest head is now the other's
             svc.ledger.append(first, "note.added", {"n": n}, actor="first")
     finally:
         other.close()
