@@ -61,6 +61,11 @@ SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 #: after these pauses: the trigger creates the run a little after the verification, and the event
 #: can come before the run it announces is readable.
 RECHECK_SECONDS = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.5, 0.5, 0.5)
+#: Scheduled runs read beyond the free threads, and looks in a row while other workers win the
+#: runs read: with several workers on a pool, those freed at the same moment read the same oldest
+#: runs and the server gives each to one of them.
+CLAIM_SPARE = 2
+CLAIM_ROUNDS = 3
 #: Pauses between attempts to create a run that the server answered 503 ("database is locked": a
 #: SQLite server's write lock was taken meanwhile). Prefect's client waits 2 s, then 4 s; the lock is
 #: usually free again within milliseconds. About 30 s in all, then the caller is told.
@@ -230,20 +235,28 @@ class WarmWorker:
         (a full worker counts as having started one: there is nothing to look again for)."""
         from prefect.types._datetime import now
 
-        free = self._parallel_runs - self.running
-        if free <= 0:
-            return 1
-        try:
-            runs = await client.get_scheduled_flow_runs_for_deployments(
-                deployment_ids=list(self._flows), scheduled_before=now("UTC"), limit=free)
-        except Exception as exc:  # noqa: BLE001 - the server restarting; try again on the next wake
-            log.warning("could not read scheduled runs (%s)", type(exc).__name__)
-            return 0
         started = 0
-        for flow_run in runs:
-            if self._stopping.is_set():
-                break
-            started += await self._take(client, flow_run)
+        for _ in range(CLAIM_ROUNDS):
+            free = self._parallel_runs - self.running
+            if free <= 0:
+                return started or 1
+            try:
+                # A few more than the free threads: a run another worker claims first is passed over
+                # for the next one in the same look, instead of leaving this worker idle until a poll.
+                runs = await client.get_scheduled_flow_runs_for_deployments(
+                    deployment_ids=list(self._flows), scheduled_before=now("UTC"), limit=free + CLAIM_SPARE)
+            except Exception as exc:  # noqa: BLE001 - the server restarting; try again on the next wake
+                log.warning("could not read scheduled runs (%s)", type(exc).__name__)
+                return started
+            passed_over = False
+            for flow_run in runs:
+                if self._stopping.is_set() or self.running >= self._parallel_runs:
+                    break
+                took = await self._take(client, flow_run)
+                started += took
+                passed_over = passed_over or not took
+            if not passed_over or len(runs) < free + CLAIM_SPARE:
+                break  # nothing was lost to another claimant, or nothing more waits
         return started
 
     async def _take(self, client: PrefectClient, flow_run: FlowRun) -> int:
