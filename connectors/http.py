@@ -207,6 +207,7 @@ class HttpConnector:
         self._timeout = (settings.connect_timeout_seconds, settings.timeout_seconds)
         self._stats = Counter()
         self._stats_lock = threading.Lock()
+        self._thread_calls = threading.local()  # `count`: this thread's calls (see `_calls_in_thread`)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"dsr-pipeline/{self.VERSION}"
         self._retry = vendor_retry(retryable=self._retryable, retry_after=self.wait_asked,
@@ -259,6 +260,11 @@ class HttpConnector:
     def _calls(self) -> int:
         with self._stats_lock:
             return int(self._stats["calls"])
+
+    def _calls_in_thread(self) -> int:
+        """Calls made so far by the calling thread: what a receipt counts when several threads use
+        the connector at once (the retention purge's batches in flight)."""
+        return int(getattr(self._thread_calls, "count", 0))
 
     def close(self) -> None:
         """Release the HTTP session's pooled connections."""
@@ -361,6 +367,7 @@ class HttpConnector:
         with self.in_flight():
             waited = self._pause.wait() + self._limiter.acquire()
             self._count("calls")
+            self._thread_calls.count = getattr(self._thread_calls, "count", 0) + 1
             if waited:
                 self._count("waited_seconds", waited)
             try:

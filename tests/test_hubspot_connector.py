@@ -312,6 +312,64 @@ def test_purging_while_listing_skips_nothing(monkeypatch: pytest.MonkeyPatch) ->
             assert list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1))) == []
 
 
+def _cutoffs(cutoff: date) -> Any:
+    """The retention purge's `cutoff_of`: every object at `cutoff`, except those holding only usage data."""
+    return lambda categories: None if set(categories) <= {DataCategory.USAGE} else cutoff
+
+
+def test_the_purge_guard_counts_expired_records_with_one_search_per_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, not listed: the guard's count is HubSpot's `total` (past the 10,000 a query can page
+    through too), equal to what the listing at the same cutoffs finds."""
+    vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000, search_cap=1_000)
+    vendor.add_contacts(1_250, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
+    vendor.add_contacts(30, domain="fresh.example", last_modified="2025-05-01T00:00:00.000Z")
+    with serve(vendor) as server:
+        monkeypatch.setenv(URL_ENV, server.url)
+        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
+        with create(SYSTEM, settings(search_result_cap=1_000)) as conn:
+            before = conn.stats.get("calls", 0)
+            counts = conn.count_expired_all(_cutoffs(date(2020, 1, 1)))
+            calls = conn.stats["calls"] - before
+            listed = list(conn.expired_all(_cutoffs(date(2020, 1, 1))))
+    contacts = (DataCategory.IDENTITY, DataCategory.CONTACT, DataCategory.MARKETING)
+    emails = (DataCategory.MARKETING, DataCategory.USAGE)
+    assert counts == {contacts: 1_250, emails: 0} == {
+        contacts: sum(r.object == "contacts" for r in listed), emails: sum(r.object == "emails" for r in listed)}
+    assert calls == 2  # contacts and e-mails; the usage-only engagements are left out
+
+
+def test_expired_among_names_only_the_expired_of_the_records_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000)
+    stale = vendor.add_contacts(3, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
+    fresh = vendor.add_contacts(2, domain="fresh.example", last_modified="2025-05-01T00:00:00.000Z")
+    with serve(vendor) as server:
+        monkeypatch.setenv(URL_ENV, server.url)
+        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
+        with create(SYSTEM, settings()) as conn:
+            held = [conn._ref("contacts", i) for i in (fresh[0], stale[2], stale[0], fresh[1], "999999")]
+            found = conn.expired_among(held, _cutoffs(date(2020, 1, 1)))
+    assert [r.id for r in found] == [stale[2], stale[0]]
+
+
+def test_batches_purged_from_two_threads_at_once_each_count_their_own_calls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000)
+    vendor.add_contacts(700, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
+    with serve(vendor) as server:
+        monkeypatch.setenv(URL_ENV, server.url)
+        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
+        with create(SYSTEM, settings()) as conn:
+            assert conn.purge_workers == 2
+            found = list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)))
+            batches = [found[:400], found[400:500], found[500:]]  # 4, 1 and 2 archive calls
+            with ThreadPoolExecutor(2) as pool:
+                receipts = list(pool.map(conn.purge, batches))
+    assert [r.api_calls for r in receipts] == [4, 1, 2]
+    assert vendor.object_count("contacts") == 0
+
+
 # --- opt-out ----------------------------------------------------------------------------------------------
 
 

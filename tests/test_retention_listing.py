@@ -1,9 +1,9 @@
 """The retention purge lists each system's expired records once: one query per
 Salesforce object and one search per HubSpot object whatever the categories their records hold;
-Salesforce counts (one COUNT() per object) before it lists, in the purge pass, HubSpot's listing
-is not repeated in the purge pass; the same per-category counts as a listing per category;
-Salesforce delete batches in flight together, within the vendor's pace, each receipt counting its
-own calls. Vendor calls are counted at the sandboxes; nothing here is timed."""
+both count first (a COUNT() per Salesforce object, a one-record search read for its total per
+HubSpot object), then list in the purge pass; the same per-category counts as a listing per
+category; Salesforce delete batches in flight together, within the vendor's pace, each receipt
+counting its own calls. Vendor calls are counted at the sandboxes; nothing here is timed."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def _open_guard(service: DsrService) -> None:
 
 class _Listings:
     """Counts the sandboxes' listing calls: Salesforce queries (first pages, per object, and
-    queryMore pages) and COUNT() queries, HubSpot searches (per object type); and Salesforce deletes
-    in flight."""
+    queryMore pages) and COUNT() queries, HubSpot searches and counting searches (`limit` 1, per
+    object type); and Salesforce deletes in flight."""
 
     def __init__(self, sandboxes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: Counter[str] = Counter()
@@ -75,7 +75,10 @@ class _Listings:
         if path.startswith(CONTROL_PREFIX):
             return None
         if name == "hubspot":
-            return f"hubspot search {path.split('/')[-2]}" if path.endswith("/search") else None
+            if not path.endswith("/search"):
+                return None
+            kind = "count" if (request.json() or {}).get("limit") == 1 else "search"
+            return f"hubspot {kind} {path.split('/')[-2]}"
         if path.rstrip("/").endswith("/query") and request.arg("q"):
             return f"salesforce {_query_label(request.arg('q'))}"
         if "/query/" in path:
@@ -128,8 +131,10 @@ def test_each_object_is_listed_once_whatever_its_categories_and_counts_are_uncha
     assert counted["salesforce count Lead"] == 1 and counted["salesforce count Contact"] == 1
     assert all(n == 1 for label, n in counted.items() if label.startswith("salesforce count "))
     assert not [label for label in counted if label.startswith(("salesforce query", "salesforce queryMore"))]
-    assert counted["hubspot search contacts"] == 1  # the demo's expired contacts fit in one page
-    assert all(n == 1 for label, n in counted.items() if label.startswith("hubspot search"))
+    # HubSpot is counted too: one search for one record per object, read for its total.
+    assert counted["hubspot count contacts"] == 1
+    assert all(n == 1 for label, n in counted.items() if label.startswith("hubspot count "))
+    assert not [label for label in counted if label.startswith("hubspot search ")]
     # The report still shows each record under the category governing it, as a listing per category did.
     for system in ("salesforce", "hubspot"):
         shown = {t.category: t.candidates for t in report.tallies if t.system == system and t.candidates}
@@ -146,14 +151,14 @@ def test_each_system_is_listed_once_per_run(sqlite_service: DsrService, sandboxe
     report = Purger(sqlite_service, _connect(sqlite_service)).run(today=TODAY, systems=["hubspot", "salesforce"])
     assert report.status == "completed" and report.purged > 0
     run = listings.listing()
-    # HubSpot: the count pass's listing, and nothing more (the purge pass reads the spill files).
-    assert {k: n for k, n in run.items() if k.startswith("hubspot")} == {
-        k: n for k, n in counting_only.items() if k.startswith("hubspot")}
-    # Salesforce: the count pass's COUNT() queries, then one listing per object, in the purge pass.
-    counts = {k: n for k, n in counting_only.items() if k.startswith("salesforce count ")}
-    assert {k: n for k, n in run.items() if k.startswith("salesforce count ")} == counts
-    assert {k.replace(" query ", " count ") for k in run if k.startswith("salesforce query ")} == set(counts)
-    assert all(n == 1 for k, n in run.items() if k.startswith("salesforce query "))
+    # Each system: the count pass's counting calls, then one listing per object, in the purge pass
+    # (the demo's expired records fit in one page).
+    for system, listed in (("salesforce", "query"), ("hubspot", "search")):
+        counts = {k: n for k, n in counting_only.items() if k.startswith(f"{system} count ")}
+        assert counts, system
+        assert {k: n for k, n in run.items() if k.startswith(f"{system} count ")} == counts
+        assert {k.replace(f" {listed} ", " count ") for k in run if k.startswith(f"{system} {listed} ")} == set(counts)
+        assert all(n == 1 for k, n in run.items() if k.startswith(f"{system} {listed} "))
     assert not any((sqlite_service.settings.home / "purge-spill").iterdir())  # the spill files are gone
     after = Purger(sqlite_service, _connect(sqlite_service)).run(dry_run=True, today=TODAY,
                                                                  systems=["hubspot", "salesforce"])

@@ -22,7 +22,10 @@ What it does, per operation of the contract (DESIGN.md):
 - `verify_erased`: discovery again.
 - `expired`/`purge`: search ``<retention property> LT cutoff`` per object holding the category, in keyset
   order (``hs_object_id``), restarting the query before HubSpot's 10,000-results-per-query cap; purge with
-  ``batch/archive`` in 100s.
+  ``batch/archive`` in 100s, two batches in flight. The purge's guard counts instead of listing
+  (`count_expired_all`: the same search with ``limit: 1``, read for its ``total``; `expired_among`: the
+  protected records' retention property through ``batch/read``), so its purge pass lists on the search
+  budget while the archives go out on the account's.
 - `opt_out` (marketing objection): unsubscribe the address from every e-mail subscription type through
   communication preferences v3. The contact is kept.
 - rectification and restriction of marketing: `connectors.hubspot.rights`.
@@ -52,6 +55,10 @@ from connectors.hubspot.rights import SUBSCRIPTIONS_OBJECT, HubSpotRights
 from connectors.hubspot.settings import HubSpotSettings
 from dsr.contract import DataCategory, ErasureAction, ErasureDecision, Receipt, RecordOutcome, RecordRef
 
+#: Two: one archive on the way while the next is queued, and the listing's searches alongside; more
+#: would only wait on the account's budget (100 calls per 10 s), which the archives alone fill.
+PURGE_WORKERS = 2
+
 __all__ = ["PROPERTIES_TTL_SECONDS", "HubSpotApiError", "HubSpotConnector", "HubSpotSettings", "create"]
 
 
@@ -61,6 +68,9 @@ class HubSpotConnector(HubSpotRights):
     Build it with `create` (or `connectors.registry.build_connector`); call `close()` when done.
     `stats` counts calls, retries, throttling answers, slowdowns and waits, for benchmarks and tests.
     """
+
+    #: Archive batches in flight at once in the retention purge (`ParallelPurge`).
+    purge_workers = PURGE_WORKERS
 
     # --- the contract ---
 
@@ -158,11 +168,41 @@ class HubSpotConnector(HubSpotRights):
             if cutoff is not None:
                 yield from self._expired_hits(obj, cutoff)
 
+    def count_expired_all(self, cutoff_of: Callable[[tuple[DataCategory, ...]], date | datetime | None],
+                          ) -> dict[tuple[DataCategory, ...], int]:
+        """How many records have expired, per set of categories an object holds (objects holding the
+        same categories add up): per object, one search on the listing's own filter, read for its
+        `total`. The purge's guard decides on these counts, and its purge pass lists while it archives."""
+        counts: dict[tuple[DataCategory, ...], int] = {}
+        for obj in self._objects:
+            categories = tuple(self._settings.categories_of(obj))
+            cutoff = cutoff_of(categories)
+            if cutoff is not None:
+                counts[categories] = counts.get(categories, 0) + self._count_hits(
+                    "expired", obj, self._expired_filters(obj, cutoff))
+        return counts
+
+    def expired_among(self, refs: Sequence[RecordRef],
+                      cutoff_of: Callable[[tuple[DataCategory, ...]], date | datetime | None]) -> list[RecordRef]:
+        """Those of `refs` (the purge's protected records) that have expired, in the order given: their
+        retention property read 100 at a time (batch/read), on the same condition as the listing."""
+        expired: set[tuple[str, str]] = set()
+        for obj, group in self._group(refs).items():
+            cutoff = cutoff_of(tuple(self._settings.categories_of(obj)))
+            if cutoff is None:
+                continue
+            prop, limit = self._settings.retention_of(obj), _epoch_millis(cutoff)
+            found = self._read_batch("expired", obj, [r.id for r in group], [prop])
+            expired.update((obj, object_id) for object_id, properties in found.items()
+                           if (moment := _millis_of(properties.get(prop))) is not None and moment < limit)
+        return [ref for ref in refs if (ref.object, ref.id) in expired]
+
     def purge(self, refs: Sequence[RecordRef]) -> Receipt:
         """Archive the records, 100 per call (HubSpot's batch/archive; restorable by HubSpot for 90 days).
 
-        HubSpot's batch/archive answers 204 whether or not an id still exists, so `already_gone` is
-        never claimed here.
+        Thread-safe (`purge_workers` batches in flight: the archives, on the account's budget, go out
+        while the purge pass lists on the search budget). HubSpot's batch/archive answers 204 whether
+        or not an id still exists, so `already_gone` is never claimed here.
         """
         calls_before = self._calls()
         outcomes: list[RecordOutcome] = []
@@ -210,10 +250,12 @@ class HubSpotConnector(HubSpotRights):
                 ids.append(str(hit.id))
         return sorted(set(ids), key=id_order)
 
+    def _expired_filters(self, obj: str, cutoff: date | datetime) -> list[Filter]:
+        return [Filter(property_name=self._settings.retention_of(obj), operator="LT", value=str(_epoch_millis(cutoff)))]
+
     def _expired_hits(self, obj: str, cutoff: date | datetime) -> Iterator[RecordRef]:
         prop = self._settings.retention_of(obj)
-        filters = [Filter(property_name=prop, operator="LT", value=str(_epoch_millis(cutoff)))]
-        for hit in self._search_all("expired", obj, filters, [prop]):
+        for hit in self._search_all("expired", obj, self._expired_filters(obj, cutoff), [prop]):
             yield replace(self._ref(obj, hit.id), anchor_date=_date_of((hit.properties or {}).get(prop)))
 
     # --- erasure ---
@@ -306,6 +348,21 @@ def _epoch_millis(cutoff: date | datetime) -> int:
     else:
         moment = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def _millis_of(value: Any) -> int | None:
+    """A date-time property as HubSpot compares it in a filter: epoch milliseconds (it answers either
+    those or ISO 8601)."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _date_of(value: Any) -> date | None:

@@ -122,6 +122,11 @@ class HubSpotClient(HttpConnector):
             except AttributeError:
                 pass
 
+    def _calls(self) -> int:
+        # Per thread: `purge` runs in several threads at once (the retention purge), and each
+        # receipt counts its own calls only.
+        return self._calls_in_thread()
+
     # --- calling HubSpot ---
 
     def _sdk(self, operation: str, what: str, fn: Callable[..., Any], *args: Any, search: bool = False,
@@ -193,6 +198,17 @@ class HubSpotClient(HttpConnector):
             for item in answer.results or []:
                 found[str(item.id)] = dict(item.properties or {})
         return found
+
+    def _count_hits(self, operation: str, obj: str, filters: list[Filter]) -> int:
+        """How many records a search matches: one search for one record, read for its `total`."""
+        request = PublicObjectSearchRequest(filter_groups=[FilterGroup(filters=list(filters))],
+                                            properties=["hs_object_id"], limit=1)
+        page = self._sdk(operation, obj, self._search_api.do_search_with_http_info, obj, request, search=True)
+        total = getattr(page, "total", None)
+        if not isinstance(total, int) or total < 0:
+            raise HubSpotApiError(f"systems.{self._system}: {operation} of {obj} failed: HubSpot answered the "
+                                  "search without a count of its matches (total)")
+        return total
 
     def _search_all(self, operation: str, obj: str, filters: list[Filter], properties: list[str]) -> Iterator[Any]:
         """Every hit of a search, in hs_object_id order, paged by keyset (`hs_object_id > last`).
