@@ -11,8 +11,8 @@ How a run goes:
    retention; each record is considered once, under that category.
 2. Protected records: every record of a subject under an active legal hold or with an open
    request is found by exact discovery and skipped (PIPEDA s.8(8); DPA 2018 s.173).
-3. Counting pass. A system that can count its expired records (`CountsExpired`, Salesforce: one
-   COUNT() query per object) is counted, not listed; its protected records are checked for expiry
+3. Counting pass. A system that can count its expired records (`CountsExpired`: Salesforce, a
+   COUNT() query per object; HubSpot, a search's total per object) is counted, not listed; its protected records are checked for expiry
    by id. Any other system's expired records are listed once for all categories (a connector's
    `expired_all`: every object queried once, at the cutoff of the category that governs it; else
    `expired` once per category), counted per governing category, and the ones to purge are
@@ -25,7 +25,7 @@ How a run goes:
    loses more records per category than were counted and approved: expired records found beyond
    the count stay for the next run (`left_over` in the report, `purge.left_over` in the chain).
    A listed system's refs are read back from its spill files (not listed again). A connector that
-   says so (`purge_workers`, Salesforce) gets that many batches in flight at once, all paced by its
+   says so (`purge_workers`: Salesforce, HubSpot) gets that many batches in flight at once, all paced by its
    one shared limiter; results are recorded in the order sent. A crash loses nothing: a re-run
    finds only what is still there (already purged batches are never re-sent).
 """
