@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +51,16 @@ def serve(vendor: HubSpotSandbox) -> SandboxServer:
     # for a delayed ACK (Nagle). Until the kit sets it (see the HubSpot report), the tests do.
     server._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
     return server
+
+
+@contextmanager
+def connected(vendor: HubSpotSandbox, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Iterator[HubSpotConnector]:
+    """A connector over a sandbox server of its own for `vendor` (a test that seeds or limits it its way)."""
+    with serve(vendor) as server:
+        monkeypatch.setenv(URL_ENV, server.url)
+        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
+        with create(SYSTEM, settings(**overrides)) as conn:
+            yield conn
 
 
 def subject(email: str) -> Subject:
@@ -277,18 +288,15 @@ def test_expired_pages_past_the_search_cap_and_purge_archives_in_hundreds(monkey
     stale = set(vendor.add_contacts(2_300, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z"))
     fresh = vendor.add_contacts(20, domain="fresh.example", last_modified="2025-05-01T00:00:00.000Z")
     note = vendor.add_engagement("notes", {"hs_note_body": "old"}, [fresh[0]], created="2018-01-01T00:00:00.000Z")
-    with serve(vendor) as server:
-        monkeypatch.setenv(URL_ENV, server.url)
-        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
-        with create(SYSTEM, settings(search_result_cap=1_000)) as conn:
-            found = list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)))
-            assert {r.id for r in found} == stale and len(found) == 2_300
-            assert {r.anchor_date for r in found} == {date(2019, 5, 1)}
-            assert [r.id for r in conn.expired("usage", date(2020, 1, 1))] == [note]
-            before = conn.stats["calls"]
-            receipt = conn.purge(found)
-            assert conn.stats["calls"] - before == 23 == receipt.api_calls
-            assert all(o.done for o in receipt.outcomes) and len(receipt.outcomes) == 2_300
+    with connected(vendor, monkeypatch, search_result_cap=1_000) as conn:
+        found = list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)))
+        assert {r.id for r in found} == stale and len(found) == 2_300
+        assert {r.anchor_date for r in found} == {date(2019, 5, 1)}
+        assert [r.id for r in conn.expired("usage", date(2020, 1, 1))] == [note]
+        before = conn.stats["calls"]
+        receipt = conn.purge(found)
+        assert conn.stats["calls"] - before == 23 == receipt.api_calls
+        assert all(o.done for o in receipt.outcomes) and len(receipt.outcomes) == 2_300
     assert vendor.object_count("contacts") == 20
 
 
@@ -297,19 +305,16 @@ def test_purging_while_listing_skips_nothing(monkeypatch: pytest.MonkeyPatch) ->
     records as were just archived and leave about half behind."""
     vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000)
     vendor.add_contacts(450, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
-    with serve(vendor) as server:
-        monkeypatch.setenv(URL_ENV, server.url)
-        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
-        with create(SYSTEM, settings()) as conn:
-            batch: list[RecordRef] = []
-            for ref in conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)):
-                batch.append(ref)
-                if len(batch) == 100:
-                    conn.purge(batch)
-                    batch = []
-            if batch:
+    with connected(vendor, monkeypatch) as conn:
+        batch: list[RecordRef] = []
+        for ref in conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)):
+            batch.append(ref)
+            if len(batch) == 100:
                 conn.purge(batch)
-            assert list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1))) == []
+                batch = []
+        if batch:
+            conn.purge(batch)
+        assert list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1))) == []
 
 
 def _cutoffs(cutoff: date) -> Any:
@@ -323,14 +328,11 @@ def test_the_purge_guard_counts_expired_records_with_one_search_per_object(monke
     vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000, search_cap=1_000)
     vendor.add_contacts(1_250, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
     vendor.add_contacts(30, domain="fresh.example", last_modified="2025-05-01T00:00:00.000Z")
-    with serve(vendor) as server:
-        monkeypatch.setenv(URL_ENV, server.url)
-        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
-        with create(SYSTEM, settings(search_result_cap=1_000)) as conn:
-            before = conn.stats.get("calls", 0)
-            counts = conn.count_expired_all(_cutoffs(date(2020, 1, 1)))
-            calls = conn.stats["calls"] - before
-            listed = list(conn.expired_all(_cutoffs(date(2020, 1, 1))))
+    with connected(vendor, monkeypatch, search_result_cap=1_000) as conn:
+        before = conn.stats.get("calls", 0)
+        counts = conn.count_expired_all(_cutoffs(date(2020, 1, 1)))
+        calls = conn.stats["calls"] - before
+        listed = list(conn.expired_all(_cutoffs(date(2020, 1, 1))))
     contacts = (DataCategory.IDENTITY, DataCategory.CONTACT, DataCategory.MARKETING)
     emails = (DataCategory.MARKETING, DataCategory.USAGE)
     assert counts == {contacts: 1_250, emails: 0} == {
@@ -342,12 +344,9 @@ def test_expired_among_names_only_the_expired_of_the_records_given(monkeypatch: 
     vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000)
     stale = vendor.add_contacts(3, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
     fresh = vendor.add_contacts(2, domain="fresh.example", last_modified="2025-05-01T00:00:00.000Z")
-    with serve(vendor) as server:
-        monkeypatch.setenv(URL_ENV, server.url)
-        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
-        with create(SYSTEM, settings()) as conn:
-            held = [conn._ref("contacts", i) for i in (fresh[0], stale[2], stale[0], fresh[1], "999999")]
-            found = conn.expired_among(held, _cutoffs(date(2020, 1, 1)))
+    with connected(vendor, monkeypatch) as conn:
+        held = [conn._ref("contacts", i) for i in (fresh[0], stale[2], stale[0], fresh[1], "999999")]
+        found = conn.expired_among(held, _cutoffs(date(2020, 1, 1)))
     assert [r.id for r in found] == [stale[2], stale[0]]
 
 
@@ -357,15 +356,12 @@ def test_batches_purged_from_two_threads_at_once_each_count_their_own_calls(
 
     vendor = HubSpotSandbox(window_limit=10_000, window_seconds=1.0, search_per_second=1_000)
     vendor.add_contacts(700, domain="stale.example", last_modified="2019-05-01T00:00:00.000Z")
-    with serve(vendor) as server:
-        monkeypatch.setenv(URL_ENV, server.url)
-        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
-        with create(SYSTEM, settings()) as conn:
-            assert conn.purge_workers == 2
-            found = list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)))
-            batches = [found[:400], found[400:500], found[500:]]  # 4, 1 and 2 archive calls
-            with ThreadPoolExecutor(2) as pool:
-                receipts = list(pool.map(conn.purge, batches))
+    with connected(vendor, monkeypatch) as conn:
+        assert conn.purge_workers == 2
+        found = list(conn.expired(DataCategory.IDENTITY, date(2020, 1, 1)))
+        batches = [found[:400], found[400:500], found[500:]]  # 4, 1 and 2 archive calls
+        with ThreadPoolExecutor(2) as pool:
+            receipts = list(pool.map(conn.purge, batches))
     assert [r.api_calls for r in receipts] == [4, 1, 2]
     assert vendor.object_count("contacts") == 0
 
@@ -472,13 +468,10 @@ def test_the_limiter_keeps_a_burst_of_150_calls_under_the_window_without_a_429(
 def test_low_remaining_header_slows_calls_down(monkeypatch: pytest.MonkeyPatch) -> None:
     # Another client shares the token: the connector's own limiter thinks all is well, HubSpot says not.
     vendor = HubSpotSandbox(seed_demo_data=True, window_limit=12, window_seconds=0.5, search_per_second=1_000)
-    with serve(vendor) as server:
-        monkeypatch.setenv(URL_ENV, server.url)
-        monkeypatch.setenv(TOKEN_ENV, DEMO_TOKEN)
-        with create(SYSTEM, settings(slow_down_below=10)) as conn:
-            for _ in range(5):  # one call each under the window (the search has its own)
-                conn.discover(subject(ACCESS_SUBJECT))
-            stats = conn.stats
+    with connected(vendor, monkeypatch, slow_down_below=10) as conn:
+        for _ in range(5):  # one call each under the window (the search has its own)
+            conn.discover(subject(ACCESS_SUBJECT))
+        stats = conn.stats
     assert stats["slowdowns"] >= 1 and stats["waited_seconds"] > 0
 
 
