@@ -350,31 +350,33 @@ def _epoch_millis(cutoff: date | datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _millis_of(value: Any) -> int | None:
-    """A date-time property as HubSpot compares it in a filter: epoch milliseconds (it answers either
-    those or ISO 8601)."""
+def _moment_of(value: Any) -> datetime | None:
+    """A date-time property as HubSpot answers it: epoch milliseconds or ISO 8601."""
     if value in (None, ""):
         return None
     text = str(value)
     if text.isdigit():
-        return int(text)
+        return datetime.fromtimestamp(int(text) / 1000, UTC)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        return None
+
+
+def _millis_of(value: Any) -> int | None:
+    """A date-time property as HubSpot compares it in a filter: epoch milliseconds."""
+    text = str(value)
+    if text.isdigit():
+        return int(text)  # exact, not through a float
+    moment = _moment_of(value)
+    if moment is None:
         return None
     return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _date_of(value: Any) -> date | None:
-    if value in (None, ""):
-        return None
-    text = str(value)
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, UTC).date()
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
-    except ValueError:
-        return None
+    moment = _moment_of(value)
+    return None if moment is None else moment.date()
 
 
 create = HubSpotConnector.create
